@@ -1,0 +1,194 @@
+"""The measurements every part speaks (DESIGN §2), the point type, and InfluxDB line protocol."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+FieldValue = float | int | bool | str
+
+# Measurement -> (tags, fields). Field names carry their unit. `method` says how
+# energy was obtained: counter (hardware energy counter), integrated (power
+# integrated over time), estimated (a model, e.g. TDP x utilisation) or
+# simulated (the simulated fleet).
+MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gpu": (
+        ("host", "gpu", "uuid", "model", "method"),
+        (
+            "power_w", "energy_j", "util_pct", "mem_util_pct", "sm_clock_mhz",
+            "mem_clock_mhz", "temp_c", "power_limit_w",
+        ),
+    ),
+    "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
+    "job": (
+        ("job", "host", "kind", "precision", "gpu_model"),
+        (
+            "energy_j", "samples", "tokens", "steps", "flops", "gpus",
+            "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
+        ),
+    ),
+    "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
+    "carbon": (("region",), ("intensity_g_per_kwh", "renewable_pct")),
+    "alert": (("rule", "severity", "target"), ("state", "value")),
+}
+
+# Fields that are increments since the previous point of the same series: a
+# window's total is a plain SUM (DESIGN §2).
+INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops",
+                              "it_energy_j", "facility_energy_j"})
+
+# Work units in the order PER prefers to report them.
+WORK_UNITS = ("samples", "tokens", "flops", "steps")
+
+METHODS = ("counter", "integrated", "estimated", "simulated")
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One sample: measurement, tags (identity), fields (numbers), UTC time in ns.
+
+    Build it with :func:`point`, which validates; tags and fields are stored as
+    sorted tuples so a point is immutable and hashable.
+    """
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, FieldValue], ...]
+    time_ns: int
+
+    @property
+    def tag_map(self) -> dict[str, str]:
+        return dict(self.tags)
+
+    @property
+    def field_map(self) -> dict[str, FieldValue]:
+        return dict(self.fields)
+
+    def tag(self, name: str, default: str | None = None) -> str | None:
+        for key, value in self.tags:
+            if key == name:
+                return value
+        return default
+
+    def field(self, name: str, default: FieldValue | None = None) -> FieldValue | None:
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return default
+
+
+def point(
+    measurement: str,
+    tags: Mapping[str, str],
+    fields: Mapping[str, FieldValue | None],
+    time_ns: int,
+) -> Point:
+    """Validate and build a :class:`Point`.
+
+    Fields whose value is ``None`` (unsupported by the hardware) are left out,
+    never written as 0. Raises ``ValueError`` naming the offending key and value.
+    """
+    if not isinstance(measurement, str) or not measurement:
+        raise ValueError(f"measurement: must be a non-empty string, got {measurement!r}")
+    if isinstance(time_ns, bool) or not isinstance(time_ns, int) or time_ns < 0:
+        raise ValueError(f"time_ns: must be a non-negative integer, got {time_ns!r}")
+    clean_tags: list[tuple[str, str]] = []
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"tag key: must be a non-empty string, got {key!r}")
+        if not isinstance(value, str):
+            raise ValueError(f"tag {key}: must be a string, got {value!r}")
+        if value == "":
+            continue  # InfluxDB drops empty tag values; so do we, consistently
+        _check_no_newline(f"tag {key}", value)
+        _check_no_newline("tag key", key)
+        clean_tags.append((key, value))
+    clean_fields: list[tuple[str, FieldValue]] = []
+    for key, value in fields.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"field key: must be a non-empty string, got {key!r}")
+        _check_no_newline("field key", key)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"field {key}: must be finite, got {value!r}")
+        if not isinstance(value, (bool, int, float, str)):
+            raise ValueError(f"field {key}: must be a number, bool or string, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            # One numeric type per field, always: InfluxDB rejects a whole batch
+            # when a field is written as an integer once and a float later.
+            value = float(value)
+        clean_fields.append((key, value))
+    if not clean_fields:
+        raise ValueError(f"fields: measurement {measurement!r} needs at least one field")
+    _check_no_newline("measurement", measurement)
+    return Point(measurement, tuple(sorted(clean_tags)), tuple(sorted(clean_fields)), time_ns)
+
+
+def _check_no_newline(what: str, value: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{what}: newlines are not allowed, got {value!r}")
+
+
+# --- line protocol -----------------------------------------------------------
+# https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/
+# Measurement: escape comma and space. Tag keys/values and field keys: escape
+# comma, equals sign and space. String field values: escape double quote and
+# backslash. A backslash elsewhere is written as is (InfluxDB keeps a backslash
+# that does not precede a special character literally); one that would precede
+# a special character, or ends a key or value, is doubled so the parser cannot
+# read it as an escape.
+
+_MEASUREMENT_SPECIAL = frozenset(", ")
+_KEY_SPECIAL = frozenset(",= ")
+
+
+def _escape(text: str, special: frozenset[str]) -> str:
+    out: list[str] = []
+    n = len(text)
+    for i, ch in enumerate(text):
+        if ch in special:
+            out.append("\\" + ch)
+        elif ch == "\\" and (i + 1 == n or text[i + 1] in special or text[i + 1] == "\\"):
+            out.append("\\\\")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escape_measurement(name: str) -> str:
+    return _escape(name, _MEASUREMENT_SPECIAL)
+
+
+def escape_key(name: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return _escape(name, _KEY_SPECIAL)
+
+
+def escape_string_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_field_value(value: FieldValue) -> str:
+    # bool before int: bool is a subclass of int.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return escape_string_field(value)
+
+
+def to_line(p: Point) -> str:
+    """Serialize one point as a line of InfluxDB line protocol (ns precision)."""
+    head = escape_measurement(p.measurement)
+    if p.tags:
+        head += "," + ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in p.tags)
+    body = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in p.fields)
+    return f"{head} {body} {p.time_ns}"
+
+
+def to_lines(points: Iterable[Point]) -> str:
+    return "\n".join(to_line(p) for p in points)

@@ -24,7 +24,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "job": (
         ("job", "host", "kind", "precision", "gpu_model"),
         (
-            "energy_j", "samples", "tokens", "steps", "flops", "gpus",
+            "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
         ),
     ),
@@ -35,7 +35,8 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # Fields that are increments since the previous point of the same series: a
 # window's total is a plain SUM (DESIGN §2).
-INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops",
+# `active_s` is the wall time a job ran during the interval, so SUM(active_s) is its run time.
+INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
                               "it_energy_j", "facility_energy_j"})
 
 # Work units in the order PER prefers to report them.
@@ -94,18 +95,19 @@ def point(
     if isinstance(time_ns, bool) or not isinstance(time_ns, int) or time_ns < 0:
         raise ValueError(f"time_ns: must be a non-negative integer, got {time_ns!r}")
     clean_tags: list[tuple[str, str]] = []
-    for key, value in tags.items():
+    for key, tvalue in tags.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"tag key: must be a non-empty string, got {key!r}")
-        if not isinstance(value, str):
-            raise ValueError(f"tag {key}: must be a string, got {value!r}")
-        if value == "":
+        if not isinstance(tvalue, str):
+            raise ValueError(f"tag {key}: must be a string, got {tvalue!r}")
+        if tvalue == "":
             continue  # InfluxDB drops empty tag values; so do we, consistently
-        _check_no_newline(f"tag {key}", value)
+        _check_no_newline(f"tag {key}", tvalue)
         _check_no_newline("tag key", key)
-        clean_tags.append((key, value))
+        clean_tags.append((key, tvalue))
     clean_fields: list[tuple[str, FieldValue]] = []
-    for key, value in fields.items():
+    for key, fvalue in fields.items():
+        value = fvalue
         if not isinstance(key, str) or not key:
             raise ValueError(f"field key: must be a non-empty string, got {key!r}")
         _check_no_newline("field key", key)
@@ -135,26 +137,30 @@ def _check_no_newline(what: str, value: str) -> None:
 # https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/
 # Measurement: escape comma and space. Tag keys/values and field keys: escape
 # comma, equals sign and space. String field values: escape double quote and
-# backslash. A backslash elsewhere is written as is (InfluxDB keeps a backslash
-# that does not precede a special character literally); one that would precede
-# a special character, or ends a key or value, is doubled so the parser cannot
-# read it as an escape.
+# backslash. Checked against a real InfluxDB 1.6 (tests/collector/store): its
+# parser treats a separator as escaped when the byte before it is a backslash,
+# and never turns `\\` back into one backslash in a key or value. So a
+# backslash is written as is, and a key or value that ends with a backslash, or
+# has one right before a comma, equals sign or space, cannot be written at all
+# (doubling it only stores two): those raise ValueError naming the value.
 
 _MEASUREMENT_SPECIAL = frozenset(", ")
 _KEY_SPECIAL = frozenset(",= ")
 
 
 def _escape(text: str, special: frozenset[str]) -> str:
-    out: list[str] = []
-    n = len(text)
-    for i, ch in enumerate(text):
-        if ch in special:
-            out.append("\\" + ch)
-        elif ch == "\\" and (i + 1 == n or text[i + 1] in special or text[i + 1] == "\\"):
-            out.append("\\\\")
-        else:
-            out.append(ch)
-    return "".join(out)
+    if "\\" in text:
+        for i, ch in enumerate(text):
+            if ch == "\\" and (i + 1 == len(text) or text[i + 1] in special):
+                where = "at the end" if i + 1 == len(text) else f"before {text[i + 1]!r}"
+                raise ValueError(
+                    f"{text!r}: a backslash {where} cannot be written in InfluxDB line protocol "
+                    f"(InfluxDB would read it as an escape); remove or replace that backslash"
+                )
+    for ch in special:
+        if ch in text:
+            text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def escape_measurement(name: str) -> str:
@@ -162,7 +168,7 @@ def escape_measurement(name: str) -> str:
 
 
 def escape_key(name: str) -> str:
-    """Escape a tag key, tag value or field key."""
+    """Escape a tag key, tag value or field key; ValueError if InfluxDB cannot store it as is."""
     return _escape(name, _KEY_SPECIAL)
 
 

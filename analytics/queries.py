@@ -173,3 +173,223 @@ def node_summaries(store: Store, window: Window) -> list[dict[str, object]]:
                     "cpu_energy_j": cpu.get((host,), 0.0), "energy_j": energy,
                     "work": w, "per": per_by_unit(w, energy)})
     return out
+
+
+# --- bucketed reads for the report, recommendations, frontier and carbon ----------------------
+# Each function runs one aggregate query pushed down to the store and returns
+# plain dataclasses; everything after that is pure functions in analytics/.
+
+
+@dataclass(frozen=True)
+class GpuBucket:
+    """One GPU over one time bucket: energy, utilisation, power range and power limit."""
+
+    host: str
+    gpu: str
+    model: str
+    method: str
+    time_ns: int
+    energy_j: float
+    util_mean_pct: float | None
+    util_max_pct: float | None
+    power_max_w: float | None
+    power_min_w: float | None
+    power_limit_w: float | None
+    count: int
+
+
+def gpu_buckets(store: Store, window: Window, bucket_s: int) -> list[GpuBucket]:
+    """Every GPU's buckets over the window, computed in the store (one scan of `gpu`)."""
+    rows = store.query(AggregateQuery(
+        "gpu", (("sum", "energy_j"), ("mean", "util_pct"), ("max", "util_pct"), ("max", "power_w"),
+                ("min", "power_w"), ("mean", "power_limit_w"), ("count", "energy_j")),
+        window.start_ns, window.end_ns, group_by=("host", "gpu", "model", "method"),
+        bucket_s=bucket_s))
+    out = []
+    for r in rows:
+        v = r.values
+        if r.time_ns is None:
+            continue
+        out.append(GpuBucket(
+            r.tags["host"], r.tags["gpu"], r.tags["model"], r.tags["method"], r.time_ns,
+            v.get("sum_energy_j") or 0.0, v.get("mean_util_pct"), v.get("max_util_pct"),
+            v.get("max_power_w"), v.get("min_power_w"), v.get("mean_power_limit_w"),
+            int(v.get("count_energy_j") or 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class JobBucket:
+    """One job on one host over one time bucket: energy, work by unit, run time and metadata."""
+
+    job: str
+    host: str
+    kind: str
+    precision: str
+    gpu_model: str
+    time_ns: int
+    energy_j: float
+    work: dict[str, float]
+    active_s: float
+    gpus: int
+    batch_size: float | None
+    power_limit_w: float | None
+    util_pct: float | None
+    util_max_pct: float | None
+    deferrable: bool
+    planned_samples: float | None
+
+
+def job_buckets(store: Store, window: Window, bucket_s: int,
+                job: str | None = None) -> list[JobBucket]:
+    """Every job's buckets (or one job's, by id) over the window, per host."""
+    aggs = (
+        ("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS), ("sum", "active_s"),
+        ("max", "gpus"), ("max", "batch_size"), ("mean", "power_limit_w"), ("mean", "util_pct"),
+        ("max", "util_pct"), ("max", "deferrable"), ("max", "planned_samples"),
+    )
+    rows = store.query(AggregateQuery(
+        "job", aggs, window.start_ns, window.end_ns,  # type: ignore[arg-type]
+        group_by=("job", "host", "kind", "precision", "gpu_model"), bucket_s=bucket_s,
+        where={"job": job} if job is not None else {}))
+    out = []
+    for r in rows:
+        v = r.values
+        if r.time_ns is None:
+            continue
+        out.append(JobBucket(
+            r.tags["job"], r.tags["host"], r.tags["kind"], r.tags["precision"],
+            r.tags["gpu_model"], r.time_ns, v.get("sum_energy_j") or 0.0,
+            {f: v.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS}, v.get("sum_active_s") or 0.0,
+            int(v.get("max_gpus") or 0), v.get("max_batch_size"), v.get("mean_power_limit_w"),
+            v.get("mean_util_pct"), v.get("max_util_pct"), bool(v.get("max_deferrable")),
+            v.get("max_planned_samples")))
+    return out
+
+
+def energy_buckets(store: Store, window: Window, measurement: str, bucket_s: int,
+                   by: tuple[str, ...]) -> list[tuple[tuple[str, ...], int, float]]:
+    """(group tags, bucket start ns, energy J) for a measurement, e.g. cpu by (host, method)."""
+    rows = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
+                                      window.end_ns, group_by=by, bucket_s=bucket_s))
+    return [(tuple(r.tags[t] for t in by), r.time_ns, r.values.get("sum_energy_j") or 0.0)
+            for r in rows if r.time_ns is not None]
+
+
+@dataclass(frozen=True)
+class FacilityBucket:
+    """One site over one bucket: IT and facility energy (or mean powers when energy is absent)."""
+
+    site: str
+    time_ns: int
+    it_energy_j: float | None
+    facility_energy_j: float | None
+    it_power_w: float | None
+    facility_power_w: float | None
+
+
+def facility_buckets(store: Store, window: Window, bucket_s: int) -> list[FacilityBucket]:
+    """The `facility` measurement per site and bucket."""
+    rows = store.query(AggregateQuery(
+        "facility", (("sum", "it_energy_j"), ("sum", "facility_energy_j"), ("mean", "it_power_w"),
+                     ("mean", "facility_power_w")),
+        window.start_ns, window.end_ns, group_by=("site",), bucket_s=bucket_s))
+    return [FacilityBucket(r.tags["site"], r.time_ns, r.values.get("sum_it_energy_j"),
+                           r.values.get("sum_facility_energy_j"), r.values.get("mean_it_power_w"),
+                           r.values.get("mean_facility_power_w"))
+            for r in rows if r.time_ns is not None]
+
+
+def carbon_hourly(store: Store, window: Window) -> dict[str, dict[int, tuple[float, float | None]]]:
+    """Hourly mean grid intensity (g/kWh) and renewable share (%) per region: {region: {hour_ns: ..}}."""
+    rows = store.query(AggregateQuery(
+        "carbon", (("mean", "intensity_g_per_kwh"), ("mean", "renewable_pct")),
+        window.start_ns, window.end_ns, group_by=("region",), bucket_s=3600))
+    out: dict[str, dict[int, tuple[float, float | None]]] = defaultdict(dict)
+    for r in rows:
+        g = r.values.get("mean_intensity_g_per_kwh")
+        if g is None or r.time_ns is None:
+            continue
+        out[r.tags["region"]][r.time_ns] = (g, r.values.get("mean_renewable_pct"))
+    return dict(out)
+
+
+def newest_time_ns(store: Store, measurements: tuple[str, ...] = ("gpu", "job")) -> int | None:
+    """The newest point time over the given measurements, or None when they are all empty."""
+    ends = [span[1] for m in measurements if (span := store.time_range(m)) is not None]
+    return max(ends) if ends else None
+
+
+# --- reads for alert rules (analytics/alerts) ------------------------------------------------
+
+
+def group_means(store: Store, window: Window, measurement: str, fields: tuple[str, ...],
+                by: tuple[str, ...], where: dict[str, str] | None = None,
+                ) -> dict[tuple[str, ...], dict[str, float | None]]:
+    """Mean of each field per group over the window: {(tag values...): {field: mean}}."""
+    rows = store.query(AggregateQuery(measurement, tuple(("mean", f) for f in fields),
+                                      window.start_ns, window.end_ns, group_by=by,
+                                      where=where or {}))
+    return {tuple(r.tags[t] for t in by): {f: r.values.get(f"mean_{f}") for f in fields}
+            for r in rows}
+
+
+def last_seen_ns(store: Store, window: Window, measurement: str, field_name: str,
+                 by: tuple[str, ...], bucket_s: int, where: dict[str, str | tuple[str, ...]] | None = None,
+                 ) -> dict[tuple[str, ...], int]:
+    """Per group, the end of the newest ``bucket_s`` bucket holding a point (when it was last heard from)."""
+    rows = store.query(AggregateQuery(measurement, (("count", field_name),), window.start_ns,
+                                      window.end_ns, group_by=by, bucket_s=bucket_s,
+                                      where=where or {}))
+    out: dict[tuple[str, ...], int] = {}
+    for r in rows:
+        if r.time_ns is None or not r.values.get(f"count_{field_name}"):
+            continue
+        key = tuple(r.tags[t] for t in by)
+        out[key] = max(out.get(key, 0), min(r.time_ns + bucket_s * 1_000_000_000, window.end_ns))
+    return out
+
+
+def deferrable_jobs_running(store: Store, window: Window) -> dict[str, list[str]]:
+    """Jobs marked deferrable (job field deferrable=1) that ran in the window: {job: [hosts]}."""
+    rows = store.query(AggregateQuery("job", (("max", "deferrable"), ("sum", "active_s")),
+                                      window.start_ns, window.end_ns, group_by=("job", "host")))
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        if (r.values.get("max_deferrable") or 0) >= 1 and (r.values.get("sum_active_s") or 0) > 0:
+            out[r.tags["job"]].append(r.tags["host"])
+    return {job: sorted(hosts) for job, hosts in out.items()}
+
+
+def carbon_intensity_mean(store: Store, window: Window, region: str | None = None) -> float | None:
+    """Mean grid intensity (g CO2/kWh) over the window, of one region or averaged over all."""
+    rows = store.query(AggregateQuery("carbon", (("mean", "intensity_g_per_kwh"),), window.start_ns,
+                                      window.end_ns, group_by=("region",),
+                                      where={"region": region} if region else {}))
+    values = [v for r in rows if (v := r.values.get("mean_intensity_g_per_kwh")) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def energy_and_co2(store: Store, window: Window, measurement: str, by: tuple[str, ...],
+                   region: str | None = None, bucket_s: int = 3600,
+                   ) -> dict[tuple[str, ...], tuple[float, float | None]]:
+    """Energy (J) and CO2 (g) per group: energy per bucket x that bucket's mean grid intensity.
+
+    A bucket without an intensity reading uses the window's mean; CO2 is None
+    when the window has no carbon data at all.
+    """
+    energy = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
+                                        window.end_ns, group_by=by, bucket_s=bucket_s))
+    carbon = store.query(AggregateQuery("carbon", (("mean", "intensity_g_per_kwh"),),
+                                        window.start_ns, window.end_ns, bucket_s=bucket_s,
+                                        where={"region": region} if region else {}))
+    hourly = {r.time_ns: v for r in carbon if (v := r.values.get("mean_intensity_g_per_kwh")) is not None}
+    mean = carbon_intensity_mean(store, window, region) if hourly else None
+    out: dict[tuple[str, ...], tuple[float, float | None]] = {}
+    for r in energy:
+        key = tuple(r.tags[t] for t in by)
+        joules = r.values.get("sum_energy_j") or 0.0
+        e0, c0 = out.get(key, (0.0, None))
+        co2 = None if mean is None else (c0 or 0.0) + joules / 3.6e6 * hourly.get(r.time_ns, mean)
+        out[key] = (e0 + joules, co2)
+    return out

@@ -164,18 +164,20 @@ class Agent:
         """Sample until :meth:`stop` (or for ``rounds`` rounds), then flush the writer."""
         self._start_writer()
         start = self.clock.monotonic()
-        k = 0
+        k = 0  # index of the tick on the fixed grid start + k * interval
+        done = 0
         try:
             while not self._stop.is_set():
                 self._enqueue(self.sample_once())
-                k += 1
-                if rounds is not None and k >= rounds:
+                done += 1
+                if rounds is not None and done >= rounds:
                     break
+                k += 1
                 now = self.clock.monotonic()
-                next_k = max(k, int((now - start) / self.interval_s) + 1)
-                if next_k > k:
-                    self.stats.rounds_missed += next_k - k
-                    k = next_k
+                behind = int((now - start) / self.interval_s) + 1
+                if behind > k + 1 or (behind == k + 1 and now > start + k * self.interval_s):
+                    self.stats.rounds_missed += behind - k
+                    k = behind
                 if self.clock.wait(start + k * self.interval_s - now, self._stop):
                     break
         finally:

@@ -125,7 +125,25 @@ def point(
     if not clean_fields:
         raise ValueError(f"fields: measurement {measurement!r} needs at least one field")
     _check_no_newline("measurement", measurement)
+    _check_writable(measurement, clean_tags, clean_fields)
     return Point(measurement, tuple(sorted(clean_tags)), tuple(sorted(clean_fields)), time_ns)
+
+
+def _check_writable(measurement: str, tags: list[tuple[str, str]],
+                    fields: list[tuple[str, FieldValue]]) -> None:
+    """Refuse, at creation, a name that line protocol cannot carry (see _escape), naming it."""
+    if "\\" in measurement:
+        escape_measurement(measurement)
+    for key, value in tags:
+        for text in (key, value):
+            if "\\" in text:
+                try:
+                    escape_key(text)
+                except ValueError as exc:
+                    raise ValueError(f"tag {key}: {exc}") from None
+    for key, _ in fields:
+        if "\\" in key:
+            escape_key(key)
 
 
 def _check_no_newline(what: str, value: str) -> None:

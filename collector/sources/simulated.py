@@ -38,7 +38,8 @@ NS = 1_000_000_000
 SIM_TICK_S = 10
 MEM_FRACTION = 0.30
 ALPHA = 2.4
-S_MIN = 0.35
+S_MIN = 0.2
+NODE_OTHER_W = 120.0  # NICs, fans, disks: IT power that is neither GPU nor CPU
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,12 @@ class SimulatedFleet:
             job=active,
         )
 
+    def _cpu_power(self, host: str, tick_index: int, busy: float) -> tuple[float, float, float]:
+        """(package W, dram W, CPU util %) of a node whose GPUs are ``busy`` (0..1) in a tick."""
+        n = _noise(self.seed, hash_gpu(host, 99), tick_index)
+        cpu_util = min(100.0, max(0.0, 100 * (0.04 + 0.45 * busy) + 2 * n))
+        return 65 + 1.6 * cpu_util, 18 + 0.12 * cpu_util, cpu_util
+
     def _segments(self, start_ns: int, end_ns: int) -> Iterator[tuple[int, float]]:
         """(tick index, seconds of overlap) for the ticks covering [start_ns, end_ns)."""
         first = start_ns // (SIM_TICK_S * NS)
@@ -380,21 +387,25 @@ class SimulatedFleet:
         gauges (power_w, util_pct, ...) are the state at the end of it.
         """
         segments = list(self._segments(start_ns, end_ns))
-        dt_s = (end_ns - start_ns) / NS
         last_tick = segments[-1][0]
         out: list[Point] = []
         jobs: dict[tuple[str, int], _JobAcc] = {}
         node_gpu_power: dict[str, float] = dict.fromkeys(self._hosts, 0.0)
-        node_gpu_energy: dict[str, float] = dict.fromkeys(self._hosts, 0.0)
-        node_busy: dict[str, float] = dict.fromkeys(self._hosts, 0.0)
+        # Per host and simulation tick: summed GPU power and utilisation, for the
+        # CPU model and the facility, integrated tick by tick like the GPUs.
+        seg_gpu_w: dict[str, list[float]] = {h: [0.0] * len(segments) for h in self._hosts}
+        seg_busy: dict[str, list[float]] = {h: [0.0] * len(segments) for h in self._hosts}
         for grp in self.groups:
             spec = GPU_SPECS[grp.model]
             for gpu in grp.gpu_indices:
                 energy_j = 0.0
                 state = None
-                for k, overlap_s in segments:
+                host_w, host_busy = seg_gpu_w[grp.host], seg_busy[grp.host]
+                for i, (k, overlap_s) in enumerate(segments):
                     state = self.gpu_state(grp, gpu, k)
                     energy_j += state.power_w * overlap_s
+                    host_w[i] += state.power_w
+                    host_busy[i] += state.util_pct / 100
                     if state.job is not None:
                         run, rk = state.job
                         key = (run.job.name, rk)
@@ -408,8 +419,6 @@ class SimulatedFleet:
                         acc.gpus.add(gpu)
                 assert state is not None and k == last_tick
                 node_gpu_power[grp.host] += state.power_w
-                node_gpu_energy[grp.host] += energy_j
-                node_busy[grp.host] += state.util_pct / 100
                 temp_c = 30 + 45 * (state.power_w - spec.idle_w * 0.5) / spec.tdp_w
                 out.append(point(
                     "gpu",
@@ -449,30 +458,32 @@ class SimulatedFleet:
             ))
         it_power_w = 0.0
         it_energy_j = 0.0
+        facility_energy_j = 0.0
+        gpus_here = max(1, self.gpus_per_node)
         for host in self._hosts:
-            gpus_here = max(1, self.gpus_per_node)
-            busy = node_busy[host] / gpus_here
-            n = _noise(self.seed, hash_gpu(host, 99), last_tick)
-            cpu_util = min(100.0, 100 * (0.04 + 0.45 * busy) + 2 * n)
-            pkg_w = 65 + 1.6 * cpu_util
-            dram_w = 18 + 0.12 * cpu_util
-            for domain, watts in (("package-0", pkg_w / 2), ("package-1", pkg_w / 2),
-                                  ("dram", dram_w)):
+            pkg_energy_j = dram_energy_j = 0.0
+            for i, (k, overlap_s) in enumerate(segments):
+                pkg_w, dram_w, cpu_util = self._cpu_power(host, k, seg_busy[host][i] / gpus_here)
+                pkg_energy_j += pkg_w * overlap_s
+                dram_energy_j += dram_w * overlap_s
+                node_w = seg_gpu_w[host][i] + pkg_w + dram_w + NODE_OTHER_W
+                it_energy_j += node_w * overlap_s
+                facility_energy_j += node_w * overlap_s * pue(k * SIM_TICK_S)
+            for domain, watts, joules in (("package-0", pkg_w / 2, pkg_energy_j / 2),
+                                          ("package-1", pkg_w / 2, pkg_energy_j / 2),
+                                          ("dram", dram_w, dram_energy_j)):
                 out.append(point(
                     "cpu", {"host": host, "domain": domain, "method": "simulated"},
-                    {"power_w": round(watts, 3), "energy_j": watts * dt_s,
+                    {"power_w": round(watts, 3), "energy_j": joules,
                      "util_pct": round(cpu_util, 2)},
                     end_ns,
                 ))
-            # CPU power is flat over the interval here, so its integral is power x time.
-            node_it_w = node_gpu_power[host] + pkg_w + dram_w + 120  # + NICs, fans, disks
-            it_power_w += node_it_w
-            it_energy_j += node_gpu_energy[host] + (pkg_w + dram_w + 120) * dt_s
-        p = pue(end_ns / NS)
+            it_power_w += node_gpu_power[host] + pkg_w + dram_w + NODE_OTHER_W
+        p = pue(last_tick * SIM_TICK_S)
         out.append(point(
             "facility", {"site": self.site},
             {"it_power_w": round(it_power_w, 2), "facility_power_w": round(it_power_w * p, 2),
-             "it_energy_j": it_energy_j, "facility_energy_j": it_energy_j * p},
+             "it_energy_j": it_energy_j, "facility_energy_j": facility_energy_j},
             end_ns,
         ))
         intensity, renewable = carbon_intensity(end_ns / NS, self.seed)

@@ -50,7 +50,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
-        self.url = f"sqlite:///{self.path}"
+        self.url = f"sqlite://{self.path}"  # sqlite:///abs/path.db or sqlite://rel.db
         if self.path.is_dir():
             raise ConfigError(f"--store: {self.path} is a directory; give a file path like "
                               f"sqlite:///{self.path / 'wattlens.db'}")

@@ -50,6 +50,10 @@ def load_file(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"--config: file {path!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config: {path!r} is a directory; give a TOML file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path}: expected a TOML table")
     return data

@@ -18,6 +18,9 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "power_w", "energy_j", "util_pct", "mem_util_pct", "sm_clock_mhz",
             "mem_clock_mhz", "temp_c", "power_limit_w",
+            # NVML extras where the driver has them (collector/sources/nvml.py)
+            "power_instant_w", "power_average_w", "clocks_event_reasons", "throttle_power",
+            "throttle_thermal", "mig_instances",
         ),
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
@@ -31,6 +34,12 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
     "carbon": (("region",), ("intensity_g_per_kwh", "renewable_pct")),
     "alert": (("rule", "severity", "target"), ("state", "value")),
+    # Data-quality signals per device and minute (docs/sensors.md): how far to trust each number.
+    "quality": (
+        ("host", "source", "device"),
+        ("window_s", "check_counter_j", "check_integrated_j", "energy_check_rel_diff",
+         "counter_wraps", "counter_resets", "counter_gaps", "device_lost", "device_available"),
+    ),
 }
 
 # Fields that are increments since the previous point of the same series: a

@@ -15,10 +15,16 @@ from collector.sources.base import Source
 
 REGISTRY: dict[str, str] = {
     "sim": "collector.sources.simulated:from_options",
+    "nvml": "collector.sources.nvml:from_options",
+    "rapl": "collector.sources.rapl:from_options",
+    "hwmon": "collector.sources.hwmon:from_options",
+    "cpu-estimate": "collector.sources.cpu_estimate:from_options",
+    "promscrape": "collector.sources.promscrape:from_options",
 }
 
-# What `--source auto` probes, in order: real sensors only, never the simulation.
-AUTO_ORDER: tuple[str, ...] = ()
+# What `--source auto` probes, in order: real sensors only, never the simulation
+# (collector.sources.autodetect; cpu-estimate only when no CPU sensor answers).
+AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "hwmon", "cpu-estimate")
 
 
 def create(name: str, **options: Any) -> Source:

@@ -102,7 +102,7 @@ class HwmonSource:
 
     def _discover(self) -> list[_Channel]:
         if not self.root.is_dir():
-            raise SourceUnavailable(f"{self.root} not present (no hwmon class: not Linux?)")
+            raise SourceUnavailable(f"{self.root} not present (not Linux, or a container without /sys/class)")
         devices: list[tuple[str, Path]] = []
         for entry in sorted(self.root.iterdir(), key=lambda p: _natural_key(p.name)):
             driver = self._read(entry / "name")

@@ -48,8 +48,8 @@ def permission_hint(path: Path) -> str:
     """The one-line explanation for an unreadable ``energy_uj``."""
     return (
         f"{path} is readable by root only since Linux 5.10 (PLATYPUS, CVE-2020-8694): "
-        "run the agent as root, or grant read access with a udev rule or sysfs.conf entry "
-        "(e.g. `mode intel-rapl:0/energy_uj = 0444`)"
+        "run the agent as root, or grant its group read access with a udev rule or a "
+        "sysfs.conf entry (`mode class/powercap/intel-rapl:0/energy_uj = 0440`; docs/sensors.md)"
     )
 
 

@@ -393,3 +393,103 @@ def energy_and_co2(store: Store, window: Window, measurement: str, by: tuple[str
         co2 = None if mean is None else (c0 or 0.0) + joules / 3.6e6 * hourly.get(r.time_ns, mean)
         out[key] = (e0 + joules, co2)
     return out
+
+
+def max_power_limit_w(store: Store, window: Window, model: str) -> float | None:
+    """The highest power limit GPUs of one model reported in the window (P_max for cost(λ))."""
+    rows = store.query(AggregateQuery("gpu", (("max", "power_limit_w"),), window.start_ns,
+                                      window.end_ns, where={"model": model}))
+    return rows[0].values.get("max_power_limit_w") if rows else None
+
+
+# --- reads for the dashboard (dashboard/views.py): small results, aggregated in the store ----
+
+
+@dataclass(frozen=True)
+class GpuCell:
+    """One GPU over a window, for the fleet heatmap: mean utilisation and power, its power limit, energy."""
+
+    host: str
+    gpu: str
+    model: str
+    util_pct: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    energy_j: float
+
+
+def gpu_cells(store: Store, window: Window) -> list[GpuCell]:
+    """One cell per GPU (host, index, model) with its means over the window, in one grouped query."""
+    rows = store.query(AggregateQuery(
+        "gpu", (("mean", "util_pct"), ("mean", "power_w"), ("max", "power_limit_w"),
+                ("sum", "energy_j")),
+        window.start_ns, window.end_ns, group_by=("host", "gpu", "model")))
+    return [GpuCell(r.tags["host"], r.tags["gpu"], r.tags["model"], r.values.get("mean_util_pct"),
+                    r.values.get("mean_power_w"), r.values.get("max_power_limit_w"),
+                    r.values.get("sum_energy_j") or 0.0) for r in rows]
+
+
+def power_series(store: Store, window: Window, bucket_s: int, by: tuple[str, ...] = (),
+                 where: dict[str, str | tuple[str, ...]] | None = None,
+                 measurement: str = "gpu") -> list[Series]:
+    """Average power (W) per bucket, one series per group of ``by`` (one named "total" for ``()``).
+
+    As in :func:`fleet_power`: SUM(energy_j) / bucket width, with the newest,
+    still-filling bucket scaled by its point count against the bucket before it.
+    """
+    rows = store.query(AggregateQuery(
+        measurement, (("sum", "energy_j"), ("count", "energy_j")), window.start_ns,
+        window.end_ns, group_by=by, bucket_s=bucket_s, where=where or {}))
+    grouped: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    for r in rows:
+        energy = r.values.get("sum_energy_j")
+        if energy is None or r.time_ns is None:
+            continue
+        name = " / ".join(r.tags[t] for t in by) or "total"
+        grouped[name].append((r.time_ns, energy, r.values.get("count_energy_j") or 0.0))
+    out = []
+    for name in sorted(grouped):
+        points = grouped[name]
+        values = [e / bucket_s for _, e, _ in points]
+        if len(points) >= 2 and points[-2][2] > 0 and points[-1][0] - points[-2][0] == bucket_s * 1_000_000_000:
+            fill = min(1.0, points[-1][2] / points[-2][2])
+            if fill > 0:
+                values[-1] = points[-1][1] / (bucket_s * fill)
+        out.append(Series(name, [t for t, _, _ in points], values))
+    return out
+
+
+def methods_seen(store: Store, window: Window, measurement: str) -> set[str]:
+    """The `method` tag values (counter, integrated, estimated, simulated) of a measurement in the window."""
+    rows = store.query(AggregateQuery(measurement, (("count", "energy_j"),), window.start_ns,
+                                      window.end_ns, group_by=("method",)))
+    return {r.tags["method"] for r in rows if r.tags.get("method") and r.values.get("count_energy_j")}
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert transition from the `alert` measurement: state 1 is firing, 0 resolved."""
+
+    rule: str
+    severity: str
+    target: str
+    time_ns: int
+    state: int
+    value: float | None
+
+
+def alert_events(store: Store, window: Window) -> list[AlertEvent]:
+    """Every firing/resolved transition in the window, oldest first (one-second buckets: transitions are rare)."""
+    rows = store.query(AggregateQuery(
+        "alert", (("max", "state"), ("min", "state"), ("max", "value")), window.start_ns,
+        window.end_ns, group_by=("rule", "severity", "target"), bucket_s=1))
+    out = []
+    for r in rows:
+        if r.time_ns is None or r.values.get("max_state") is None:
+            continue
+        hi, lo = r.values["max_state"], r.values.get("min_state")
+        states = [1, 0] if lo is not None and hi is not None and lo < hi else [int((hi or 0) >= 0.5)]
+        for state in states:
+            out.append(AlertEvent(r.tags["rule"], r.tags["severity"], r.tags["target"], r.time_ns,
+                                  state, r.values.get("max_value")))
+    return sorted(out, key=lambda e: (e.time_ns, e.rule, e.target, -e.state))

@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures_common",
     "tests.fixtures_influx",
     "tests.fixtures_prometheus",
+    "tests.fixtures_alertmanager",
 ]

@@ -15,6 +15,10 @@ COMMANDS: tuple[str, ...] = (
     "collect",
     "demo",
     "dashboard",
+    "cap",
+    "report",
+    "objective",
+    "alerts",
 )
 
 

@@ -1,0 +1,277 @@
+"""What each rule kind observes at one instant: per target a value, whether it breaches, and whether it still holds."""
+
+from __future__ import annotations
+
+import fnmatch
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from analytics import queries
+from analytics.alerts.rules import Rule, format_duration
+from analytics.per import primary_unit
+from analytics.timeutil import Window
+from collector.store.base import Store
+
+NS = 1_000_000_000
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One target of one rule at one evaluation.
+
+    ``enter`` is the breach that starts an alert; ``stay`` is the looser test
+    (moved by the rule's hysteresis) that keeps a pending or firing alert
+    going. ``since_ns`` is set when the data itself shows when the condition
+    began (an absence rule knows when a host last spoke).
+    """
+
+    target: str
+    value: float
+    enter: bool
+    stay: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+    threshold: float | None = None
+    summary: str = ""
+    since_ns: int | None = None
+
+
+Observer = Callable[[Rule, Store, int], list[Observation]]
+
+
+def observe(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    """Evaluate ``rule`` over the data up to ``now_ns``; raises the store's errors (the engine isolates them)."""
+    obs = _OBSERVERS[rule.kind](rule, store, now_ns)
+    return [_with_summary(rule, o) for o in obs]
+
+
+def _window(now_ns: int, seconds: float) -> Window:
+    return Window(now_ns - int(seconds * NS), now_ns)
+
+
+def gpu_target(host: str, gpu: str) -> str:
+    """The target string of one GPU: ``node-01/gpu6``."""
+    return f"{host}/gpu{gpu}"
+
+
+def _threshold(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    data = queries.group_means(store, _window(now_ns, p["window"]), "gpu",
+                               ("power_w", "power_limit_w"), ("host", "gpu", "model"),
+                               where=dict(p.get("match") or {}))
+    out = []
+    for (host, gpu, model), v in sorted(data.items()):
+        power = v["power_w"]
+        if power is None:
+            continue
+        if p.get("above_w") is not None:
+            limit = float(p["above_w"])
+        else:
+            cap = v["power_limit_w"]
+            if cap is None:
+                continue  # no power limit reported: a cap-relative rule cannot judge this GPU
+            limit = cap * float(p["above_cap_pct"]) / 100
+        out.append(Observation(
+            gpu_target(host, gpu), power, power > limit, power > limit - rule.hysteresis,
+            {"host": host, "gpu": gpu, "model": model}, limit,
+            f"{gpu_target(host, gpu)} drew {power:.0f} W (limit {limit:.0f} W)"))
+    return out
+
+
+def _idle_waste(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    data = queries.group_means(store, _window(now_ns, p["window"]), "gpu", ("power_w", "util_pct"),
+                               ("host", "gpu", "model"), where=dict(p.get("match") or {}))
+    limit = float(p["above_w"])
+    util_below = float(p["util_below_pct"])
+    out = []
+    for (host, gpu, model), v in sorted(data.items()):
+        power, util = v["power_w"], v["util_pct"]
+        if power is None or util is None:
+            continue
+        idle = util < util_below
+        out.append(Observation(
+            gpu_target(host, gpu), power, idle and power > limit,
+            idle and power > limit - rule.hysteresis,
+            {"host": host, "gpu": gpu, "model": model}, limit,
+            f"{gpu_target(host, gpu)} idle ({util:.1f} % util) drawing {power:.0f} W"))
+    return out
+
+
+def _trend(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    window_s, base_s = float(p["window"]), float(p["baseline_window"])
+    current = queries.job_summaries(store, _window(now_ns, window_s))
+    baseline: dict[str, dict[str, float]] = {}
+    if p.get("baseline_per") is None:
+        end = now_ns - int(window_s * NS)
+        baseline = {j.job: j.per for j in queries.job_summaries(store, _window(end, base_s))}
+    out = []
+    for job in sorted(current, key=lambda j: j.job):
+        if not fnmatch.fnmatchcase(job.job, p["job"]):
+            continue
+        unit = primary_unit(job.work) if p["unit"] == "auto" else p["unit"]
+        if unit is None or unit not in job.per:
+            continue
+        base = p.get("baseline_per") or baseline.get(job.job, {}).get(unit)
+        if not base:
+            continue  # no baseline yet: a new job cannot have dropped
+        now_per = job.per[unit]
+        drop_pct = 100.0 * (1.0 - now_per / base)
+        limit = float(p["drop_pct"])
+        out.append(Observation(
+            job.job, drop_pct, drop_pct > limit, drop_pct > limit - rule.hysteresis,
+            {"job": job.job, "hosts": ",".join(sorted(job.hosts)), "unit_per": f"{unit}/J"}, limit,
+            f"job {job.job} PER down {drop_pct:.1f} % against its baseline "
+            f"({now_per:.4g} vs {base:.4g} {unit}/J)"))
+    return out
+
+
+def _absence(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    measurement = p["measurement"]
+    by = ("host", "gpu") if p["per"] == "gpu" else ("host",)
+    fld = "energy_j"
+    match = dict(p.get("match") or {})
+    known = set(queries.group_means(store, _window(now_ns, p["known_within"]), measurement,
+                                    (fld,), by, where=match))
+    # A target counts as silent once it has missed a minute (or the whole `for`, if shorter);
+    # it is pending from its last point and fires when the silence reaches `for`.
+    stale_s = min(60.0, rule.for_s)
+    present = set(queries.group_means(store, _window(now_ns, stale_s), measurement, (fld,), by,
+                                      where=match))
+    silent = sorted(known - present)
+    if not silent:
+        return []
+    bucket_s = max(1, min(60, int(rule.for_s // 10) or 1))
+    hosts = tuple(sorted({k[0] for k in silent}))
+    seen = queries.last_seen_ns(store, _window(now_ns, p["known_within"]), measurement, fld, by,
+                                bucket_s, where={**match, "host": hosts})
+    out = []
+    for key in silent:
+        last = seen.get(key)
+        if last is None:
+            continue
+        silence_s = (now_ns - last) / NS
+        target = gpu_target(*key) if len(key) == 2 else key[0]
+        labels = dict(zip(by, key, strict=True))
+        out.append(Observation(
+            target, silence_s, True, True, labels, rule.for_s,
+            f"no {measurement} data from {target} for {format_duration(round(silence_s))}",
+            since_ns=last))
+    return out
+
+
+def _carbon(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    window = _window(now_ns, p["window"])
+    intensity = queries.carbon_intensity_mean(store, window, p.get("region"))
+    if intensity is None:
+        return []
+    limit = float(p["above_g_per_kwh"])
+    out = []
+    for job, hosts in sorted(queries.deferrable_jobs_running(store, window).items()):
+        if not fnmatch.fnmatchcase(job, p["job"]):
+            continue
+        labels = {"job": job, "hosts": ",".join(hosts)}
+        if p.get("region"):
+            labels["region"] = p["region"]
+        out.append(Observation(
+            job, intensity, intensity > limit, intensity > limit - rule.hysteresis, labels, limit,
+            f"deferrable job {job} running at {intensity:.0f} gCO2/kWh (limit {limit:g})"))
+    return out
+
+
+def budget_window(period: float | str, now_ns: int) -> Window:
+    """The budget's accounting window: rolling seconds, or the current UTC day, ISO week or month."""
+    if not isinstance(period, str):
+        return _window(now_ns, period)
+    now = datetime.fromtimestamp(now_ns / NS, tz=UTC)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        start -= timedelta(days=start.weekday())
+    elif period == "month":
+        start = start.replace(day=1)
+    start_ns = int(start.timestamp()) * NS
+    return Window(start_ns, max(now_ns, start_ns + 1))
+
+
+def _budget(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
+    p = rule.params
+    window = budget_window(p["period"], now_ns)
+    co2 = p.get("max_kg_co2") is not None
+    limit = float(p["max_kg_co2"] if co2 else p["max_kwh"])
+    period = p["period"] if isinstance(p["period"], str) else format_duration(p["period"])
+    totals: dict[str, tuple[float, float | None]] = {}
+    if p["scope"] == "job":
+        if co2:
+            for (job,), v in queries.energy_and_co2(store, window, "job", ("job",),
+                                                    p.get("region")).items():
+                totals[job] = v
+        else:
+            for (job,), joules in queries.energy_by(store, window, "job", ("job",)).items():
+                totals[job] = (joules, None)
+        totals = {k: v for k, v in totals.items() if fnmatch.fnmatchcase(k, p["job"])}
+    else:
+        joules, seen = 0.0, False
+        grams: float | None = 0.0
+        for measurement in ("gpu", "cpu"):
+            if co2:
+                for e, g in queries.energy_and_co2(store, window, measurement, (),
+                                                   p.get("region")).values():
+                    seen = True
+                    joules += e
+                    grams = None if g is None or grams is None else grams + g
+            else:
+                for e in queries.energy_by(store, window, measurement, ()).values():
+                    seen = True
+                    joules += e
+        if seen:
+            totals["fleet"] = (joules, grams if co2 else None)
+    out = []
+    for target, (joules, grams) in sorted(totals.items()):
+        if co2:
+            if grams is None:
+                continue  # no carbon data: a CO2 budget cannot be judged
+            value, unit = grams / 1000, "kg CO2"
+        else:
+            value, unit = joules / J_PER_KWH, "kWh"
+        labels = {"scope": p["scope"], "period": period}
+        if p["scope"] == "job":
+            labels["job"] = target
+        out.append(Observation(
+            target, value, value > limit, value > limit - rule.hysteresis, labels, limit,
+            f"{target} used {value:.2f} {unit} this {period}, over its budget of {limit:g} {unit}"))
+    return out
+
+
+_OBSERVERS: dict[str, Observer] = {
+    "threshold": _threshold,
+    "idle_waste": _idle_waste,
+    "trend": _trend,
+    "absence": _absence,
+    "carbon": _carbon,
+    "budget": _budget,
+}
+
+
+class _Blank(dict[str, object]):
+    def __missing__(self, key: str) -> object:
+        return ""
+
+
+def _with_summary(rule: Rule, o: Observation) -> Observation:
+    if not rule.summary:
+        return o
+    values: dict[str, object] = _Blank({**o.labels, "rule": rule.name, "kind": rule.kind,
+                                        "severity": rule.severity, "target": o.target,
+                                        "unit": rule.unit})
+    values["value"] = o.value
+    values["threshold"] = o.threshold if o.threshold is not None else float("nan")
+    try:
+        text = string.Formatter().vformat(rule.summary, (), values)
+    except (ValueError, TypeError):
+        text = o.summary  # a format spec that does not fit the value: keep the built-in line
+    return Observation(o.target, o.value, o.enter, o.stay, o.labels, o.threshold, text, o.since_ns)

@@ -1,0 +1,495 @@
+"""Alert delivery: signed webhooks, Slack and Alertmanager, each on its own thread with retries and a dead letter."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from analytics.alerts.rules import HookSpec, RuleSet
+
+log = logging.getLogger("wattlens.alerts.hooks")
+
+NS = 1_000_000_000
+PAYLOAD_VERSION = "1"
+SIGNATURE_HEADER = "X-Wattlens-Signature"
+DELIVERY_HEADER = "X-Wattlens-Delivery"
+USER_AGENT = "wattlens-alerts/1"
+DEFAULT_TOLERANCE_S = 300.0
+# Alertmanager resolves an alert by itself at endsAt; a firing alert is pushed
+# again every resend interval with endsAt this many intervals ahead (as Prometheus does).
+AM_ENDS_AT_INTERVALS = 4
+
+
+def iso(ns: int) -> str:
+    """RFC 3339 UTC with milliseconds, as Alertmanager and most receivers expect."""
+    return datetime.fromtimestamp(ns / NS, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+# --- signatures ----------------------------------------------------------------
+class SignatureError(ValueError):
+    """A request whose signature is missing, wrong, too old, or already seen."""
+
+
+def sign(secret: bytes, body: bytes, timestamp_s: int) -> str:
+    """The X-Wattlens-Signature value: ``t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``."""
+    mac = hmac.new(secret, str(timestamp_s).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp_s},v1={mac}"
+
+
+class ReplayCache:
+    """Signatures seen within the tolerance window; a second request with the same one is a replay."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def add(self, mac: str, timestamp_s: int, now_s: float, tolerance_s: float) -> bool:
+        """Remember ``mac``; False if it was already seen (a replay)."""
+        with self._lock:
+            while self._seen and (len(self._seen) >= self._max or
+                                  next(iter(self._seen.values())) < now_s - tolerance_s):
+                self._seen.popitem(last=False)
+            if mac in self._seen:
+                return False
+            self._seen[mac] = timestamp_s
+            return True
+
+
+def _header(headers: Mapping[str, str] | Message, name: str) -> str | None:
+    if isinstance(headers, Message):
+        return headers.get(name)
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def verify_signature(secret: bytes | str, headers: Mapping[str, str] | Message, body: bytes,
+                     tolerance_s: float = DEFAULT_TOLERANCE_S, *, now_s: float | None = None,
+                     replay_cache: ReplayCache | None = None) -> int:
+    """Check a wattlens webhook request; return its signed timestamp or raise SignatureError.
+
+    For receivers: pass the raw body bytes as received. The signature covers
+    the timestamp and the body, so a changed body fails; a timestamp more than
+    ``tolerance_s`` from ``now_s`` (default: the wall clock) fails, so an old
+    request replayed later is rejected; and with a ``replay_cache`` the same
+    request replayed inside the tolerance window is rejected too. Several
+    ``v1=`` values are accepted (secret rotation: sign with old and new).
+    """
+    key = secret.encode() if isinstance(secret, str) else secret
+    raw = _header(headers, SIGNATURE_HEADER)
+    if not raw:
+        raise SignatureError(f"{SIGNATURE_HEADER}: header missing")
+    timestamp: int | None = None
+    macs: list[str] = []
+    for part in raw.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                raise SignatureError(f"{SIGNATURE_HEADER}: bad timestamp t={value!r}") from None
+        elif name == "v1":
+            macs.append(value)
+    if timestamp is None or not macs:
+        raise SignatureError(f"{SIGNATURE_HEADER}: expected t=<unix seconds>,v1=<hex>, got {raw!r}")
+    now = time.time() if now_s is None else now_s
+    if abs(now - timestamp) > tolerance_s:
+        raise SignatureError(f"{SIGNATURE_HEADER}: timestamp {timestamp} is {now - timestamp:+.0f} s "
+                             f"from now, outside the {tolerance_s:g} s tolerance (replayed or clock skew)")
+    expected = sign(key, body, timestamp).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, m) for m in macs):
+        raise SignatureError(f"{SIGNATURE_HEADER}: signature does not match the body")
+    if replay_cache is not None and not replay_cache.add(expected, timestamp, now, tolerance_s):
+        raise SignatureError(f"{SIGNATURE_HEADER}: signature already used (replayed request)")
+    return timestamp
+
+
+# --- events and payloads -----------------------------------------------------------
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert as a notification carries it: firing (new or a reminder) or resolved."""
+
+    id: str
+    rule: str
+    kind: str
+    severity: str
+    target: str
+    status: str  # firing | resolved
+    value: float
+    unit: str
+    threshold: float | None
+    summary: str
+    labels: Mapping[str, str]
+    active_since_ns: int
+    fired_ns: int | None
+    resolved_ns: int | None
+    repeat: bool = False
+
+
+def event_json(e: AlertEvent) -> dict[str, Any]:
+    """One alert of the webhook payload (version 1, documented in docs/alerting.md)."""
+    return {
+        "id": e.id, "status": e.status, "rule": e.rule, "kind": e.kind, "severity": e.severity,
+        "target": e.target, "value": e.value, "unit": e.unit, "threshold": e.threshold,
+        "summary": e.summary, "labels": dict(e.labels), "starts_at": iso(e.active_since_ns),
+        "fired_at": iso(e.fired_ns) if e.fired_ns is not None else None,
+        "ends_at": iso(e.resolved_ns) if e.resolved_ns is not None else None,
+        "repeat": e.repeat,
+    }
+
+
+def webhook_payload(events: Sequence[AlertEvent], now_ns: int) -> dict[str, Any]:
+    """The generic webhook body: ``{"version": "1", "sender", "sent_at", "alerts": [...]}``."""
+    return {"version": PAYLOAD_VERSION, "sender": "wattlens", "sent_at": iso(now_ns),
+            "alerts": [event_json(e) for e in events]}
+
+
+_SLACK_COLOR = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+
+
+def slack_payload(events: Sequence[AlertEvent], now_ns: int) -> dict[str, Any]:
+    """A Slack incoming-webhook message: a one-line text plus one attachment per alert."""
+    firing = sum(e.status == "firing" for e in events)
+    resolved = len(events) - firing
+    parts = [f"{firing} firing" if firing else "", f"{resolved} resolved" if resolved else ""]
+    text = "wattlens: " + ", ".join(p for p in parts if p)
+    attachments = []
+    for e in events:
+        status = "RESOLVED" if e.status == "resolved" else ("FIRING (reminder)" if e.repeat else "FIRING")
+        attachments.append({
+            "color": "#2ca02c" if e.status == "resolved" else _SLACK_COLOR.get(e.severity, "#7f7f7f"),
+            "fallback": f"[{status}] {e.rule} {e.target}: {e.summary}",
+            "title": f"[{status}] {e.rule}: {e.target}",
+            "text": e.summary,
+            "fields": [{"title": "severity", "value": e.severity, "short": True},
+                       {"title": "value", "value": f"{e.value:.4g} {e.unit}", "short": True}],
+            "ts": (e.resolved_ns or now_ns) // NS,
+        })
+    return {"text": text, "attachments": attachments}
+
+
+def alertmanager_payload(events: Sequence[AlertEvent], now_ns: int,
+                         resend_s: float) -> list[dict[str, Any]]:
+    """Alertmanager API v2 ``POST /api/v2/alerts`` body: labels, annotations, startsAt, endsAt."""
+    out = []
+    for e in events:
+        labels = {k: v for k, v in e.labels.items() if v}
+        labels.update({"alertname": e.rule, "severity": e.severity, "target": e.target,
+                       "kind": e.kind})
+        ends = e.resolved_ns if e.resolved_ns is not None else now_ns + int(
+            AM_ENDS_AT_INTERVALS * resend_s * NS)
+        annotations = {"summary": e.summary, "value": f"{e.value:.6g}", "unit": e.unit}
+        if e.threshold is not None:
+            annotations["threshold"] = f"{e.threshold:.6g}"
+        out.append({"labels": labels, "annotations": annotations,
+                    "startsAt": iso(e.active_since_ns), "endsAt": iso(max(ends, e.active_since_ns))})
+    return out
+
+
+# --- delivery ------------------------------------------------------------------------
+@dataclass
+class DeliveryStats:
+    """Counters of one hook's delivery thread."""
+
+    submitted: int = 0
+    attempts: int = 0
+    retries: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass
+class _Message:
+    id: str
+    body: bytes
+    created_ns: int
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error for a webhook: following it would resend the body to another place."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        return None
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    host = urlsplit(url).hostname or ""
+    handlers: list[Any] = [_NoRedirect()]
+    if host in ("127.0.0.1", "localhost", "::1"):
+        handlers.append(urllib.request.ProxyHandler({}))  # never send loopback through a proxy
+    return urllib.request.build_opener(*handlers)
+
+
+class HookDelivery:
+    """One hook's queue and delivery thread: timeouts, retries with exponential backoff and jitter, a dead-letter file.
+
+    ``submit`` never blocks: the evaluation loop hands over a body and goes on.
+    A full queue dead-letters the new message instead of waiting. Retries
+    re-sign each attempt with a fresh timestamp (the body, and so the
+    ``X-Wattlens-Delivery`` id, stay the same: receivers de-duplicate on it).
+    """
+
+    def __init__(self, spec: HookSpec, url: str, dead_letter: Path, *, secret: bytes | None = None,
+                 token: str | None = None, rng: random.Random | None = None,
+                 content_type: str = "application/json") -> None:
+        self.spec = spec
+        self.url = url
+        self.dead_letter = dead_letter
+        self.stats = DeliveryStats()
+        self._secret = secret
+        self._token = token
+        self._rng = rng or random.Random()
+        self._content_type = content_type
+        self._opener = _opener(url)
+        self._queue: deque[_Message] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closing = threading.Event()
+        self._dl_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"wattlens-hook-{spec.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- producer side -----------------------------------------------------------
+    def submit(self, body: bytes) -> str:
+        """Queue one request body; returns its delivery id. Never blocks."""
+        msg = _Message(uuid.uuid4().hex, body, time.time_ns())
+        with self._cond:
+            self.stats.submitted += 1
+            full = len(self._queue) >= self.spec.queue_max or self._closing.is_set()
+            if not full:
+                self._queue.append(msg)
+                self._cond.notify()
+        if full:
+            reason = "shut down" if self._closing.is_set() else f"queue full ({self.spec.queue_max})"
+            self._dead_letter(msg, reason)
+        return msg.id
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued was delivered or dead-lettered; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop retrying; dead-letter what is left. Waits for an attempt in flight (bounded by timeout_s)."""
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(self.spec.timeout_s + 1 if timeout_s is None else timeout_s)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    # --- the thread --------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing.is_set():
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                msg = self._queue.popleft()
+                self._busy = True
+            try:
+                if self._closing.is_set():
+                    self._dead_letter(msg, "shut down before delivery")
+                else:
+                    self._deliver(msg)
+            except Exception as exc:  # the thread must survive anything one message does
+                log.exception("hook %s: unexpected delivery error", self.spec.name)
+                self._dead_letter(msg, f"internal error: {type(exc).__name__}")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay after failed attempt ``attempt`` (1-based): exponential, capped, with equal jitter."""
+        base = min(self.spec.backoff_max_s, self.spec.backoff_s * 2 ** (attempt - 1))
+        return base / 2 + self._rng.uniform(0, base / 2)
+
+    def _deliver(self, msg: _Message) -> None:
+        while msg.attempts < self.spec.max_attempts:
+            msg.attempts += 1
+            with self._cond:
+                self.stats.attempts += 1
+            ok, retryable, detail, retry_after = self._post(msg)
+            if ok:
+                with self._cond:
+                    self.stats.delivered += 1
+                if msg.attempts > 1:
+                    log.info("hook %s: delivery %s succeeded on attempt %d", self.spec.name,
+                             msg.id, msg.attempts)
+                return
+            msg.errors.append(detail)
+            if not retryable:
+                self._dead_letter(msg, detail)
+                return
+            if msg.attempts >= self.spec.max_attempts:
+                break
+            delay = self.backoff_s(msg.attempts)
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), self.spec.backoff_max_s)
+            log.debug("hook %s: attempt %d of %s failed (%s); retrying in %.2f s", self.spec.name,
+                      msg.attempts, msg.id, detail, delay)
+            with self._cond:
+                self.stats.retries += 1
+            if self._closing.wait(delay):
+                self._dead_letter(msg, f"shut down while retrying (last error: {detail})")
+                return
+        self._dead_letter(msg, msg.errors[-1] if msg.errors else "no attempt made")
+
+    def _post(self, msg: _Message) -> tuple[bool, bool, str, float | None]:
+        """One attempt: (delivered, worth retrying, what happened, Retry-After seconds)."""
+        headers = {"Content-Type": self._content_type, "User-Agent": USER_AGENT,
+                   DELIVERY_HEADER: msg.id}
+        if self._secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self._secret, msg.body, int(time.time()))
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        # The URL was checked to be http(s) when the rule file was read.
+        req = urllib.request.Request(self.url, data=msg.body, headers=headers,  # noqa: S310
+                                     method="POST")
+        try:
+            with self._opener.open(req, timeout=self.spec.timeout_s) as resp:
+                resp.read(65536)
+                return True, False, f"HTTP {resp.status}", None
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            exc.close()
+            if 300 <= code < 400:
+                return False, False, f"HTTP {code} redirect refused", None
+            return False, code >= 500 or code in (408, 425, 429), f"HTTP {code}", retry_after
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return False, True, f"{type(reason).__name__}: {reason}", None
+
+    def _dead_letter(self, msg: _Message, reason: str) -> None:
+        try:
+            payload: Any = json.loads(msg.body)
+        except ValueError:
+            payload = msg.body.decode("utf-8", "replace")
+        record = {"hook": self.spec.name, "type": self.spec.type, "delivery_id": msg.id,
+                  "failed_at": iso(time.time_ns()), "queued_at": iso(msg.created_ns),
+                  "attempts": msg.attempts, "error": reason, "payload": payload}
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._dl_lock:
+            self.stats.dead_lettered += 1
+            try:
+                self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:
+                log.error("hook %s: cannot write dead-letter file %s: %s", self.spec.name,
+                          self.dead_letter, exc)
+                return
+        log.warning("hook %s (%s): delivery %s failed after %d attempt(s): %s; kept in %s",
+                    self.spec.name, self.spec.display_url(), msg.id, msg.attempts, reason,
+                    self.dead_letter)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Dispatcher:
+    """All hooks of a rule file: formats each batch of events for its hook type and queues it."""
+
+    def __init__(self, ruleset: RuleSet, deliveries: Mapping[str, HookDelivery]) -> None:
+        self.ruleset = ruleset
+        self.deliveries = dict(deliveries)
+
+    @classmethod
+    def from_ruleset(cls, ruleset: RuleSet, state_dir: Path, env: Mapping[str, str] | None = None,
+                     rng: random.Random | None = None) -> Dispatcher:
+        """Start one delivery thread per hook; URLs, secrets and tokens are read from the environment."""
+        deliveries: dict[str, HookDelivery] = {}
+        try:
+            for spec in ruleset.hooks:
+                url = spec.resolve_url(env)
+                if spec.type == "alertmanager":
+                    url = url.rstrip("/") + "/api/v2/alerts"
+                dead = Path(spec.dead_letter) if spec.dead_letter else (
+                    state_dir / f"dead-letter-{spec.name}.jsonl")
+                deliveries[spec.name] = HookDelivery(
+                    spec, url, dead, secret=spec.secret(env), token=spec.token(env), rng=rng)
+        except BaseException:
+            for d in deliveries.values():
+                d.close(0)
+            raise
+        return cls(ruleset, deliveries)
+
+    def wants_resend_s(self, hook: str, repeat_interval_s: float) -> float:
+        """How often a firing alert is sent again to ``hook``."""
+        spec = self.deliveries[hook].spec
+        if spec.resend_interval_s is not None:
+            return min(spec.resend_interval_s, repeat_interval_s)
+        return repeat_interval_s
+
+    def sends_resolved(self, hook: str) -> bool:
+        return self.deliveries[hook].spec.send_resolved
+
+    def submit(self, hook: str, events: Sequence[AlertEvent], now_ns: int) -> str | None:
+        """Format ``events`` for the hook's type and queue them; returns the delivery id."""
+        if not events:
+            return None
+        delivery = self.deliveries[hook]
+        spec = delivery.spec
+        payload: Any
+        if spec.type == "alertmanager":
+            payload = alertmanager_payload(events, now_ns, spec.resend_interval_s or 60.0)
+        elif spec.type == "slack":
+            payload = slack_payload(events, now_ns)
+        else:
+            payload = webhook_payload(events, now_ns)
+        return delivery.submit(json.dumps(payload, separators=(",", ":")).encode())
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(d.flush(max(0.0, deadline - time.monotonic())) for d in self.deliveries.values())
+
+    def close(self, timeout_s: float | None = None) -> None:
+        for d in self.deliveries.values():
+            d._closing.set()
+        for d in self.deliveries.values():
+            d.close(timeout_s)

@@ -115,6 +115,31 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def state_dir() -> Path:
+    """Where the agent keeps its spool and audit log: $XDG_STATE_HOME/wattlens."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "wattlens"
+
+
+def agent_token() -> str | None:
+    """The agent's bearer token: WATTLENS_AGENT_TOKEN, or the file WATTLENS_AGENT_TOKEN_FILE names.
+
+    Never a flag: a secret in argv shows in `ps` and shell history.
+    """
+    token = os.environ.get("WATTLENS_AGENT_TOKEN", "").strip()
+    if token:
+        return token
+    path = os.environ.get("WATTLENS_AGENT_TOKEN_FILE", "").strip()
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"WATTLENS_AGENT_TOKEN_FILE: cannot read {path!r}: "
+                              f"{exc.strerror}") from None
+        return token or None
+    return None
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value != value or value == float("inf"):

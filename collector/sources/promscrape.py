@@ -293,13 +293,14 @@ class PromScrapeSource:
                     batch_size=t.batch_size, gpus=t.gpus))
                 continue
             fields: dict[str, FieldValue | None] = {f: v for f, v in work.items() if v > 0}
+            if not fields:
+                continue  # an idle interval: without energy here, a point would say nothing
             if t.batch_size is not None:
                 fields["batch_size"] = t.batch_size
             if t.gpus is not None:
                 fields["gpus"] = len(t.gpus)
-            if fields:
-                points.append(point("job", {"job": t.job, "host": self.host, "kind": t.kind,
-                                            "precision": t.precision or ""}, fields, tick.wall_ns))
+            points.append(point("job", {"job": t.job, "host": self.host, "kind": t.kind,
+                                        "precision": t.precision or ""}, fields, tick.wall_ns))
         return points
 
     def close(self) -> None:

@@ -9,7 +9,15 @@ import socket
 import threading
 from typing import Any
 
-from wattlens.config import default_store_url, option, port_number, positive_float, positive_int
+from wattlens.config import (
+    agent_token,
+    default_store_url,
+    option,
+    port_number,
+    positive_float,
+    positive_int,
+    state_dir,
+)
 
 log = logging.getLogger("wattlens.collect")
 
@@ -25,6 +33,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="print one round of samples as a table and exit")
     option(p, "--duration", type=positive_float, default=None,
            help="stop after this many seconds (default: run until Ctrl-C)")
+    option(p, "--scrape", default=None,
+           help="TOML file of inference-server endpoints to scrape for work "
+                "(see examples/scrape/vllm.toml)")
+    option(p, "--sysfs-root", default="/sys",
+           help="where the host's /sys is mounted (containers: /host/sys)")
+    option(p, "--procfs-root", default="/proc",
+           help="where the host's /proc is mounted (containers: /host/proc)")
+    option(p, "--tdp-w", type=positive_float, default=None,
+           help="CPU package TDP in W for the CPU estimate when no power sensor exists")
+    option(p, "--enable-actuation", action="store_true", default=False,
+           help="allow `wattlens cap` to change GPU power limits through this agent "
+                "(needs root and WATTLENS_AGENT_TOKEN; every change is audited)")
+    option(p, "--audit-log", default=str(state_dir() / "cap-audit.jsonl"),
+           help="JSON-lines audit log of power-cap changes")
     p.add_argument("--config", help="TOML config file; settings under [collect] "
                                     "(env WATTLENS_CONFIG)")
     p.set_defaults(func=run, _parser=p, _section="collect")
@@ -45,6 +67,10 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     option(p, "--nodes", type=positive_int, default=4, help="simulated nodes (sim source)")
     option(p, "--gpus", type=positive_int, default=8, help="simulated GPUs per node (sim source)")
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
+    option(p, "--spool-dir", default=str(state_dir() / "spool"),
+           help="on-disk spool for points the store could not take yet")
+    option(p, "--spool-max-mb", type=positive_float, default=256.0,
+           help="spool size bound in MiB; beyond it the oldest points are dropped and counted")
 
 
 def build_sources(args: argparse.Namespace) -> list[Any]:
@@ -57,11 +83,15 @@ def build_sources(args: argparse.Namespace) -> list[Any]:
 
         raise ConfigError(f"--source: expected a source name, got {args.source!r}")
     options: dict[str, Any] = {"host": args.host, "interval_s": args.interval}
+    sysfs = str(getattr(args, "sysfs_root", None) or "/sys").rstrip("/")
+    procfs = str(getattr(args, "procfs_root", None) or "/proc").rstrip("/")
+    roots = {"powercap_root": f"{sysfs}/class/powercap", "hwmon_root": f"{sysfs}/class/hwmon",
+             "proc_root": procfs}
     built: list[Any] = []
     for name in names:
         if name == "auto":
             autodetect = _autodetect()
-            found, lines = autodetect(**options)
+            found, lines = autodetect(**options, **roots, tdp_w=getattr(args, "tdp_w", None))
             for line in lines:
                 log.info("source %s", line)
             built.extend(found)
@@ -70,6 +100,14 @@ def build_sources(args: argparse.Namespace) -> list[Any]:
             options_sim = {**options, "nodes": args.nodes, "gpus_per_node": args.gpus,
                            "seed": args.seed}
             source = registry.create(name, **options_sim)
+        elif name == "rapl":
+            source = registry.create(name, **options, root=roots["powercap_root"])
+        elif name == "hwmon":
+            source = registry.create(name, **options, root=roots["hwmon_root"])
+        elif name == "cpu-estimate":
+            source = registry.create(name, **options, proc_root=procfs, tdp_w=args.tdp_w)
+        elif name == "promscrape":
+            source = registry.create(name, **options, config=args.scrape)
         else:
             source = registry.create(name, **options)
         probe = source.probe()
@@ -94,9 +132,7 @@ def _autodetect() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.agent import Agent
     from collector.sources.base import Tick
-    from collector.store import open_store, redact_url
 
     sources = build_sources(args)
     if args.once:
@@ -111,27 +147,125 @@ def run(args: argparse.Namespace) -> int:
         points = [p for s in sources for p in s.sample(Tick(clock.wall_ns(), clock.monotonic()))]
         print(format_points(points))
         return 0
-    store = open_store(args.store)
-    log.info("writing to %s", redact_url(store.url))
-    agent = Agent(sources, store, args.interval)
-    stop = threading.Event()
+    agent = AgentProcess.build(args, sources)
+    return agent.run_until_signal(args.duration)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received signal %d, stopping", signum)
-        stop.set()
-        agent.stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    if args.duration:
-        threading.Timer(args.duration, agent.stop).start()
-    agent.run()
-    for s in sources:
-        s.close()
-    store.close()
-    log.info("stopped: %d rounds, %d points written, %d dropped", agent.stats.rounds,
-             agent.stats.points_written, agent.stats.points_dropped)
-    return 0
+class AgentProcess:
+    """The agent with everything around it: store, spool, exporter, job ingest, actuation."""
+
+    def __init__(self, agent: Any, store: Any, spool: Any, exporter: Any, sources: list[Any]) -> None:
+        self.agent = agent
+        self.store = store
+        self.spool = spool
+        self.exporter = exporter
+        self.sources = sources
+
+    @classmethod
+    def build(cls, args: argparse.Namespace, sources: list[Any], store: Any = None) -> AgentProcess:
+        """Wire the agent from parsed options; ``store`` may be given already open (the demo)."""
+        from pathlib import Path
+
+        from collector.agent import Agent
+        from collector.errors import ConfigError
+        from collector.ingest import IngestApp, with_jobs
+        from collector.spool import SpoolingSink
+        from collector.store import open_store, redact_url
+
+        token = agent_token()
+        if args.bind not in LOOPBACK and not token:
+            raise ConfigError(f"--bind: {args.bind} is reachable from other hosts; set "
+                              f"WATTLENS_AGENT_TOKEN (or WATTLENS_AGENT_TOKEN_FILE) so every "
+                              f"request from them must carry it")
+        scrape = getattr(args, "scrape", None)
+        enable_actuation = bool(getattr(args, "enable_actuation", False))
+        feeds: list[Any] = []
+        if scrape and not any(getattr(s, "name", "") == "promscrape" for s in sources):
+            from collector.sources.promscrape import PromScrapeSource, load_targets
+
+            feeds.append(PromScrapeSource(args.host, load_targets(scrape)))
+        wrapped, tracker = with_jobs(sources, args.host,
+                                     proc_root=getattr(args, "procfs_root", None) or "/proc",
+                                     feeds=feeds)
+        store = store if store is not None else open_store(args.store)
+        if hasattr(store, "init"):
+            try:
+                store.init()
+            except Exception as exc:  # the spool covers a store that is down at start
+                log.warning("store set-up deferred: %s", exc)
+        spool = SpoolingSink(store, Path(args.spool_dir), int(args.spool_max_mb * 1024 * 1024))
+        log.info("writing to %s (spool %s)", redact_url(store.url), args.spool_dir)
+        observers: list[Any] = []
+        agent = Agent(wrapped, spool, args.interval, observers=observers)
+        exporter = None
+        if args.prometheus_port:
+            from collector.exporter import Exporter
+
+            exporter = Exporter(agent.stats, spool, host=args.bind, port=args.prometheus_port,
+                                token=token)
+            observers.append(exporter)
+            IngestApp(tracker, token=token).mount(exporter)
+            if enable_actuation or token:
+                from collector.actuation import PowerCapActuator
+
+                nvml = next((s.nvml_module for s in sources
+                             if getattr(s, "name", "") == "nvml"), None)
+                audit = getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl"
+                PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
+                                 audit_path=Path(audit), nvml=nvml).mount(exporter)
+        elif enable_actuation:
+            raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
+                              "--prometheus-port to a port, not 0")
+        agent.observers = observers
+        return cls(agent, store, spool, exporter, wrapped)
+
+    def run_until_signal(self, duration_s: float | None = None) -> int:
+        """Run until SIGINT/SIGTERM (or ``duration_s``); flush the spool and close everything."""
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("received signal %d, stopping", signum)
+            self.agent.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        timer = threading.Timer(duration_s, self.agent.stop) if duration_s else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        if self.exporter is not None:
+            self.exporter.start()
+        try:
+            self.agent.run()
+        finally:
+            if timer:
+                timer.cancel()
+            self.close()
+        return 0
+
+    def start_background(self) -> threading.Thread:
+        """Start the exporter and the sampling loop on a thread (the demo serves pages meanwhile)."""
+        if self.exporter is not None:
+            self.exporter.start()
+        thread = threading.Thread(target=self.agent.run, name="wattlens-agent", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        stats = self.agent.stats
+        log.info("stopped: %d rounds, %d points written, %d dropped, %d spooled", stats.rounds,
+                 stats.points_written, stats.points_dropped, self.spool.depth_points)
+        if self.exporter is not None:
+            self.exporter.stop()
+        for s in self.sources:
+            try:
+                s.close()
+            except Exception as exc:
+                log.warning("closing source %s: %s", getattr(s, "name", s), exc)
+        self.spool.close()
+        self.store.close()
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def format_points(points: list[Any]) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
+import subprocess
+import sys
 import time
 
 from wattlens.commands.collect import add_agent_options
 from wattlens.commands.dashboard import add_dashboard_options, serve_until_signal
-from wattlens.config import option
+from wattlens.config import option, positive_int, state_dir
 
 log = logging.getLogger("wattlens.demo")
 NS = 1_000_000_000
@@ -23,6 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_dashboard_options(p)
     option(p, "--backfill", default="24h",
            help="history to write first so charts are never empty (e.g. 2h, 24h, 7d; 0 = none)")
+    option(p, "--with-real-job", action="store_true", default=False,
+           help="also train a small transformer with torch on this machine (examples/), "
+                "measured for real, so one job's PER on the dashboard is not simulated")
+    option(p, "--real-job-steps", type=positive_int, default=3000,
+           help="optimizer steps of the real job")
     p.add_argument("--config", help="TOML config file; settings under [demo]")
     p.set_defaults(func=run, _parser=p, _section="demo")
 
@@ -55,18 +61,21 @@ def backfill(store: object, fleet: object, seconds: float, end_ns: int, step_s: 
 
 def run(args: argparse.Namespace) -> int:
     from analytics.timeutil import parse_duration_s
-    from collector.agent import Agent
     from collector.sources.simulated import SimulatedFleet
     from collector.store import open_store, redact_url
     from dashboard.app import create_app
+    from wattlens.commands.collect import AgentProcess
 
+    seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
+        args.backfill, "--backfill")
+    real_job = real_job_command(args) if args.with_real_job else None
+    if args.spool_dir == str(state_dir() / "spool"):
+        args.spool_dir = str(state_dir() / "demo-spool")  # never mix with a real agent's spool
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,
                            interval_s=args.interval)
     now_ns = time.time_ns()
-    seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
-        args.backfill, "--backfill")
     span = store.time_range("gpu")
     if span is not None and span[1] < now_ns:
         seconds = min(seconds, (now_ns - span[1]) / NS)  # only fill the gap since the last run
@@ -75,16 +84,43 @@ def run(args: argparse.Namespace) -> int:
         n = backfill(store, fleet, seconds, now_ns, step_s)
         print(f"wattlens demo: backfilled {seconds / 3600:.1f} h, {n:,} points", flush=True)
     fleet._last_ns = now_ns  # live sampling continues where the backfill ended
-    agent = Agent([fleet], store, args.interval)
-    agent_thread = threading.Thread(target=agent.run, name="wattlens-agent", daemon=True)
-    agent_thread.start()
+    agent = AgentProcess.build(args, [fleet], store=store)
+    agent_thread = agent.start_background()
+    if agent.exporter is not None:
+        print(f"wattlens demo: Prometheus metrics {agent.exporter.url}/metrics", flush=True)
+    job = None
+    if real_job is not None:
+        job = subprocess.Popen([*real_job, "--store", store.url], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        print("wattlens demo: real job 'tiny-transformer' training on this machine "
+              f"(pid {job.pid}); its PER appears under Jobs", flush=True)
     app = create_app(store, refresh_s=args.refresh)
     try:
         serve_until_signal(app, args.dashboard_bind, args.port, on_start="wattlens demo: ")
     finally:
-        agent.stop()
+        if job is not None and job.poll() is None:
+            job.terminate()
+            job.wait(30)
+        agent.agent.stop()
         agent_thread.join(30)
-        store.close()
-        print(f"wattlens demo: stopped ({agent.stats.points_written:,} live points written)",
+        agent.close()
+        print(f"wattlens demo: stopped ({agent.agent.stats.points_written:,} live points written)",
               flush=True)
     return 0
+
+
+def real_job_command(args: argparse.Namespace) -> list[str]:
+    """The command line of the example torch job; refuses clearly when it cannot run here."""
+    import importlib.util
+    from pathlib import Path
+
+    from collector.errors import ConfigError
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "train_tiny_transformer.py"
+    if not script.exists():
+        raise ConfigError(f"--with-real-job: needs a source checkout with {script.name} in "
+                          f"examples/; it is not part of an installed package")
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("--with-real-job: torch is not installed; pip install 'wattlens[torch]' "
+                          "(CPU: pip install torch==2.13.0)")
+    return [sys.executable, str(script), "--steps", str(args.real_job_steps)]

@@ -1,0 +1,212 @@
+"""Power-cap actuation on the agent: off by default, token-guarded, range-checked, audited, revertible."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.exporter import Request, Response
+from collector.sources import nvml as nvml_source
+
+log = logging.getLogger("wattlens.actuation")
+
+MAX_BODY_BYTES = 4096
+
+
+class ActuationRefused(Exception):
+    """A cap change was refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CapChange:
+    """One audited change (or dry run) of a GPU's power limit."""
+
+    time_s: float
+    who: str
+    action: str  # apply | revert
+    host: str
+    gpu: int
+    before_w: float
+    after_w: float
+    min_w: float
+    max_w: float
+    dry_run: bool
+
+
+class PowerCapActuator:
+    """Sets NVML power limits for the agent, and only when every guard agrees.
+
+    A real change needs all of: actuation enabled in the agent's config, the
+    agent's token on the request (compared in constant time), and root. A dry
+    run needs the token too and reports what would change. Every change and dry
+    run is appended to a JSON-lines audit log (who, what, before, after), from
+    which :meth:`revert` restores the limit a GPU had before its latest change.
+    ``nvml`` is the binding module (a fake in tests); ``is_root`` the privilege check.
+    """
+
+    def __init__(self, *, host: str, enabled: bool, token: str | None, audit_path: Path,
+                 nvml: Any = None, is_root: Callable[[], bool] | None = None) -> None:
+        self.host = host
+        self.enabled = enabled
+        self._token = token or ""
+        self.audit_path = Path(audit_path)
+        self._nvml = nvml
+        self._is_root = is_root or (lambda: os.geteuid() == 0)
+        self._lock = threading.Lock()
+        if enabled and not self._token:
+            raise ValueError("--enable-actuation needs WATTLENS_AGENT_TOKEN set: power-cap "
+                             "changes are refused without a token")
+
+    # --- guards ----------------------------------------------------------------
+    def authorize(self, authorization: str | None) -> None:
+        """Check the bearer token in constant time; raise ActuationRefused(401/403)."""
+        if not self._token:
+            raise ActuationRefused(403, "power-cap actuation is disabled on this agent: start it "
+                                        "with --enable-actuation and WATTLENS_AGENT_TOKEN set")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self._token.encode()):
+            raise ActuationRefused(401, "missing or wrong agent token: send "
+                                        "'Authorization: Bearer $WATTLENS_AGENT_TOKEN'")
+
+    def _check_can_change(self) -> None:
+        if not self.enabled:
+            raise ActuationRefused(403, "power-cap actuation is disabled on this agent: start it "
+                                        "with --enable-actuation (dry runs still work)")
+        if not self._is_root():
+            raise ActuationRefused(403, "setting a GPU power limit needs root: run the agent as "
+                                        "root (or in a privileged container) to apply caps")
+
+    # --- actions ---------------------------------------------------------------
+    def apply(self, gpu: int, watts: float, *, who: str, dry_run: bool = True) -> CapChange:
+        """Set (or, with ``dry_run``, plan) GPU ``gpu``'s limit to ``watts``."""
+        with self._lock:
+            min_w, max_w, current_w, _default_w = nvml_source.get_power_limits(gpu, nvml=self._nvml)
+            if not min_w <= watts <= max_w:
+                raise ActuationRefused(400, f"watts: {watts:g} W is outside gpu {gpu}'s allowed "
+                                            f"range {min_w:g}-{max_w:g} W")
+            change = CapChange(time.time(), who, "apply", self.host, gpu, current_w, watts, min_w,
+                               max_w, dry_run)
+            if not dry_run:
+                self._check_can_change()
+                nvml_source.set_power_limit_w(gpu, watts, nvml=self._nvml)
+            self._audit(change)
+            return change
+
+    def revert(self, gpu: int, *, who: str, dry_run: bool = True) -> CapChange:
+        """Restore the limit GPU ``gpu`` had before its latest applied change."""
+        with self._lock:
+            previous = self._last_applied(gpu)
+            if previous is None:
+                raise ActuationRefused(409, f"gpu {gpu}: no applied change in the audit log "
+                                            f"{self.audit_path} to revert")
+            min_w, max_w, current_w, _ = nvml_source.get_power_limits(gpu, nvml=self._nvml)
+            target = previous["before_w"]
+            change = CapChange(time.time(), who, "revert", self.host, gpu, current_w, target,
+                               min_w, max_w, dry_run)
+            if not dry_run:
+                self._check_can_change()
+                nvml_source.set_power_limit_w(gpu, target, nvml=self._nvml)
+            self._audit(change)
+            return change
+
+    def _audit(self, change: CapChange) -> None:
+        self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(asdict(change), sort_keys=True)
+        with self.audit_path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        verb = "planned (dry run)" if change.dry_run else "APPLIED"
+        log.warning("power cap %s: %s gpu %d on %s: %g W -> %g W by %s", change.action, verb,
+                    change.gpu, change.host, change.before_w, change.after_w, change.who)
+
+    def _last_applied(self, gpu: int) -> dict[str, Any] | None:
+        """The latest real change of ``gpu`` not yet undone by a revert."""
+        if not self.audit_path.exists():
+            return None
+        stack: list[dict[str, Any]] = []
+        for line in self.audit_path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("gpu") != gpu or entry.get("dry_run"):
+                continue
+            if entry.get("action") == "apply":
+                stack.append(entry)
+            elif entry.get("action") == "revert" and stack:
+                stack.pop()
+        return stack[-1] if stack else None
+
+    # --- HTTP ------------------------------------------------------------------
+    def mount(self, server: Any) -> None:
+        """Mount POST /v1/cap and POST /v1/cap/revert on the agent's route server."""
+        server.route("POST", "/v1/cap", self._handle_apply)
+        server.route("POST", "/v1/cap/revert", self._handle_revert)
+
+    def _handle_apply(self, request: Request) -> Response:
+        return self._handle(request, revert=False)
+
+    def _handle_revert(self, request: Request) -> Response:
+        return self._handle(request, revert=True)
+
+    def _handle(self, request: Request, *, revert: bool) -> Response:
+        try:
+            self.authorize(request.headers.get("authorization"))
+            body = _parse_body(request.body, need_watts=not revert)
+            who = f"{body['who']}@{request.client}"
+            if revert:
+                change = self.revert(body["gpu"], who=who, dry_run=body["dry_run"])
+            else:
+                change = self.apply(body["gpu"], body["watts"], who=who, dry_run=body["dry_run"])
+        except ActuationRefused as exc:
+            if exc.status in (401, 403):
+                log.warning("power cap request from %s refused: %s", request.client, exc)
+            return _json(exc.status, {"error": str(exc)})
+        except (ValueError, PermissionError) as exc:
+            return _json(400 if isinstance(exc, ValueError) else 403, {"error": str(exc)})
+        return _json(200, asdict(change))
+
+
+def _parse_body(raw: bytes, *, need_watts: bool) -> dict[str, Any]:
+    if len(raw) > MAX_BODY_BYTES:
+        raise ActuationRefused(413, f"body: {len(raw)} bytes is above {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ActuationRefused(400, f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ActuationRefused(400, "body: expected a JSON object")
+    gpu = body.get("gpu")
+    if isinstance(gpu, bool) or not isinstance(gpu, int) or not 0 <= gpu < 1024:
+        raise ActuationRefused(400, f"gpu: expected a GPU index 0..1023, got {gpu!r}")
+    out: dict[str, Any] = {"gpu": gpu, "dry_run": body.get("dry_run", True)}
+    if not isinstance(out["dry_run"], bool):
+        raise ActuationRefused(400, f"dry_run: expected true or false, got {out['dry_run']!r}")
+    who = body.get("who", "unknown")
+    if not isinstance(who, str) or len(who) > 64:
+        raise ActuationRefused(400, "who: expected a string of at most 64 characters")
+    out["who"] = who
+    if need_watts:
+        watts = body.get("watts")
+        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not (
+                0 < watts < 100_000):
+            raise ActuationRefused(400, f"watts: expected a power limit in watts, got {watts!r}")
+        out["watts"] = float(watts)
+    return out
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status, (json.dumps(body) + "\n").encode(), "application/json")

@@ -1,0 +1,81 @@
+"""`wattlens cap apply|revert`: change a GPU's power limit through its node's agent (dry run by default)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+
+from collector.errors import ConfigError, WattlensError
+
+DEFAULT_AGENT_PORT = 9464
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "cap", help="apply or revert a GPU power cap through the node's agent (dry run by default)",
+        description="Change a GPU's NVML power limit through the wattlens agent on its node. "
+                    "Without --apply this is a dry run that shows the change. A real change needs "
+                    "the agent started with --enable-actuation as root, and its token in "
+                    "WATTLENS_AGENT_TOKEN here. Every change is audited on the agent.")
+    actions = p.add_subparsers(dest="cap_action", metavar="ACTION", required=True)
+    for name, helptext in (("apply", "set a GPU's power limit"),
+                           ("revert", "restore the limit before the latest applied change")):
+        a = actions.add_parser(name, help=helptext)
+        a.add_argument("--host", required=True, help="the node whose agent to ask")
+        a.add_argument("--gpu", required=True, type=int, help="GPU index on that node")
+        if name == "apply":
+            a.add_argument("--watts", required=True, type=float, help="new power limit in W")
+        a.add_argument("--agent-url", help="agent base URL (default: http://HOST:9464; "
+                                           "127.0.0.1 for this host)")
+        a.add_argument("--apply", action="store_true",
+                       help="really change the hardware (default: dry run)")
+        a.set_defaults(func=run)
+
+
+def agent_url(host: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit.rstrip("/")
+    local = host in ("localhost", "127.0.0.1", socket.gethostname())
+    return f"http://{'127.0.0.1' if local else host}:{DEFAULT_AGENT_PORT}"
+
+
+def run(args: argparse.Namespace) -> int:
+    token = os.environ.get("WATTLENS_AGENT_TOKEN", "")
+    if not token:
+        raise ConfigError("WATTLENS_AGENT_TOKEN is not set: the agent refuses power-cap requests "
+                          "without its token (export it from your secret store; never pass it "
+                          "as a flag)")
+    body: dict[str, object] = {"gpu": args.gpu, "dry_run": not args.apply,
+                               "who": getpass.getuser()[:64]}
+    path = "/v1/cap"
+    if args.cap_action == "apply":
+        body["watts"] = args.watts
+    else:
+        path = "/v1/cap/revert"
+    url = agent_url(args.host, args.agent_url) + path
+    request = urllib.request.Request(  # noqa: S310 - the operator's own agent URL
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310
+            change = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            message = exc.reason
+        raise WattlensError(f"agent at {url} refused ({exc.code}): {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise WattlensError(f"cannot reach the agent at {url}: {exc}; is `wattlens collect` "
+                            f"running there (see --agent-url)?") from None
+    mode = "dry run, nothing changed" if change["dry_run"] else "APPLIED"
+    print(f"{change['host']} gpu {change['gpu']}: power limit {change['before_w']:g} W -> "
+          f"{change['after_w']:g} W (allowed {change['min_w']:g}-{change['max_w']:g} W) [{mode}]")
+    if change["dry_run"]:
+        print("re-run with --apply to make the change (needs --enable-actuation on the agent)")
+    return 0

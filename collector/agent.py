@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from collector.counters import CounterState
 from collector.errors import StoreRejected
 from collector.logutil import LogOnce
 from collector.schema import Point
@@ -61,6 +63,8 @@ class AgentStats:
 
 
 Observer = Callable[[Sequence[Point]], None]
+_Batch = tuple[list[Point], dict[str, tuple[float, float]] | None]
+_WAKE: _Batch = ([], None)  # put by _finish_writer so the writer notices at once
 
 
 class Agent:
@@ -86,6 +90,7 @@ class Agent:
         observers: Sequence[Observer] = (),
         queue_max_batches: int = 256,
         batch_max_points: int = 5000,
+        counter_state: CounterState | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s: must be positive, got {interval_s!r}")
@@ -95,8 +100,10 @@ class Agent:
         self.clock: Clock = clock or SystemClock()
         self.observers = list(observers)
         self.batch_max_points = batch_max_points
+        # Hardware counter readings; saved once the round that read them is stored.
+        self.counter_state = counter_state
         self.stats = AgentStats()
-        self._queue: queue.Queue[list[Point]] = queue.Queue(maxsize=queue_max_batches)
+        self._queue: queue.Queue[_Batch] = queue.Queue(maxsize=queue_max_batches)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._warn = LogOnce(log)
@@ -144,16 +151,17 @@ class Agent:
         self._last_ts_ns = now
         return now
 
-    def _enqueue(self, batch: list[Point]) -> None:
-        if not batch:
+    def _enqueue(self, points: list[Point]) -> None:
+        snapshot = self.counter_state.snapshot() if self.counter_state is not None else None
+        if not points and snapshot is None:
             return
         while True:
             try:
-                self._queue.put_nowait(batch)
+                self._queue.put_nowait((points, snapshot))
                 break
             except queue.Full:
                 try:
-                    dropped = self._queue.get_nowait()
+                    dropped, _ = self._queue.get_nowait()
                 except queue.Empty:
                     continue
                 self.stats.points_dropped += len(dropped)
@@ -194,28 +202,50 @@ class Agent:
 
     def _finish_writer(self, timeout_s: float = 30.0) -> None:
         self._writer_done.set()
+        try:  # wake the writer now rather than at its next poll
+            self._queue.put(_WAKE, timeout=timeout_s)
+        except queue.Full:
+            pass
         if self._writer is not None:
             self._writer.join(timeout_s)
 
     def _write_loop(self) -> None:
         while True:
             try:
-                first = self._queue.get(timeout=0.2)
+                first, snapshot = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if self._writer_done.is_set():
+                    return
+                continue
+            if first is _WAKE[0]:
+                if self._writer_done.is_set() and self._queue.empty():
                     return
                 continue
             batch = list(first)
             while len(batch) < self.batch_max_points:
                 try:
-                    batch.extend(self._queue.get_nowait())
+                    more, newer = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if more is _WAKE[0]:
+                    with contextlib.suppress(queue.Full):  # else the poll timeout notices
+                        self._queue.put_nowait(_WAKE)  # handle it after this batch
+                    break
+                batch.extend(more)
+                snapshot = newer or snapshot
             self.stats.queue_depth = self._queue.qsize()
-            self._write(batch)
+            if self._write(batch) and snapshot is not None and self.counter_state is not None:
+                try:
+                    self.counter_state.save(snapshot)
+                except OSError as exc:
+                    self._warn.warning("counter state", f"cannot save counter state: {exc}")
 
-    def _write(self, batch: list[Point]) -> None:
+    def _write(self, batch: list[Point]) -> bool:
+        """Write one batch; True when the sink took it (stored or durably spooled)."""
+        if not batch:
+            return True
         started = time.monotonic()
+        ok = False
         try:
             self.sink.write(batch)
         except StoreRejected as exc:
@@ -227,7 +257,9 @@ class Agent:
             self.stats.write_errors += 1
             self._warn.warning("write", f"write failed, {len(batch)} points lost: {exc}")
         else:
+            ok = True
             self.stats.points_written += len(batch)
             self.stats.last_good_write_wall_s = time.time()
             self._warn.clear("write", "writes recovered")
         self.stats.last_write_s = time.monotonic() - started
+        return ok

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from collector.schema import Point, point
 
@@ -214,3 +217,71 @@ def quality_point(host: str, source: str, device: str, window: QualityWindow, ti
     """A ``quality`` point (tags host, source, device) for one closed window."""
     return point(QUALITY_MEASUREMENT, {"host": host, "source": source, "device": device},
                  window.fields(), time_ns)
+
+
+def boot_id(proc_root: str | Path = "/proc") -> str:
+    """This boot's id: hardware counters restart at boot, so saved readings from another boot are void."""
+    try:
+        return (Path(proc_root) / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class CounterState:
+    """The last reading of each hardware counter, saved across agent restarts.
+
+    After a crash or SIGKILL, the first reading of a counter is compared with
+    the saved one instead of merely priming it, so the energy used while the
+    agent was down is counted once, in the first point after the restart, and
+    never lost. Readings from another boot are ignored (counters restart at
+    boot); a reading below the saved one is a reset as usual, and a gap longer
+    than a wrapping counter covers is dropped as usual.
+
+    Sources :meth:`remember` each reading; the agent takes a :meth:`snapshot`
+    after each round and :meth:`save`s it only once that round's points are
+    stored, so a restart never counts again energy that is already stored, nor
+    skips energy whose points were lost with the process. Written atomically.
+    """
+
+    def __init__(self, path: str | Path | None, *, boot: str | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.boot = boot_id() if boot is None else boot
+        self._readings: dict[str, tuple[float, float]] = {}
+        self._dirty = False
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict) and data.get("boot_id") == self.boot:
+                for key, value in (data.get("readings") or {}).items():
+                    if (isinstance(value, list) and len(value) == 2
+                            and all(isinstance(v, (int, float)) for v in value)):
+                        self._readings[str(key)] = (float(value[0]), float(value[1]))
+
+    def restore(self, key: str) -> tuple[float, float] | None:
+        """(reading, wall time s) saved for ``key`` by an earlier run of this boot, once."""
+        return self._readings.pop(key, None) if self.path is not None else None
+
+    def remember(self, key: str, reading: float, wall_s: float) -> None:
+        if self.path is None:
+            return
+        self._readings[key] = (reading, wall_s)
+        self._dirty = True
+
+    def snapshot(self) -> dict[str, tuple[float, float]] | None:
+        """The readings as of now, or None when nothing changed since the last snapshot."""
+        if self.path is None or not self._dirty:
+            return None
+        self._dirty = False
+        return dict(self._readings)
+
+    def save(self, snapshot: dict[str, tuple[float, float]]) -> None:
+        """Persist a snapshot (temp file + rename, so a crash leaves the old or the new file)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"boot_id": self.boot, "readings": {
+            k: [r, t] for k, (r, t) in sorted(snapshot.items())}}), encoding="utf-8")
+        os.replace(tmp, self.path)

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from collector.counters import CounterState
 from collector.schema import FieldValue, Point
 from collector.sources import cpu_estimate, hwmon, nvml, rapl
 from collector.sources.base import Source
@@ -22,6 +23,7 @@ def autodetect(
     tdp_w: float | None = None,
     idle_fraction: float = cpu_estimate.DEFAULT_IDLE_FRACTION,
     quality_interval_s: float = 60.0,
+    counter_state: CounterState | None = None,
 ) -> tuple[list[Source], list[str]]:
     """Probe nvml, rapl and hwmon (AUTO_ORDER); add the CPU estimate when no CPU sensor exists.
 
@@ -49,10 +51,12 @@ def autodetect(
             source.close()
         return found_ok
 
-    consider(nvml.NvmlSource(host, nvml=nvml_module, quality_interval_s=quality_interval_s))
+    consider(nvml.NvmlSource(host, nvml=nvml_module, quality_interval_s=quality_interval_s,
+                             counter_state=counter_state))
     try:
         rapl_source = rapl.RaplSource(host=host, root=Path(powercap_root), interval_s=interval_s,
-                                      quality_interval_s=quality_interval_s)
+                                      quality_interval_s=quality_interval_s,
+                                      counter_state=counter_state)
     except ValueError as exc:  # ConfigError: a bad interval_s
         lines.append(f"rapl: skipped: {exc}")
         rapl_ok = False

@@ -11,7 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.counters import CounterTracker, PowerIntegrator, QualityTracker, quality_point
+from collector.counters import (
+    CounterState,
+    CounterTracker,
+    PowerIntegrator,
+    QualityTracker,
+    quality_point,
+)
 from collector.errors import DeviceLost, SourceUnavailable
 from collector.logutil import LogOnce
 from collector.schema import FieldValue, Point, point
@@ -110,8 +116,10 @@ class NvmlSource:
         nvml: Any = None,
         quality_interval_s: float = 60.0,
         retry_lost_s: float = 30.0,
+        counter_state: CounterState | None = None,
     ) -> None:
         self.host = host
+        self.counter_state = counter_state  # saved readings: no energy lost across restarts
         self.quality_interval_s = quality_interval_s
         self.retry_lost_s = retry_lost_s
         self._nvml = nvml
@@ -324,6 +332,13 @@ class NvmlSource:
             energy_mj = self._get(gpu, "energy", "nvmlDeviceGetTotalEnergyConsumption")
             if energy_mj is not None:
                 gpu.method = "counter"
+                if self.counter_state is not None:
+                    key = f"nvml:{gpu.uuid}"
+                    if gpu.tracker.last is None:
+                        saved = self.counter_state.restore(key)
+                        if saved is not None:  # the agent restarted: count its downtime's energy
+                            gpu.tracker.last = saved[0]
+                    self.counter_state.remember(key, float(energy_mj), tick.wall_ns / 1e9)
                 delta_mj = gpu.tracker.update(float(energy_mj))
                 counter_j = None if delta_mj is None else delta_mj / 1000.0
             elif "energy" in gpu.unsupported:
@@ -544,7 +559,9 @@ def from_options(
     quality_interval_s: float = 60.0,
     retry_lost_s: float = 30.0,
     interval_s: float | None = None,
+    counter_state: CounterState | None = None,
 ) -> NvmlSource:
     """Registry factory; ``interval_s`` is accepted for a uniform agent call and not needed here."""
     del interval_s
-    return NvmlSource(host, quality_interval_s=quality_interval_s, retry_lost_s=retry_lost_s)
+    return NvmlSource(host, quality_interval_s=quality_interval_s, retry_lost_s=retry_lost_s,
+                      counter_state=counter_state)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.counters import CounterTracker, QualityTracker, quality_point
+from collector.counters import CounterState, CounterTracker, QualityTracker, quality_point
 from collector.errors import ConfigError, SourceUnavailable
 from collector.logutil import LogOnce
 from collector.schema import Point, point
@@ -92,6 +92,7 @@ class RaplSource:
     quality_interval_s: float = 60.0
     read_text: ReadText = read_sysfs
     name: str = "rapl"
+    counter_state: CounterState | None = None  # saved readings: no energy lost across restarts
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -248,6 +249,15 @@ class RaplSource:
         if zone.missing:
             zone.missing = False
             self._warn.clear(zone.domain, f"rapl: {energy_path} readable again")
+        key = f"rapl:{zone.zone_id}"
+        if zone.tracker.last is None and self.counter_state is not None:
+            saved = self.counter_state.restore(key)
+            if saved is not None and tick.wall_ns / 1e9 > saved[1]:
+                # The agent restarted: count the energy used while it was down.
+                zone.tracker.last = saved[0]
+                zone.last_mono_s = tick.mono_s - (tick.wall_ns / 1e9 - saved[1])
+        if self.counter_state is not None:
+            self.counter_state.remember(key, reading, tick.wall_ns / 1e9)
         elapsed_s = None if zone.last_mono_s is None else tick.mono_s - zone.last_mono_s
         zone.last_mono_s = tick.mono_s
         gaps_before = zone.tracker.stats.gaps
@@ -286,7 +296,8 @@ def from_options(
     root: str = DEFAULT_ROOT,
     interval_s: float | None = None,
     quality_interval_s: float = 60.0,
+    counter_state: CounterState | None = None,
 ) -> RaplSource:
     """Registry factory: ``root`` is the powercap directory; ``interval_s`` the agent's interval."""
     return RaplSource(host=host, root=Path(root), interval_s=interval_s,
-                      quality_interval_s=quality_interval_s)
+                      quality_interval_s=quality_interval_s, counter_state=counter_state)

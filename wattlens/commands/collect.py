@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from wattlens.config import (
@@ -73,7 +74,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
            help="spool size bound in MiB; beyond it the oldest points are dropped and counted")
 
 
-def build_sources(args: argparse.Namespace) -> list[Any]:
+def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
     """The sources named by --source; `auto` probes real sensors and says what it found."""
     from collector import sources as registry
 
@@ -87,11 +88,13 @@ def build_sources(args: argparse.Namespace) -> list[Any]:
     procfs = str(getattr(args, "procfs_root", None) or "/proc").rstrip("/")
     roots = {"powercap_root": f"{sysfs}/class/powercap", "hwmon_root": f"{sysfs}/class/hwmon",
              "proc_root": procfs}
+
     built: list[Any] = []
     for name in names:
         if name == "auto":
             autodetect = _autodetect()
-            found, lines = autodetect(**options, **roots, tdp_w=getattr(args, "tdp_w", None))
+            found, lines = autodetect(**options, **roots, tdp_w=getattr(args, "tdp_w", None),
+                                      counter_state=state)
             for line in lines:
                 log.info("source %s", line)
             built.extend(found)
@@ -101,7 +104,10 @@ def build_sources(args: argparse.Namespace) -> list[Any]:
                            "seed": args.seed}
             source = registry.create(name, **options_sim)
         elif name == "rapl":
-            source = registry.create(name, **options, root=roots["powercap_root"])
+            source = registry.create(name, **options, root=roots["powercap_root"],
+                                     counter_state=state)
+        elif name == "nvml":
+            source = registry.create(name, **options, counter_state=state)
         elif name == "hwmon":
             source = registry.create(name, **options, root=roots["hwmon_root"])
         elif name == "cpu-estimate":
@@ -132,9 +138,13 @@ def _autodetect() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from collector.counters import CounterState, boot_id
     from collector.sources.base import Tick
 
-    sources = build_sources(args)
+    # Saved counter readings, so energy used while the agent was down is not lost.
+    state = CounterState(None if args.once else Path(args.spool_dir).parent / "counters.json",
+                         boot=boot_id(args.procfs_root))
+    sources = build_sources(args, state)
     if args.once:
         import time
 
@@ -147,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         points = [p for s in sources for p in s.sample(Tick(clock.wall_ns(), clock.monotonic()))]
         print(format_points(points))
         return 0
-    agent = AgentProcess.build(args, sources)
+    agent = AgentProcess.build(args, sources, counter_state=state)
     return agent.run_until_signal(args.duration)
 
 
@@ -162,7 +172,8 @@ class AgentProcess:
         self.sources = sources
 
     @classmethod
-    def build(cls, args: argparse.Namespace, sources: list[Any], store: Any = None) -> AgentProcess:
+    def build(cls, args: argparse.Namespace, sources: list[Any], store: Any = None,
+              counter_state: Any = None) -> AgentProcess:
         """Wire the agent from parsed options; ``store`` may be given already open (the demo)."""
         from pathlib import Path
 
@@ -196,7 +207,8 @@ class AgentProcess:
         spool = SpoolingSink(store, Path(args.spool_dir), int(args.spool_max_mb * 1024 * 1024))
         log.info("writing to %s (spool %s)", redact_url(store.url), args.spool_dir)
         observers: list[Any] = []
-        agent = Agent(wrapped, spool, args.interval, observers=observers)
+        agent = Agent(wrapped, spool, args.interval, observers=observers,
+                      counter_state=counter_state)
         exporter = None
         if args.prometheus_port:
             from collector.exporter import Exporter

@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "dashboard",
     "cap",
+    "store",
     "report",
     "objective",
     "alerts",

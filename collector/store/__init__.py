@@ -18,6 +18,8 @@ __all__ = ["AggregateQuery", "Row", "Sink", "Store", "open_store"]
 
 REGISTRY: dict[str, str] = {
     "sqlite": "collector.store.sqlite:from_url",
+    "influxdb": "collector.store.influx:from_url",
+    "influxdb2": "collector.store.influx:from_url_v2",
 }
 
 

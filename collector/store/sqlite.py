@@ -179,6 +179,7 @@ class SQLiteStore:
             expr = (f"{_SQL_AGG[agg]}({qident(col)})" if col in have else
                     ("0" if agg == "count" else "NULL"))
             select.append(f"{expr} AS {qident(column(agg, field_name))}")
+        select.append("COUNT(*)")  # rows behind each result: 0 means no data (InfluxDB: no row)
         sql = f"SELECT {', '.join(select)} FROM {_table(q.measurement)} WHERE {' AND '.join(where)}"
         if group_exprs:
             sql += f" GROUP BY {', '.join(group_exprs)}"
@@ -190,6 +191,8 @@ class SQLiteStore:
         n_tags = len(q.group_by)
         out: list[Row] = []
         for r in rows:
+            if not r[-1]:
+                continue
             row_tags = {tag: r[1 + i] for i, tag in enumerate(q.group_by)}
             row_values = {column(a, f): _num(r[1 + n_tags + i]) for i, (a, f) in enumerate(plain)}
             out.append(Row(r[0], row_tags, row_values))
@@ -253,7 +256,10 @@ class SQLiteStore:
         if not self._table_columns(measurement, refresh=True):
             return None
         first, last = self._conn().execute(
-            f"SELECT MIN(time_ns), MAX(time_ns) FROM {_table(measurement)}").fetchone()
+            # Two subqueries: SQLite answers a lone MIN or MAX from the time index in O(log n),
+            # but scans the whole index when both share one SELECT (116 ms at 1.4 M rows).
+            f"SELECT (SELECT MIN(time_ns) FROM {_table(measurement)}), "
+            f"(SELECT MAX(time_ns) FROM {_table(measurement)})").fetchone()
         if first is None:
             return None
         return int(first), int(last)

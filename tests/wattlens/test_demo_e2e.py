@@ -16,7 +16,7 @@ from tests.servers import free_port
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=30) as resp:
         return int(resp.status), resp.read()
 
 

@@ -69,7 +69,7 @@ def test_backslashes_are_literal_and_unwritable_ones_are_refused_at_creation() -
     assert escape_measurement("m x") == "m\\ x"
     # InfluxDB 1.x reads a backslash before a separator as an escape and never
     # unescapes a doubled one, so such names are refused where they are made.
-    with pytest.raises(ValueError, match="tag job: .*backslash at the end"):
+    with pytest.raises(ValueError, match=r"tag job: .*backslash at the end"):
         point("job", {"job": "trail\\"}, {"x": 1.0}, T)
     with pytest.raises(ValueError, match="backslash before ','"):
         point("job", {"job": "a\\,b"}, {"x": 1.0}, T)

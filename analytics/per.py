@@ -13,6 +13,9 @@ PER_UNITS = {
     "steps": "steps/J",
 }
 
+# One unit of work, for "J per token" in text.
+UNIT_SINGULAR = {"samples": "sample", "tokens": "token", "flops": "FLOP", "steps": "step"}
+
 
 def per(work: float | None, energy_j: float | None) -> float | None:
     """Work per joule; None when there is no energy or no work to speak of (never a silent 0)."""

@@ -493,3 +493,18 @@ def alert_events(store: Store, window: Window) -> list[AlertEvent]:
             out.append(AlertEvent(r.tags["rule"], r.tags["severity"], r.tags["target"], r.time_ns,
                                   state, r.values.get("max_value")))
     return sorted(out, key=lambda e: (e.time_ns, e.rule, e.target, -e.state))
+
+
+def work_totals(store: Store, window: Window) -> dict[str, float]:
+    """Work done by all jobs in the window, per unit (samples, tokens, flops, steps)."""
+    rows = store.query(AggregateQuery("job", tuple(("sum", f) for f in WORK_FIELDS),
+                                      window.start_ns, window.end_ns))
+    return {f: (rows[0].values.get(f"sum_{f}") or 0.0) if rows else 0.0 for f in WORK_FIELDS}
+
+
+def work_buckets(store: Store, window: Window, bucket_s: int) -> list[tuple[int, dict[str, float]]]:
+    """(bucket start ns, work per unit) of all jobs together, per time bucket."""
+    rows = store.query(AggregateQuery("job", tuple(("sum", f) for f in WORK_FIELDS),
+                                      window.start_ns, window.end_ns, bucket_s=bucket_s))
+    return [(r.time_ns, {f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS})
+            for r in rows if r.time_ns is not None]

@@ -311,6 +311,9 @@ class JobTracker:
         self.reports_duplicate = 0
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
+        # The attribution method each job was last measured with: a job keeps one series even
+        # in a round where its energy share is momentarily zero.
+        self._methods: dict[str, str] = {}
         self._seqs: OrderedDict[tuple[str, int | None], int] = OrderedDict()
         self._last_s: float | None = None
         self._prev_pids: dict[int, set[int]] = {}
@@ -383,6 +386,7 @@ class JobTracker:
                 for name in [n for n, j in self._jobs.items()
                              if j.end_s is not None and j.end_s <= now]:
                     del self._jobs[name]
+                    self._methods.pop(name, None)
         pid_owner = {pid: j.name for j in jobs.values() for pid in j.pids}
         if t0 is None or now <= t0:  # the first round only sets baselines
             self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
@@ -495,6 +499,20 @@ class JobTracker:
                 if method is None and cpu_j > 0:
                     method = CPU_TIME
             work = {f: v for f, v in j.work.items() if v > 0} if j.reported else {}
+            if method is None:
+                method = self._methods.get(name)
+            else:
+                self._methods[name] = method
+            if method is None and work:
+                # No energy measured for this job yet (its process has no CPU or GPU share
+                # this round): keep the work for the round that has one, so work and energy
+                # stay in the same series and PER = SUM(work) / SUM(energy) holds.
+                with self._lock:
+                    live = self._jobs.get(name)
+                    if live is not None:
+                        for f, v in work.items():
+                            live.work[f] += v
+                        continue
             if active_s <= 0 and not work and not energy:
                 continue
             readings = [gpus[g] for g in used if g in gpus]

@@ -37,7 +37,7 @@ from collector.sources.base import Probe, Tick
 NS = 1_000_000_000
 SIM_TICK_S = 10
 MEM_FRACTION = 0.30
-ALPHA = 2.4
+ALPHA = 3.0
 S_MIN = 0.2
 NODE_OTHER_W = 120.0  # NICs, fans, disks: IT power that is neither GPU nor CPU
 
@@ -129,7 +129,7 @@ H = 3600
 GAP_S = 600  # 10 min between runs: shorter than the 15 min idle rule, on purpose
 
 LLM = JobSpec("llm-pretrain", "train", "bf16", 0.97, 24.0, 4096, 6 * 1.3e9 * 4096, 32,
-              workload="llm-1.3b")
+              beta=0.6, workload="llm-1.3b")
 BERT_FP32 = JobSpec("bert-ft-fp32", "train", "fp32", 0.96, 900.0, 512, 6 * 3.4e8 * 512, 64,
                     beta=0.85, workload="bert-large")
 BERT = JobSpec("bert-ft", "train", "bf16", 0.95, 900.0, 512, 6 * 3.4e8 * 512, 64,

@@ -116,7 +116,7 @@ def test_a_real_training_reports_samples_flops_and_energy_through_the_agent(tmp_
                                                group_by=("precision", "method"),
                                                where={"job": "tiny-transformer"}))
         worked = {(r.tags["precision"], r.tags["method"]) for r in rows if r.values["sum_samples"]}
-        assert worked == {("fp32", "cpu-time")}
+        assert worked == {("fp32", "cpu-time")}, [(r.tags, r.values) for r in rows]
 
 
 def test_hugging_face_callback_reports_per_rank_samples_and_rank0_totals(tmp_path: Path) -> None:

@@ -1,0 +1,255 @@
+"""Settings for the report and recommendations, and the one read of the store (through analytics.queries) they share."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from analytics import carbon, queries
+from analytics.cost import Tariff
+from analytics.levels import FacilityEnergy, JobAggregate, aggregate_jobs, facility_energy
+from analytics.timeutil import Window
+from collector.errors import ConfigError
+from collector.store.base import Store
+
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+CARBON_LOOKBACK_S = 7 * 86400  # history used for the persistence forecast
+CARBON_LOOKAHEAD_S = 2 * 86400  # forecast points already in the store
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an operator can tune; every threshold keeps a margin from the healthy case so that
+    recommendations do not flap between refreshes."""
+
+    tariff: Tariff = field(default_factory=lambda: Tariff(0.15))
+    carbon_csv: str | None = None
+    country: str | None = None  # bundled annual average: fallback for hours with no hourly data
+    region: str | None = None  # which carbon region of the store or CSV
+    busy_util_pct: float = 5.0
+    idle_util_pct: float = 5.0
+    idle_min_s: float = 900.0
+    low_util_pct: float = 25.0  # consolidate: mean utilisation below this
+    low_util_peak_pct: float = 50.0  # ... and peak below this
+    consolidate_target_util_pct: float = 70.0
+    min_evidence_s: float = 3600.0  # a job must have run this long to be judged
+    cap_min_gain_pct: float = 2.0  # cost(λ) must improve this much to recommend a cap
+    cap_free_frac: float = 0.85  # peak power below this share of the cap: the cap never binds
+    clock_lock_min_util_pct: float = 20.0
+    clock_lock_saving_frac: float = 0.10  # assumed share of dynamic energy saved by locked clocks
+    mixed_precision_assumed_gain: float = 2.0  # PER gain assumed when the fleet has no bf16 twin
+    low_precision_assumed_gain: float = 1.3  # PER gain assumed for fp8/int8 inference
+    carbon_min_gain_pct: float = 5.0
+    pue_threshold: float = 1.5
+    pue_target: float = 1.2
+    min_kwh_per_day: float = 0.05  # smaller savings are not worth a recommendation
+    min_kg_co2_per_day: float = 0.05
+    per_references: Mapping[str, float] = field(default_factory=dict)
+    bucket_s: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("idle_util_pct", "idle_min_s", "low_util_pct", "low_util_peak_pct",
+                     "consolidate_target_util_pct", "cap_min_gain_pct", "clock_lock_saving_frac",
+                     "carbon_min_gain_pct", "min_kwh_per_day", "min_kg_co2_per_day"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value != value or value < 0:
+                raise ConfigError(f"{name}: must be a non-negative number, got {value!r}")
+        if not 0 < self.cap_free_frac <= 1:
+            raise ConfigError(f"cap_free_frac: must be in (0, 1], got {self.cap_free_frac!r}")
+        if self.pue_threshold < 1 or self.pue_target < 1:
+            raise ConfigError(f"pue_threshold, pue_target: must be >= 1, got "
+                              f"{self.pue_threshold!r}, {self.pue_target!r}")
+        for name in ("mixed_precision_assumed_gain", "low_precision_assumed_gain"):
+            if getattr(self, name) <= 1:
+                raise ConfigError(f"{name}: must be > 1, got {getattr(self, name)!r}")
+        if self.bucket_s is not None and (self.bucket_s <= 0 or 3600 % self.bucket_s):
+            raise ConfigError(f"bucket_s: must divide an hour (60, 300, 900, ...), got {self.bucket_s!r}")
+
+
+def bucket_for_window(window: Window) -> int:
+    """5 min buckets up to three days (idle detection needs them), then coarser, always dividing an hour
+    or a multiple of one, so hourly carbon and tariff lookups stay exact."""
+    if window.seconds <= 3 * 86400:
+        return 300
+    for step in (600, 900, 1200, 1800, 3600):
+        if window.seconds / step <= 900:
+            return step
+    return 3600
+
+
+@dataclass
+class Context:
+    """Everything the report and the recommendations read, in one pass over the store."""
+
+    window: Window
+    bucket_s: int
+    gpus: list[queries.GpuBucket]
+    jobs: list[queries.JobBucket]
+    cpu: list[tuple[tuple[str, ...], int, float]]
+    facility: list[queries.FacilityBucket]
+    carbon: carbon.IntensitySeries | None
+    carbon_message: str | None
+    settings: Settings
+    job_aggs: dict[str, JobAggregate] = field(default_factory=dict)
+    fac: FacilityEnergy = field(default_factory=lambda: FacilityEnergy(None, None, None, ""))
+    pue_by_hour: dict[int, float] = field(default_factory=dict)
+    it_by_hour: dict[int, float] = field(default_factory=dict)
+    grid_by_hour: dict[int, float] = field(default_factory=dict)
+    grid_basis: str = ""
+    _span_s: float | None = None
+    _jobs_by_name: dict[str, list[queries.JobBucket]] | None = None
+    _gpu_info: dict[tuple[str, str], tuple[str, float | None]] | None = None
+
+    def job_buckets_of(self, job: str) -> list[queries.JobBucket]:
+        """One job's buckets (all hosts), from an index built on first use."""
+        if self._jobs_by_name is None:
+            index: dict[str, list[queries.JobBucket]] = defaultdict(list)
+            for b in self.jobs:
+                index[b.job].append(b)
+            self._jobs_by_name = dict(index)
+        return self._jobs_by_name.get(job, [])
+
+    def gpu_info(self) -> dict[tuple[str, str], tuple[str, float | None]]:
+        """(host, gpu) -> (model, mean power limit W over the window), built on first use."""
+        if self._gpu_info is None:
+            models: dict[tuple[str, str], str] = {}
+            limits: dict[tuple[str, str], list[float]] = defaultdict(list)
+            for g in self.gpus:
+                models[(g.host, g.gpu)] = g.model
+                if g.power_limit_w is not None:
+                    limits[(g.host, g.gpu)].append(g.power_limit_w)
+            self._gpu_info = {k: (m, sum(limits[k]) / len(limits[k]) if limits.get(k) else None)
+                              for k, m in models.items()}
+        return self._gpu_info
+
+    @property
+    def now_ns(self) -> int:
+        """The newest data time in the window (the report's "now")."""
+        times = [g.time_ns for g in self.gpus] + [j.time_ns for j in self.jobs]
+        return (max(times) + self.bucket_s * NS) if times else self.window.end_ns
+
+    @property
+    def span_s(self) -> float:
+        """Seconds of the window the data covers; per-day savings scale by 86400 / this.
+
+        Each point covers the interval before it, so a series covers (its point count ×
+        its sampling interval); the interval is bucket / points per bucket, or the gap
+        between buckets when the agent samples more slowly than the bucket. The
+        longest-covered GPU series counts, capped at the window.
+        """
+        if self._span_s is None:
+            series: dict[tuple[str, str], list[queries.GpuBucket]] = defaultdict(list)
+            for g in self.gpus:
+                if g.count > 0:
+                    series[(g.host, g.gpu)].append(g)
+            best = 0.0
+            for buckets in series.values():
+                buckets.sort(key=lambda b: b.time_ns)
+                counts = sorted(b.count for b in buckets)
+                median = counts[len(counts) // 2]
+                if median >= 2 or len(buckets) < 2:
+                    interval = self.bucket_s / median
+                else:
+                    gaps = sorted((b.time_ns - a.time_ns) / NS for a, b in pairwise(buckets))
+                    interval = gaps[len(gaps) // 2]
+                best = max(best, sum(counts) * interval)
+            self._span_s = min(self.window.seconds, best) if best > 0 else self.window.seconds
+        return max(1.0, self._span_s)
+
+    def pue_at(self, t_ns: int) -> float | None:
+        hour = t_ns // HOUR_NS * HOUR_NS
+        return self.pue_by_hour.get(hour, self.fac.pue)
+
+
+Progress = Callable[[str], None]
+
+
+def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbon.IntensitySeries | None, str | None]:
+    """The intensity series: --carbon-csv, else the store's `carbon` measurement, else --country;
+    an hourly series falls back to the country's annual average for hours it lacks."""
+    series: carbon.IntensitySeries | None = None
+    if settings.carbon_csv:
+        regions = carbon.load_intensity_csv(settings.carbon_csv)
+        region = settings.region
+        if region is None:
+            if len(regions) > 1:
+                raise ConfigError(f"--region: {settings.carbon_csv} holds several regions "
+                                  f"({', '.join(sorted(regions))}); choose one")
+            region = next(iter(regions))
+        if region not in regions:
+            raise ConfigError(f"--region: {region!r} is not in {settings.carbon_csv}; it has "
+                              f"{', '.join(sorted(regions))}")
+        series = regions[region]
+    else:
+        wide = Window(window.start_ns - CARBON_LOOKBACK_S * NS, window.end_ns + CARBON_LOOKAHEAD_S * NS)
+        rows = queries.carbon_hourly(store, wide)
+        if settings.region is not None and rows and settings.region not in rows:
+            raise ConfigError(f"--region: the store has no carbon data for {settings.region!r}; "
+                              f"it has {', '.join(sorted(rows))}")
+        series = carbon.from_store_rows(rows, settings.region)
+    if settings.country:
+        annual = carbon.annual_series(settings.country)
+        if series is None:
+            series = annual
+        else:
+            series.annual = annual.annual
+            series.source += f"; gaps: {annual.source}"
+    if series is None:
+        return None, f"no carbon intensity data for this window; {carbon.NO_CARBON_HINT}"
+    return series, None
+
+
+def load_context(store: Store, window: Window, settings: Settings | None = None,
+                 progress: Progress | None = None) -> Context:
+    """Read the window once: GPU, job, CPU and facility buckets and the carbon series."""
+    settings = settings or Settings()
+    step = progress or (lambda _name: None)
+    bucket = settings.bucket_s or bucket_for_window(window)
+    step("gpu")
+    gpus = queries.gpu_buckets(store, window, bucket)
+    step("job")
+    jobs = queries.job_buckets(store, window, bucket)
+    step("cpu")
+    cpu = queries.energy_buckets(store, window, "cpu", bucket, ("host", "method"))
+    step("facility")
+    fac_rows = queries.facility_buckets(store, window, 3600)
+    step("carbon")
+    series, message = load_carbon(store, window, settings)
+    ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
+    ctx.job_aggs = aggregate_jobs(jobs)
+    it_j = sum(g.energy_j for g in gpus) + sum(e for _k, _t, e in cpu)
+    ctx.fac = facility_energy(fac_rows, it_j)
+    it_by_hour: dict[int, float] = defaultdict(float)
+    for g in gpus:
+        it_by_hour[g.time_ns // HOUR_NS * HOUR_NS] += g.energy_j
+    for _k, t, e in cpu:
+        it_by_hour[t // HOUR_NS * HOUR_NS] += e
+    ctx.it_by_hour = dict(it_by_hour)
+    fac_it: dict[int, float] = defaultdict(float)
+    fac_total: dict[int, float] = defaultdict(float)
+    for b in fac_rows:
+        if b.it_energy_j and b.facility_energy_j:
+            fac_it[b.time_ns] += b.it_energy_j
+            fac_total[b.time_ns] += b.facility_energy_j
+        elif b.it_power_w and b.facility_power_w:
+            fac_it[b.time_ns] += b.it_power_w
+            fac_total[b.time_ns] += b.facility_power_w
+    ctx.pue_by_hour = {h: fac_total[h] / fac_it[h] for h in fac_it if fac_it[h] > 0}
+    # The energy the grid supplied, per hour: the facility's own meter where it has energy,
+    # else our GPU + CPU energy × PUE, else GPU + CPU energy alone (said in grid_basis).
+    if any(b.facility_energy_j for b in fac_rows):
+        grid: dict[int, float] = defaultdict(float)
+        for b in fac_rows:
+            grid[b.time_ns] += b.facility_energy_j or 0.0
+        ctx.grid_by_hour = dict(grid)
+        ctx.grid_basis = "facility energy (facility measurement)"
+    elif ctx.fac.pue is not None:
+        ctx.grid_by_hour = {h: e * (ctx.pue_at(h) or 1.0) for h, e in ctx.it_by_hour.items()}
+        ctx.grid_basis = "GPU + CPU energy × PUE (facility power)"
+    else:
+        ctx.grid_by_hour = dict(ctx.it_by_hour)
+        ctx.grid_basis = "GPU + CPU energy (no facility data: cooling and power losses not counted)"
+    return ctx

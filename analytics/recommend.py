@@ -1,0 +1,659 @@
+"""Recommendations with evidence and estimated savings (kWh, kg CO2, cost per day), deduplicated and ranked."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from analytics import carbon
+from analytics.context import HOUR_NS, NS, Context, Settings, load_context
+from analytics.frontier import (
+    Frontier,
+    base_workload,
+    best_cap,
+    break_even_lambda,
+    build_frontiers,
+    max_power_by_model,
+    point_cost,
+    workload_of,
+)
+from analytics.levels import JobAggregate
+from analytics.objective import check_lambda
+from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
+from analytics.predict import predict_job
+from analytics.queries import GpuBucket, JobBucket
+from analytics.timeutil import Window, fmt_time
+from collector.store.base import Store
+
+J_PER_KWH = 3.6e6
+
+# GPU families with tensor cores (Volta and later), and those with FP8 (Ada, Hopper, Blackwell)
+# or only INT8 tensor math (Turing, Ampere) for inference.
+_TENSOR = re.compile(r"\b(V100|T4|A100|A10G?|A16|A2|A30|A40|A800|L4|L20|L40S?|H100|H200|H800|H20|"
+                     r"GH200|B100|B200|GB200|RTX)\b", re.IGNORECASE)
+_FP8 = re.compile(r"\b(L4|L20|L40S?|H100|H200|H800|H20|GH200|B100|B200|GB200|RTX 40\d0|RTX 6000 Ada)\b",
+                  re.IGNORECASE)
+HIGH_PRECISION = ("fp32", "tf32")
+MIXED = ("bf16", "fp16")
+LOW = ("fp8", "int8", "int4")
+INFER_KINDS = ("infer", "batch")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One thing to change, why (evidence), what it would save per day, and how that was estimated.
+
+    Savings are None where they cannot be computed (kg CO2 without carbon data):
+    ``estimate_method`` says so. ``gpus`` are "host/index" strings and ``jobs``
+    job ids the recommendation concerns; ``action`` is machine-readable.
+    """
+
+    id: str
+    kind: str
+    target: str
+    title: str
+    detail: str
+    evidence: Mapping[str, Any]
+    savings_kwh_per_day: float
+    savings_kg_co2_per_day: float | None
+    savings_cost_per_day: float
+    estimate_method: str
+    action: Mapping[str, Any] | None = None
+    currency: str = "USD"
+    measured: bool = True  # False: the gain is an assumption, not measured in this fleet
+    gpus: tuple[str, ...] = ()
+    jobs: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (tuples and sets become lists)."""
+        return {"id": self.id, "kind": self.kind, "target": self.target, "title": self.title,
+                "detail": self.detail, "evidence": _plain(self.evidence),
+                "savings_kwh_per_day": self.savings_kwh_per_day,
+                "savings_kg_co2_per_day": self.savings_kg_co2_per_day,
+                "savings_cost_per_day": self.savings_cost_per_day, "currency": self.currency,
+                "estimate_method": self.estimate_method, "measured": self.measured,
+                "action": _plain(self.action) if self.action is not None else None,
+                "gpus": list(self.gpus), "jobs": list(self.jobs)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [_plain(v) for v in items]
+    return value
+
+
+def _sig(x: float, digits: int = 3) -> float:
+    """Round to significant digits: savings are estimates, and rounding keeps the ranking stable."""
+    if x == 0 or not math.isfinite(x):
+        return 0.0 if not math.isfinite(x) else x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+
+
+# --- valuing saved energy ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Savings:
+    kwh_per_day: float
+    kg_co2_per_day: float | None
+    cost_per_day: float
+    note: str
+
+
+def value_energy(ctx: Context, saved_by_hour: Mapping[int, float], *, at_meter: bool = False) -> Savings:
+    """Per-day kWh, kg CO2 and cost of IT energy saved (J per hour over the window).
+
+    kWh are IT energy (what the GPUs would not draw); CO2 and cost add the
+    facility overhead (× the hour's PUE) where the facility measurement exists,
+    and use the hour's grid intensity and tariff. ``at_meter``: the energy is
+    already facility energy (no PUE applied).
+    """
+    scale = 86400 / ctx.span_s
+    grid: dict[int, float] = {}
+    for t, e in saved_by_hour.items():
+        pue = 1.0 if at_meter else (ctx.pue_at(t) or 1.0)
+        grid[t] = e * pue
+    kwh = sum(saved_by_hour.values()) / J_PER_KWH * scale
+    em = carbon.emissions(grid, ctx.carbon)
+    kg = em.kg_co2 * scale if em.kg_co2 is not None else None
+    cost = sum(e / J_PER_KWH * ctx.settings.tariff.price_at(t) for t, e in grid.items()) * scale
+    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data"]
+    notes.append("CO2 and cost include facility overhead (× PUE)" if ctx.fac.pue and not at_meter
+                 else "CO2 and cost on IT energy (no PUE known)" if not at_meter else
+                 "facility energy")
+    if kg is None:
+        notes.append(f"kg CO2 unknown: {em.message}")
+    elif em.message:
+        notes.append(em.message)
+    return Savings(_sig(kwh), _sig(kg) if kg is not None else None, _sig(cost), "; ".join(notes))
+
+
+def _by_hour(items: Iterable[tuple[int, float]]) -> dict[int, float]:
+    out: dict[int, float] = defaultdict(float)
+    for t, e in items:
+        out[t // HOUR_NS * HOUR_NS] += e
+    return dict(out)
+
+
+def _worth(ctx: Context, s: Savings) -> bool:
+    st = ctx.settings
+    return s.kwh_per_day >= st.min_kwh_per_day or (s.kg_co2_per_day or 0.0) >= st.min_kg_co2_per_day
+
+
+def _window_evidence(ctx: Context) -> dict[str, str]:
+    return {"window": f"{fmt_time(ctx.window.start_ns)} .. {fmt_time(ctx.window.end_ns)}",
+            "bucket_s": str(ctx.bucket_s)}
+
+
+# --- helpers over the context --------------------------------------------------------------------
+def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float | None) -> dict[str, list[str]]:
+    """GPU indices per host of a model (and power limit), from the GPU buckets."""
+    want = set(hosts)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (host, gpu), (m, limit) in ctx.gpu_info().items():
+        if host not in want or m != model:
+            continue
+        if cap_w is not None and (limit is None or abs(limit - cap_w) >= 1.0):
+            continue
+        out[host].append(gpu)
+    return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
+
+
+def _idle_w(ctx: Context) -> dict[str, float]:
+    """Each model's idle draw: the lowest bucket-minimum power its GPUs showed."""
+    out: dict[str, float] = {}
+    for g in ctx.gpus:
+        if g.power_min_w is not None:
+            out[g.model] = min(out.get(g.model, g.power_min_w), g.power_min_w)
+    return out
+
+
+def _flat(d: Mapping[str, list[str]]) -> tuple[str, ...]:
+    return tuple(f"{h}/{g}" for h, gs in d.items() for g in gs)
+
+
+# --- the recommenders ---------------------------------------------------------------------------
+def idle_gpus(ctx: Context) -> list[Recommendation]:
+    """GPUs below the idle threshold for at least idle_min_s at a stretch, drawing power."""
+    st = ctx.settings
+    series: dict[tuple[str, str], list[GpuBucket]] = defaultdict(list)
+    for g in ctx.gpus:
+        series[(g.host, g.gpu)].append(g)
+    # One missing bucket does not break a stretch (an agent sampling more slowly than the bucket).
+    max_gap = 2 * ctx.bucket_s * NS
+
+    def span_s(run: list[GpuBucket]) -> float:
+        return (run[-1].time_ns - run[0].time_ns) / NS + ctx.bucket_s
+
+    by_host: dict[str, dict[str, Any]] = {}
+    for (host, gpu), buckets in sorted(series.items()):
+        buckets.sort(key=lambda b: b.time_ns)
+        runs: list[list[GpuBucket]] = []
+        cur: list[GpuBucket] = []
+        for b in buckets:
+            idle = b.util_max_pct is not None and b.util_max_pct < st.idle_util_pct and b.count > 0
+            if idle and cur and b.time_ns - cur[-1].time_ns <= max_gap:
+                cur.append(b)
+            elif idle:
+                if cur:
+                    runs.append(cur)
+                cur = [b]
+            else:
+                if cur:
+                    runs.append(cur)
+                cur = []
+        if cur:
+            runs.append(cur)
+        long_runs = [r for r in runs if span_s(r) >= st.idle_min_s]
+        energy = sum(b.energy_j for r in long_runs for b in r)
+        if energy <= 0:
+            continue
+        idle_s = sum(span_s(r) for r in long_runs)
+        h = by_host.setdefault(host, {"gpus": [], "energy": [], "idle_s": {}, "model": buckets[0].model,
+                                      "longest_s": 0})
+        h["gpus"].append(gpu)
+        h["energy"].extend((b.time_ns, b.energy_j) for r in long_runs for b in r)
+        h["idle_s"][gpu] = idle_s
+        h["longest_s"] = max(h["longest_s"], max(span_s(r) for r in long_runs))
+    out = []
+    for host, h in sorted(by_host.items()):
+        s = value_energy(ctx, _by_hour(h["energy"]))
+        if not _worth(ctx, s):
+            continue
+        idle_j = sum(e for _t, e in h["energy"])
+        idle_s = sum(h["idle_s"].values())
+        gpus = sorted(h["gpus"], key=lambda x: (len(x), x))
+        names = ", ".join(gpus)
+        out.append(Recommendation(
+            id=f"idle_gpu:{_slug(host)}", kind="idle_gpu", target=f"{host} GPU {names}",
+            title=f"{host}: GPU {names} idle but drawing power",
+            detail=(f"{len(gpus)} {h['model']} GPU(s) on {host} stayed below "
+                    f"{st.idle_util_pct:g}% utilisation for {idle_s / 3600:.1f} GPU-hours in stretches of "
+                    f"at least {st.idle_min_s / 60:.0f} min (longest {h['longest_s'] / 3600:.1f} h), drawing "
+                    f"{idle_j / idle_s:.0f} W each on average. Give them work, or release them so the "
+                    f"node can be drained and powered down."),
+            evidence={**_window_evidence(ctx), "series": f"gpu.util_pct (max per bucket), gpu.energy_j "
+                      f"where host={host}, gpu in [{names}]",
+                      "idle_gpu_hours": {g: h["idle_s"][g] / 3600 for g in gpus},
+                      "idle_energy_kwh": idle_j / J_PER_KWH, "mean_idle_power_w": idle_j / idle_s},
+            savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+            savings_cost_per_day=s.cost_per_day,
+            estimate_method=("the energy these GPUs drew while idle, per day (an upper bound: all of "
+                             f"it is saved only if they are powered off); {s.note}"),
+            action={"type": "release_gpus", "host": host, "gpus": gpus},
+            currency=ctx.settings.tariff.currency, gpus=tuple(f"{host}/{g}" for g in gpus)))
+    return out
+
+
+def _class_buckets(ctx: Context, f: Frontier) -> list[JobBucket]:
+    return [b for b in ctx.jobs if b.gpu_model == f.gpu_model and b.kind == f.kind
+            and b.precision == f.precision and workload_of(b.job) == f.workload
+            and b.power_limit_w is not None]
+
+
+def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Recommendation]:
+    """Per class: lower the cap of GPUs running above the cap that minimises cost(λ); where the
+    cap never binds, lock SM clocks instead."""
+    st = ctx.settings
+    out = []
+    idle_w = _idle_w(ctx)
+    for f in frontiers:
+        best = best_cap(f, lam)
+        if best is None:
+            continue
+        buckets = _class_buckets(ctx, f)
+        if all(p.peak_power_w < st.cap_free_frac * p.cap_w for p in f.points):
+            rec = _clock_lock(ctx, f, buckets, idle_w)
+            if rec is not None:
+                out.append(rec)
+            continue
+        above = [p for p in f.points if p.cap_w > best.cap_w
+                 and point_cost(f, p, lam) > point_cost(f, best, lam) * (1 + st.cap_min_gain_pct / 100)
+                 and p.energy_j_per_unit > best.energy_j_per_unit]
+        if not above:
+            continue
+        saved: list[tuple[int, float]] = []
+        for p in above:
+            frac = 1 - best.energy_j_per_unit / p.energy_j_per_unit
+            saved.extend((b.time_ns, b.energy_j * frac) for b in buckets
+                         if round(b.power_limit_w or 0.0) == p.cap_w)
+        s = value_energy(ctx, _by_hour(saved))
+        if not _worth(ctx, s):
+            continue
+        hosts = sorted({h for p in above for h in p.hosts})
+        gpus: dict[str, list[str]] = {}
+        for p in above:
+            for h, gs in _gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w).items():
+                gpus[h] = sorted(set(gpus.get(h, [])) | set(gs), key=lambda x: (len(x), x))
+        slow = max(best.time_s_per_unit / p.time_s_per_unit - 1 for p in above)
+        lam_be = [x for p in above if (x := break_even_lambda(p, best, f.p_max_w)) is not None]
+        caps = ", ".join(f"{p.cap_w:.0f} W" for p in above)
+        unit = UNIT_SINGULAR.get(f.unit, f.unit)
+        out.append(Recommendation(
+            id=f"power_cap:{_slug(f.key)}", kind="power_cap", target=f.label,
+            title=f"Cap {f.workload} on {f.gpu_model} at {best.cap_w:.0f} W (now {caps})",
+            detail=(f"At λ={lam:g} the cost λ·E + (1−λ)·P_max·T per {unit} (P_max {f.p_max_w:.0f} W) "
+                    f"is lowest at {best.cap_w:.0f} W on the measured frontier: "
+                    f"{best.energy_j_per_unit:.4g} J per {unit} vs "
+                    + ", ".join(f"{p.energy_j_per_unit:.4g} J at {p.cap_w:.0f} W" for p in above)
+                    + f"; each {unit} takes up to {100 * slow:.0f}% longer"
+                    + (f". A lower cap pays off for λ ≥ {min(lam_be):.2f}." if lam_be else ".")),
+            evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.{f.unit}, job.active_s, "
+                      f"job.power_limit_w for {f.label}",
+                      "frontier": [p.to_dict() for p in f.points], "best_cap_w": best.cap_w,
+                      "lambda": lam, "p_max_w": f.p_max_w,
+                      "break_even_lambda": min(lam_be) if lam_be else None},
+            savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+            savings_cost_per_day=s.cost_per_day,
+            estimate_method=("measured: the energy those jobs used at their cap × (1 − energy per unit "
+                             f"at {best.cap_w:.0f} W / energy per unit at their cap), both measured in this "
+                             f"fleet on the same class; {s.note}"),
+            action={"type": "power_cap", "gpu_model": f.gpu_model, "watts": best.cap_w,
+                    "hosts": hosts, "gpus": gpus, "from_watts": [p.cap_w for p in above]},
+            currency=st.tariff.currency, gpus=_flat(gpus),
+            jobs=tuple(sorted({j for p in above for j in p.jobs}))))
+    return out
+
+
+def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
+                idle_w: Mapping[str, float]) -> Recommendation | None:
+    st = ctx.settings
+    active = sum(b.active_s for b in buckets)
+    util = (sum((b.util_pct or 0.0) * b.active_s for b in buckets) / active) if active else 0.0
+    if util < max(st.clock_lock_min_util_pct, st.low_util_pct):
+        return None  # lightly used: consolidation is the better advice
+    idle = idle_w.get(f.gpu_model, 0.0)
+    saved = [(b.time_ns, st.clock_lock_saving_frac
+              * max(0.0, b.energy_j - idle * b.active_s * max(b.gpus, 1))) for b in buckets]
+    s = value_energy(ctx, _by_hour(saved))
+    if not _worth(ctx, s):
+        return None
+    hosts = sorted({h for p in f.points for h in p.hosts})
+    gpus: dict[str, list[str]] = {}
+    for p in f.points:
+        gpus.update(_gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w))
+    peak = max(p.peak_power_w / p.cap_w for p in f.points)
+    return Recommendation(
+        id=f"clock_lock:{_slug(f.key)}", kind="clock_lock", target=f.label,
+        title=f"Lock SM clocks for {f.workload} on {f.gpu_model}: its power cap never binds",
+        detail=(f"Its GPUs peak at {100 * peak:.0f}% of their {', '.join(f'{p.cap_w:.0f} W' for p in f.points)} "
+                f"cap (mean utilisation {util:.0f}%), so a power cap changes nothing. Locking SM clocks "
+                f"(nvidia-smi -lgc) below the maximum trades little throughput for less power on "
+                f"memory-bound work; measure PER before and after."),
+        evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.active_s, job.util_pct, "
+                  f"job.power_limit_w for {f.label}", "peak_power_share_of_cap": peak,
+                  "mean_util_pct": util, "idle_power_w": idle},
+        savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+        savings_cost_per_day=s.cost_per_day,
+        estimate_method=(f"estimate, not measured in this fleet: assumes locked clocks save "
+                         f"{100 * st.clock_lock_saving_frac:.0f}% of the energy above idle "
+                         f"({idle:.0f} W per GPU, the lowest this model drew); {s.note}"),
+        action={"type": "lock_clocks", "gpu_model": f.gpu_model, "hosts": hosts, "gpus": gpus,
+                "sm_clock_fraction": 0.8},
+        currency=st.tariff.currency, measured=False, gpus=_flat(gpus),
+        jobs=tuple(sorted({j for p in f.points for j in p.jobs})))
+
+
+def consolidate(ctx: Context) -> list[Recommendation]:
+    """Multi-GPU jobs at low mean and peak utilisation: run them on fewer GPUs."""
+    st = ctx.settings
+    idle_w = _idle_w(ctx)
+    out = []
+    for j in sorted(ctx.job_aggs.values(), key=lambda j: j.job):
+        if (j.util_pct is None or j.util_pct >= st.low_util_pct or j.active_s < st.min_evidence_s
+                or (j.util_max_pct or 0.0) >= st.low_util_peak_pct or j.gpus < 2):
+            continue
+        need = max(1, math.ceil(j.gpus * j.util_pct / st.consolidate_target_util_pct))
+        freed = j.gpus - need
+        if freed < 1:
+            continue
+        idle = idle_w.get(j.gpu_model, 0.0)
+        buckets = ctx.job_buckets_of(j.job)
+        s = value_energy(ctx, _by_hour((b.time_ns, freed * idle * b.active_s) for b in buckets))
+        if not _worth(ctx, s):
+            continue
+        gpus = _gpus_matching(ctx, j.hosts, j.gpu_model, j.power_limit_w)
+        out.append(Recommendation(
+            id=f"consolidate:{_slug(j.job)}", kind="consolidate", target=j.job,
+            title=f"Consolidate {j.job}: {j.gpus} GPUs at {j.util_pct:.0f}% utilisation",
+            detail=(f"{j.job} averaged {j.util_pct:.0f}% utilisation (peak {j.util_max_pct or 0:.0f}%) on "
+                    f"{j.gpus} {j.gpu_model} GPUs; {need} would carry it at ≤ "
+                    f"{st.consolidate_target_util_pct:.0f}%, freeing {freed}."),
+            evidence={**_window_evidence(ctx), "series": f"job.util_pct, job.gpus where job={j.job}",
+                      "util_mean_pct": j.util_pct, "util_peak_pct": j.util_max_pct,
+                      "gpus": j.gpus, "gpus_needed": need, "idle_power_w": idle},
+            savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+            savings_cost_per_day=s.cost_per_day,
+            estimate_method=(f"estimate: the freed GPUs' idle draw ({idle:.0f} W each, the lowest this "
+                             f"model drew) over the job's run time; the work's own dynamic energy is "
+                             f"assumed unchanged; {s.note}"),
+            action={"type": "consolidate", "job": j.job, "hosts": list(j.hosts), "gpus_now": j.gpus,
+                    "gpus_needed": need},
+            currency=st.tariff.currency, measured=False, gpus=_flat(gpus), jobs=(j.job,)))
+    return out
+
+
+def _group_by_workload(aggs: Iterable[JobAggregate]) -> dict[tuple[str, str, str, str], list[JobAggregate]]:
+    """(gpu_model, kind, base workload, precision) -> jobs with work."""
+    out: dict[tuple[str, str, str, str], list[JobAggregate]] = defaultdict(list)
+    for j in aggs:
+        if j.energy_j > 0 and primary_unit(j.work):
+            out[(j.gpu_model, j.kind, base_workload(workload_of(j.job)), j.precision)].append(j)
+    return out
+
+
+def _class_per(jobs: list[JobAggregate], unit: str) -> float | None:
+    return per(sum(j.work.get(unit, 0.0) for j in jobs), sum(j.energy_j for j in jobs))
+
+
+def precision(ctx: Context) -> list[Recommendation]:
+    """FP32 on tensor-core GPUs -> mixed precision; bf16/fp16 inference on FP8/INT8 hardware -> a hint.
+    The gain is measured where the fleet runs the same workload in both precisions."""
+    st = ctx.settings
+    groups = _group_by_workload(ctx.job_aggs.values())
+    out = []
+    for (model, kind, workload, prec), jobs in sorted(groups.items()):
+        unit = primary_unit({u: sum(j.work.get(u, 0.0) for j in jobs) for u in PER_UNITS}) or "samples"
+        if prec in HIGH_PRECISION and _TENSOR.search(model):
+            kind_name, to, assumed = "mixed_precision", "bf16", st.mixed_precision_assumed_gain
+            twins = [(p, js) for (m, k, w, p), js in groups.items()
+                     if m == model and w == workload and p in MIXED]
+        elif kind in INFER_KINDS and prec not in LOW and (_FP8.search(model) or _TENSOR.search(model)):
+            kind_name, assumed = "low_precision", st.low_precision_assumed_gain
+            to = "fp8" if _FP8.search(model) else "int8"
+            twins = [(p, js) for (m, k, w, p), js in groups.items()
+                     if m == model and w == workload and p in LOW]
+        else:
+            continue
+        base = _class_per(jobs, unit)
+        if base is None:
+            continue
+        gain, measured, twin_note = assumed, False, ""
+        if twins:
+            twin_prec, twin_jobs = sorted(twins, key=lambda t: t[0])[0]
+            twin_per = _class_per(twin_jobs, unit)
+            if twin_per is not None and twin_per > base:
+                gain, measured, to = twin_per / base, True, twin_prec
+                twin_note = (f"{twin_prec} runs of {workload} on {model} measured {twin_per:.4g} "
+                             f"{PER_UNITS[unit]} vs {base:.4g} in {prec} ({len(twin_jobs)} vs "
+                             f"{len(jobs)} jobs)")
+        frac = 1 - 1 / gain
+        buckets = [b for j in jobs for b in ctx.job_buckets_of(j.job)]
+        s = value_energy(ctx, _by_hour((b.time_ns, b.energy_j * frac) for b in buckets))
+        if not _worth(ctx, s):
+            continue
+        names = tuple(sorted(j.job for j in jobs))
+        hosts = sorted({h for j in jobs for h in j.hosts})
+        target = f"{workload} ({kind}, {prec}) on {model}"
+        if kind_name == "mixed_precision":
+            title = f"Train {workload} in mixed precision ({to}) on {model}"
+            why = (f"{len(jobs)} {prec} job(s) of {workload} run on {model}, whose tensor cores do "
+                   f"{to} far faster than {prec}.")
+        else:
+            title = f"Try {to} inference for {workload} on {model}"
+            why = (f"{len(jobs)} {prec} inference job(s) of {workload} run on {model}, which supports "
+                   f"{to}; validate output quality first.")
+        method = (f"measured: {twin_note}; saving = their energy × (1 − 1/{gain:.2f})" if measured else
+                  f"estimate, not measured in this fleet: assumes {to} raises work per joule "
+                  f"{gain:.2f}× (no {to} run of this workload on {model} to compare); saving = their "
+                  f"energy × (1 − 1/{gain:.2f})")
+        out.append(Recommendation(
+            id=f"{kind_name}:{_slug(target)}", kind=kind_name, target=target, title=title,
+            detail=f"{why} Expected work per joule: {gain:.2f}× ({'measured' if measured else 'assumed'}).",
+            evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.{unit} for "
+                      f"{len(names)} job(s) of {workload}", "per": base, "per_unit": PER_UNITS[unit],
+                      "gain": gain, "jobs": list(names)},
+            savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+            savings_cost_per_day=s.cost_per_day, estimate_method=f"{method}; {s.note}",
+            action={"type": kind_name, "precision": to, "jobs": list(names), "hosts": hosts},
+            currency=st.tariff.currency, measured=measured, jobs=names))
+    return out
+
+
+def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
+    """Deferrable workloads: start in the lowest-intensity window of their (predicted) length in the next 24 h."""
+    st = ctx.settings
+    deferrable = [j for j in ctx.job_aggs.values() if j.deferrable and j.energy_j > 0]
+    if not deferrable:
+        return [], None
+    if ctx.carbon is None:
+        return [], f"carbon-aware start windows for deferrable jobs need intensity data: {ctx.carbon_message}"
+    now = ctx.now_ns
+    groups: dict[str, list[JobAggregate]] = defaultdict(list)
+    for j in deferrable:
+        groups[workload_of(j.job)].append(j)
+    out = []
+    message = None
+    for workload, jobs in sorted(groups.items()):
+        latest: dict[str, JobAggregate] = {}
+        for j in sorted(jobs, key=lambda j: j.first_ns):
+            for h in j.hosts:
+                latest[h] = j
+        runs = sorted({j.job: j for j in latest.values()}.values(), key=lambda j: j.job)
+        energy_run = duration = 0.0
+        starts = []
+        predicted = False
+        for j in runs:
+            p = predict_job(ctx.job_buckets_of(j.job), ctx.carbon)
+            if p is not None and not p.done:
+                energy_run += p.energy_total_j
+                duration = max(duration, p.duration_s)
+                predicted = True
+            else:
+                energy_run += j.energy_j
+                duration = max(duration, j.active_s)
+            starts.append(j.first_ns)
+        if duration <= 0 or duration > 86400:
+            continue
+        try:
+            horizon = carbon.forecast(ctx.carbon, now, horizon_s=86400 + duration)
+        except carbon.CarbonDataMissing as exc:
+            message = str(exc)
+            continue
+        day = [(h, g) for h, g in horizon if h < now + 86400 * NS]
+        # The next time the workload would start as usual: same time of day as its latest run.
+        tod = min(starts) % (86400 * NS)
+        usual = now - now % (86400 * NS) + tod
+        if usual < now:
+            usual += 86400 * NS
+        cur = carbon.window_mean(horizon, usual, duration)
+        best = carbon.best_window(day, duration, earliest_ns=now)
+        if cur is None or best is None:
+            continue
+        gain = (cur - best[1]) / cur if cur > 0 else 0.0
+        if gain * 100 < st.carbon_min_gain_pct:
+            continue
+        # Runs per day from the measured energy; the per-run energy is the predicted one.
+        class_energy = sum(j.energy_j for j in jobs)
+        per_day = max(1.0, class_energy * 86400 / ctx.span_s / energy_run) if energy_run else 1.0
+        pue = ctx.fac.pue or 1.0
+        kg = energy_run * pue / J_PER_KWH * (cur - best[1]) / 1000 * per_day
+        prices = [(h, st.tariff.price_at(h)) for h, _ in horizon]
+        p_cur = carbon.window_mean(prices, usual, duration) or 0.0
+        p_best = carbon.window_mean(prices, best[0], duration) or 0.0
+        cost = energy_run * pue / J_PER_KWH * (p_cur - p_best) * per_day
+        hosts = sorted({h for j in runs for h in j.hosts})
+        start_txt = fmt_time(best[0])[11:16] + "Z"
+        out.append(Recommendation(
+            id=f"carbon_window:{_slug(workload)}", kind="carbon_window", target=workload,
+            title=f"Start {workload} at {start_txt} instead of {fmt_time(usual)[11:16]}Z",
+            detail=(f"{workload} is deferrable and runs {duration / 3600:.1f} h using "
+                    f"{energy_run / J_PER_KWH:.1f} kWh ({'predicted' if predicted else 'measured'}). "
+                    f"Over the next 24 h the grid averages {best[1]:.0f} g/kWh in the window from "
+                    f"{start_txt} against {cur:.0f} g/kWh at its usual start: {100 * gain:.0f}% less CO2."),
+            evidence={**_window_evidence(ctx), "series": f"carbon.intensity_g_per_kwh ({ctx.carbon.describe()}), "
+                      f"job.energy_j of {', '.join(j.job for j in runs)}",
+                      "forecast_g_per_kwh": [[fmt_time(h), g] for h, g in day],
+                      "usual_start": fmt_time(usual), "best_start": fmt_time(best[0]),
+                      "usual_g_per_kwh": cur, "best_g_per_kwh": best[1], "duration_s": duration,
+                      "energy_per_run_kwh": energy_run / J_PER_KWH, "runs_per_day": per_day,
+                      "energy_predicted": predicted},
+            savings_kwh_per_day=0.0, savings_kg_co2_per_day=_sig(kg), savings_cost_per_day=_sig(cost),
+            estimate_method=(f"estimate (the intensity is a forecast): energy per run "
+                             f"({'predicted from progress' if predicted else 'measured'}) × "
+                             f"PUE {pue:.2f} × (intensity at the usual start − in the best window) × runs per "
+                             f"day; intensity forecast: values given for those hours, else the same hour of "
+                             f"day averaged over the past days; the energy itself is unchanged"),
+            action={"type": "schedule", "workload": workload, "hosts": hosts,
+                    "start_utc": start_txt, "duration_s": duration},
+            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs)))
+    return out, message
+
+
+def high_pue(ctx: Context) -> list[Recommendation]:
+    """A facility whose PUE stays above the threshold: the cooling and power-distribution overhead."""
+    st = ctx.settings
+    by_site: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    hours: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for b in ctx.facility:
+        if b.it_energy_j and b.facility_energy_j:
+            it, fac = b.it_energy_j, b.facility_energy_j
+        elif b.it_power_w and b.facility_power_w:
+            it, fac = b.it_power_w * 3600, b.facility_power_w * 3600
+        else:
+            continue
+        by_site[b.site][0] += it
+        by_site[b.site][1] += fac
+        hours[b.site].append((b.time_ns, max(0.0, fac - it * st.pue_target)))
+    out = []
+    for site, (it, fac) in sorted(by_site.items()):
+        if it <= 0 or fac / it < st.pue_threshold:
+            continue
+        pue = fac / it
+        s = value_energy(ctx, _by_hour(hours[site]), at_meter=True)
+        out.append(Recommendation(
+            id=f"high_pue:{_slug(site)}", kind="high_pue", target=site,
+            title=f"{site}: PUE {pue:.2f} (target {st.pue_target:.2f})",
+            detail=(f"Site {site} used {fac / J_PER_KWH:.0f} kWh at the meter for {it / J_PER_KWH:.0f} kWh "
+                    f"of IT load (PUE {pue:.2f}). Raising supply air temperature, containment and "
+                    f"free cooling are the usual levers."),
+            evidence={**_window_evidence(ctx), "series": f"facility.facility_energy_j / facility.it_energy_j "
+                      f"where site={site}", "pue": pue, "pue_threshold": st.pue_threshold},
+            savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
+            savings_cost_per_day=s.cost_per_day,
+            estimate_method=(f"estimate, if the target PUE were reached: facility energy above IT energy "
+                             f"× {st.pue_target:.2f}, "
+                             f"per hour; {s.note}"),
+            action={"type": "facility", "site": site, "pue": pue, "target_pue": st.pue_target},
+            currency=st.tariff.currency, measured=False))
+    return out
+
+
+def rank(recs: Iterable[Recommendation]) -> list[Recommendation]:
+    """Deduplicate by id (the larger saving wins) and rank by kg CO2, then kWh, then cost per day; ties by id."""
+    best: dict[str, Recommendation] = {}
+    for r in recs:
+        old = best.get(r.id)
+        if old is None or _key(r) < _key(old):
+            best[r.id] = r
+    return sorted(best.values(), key=_key)
+
+
+def _key(r: Recommendation) -> tuple[float, float, float, str]:
+    return (-(r.savings_kg_co2_per_day or 0.0), -r.savings_kwh_per_day, -r.savings_cost_per_day, r.id)
+
+
+@dataclass
+class RecommendationSet:
+    """The ranked recommendations plus messages about what could not be assessed."""
+
+    items: list[Recommendation]
+    messages: list[str] = field(default_factory=list)
+    frontiers: list[Frontier] = field(default_factory=list)
+
+
+def recommend_from(ctx: Context, lam: float = 0.5) -> RecommendationSet:
+    """Every recommender over one Context, ranked; messages say what was not assessed and why."""
+    lam = check_lambda(lam, unit_interval=True)
+    fronts = build_frontiers(ctx.jobs, max_power_by_model(ctx.gpus))
+    recs: list[Recommendation] = []
+    recs += idle_gpus(ctx)
+    recs += power_caps(ctx, fronts, lam)
+    recs += consolidate(ctx)
+    recs += precision(ctx)
+    windows, message = carbon_windows(ctx)
+    recs += windows
+    recs += high_pue(ctx)
+    messages = [m for m in (message,) if m]
+    if ctx.carbon is None and ctx.carbon_message:
+        messages.append(f"kg CO2 savings unknown: {ctx.carbon_message}")
+    return RecommendationSet(rank(recs), messages, fronts)
+
+
+def recommendations(store: Store, window: Window, *, lam: float = 0.5,
+                    settings: Settings | None = None) -> list[Recommendation]:
+    """Ranked, deduplicated recommendations for the window at the operator's λ (0 time .. 1 energy)."""
+    check_lambda(lam, unit_interval=True)
+    return recommend_from(load_context(store, window, settings), lam).items
+
+
+__all__ = ["Recommendation", "Settings", "recommend_from", "recommendations", "value_energy"]

@@ -1,0 +1,187 @@
+"""`wattlens report`: energy, carbon, cost, PER at every level, objectives and recommendations for a window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from wattlens.config import default_store_url, option
+
+FORMATS = ("table", "json", "md")
+NS = 1_000_000_000
+
+
+def unit_lambda(text: str) -> float:
+    """λ for the trade-off cost: a number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("report", help="energy, carbon, cost, PER and recommendations for a window",
+                       description="Report a window of a store: fleet energy, carbon and cost, PER "
+                                   "at GPU, job, node, fleet and facility level, each job's "
+                                   "objective and trade-off, power-cap frontiers, predictions and "
+                                   "ranked recommendations. See docs/analytics.md.")
+    add_window_options(p)
+    option(p, "--lambda", dest="lambda", type=unit_lambda, default=0.5,
+           help="trade-off weight λ in [0, 1]: 1 minimises energy, 0 time")
+    option(p, "--format", choices=FORMATS, default="table", help="output format")
+    add_carbon_cost_options(p)
+    p.add_argument("--config", help="TOML config file; settings under [report] (env WATTLENS_CONFIG)")
+    p.set_defaults(func=run, _parser=p, _section="report")
+
+
+def add_window_options(p: argparse.ArgumentParser) -> None:
+    """--store, --since and --until, shared with `wattlens objective --job`."""
+    option(p, "--store", default=default_store_url(), help="store URL to read")
+    option(p, "--since", default="24h",
+           help="window start: ISO time (2026-11-28T00:00Z) or a duration before --until (24h, 7d)")
+    option(p, "--until", default="latest",
+           help="window end: ISO time, 'now', or 'latest' (the newest point in the store)")
+
+
+def add_carbon_cost_options(p: argparse.ArgumentParser) -> None:
+    option(p, "--price", default="0.15",
+           help="price per kWh, optionally time-of-use: 0.15 or 0.15,17-21=0.32,0-6=0.08 (hours)")
+    option(p, "--currency", default="USD", help="currency of --price")
+    option(p, "--utc-offset", type=int, default=0, help="hours east of UTC for --price periods")
+    option(p, "--carbon-csv", default=None,
+           help="hourly grid intensity: CSV timestamp,region,g_per_kwh[,renewable_pct]")
+    option(p, "--country", default=None,
+           help="bundled annual average for hours with no hourly intensity (DE, FR, WORLD, ...)")
+    option(p, "--region", default=None, help="carbon region to use when the data has several")
+
+
+def open_existing_store(url: str) -> Any:
+    """Open a store for reading; a SQLite file that does not exist is an error, not a new empty file."""
+    from collector.errors import ConfigError
+    from collector.store import open_store
+
+    if "://" not in url or url.startswith("sqlite:"):
+        path = url if "://" not in url else unquote(urlsplit(url).netloc + urlsplit(url).path)
+        if path and not Path(path).exists():
+            raise ConfigError(f"--store: SQLite file {path!r} does not exist; run `wattlens collect` "
+                              f"or `wattlens demo` first, or pass --store")
+    return open_store(url)
+
+
+def resolve_window(store: Any, since: str, until: str) -> Any:
+    """The report window from --since/--until; 'latest' ends just after the newest point."""
+    from analytics import queries
+    from analytics.timeutil import Window, parse_duration_s, parse_time_ns
+    from collector.errors import ConfigError
+
+    now = time.time_ns()
+    until_text = str(until).strip()
+    if until_text == "latest":
+        newest = queries.newest_time_ns(store)
+        if newest is None:
+            from collector.store import redact_url
+
+            raise ConfigError(f"--store: {redact_url(store.url)} holds no gpu or job points; "
+                              f"nothing to report")
+        end = newest + 1
+    else:
+        end = parse_time_ns(until_text, "--until", now_ns=now)
+    since_text = str(since).strip()
+    try:
+        start = end - int(parse_duration_s(since_text, "--since") * NS)
+    except ConfigError:
+        start = parse_time_ns(since_text, "--since", now_ns=now)
+    return Window(start, end)
+
+
+def build_settings(args: argparse.Namespace) -> Any:
+    from analytics.context import Settings
+    from analytics.cost import parse_tariff
+
+    return Settings(tariff=parse_tariff(args.price, args.currency, args.utc_offset),
+                    carbon_csv=args.carbon_csv, country=args.country, region=args.region)
+
+
+class LazyProgress:
+    """A progress bar that appears only once the work has taken longer than ``delay_s``.
+
+    The work runs on the calling thread and reports steps; a ticker thread draws,
+    so the bar shows up (and moves) even while one long query is running.
+    """
+
+    def __init__(self, label: str, steps: tuple[str, ...], delay_s: float = 1.0,
+                 stream: Any = None) -> None:
+        self.label = label
+        self.steps = steps
+        self.delay_s = delay_s
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.current = ""
+        self.shown = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._thread = threading.Thread(target=self._tick, name="wattlens-progress", daemon=True)
+        self._start = time.monotonic()
+
+    def __enter__(self) -> LazyProgress:
+        self._start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def step(self, name: str) -> None:
+        with self._lock:
+            if self.current:
+                self.done += 1
+            self.current = name
+        self._draw()
+
+    def _draw(self) -> None:
+        from wattlens.progress import Progress
+
+        if time.monotonic() - self._start < self.delay_s:
+            return
+        with self._lock:
+            if self._bar is None:
+                self._bar = Progress(self.label, len(self.steps), stream=self.stream)
+                self._bar.__enter__()
+                self.shown = True
+            self._bar.update(self.done - self._bar.done, extra=f"reading {self.current}"
+                             if self.current != "analyse" else "analysing")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            self._draw()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        with self._lock:
+            if self._bar is not None:
+                self._bar.update(len(self.steps) - self._bar.done, extra="done")
+                self._bar.__exit__(exc_type, exc, tb)
+
+
+def run(args: argparse.Namespace) -> int:
+    from analytics.report import STEPS, build_report, render
+
+    settings = build_settings(args)
+    store = open_existing_store(args.store)
+    try:
+        window = resolve_window(store, args.since, args.until)
+        with LazyProgress("report", STEPS) as bar:
+            report = build_report(store, window, getattr(args, "lambda"), settings, progress=bar.step)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(report.to_json())
+    else:
+        print(render(report, args.format), end="")
+    return 0

@@ -63,6 +63,7 @@ MAX_SEQ = (1 << 63) - 1
 MAX_PIDS_PER_JOB = 256
 MAX_JOBS = 1024
 WORK_FIELDS = ("samples", "tokens", "steps", "flops")
+MAX_HELD_ROUNDS = 3  # rounds a job's first work may wait for its first energy share
 KINDS = ("train", "finetune", "infer", "eval", "batch", "other")
 # Compute precision: the dtype matmuls ran in; "amp-" when autocast mixed it with fp32.
 PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "amp-bf16", "amp-fp16")
@@ -314,6 +315,7 @@ class JobTracker:
         # The attribution method each job was last measured with: a job keeps one series even
         # in a round where its energy share is momentarily zero.
         self._methods: dict[str, str] = {}
+        self._held: dict[str, int] = {}  # rounds a job's work waited for its first energy share
         self._seqs: OrderedDict[tuple[str, int | None], int] = OrderedDict()
         self._last_s: float | None = None
         self._prev_pids: dict[int, set[int]] = {}
@@ -387,6 +389,7 @@ class JobTracker:
                              if j.end_s is not None and j.end_s <= now]:
                     del self._jobs[name]
                     self._methods.pop(name, None)
+                    self._held.pop(name, None)
         pid_owner = {pid: j.name for j in jobs.values() for pid in j.pids}
         if t0 is None or now <= t0:  # the first round only sets baselines
             self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
@@ -503,10 +506,13 @@ class JobTracker:
                 method = self._methods.get(name)
             else:
                 self._methods[name] = method
-            if method is None and work:
+            held = self._held.get(name, 0)
+            if method is None and work and self.taps and held < MAX_HELD_ROUNDS:
                 # No energy measured for this job yet (its process has no CPU or GPU share
-                # this round): keep the work for the round that has one, so work and energy
-                # stay in the same series and PER = SUM(work) / SUM(energy) holds.
+                # this round): keep the work for a round that has one, so work and energy
+                # stay in the same series and PER = SUM(work) / SUM(energy) holds. Only a
+                # few rounds: a job that never gets a share still reports its work.
+                self._held[name] = held + 1
                 with self._lock:
                     live = self._jobs.get(name)
                     if live is not None:

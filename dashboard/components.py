@@ -1,79 +1,234 @@
-"""Component builders: functions that return Dash layout trees."""
+"""Component builders: functions that return Dash layout trees, shared by every page."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from dash import dash_table, dcc, html
 
+from dashboard import units
+from dashboard.views import RANGES, Kpi, Status
 
-def header(range_key: str = "24h") -> html.Header:
+NAV: tuple[tuple[str, str], ...] = (
+    ("/", "Fleet"),
+    ("/jobs", "Jobs"),
+    ("/tradeoff", "Trade-off"),
+    ("/carbon", "Carbon"),
+    ("/recommendations", "Recommendations"),
+    ("/alerts", "Alerts"),
+)
+GRAPH_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
+                                "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def header(range_key: str) -> html.Header:
+    """Brand, page navigation, the live indicator and the time-range picker every page shares."""
     return html.Header(className="wl-header", children=[
         html.Div(className="wl-brand", children=[
             html.Span("⚡", className="wl-logo"),
             html.Span("wattlens", className="wl-name"),
-            html.Span("work per joule, fleet-wide", className="wl-tagline"),
         ]),
+        html.Nav(id="nav", className="wl-nav", children=nav_links("/", 0)),
         html.Div(className="wl-controls", children=[
-            html.Label("Time range", htmlFor="range"),
-            dcc.Dropdown(id="range", options=[
-                {"label": "Last hour", "value": "1h"},
-                {"label": "Last 6 hours", "value": "6h"},
-                {"label": "Last 24 hours", "value": "24h"},
-                {"label": "Last 7 days", "value": "7d"},
-            ], value=range_key, clearable=False, className="wl-range"),
+            html.Span(id="freshness", className="wl-fresh", children="…"),
+            html.Label("Time range", htmlFor="range", className="wl-range-label"),
+            dcc.Dropdown(id="range", options=[{"label": label, "value": key}
+                                              for key, (label, _s) in RANGES.items()],
+                         value=range_key, clearable=False, searchable=False,
+                         className="wl-range", persistence=True, persistence_type="session"),
         ]),
     ])
 
 
-def banner(simulated: bool, estimated: bool) -> list[html.Div]:
+def nav_links(pathname: str, firing: int) -> list[Any]:
+    """The page links, the current one marked; the Alerts link carries the number firing."""
     out = []
-    if simulated:
-        out.append(html.Div("Simulated data: this fleet comes from wattlens's simulator "
-                            "(wattlens demo), not from real sensors.",
-                            className="wl-banner wl-banner-sim"))
-    if estimated:
-        out.append(html.Div("Some CPU energy is estimated from utilisation × TDP "
-                            "(no RAPL or hwmon sensor on those hosts).",
-                            className="wl-banner wl-banner-est"))
+    for path, label in NAV:
+        active = pathname == path or (path != "/" and pathname.startswith(path + "/"))
+        children: list[Any] = [label]
+        if path == "/alerts" and firing:
+            children.append(html.Span(str(firing), className="wl-badge", title=f"{firing} firing"))
+        out.append(dcc.Link(children, href=path, id=f"nav-{label.lower().replace('-', '')}",
+                            className="wl-nav-link" + (" wl-nav-active" if active else "")))
     return out
 
 
-def kpi_cards(kpis: list[tuple[str, str, str]]) -> list[html.Div]:
-    return [html.Div(className="wl-kpi", children=[
-        html.Div(label, className="wl-kpi-label"),
-        html.Div(value, className="wl-kpi-value"),
-        html.Div(note, className="wl-kpi-note"),
-    ]) for label, value, note in kpis]
+def freshness(st: Status) -> list[Any]:
+    """'● live · data to 12:03:10 UTC' or a stale warning with the age of the newest point."""
+    if st.newest_ns is None:
+        return [html.Span("●", className="wl-dot wl-dot-off"), " no data yet"]
+    from dashboard.figures import iso
+
+    when = iso(st.newest_ns)[11:19] + " UTC"
+    if st.live:
+        return [html.Span("●", className="wl-dot wl-dot-live"), f" live · data to {when}"]
+    return [html.Span("●", className="wl-dot wl-dot-stale"),
+            f" stale · newest point {units.duration(st.age_s)} ago ({iso(st.newest_ns)[:16]} UTC)"]
 
 
-JOB_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Job", "id": "job"},
-    {"name": "Kind", "id": "kind"},
-    {"name": "Precision", "id": "precision"},
-    {"name": "GPUs", "id": "gpus", "type": "numeric"},
-    {"name": "GPU model", "id": "gpu_model"},
-    {"name": "Energy (kWh)", "id": "energy_kwh", "type": "numeric"},
-    {"name": "Mean power (kW)", "id": "power_kw", "type": "numeric"},
-    {"name": "Work", "id": "work"},
-    {"name": "PER", "id": "per"},
-]
+def banners(st: Status) -> list[html.Div]:
+    """Say plainly when the numbers are simulated or partly estimated."""
+    out = []
+    if st.simulated:
+        out.append(html.Div(className="wl-banner wl-banner-sim", id="banner-sim", children=[
+            html.Strong("Simulated data. "),
+            "This fleet comes from wattlens's simulator (wattlens demo), not from real sensors."]))
+    if st.estimated:
+        out.append(html.Div(className="wl-banner wl-banner-est", id="banner-est", children=[
+            html.Strong("Estimated energy. "),
+            "Some CPU or GPU energy is modelled from utilisation × TDP because those hosts have no "
+            "RAPL, hwmon or NVML energy sensor; tables label the rows it affects."]))
+    return out
 
 
-def job_table(table_id: str = "jobs") -> Any:
-    return dash_table.DataTable(  # type: ignore[attr-defined]
-        id=table_id, columns=JOB_COLUMNS, data=[], sort_action="native",
-        filter_action="native", page_size=15, style_as_list_view=True,
-        style_table={"overflowX": "auto"},
-        style_cell={"fontFamily": "inherit", "fontSize": "14px", "padding": "6px 10px",
-                    "textAlign": "left"},
-        style_header={"fontWeight": "600", "backgroundColor": "#f1f5f9"},
-    )
+NOTABLE_CHANGE_PCT = 1.0  # smaller day-to-day changes are noise: shown, but not coloured
 
 
-def section(title: str, *children: Any, note: str | None = None) -> html.Section:
+def kpi_cards(kpis: Sequence[Kpi]) -> list[html.Div]:
+    """One card per KPI: label, value with its unit, the change (green when it is the good way)."""
+    cards = []
+    for k in kpis:
+        if k.change_pct is None:
+            delta = html.Span(f"{units.DASH} {k.compare}", className="wl-delta wl-delta-none")
+        else:
+            flat = abs(k.change_pct) < 0.05  # shown as ±0.0 %
+            arrow = "■" if flat else "▲" if k.change_pct > 0 else "▼"
+            tone = "none"
+            if k.good_when is not None and abs(k.change_pct) >= NOTABLE_CHANGE_PCT:
+                tone = "good" if (k.change_pct < 0) == (k.good_when == "down") else "bad"
+            delta = html.Span(f"{arrow} {units.signed_pct(k.change_pct)} {k.compare}",
+                              className=f"wl-delta wl-delta-{tone}")
+        cards.append(html.Div(className="wl-kpi", id=f"kpi-{k.key}", children=[
+            html.Div(k.label, className="wl-kpi-label"),
+            html.Div(k.value, className="wl-kpi-value"),
+            delta,
+            html.Div(k.note, className="wl-kpi-note", title=k.note),
+        ]))
+    return cards
+
+
+def section(title: str, *children: Any, note: str | None = None, tools: Any = None,
+            id: str | None = None, class_name: str = "") -> html.Section:
+    """A titled card; ``tools`` go to the right of the title (radio buttons, pickers)."""
     head: list[Any] = [html.H2(title)]
     if note:
         head.append(html.Span(note, className="wl-note"))
-    return html.Section(className="wl-card", children=[html.Div(head, className="wl-card-head"),
-                                                       *children])
+    if tools is not None:
+        head.append(html.Div(tools, className="wl-tools"))
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Section(className=f"wl-card {class_name}".strip(), **kwargs,
+                        children=[html.Div(head, className="wl-card-head"), *children])
+
+
+def empty_state(title: str, body: Any, *, id: str | None = None) -> html.Div:
+    """An honest empty state: what is missing and how to get it."""
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Div(className="wl-empty", **kwargs, children=[html.H3(title), html.Div(body)])
+
+
+def graph(graph_id: str, figure: Any = None, height: int | None = None) -> dcc.Loading:
+    """A chart with a loading spinner that only shows when an update takes longer than 0.4 s."""
+    kwargs: dict[str, Any] = {"style": {"height": f"{height}px"}} if height else {}
+    return dcc.Loading(dcc.Graph(id=graph_id, figure=figure or {}, config=GRAPH_CONFIG,  # type: ignore[arg-type]
+                                 **kwargs), delay_show=400, type="dot", color="#2563eb")
+
+
+def facts(items: Sequence[tuple[str, str]], id: str | None = None) -> html.Dl:
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Dl(className="wl-facts", **kwargs, children=[
+        html.Div([html.Dt(k), html.Dd(v)], className="wl-fact") for k, v in items])
+
+
+TABLE_STYLE: dict[str, Any] = {
+    "style_table": {"overflowX": "auto"},
+    "style_cell": {"fontFamily": "inherit", "fontSize": "13px", "padding": "5px 6px",
+                   "textAlign": "left", "border": "none", "borderBottom": "1px solid #e2e8f0",
+                   "whiteSpace": "nowrap", "maxWidth": "300px", "overflow": "hidden",
+                   "textOverflow": "ellipsis"},
+    "style_header": {"fontWeight": "600", "backgroundColor": "#f1f5f9", "color": "#334155",
+                     "borderBottom": "2px solid #cbd5e1", "whiteSpace": "normal",
+                     "height": "auto", "lineHeight": "16px", "verticalAlign": "bottom"},
+    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "240px"}],
+    "style_filter": {"backgroundColor": "#ffffff"},
+    "style_as_list_view": True,
+}
+
+JOB_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Job", "id": "job"},
+    {"name": "Status", "id": "status"},
+    {"name": "Kind", "id": "kind_text"},
+    {"name": "GPUs", "id": "gpus_text"},
+    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
+    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
+    {"name": "Run h", "id": "runtime_h", "type": "numeric"},
+    {"name": "Power kW", "id": "power_kw", "type": "numeric"},
+    {"name": "Work", "id": "work"},
+    {"name": "PER", "id": "per"},
+    {"name": "PER Δ %", "id": "per_trend_pct", "type": "numeric"},
+    {"name": "cost(λ) MJ", "id": "cost_mj", "type": "numeric"},
+    {"name": "Over best MJ", "id": "excess_mj", "type": "numeric"},
+]
+
+
+def _data_table(**kwargs: Any) -> Any:
+    """A DataTable built once, at import (layouts reuse it; callbacks fill its ``data``).
+
+    Dash 4 marks DataTable deprecated in favour of dash-ag-grid, which is not a
+    dependency yet; the warning is silenced here, where it is known, and nowhere else.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*The dash_table.DataTable will be removed",
+                                category=DeprecationWarning)
+        return dash_table.DataTable(**kwargs)  # type: ignore[attr-defined]
+
+
+JOB_TABLE_STYLES: list[dict[str, Any]] = [
+    {"if": {"column_id": "job"}, "color": "#1d4ed8", "fontWeight": "500", "cursor": "pointer"},
+    {"if": {"filter_query": "{status} = running", "column_id": "status"},
+     "color": "#15803d", "fontWeight": "600"},
+    {"if": {"filter_query": "{per_trend_pct} < -5", "column_id": "per_trend_pct"},
+     "color": "#b91c1c", "fontWeight": "600"},
+    {"if": {"filter_query": "{excess_mj} > 0", "column_id": "excess_mj"},
+     "color": "#b45309", "fontWeight": "600"},
+    {"if": {"state": "active"}, "backgroundColor": "#eff6ff", "border": "none"},
+]
+
+
+def job_table(table_id: str, *, page_size: int = 20, columns: list[dict[str, Any]] | None = None) -> Any:
+    """Sortable, filterable job table; clicking a row opens the job (row ids are job ids)."""
+    return _data_table(
+        id=table_id, columns=columns or JOB_COLUMNS, data=[], sort_action="native",
+        filter_action="native", page_size=page_size, cell_selectable=True,
+        style_data_conditional=JOB_TABLE_STYLES, **TABLE_STYLE)
+
+
+RANK_COLUMNS: list[dict[str, Any]] = [
+    {"name": "#", "id": "rank", "type": "numeric"},
+    {"name": "Job", "id": "job"},
+    {"name": "GPUs", "id": "gpus_text"},
+    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
+    {"name": "Best cap at λ, W", "id": "best_cap_w", "type": "numeric"},
+    {"name": "cost(λ) MJ", "id": "cost_mj", "type": "numeric"},
+    {"name": "Over best MJ", "id": "excess_mj", "type": "numeric"},
+    {"name": "Over best %", "id": "excess_pct", "type": "numeric"},
+    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
+    {"name": "PER", "id": "per"},
+]
+
+ALERT_COLUMNS: list[dict[str, Any]] = [
+    {"name": "State", "id": "state"}, {"name": "Severity", "id": "severity"},
+    {"name": "Rule", "id": "rule"}, {"name": "Target", "id": "target"},
+    {"name": "Since (UTC)", "id": "since"}, {"name": "For", "id": "for"},
+    {"name": "Value", "id": "value", "type": "numeric"},
+]
+
+# Built once at import: see _data_table.
+JOBS_TABLE = job_table("jobs-table")
+RANK_TABLE = job_table("rank-table", columns=RANK_COLUMNS, page_size=15)
+ALERTS_TABLE = _data_table(
+    id="alerts-table", columns=ALERT_COLUMNS, data=[], sort_action="native", page_size=20,
+    style_data_conditional=[{"if": {"filter_query": "{state} = FIRING"},
+                             "backgroundColor": "#fef2f2", "color": "#991b1b", "fontWeight": "600"}],
+    **TABLE_STYLE)

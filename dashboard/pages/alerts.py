@@ -1,0 +1,74 @@
+"""Alerts page: firing and resolved alerts from the store's `alert` measurement, and their timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, html
+
+from dashboard import components, figures, units, views
+from dashboard.pages import Deps, anchor
+
+
+def layout() -> list[Any]:
+    return [
+        anchor("alerts"),
+        html.Div(id="alerts-summary", className="wl-kpis wl-kpis-4",
+                 children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(2)]),
+        components.section("Alerts", html.Div(id="alerts-body"),
+                           html.Div(components.ALERTS_TABLE, id="alerts-table-box"),
+                           note="from the `alert` measurement that `wattlens alerts run` writes",
+                           id="card-alerts"),
+        components.section("Timeline", components.graph("alerts-timeline"),
+                           note="firing periods in the range; red while still firing",
+                           id="card-alert-timeline"),
+    ]
+
+
+def _rows(v: views.AlertsView) -> list[dict[str, Any]]:
+    out = []
+    end = v.window.end_ns
+    for a in v.lanes:
+        start = a.spans[-1][0] if a.spans else a.since_ns
+        out.append({"state": "FIRING" if a.firing else "resolved", "severity": a.severity,
+                    "rule": a.rule, "target": a.target,
+                    "since": figures.iso(a.since_ns if not a.firing else start)[:16],
+                    "for": units.duration(((end if a.firing else a.since_ns) - start) / 1e9),
+                    "value": None if a.value is None else round(a.value, 3)})
+    return out
+
+
+def register(app: Dash, deps: Deps) -> None:
+    store = deps.store
+
+    @app.callback(Output("alerts-summary", "children"), Output("alerts-body", "children"),
+                  Output("alerts-table", "data"), Output("alerts-table-box", "style"),
+                  Output("alerts-timeline", "figure"),
+                  Input("page-alerts", "title"), Input("range", "value"), Input("tick", "n_intervals"))
+    def update(_page: str, range_key: str, _n: int | None) -> tuple[Any, ...]:
+        v = views.alerts_view(store, range_key)
+        firing = sum(1 for a in v.lanes if a.firing)
+        kpis = components.kpi_cards([
+            views.Kpi("alerts-firing", "Firing now", str(firing), "alerts in state firing", None, None, ""),
+            views.Kpi("alerts-resolved", "Resolved in range", str(len(v.lanes) - firing),
+                      "fired and cleared", None, None, ""),
+        ])
+        for card in kpis:
+            card.children = [c for c in card.children if "wl-delta" not in str(getattr(c, "className", ""))]
+        table_style: dict[str, str] = {}
+        if not v.recorded:
+            body: Any = components.empty_state(
+                "No alert has been recorded in this store",
+                ["Alerting writes every firing and resolved transition to the ", html.Code("alert"),
+                 " measurement. Start it with ", html.Code("wattlens alerts run --rules RULES.toml "
+                                                            "--store URL"),
+                 " (see docs/alerting.md); alerts appear here as they fire."], id="alerts-empty")
+            table_style = {"display": "none"}
+        elif not v.lanes:
+            body = components.empty_state("All quiet", "No alert fired or was firing in this range.",
+                                          id="alerts-quiet")
+            table_style = {"display": "none"}
+        else:
+            body = None
+        return (kpis, body, _rows(v), table_style,
+                figures.alert_timeline(v.spans, v.window.start_ns, v.window.end_ns))

@@ -1,0 +1,87 @@
+"""Jobs page: a sortable, filterable table of every job; a row opens its detail view (power, throughput, PER)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from dashboard import components, figures, views
+from dashboard.pages import Deps, anchor
+
+
+def layout() -> list[Any]:
+    return [
+        anchor("jobs"),
+        components.section(
+            "Jobs", html.Div(id="jobs-summary", className="wl-summary"),
+            dcc.Loading(components.JOBS_TABLE, delay_show=400, type="dot"),
+            note="click a row for its power, throughput and PER over time · "
+                 "filter with e.g. >10 or train · cost(λ) uses the λ of the Trade-off page",
+            id="card-jobs"),
+    ]
+
+
+def detail_layout(job: str) -> list[Any]:
+    return [
+        anchor("job"),
+        dcc.Store(id="job-id", data=job),
+        html.Div(className="wl-crumbs", children=[dcc.Link("← all jobs", href="/jobs")]),
+        html.H1(job, className="wl-h1", id="job-title"),
+        html.Div(id="job-note", className="wl-summary"),
+        html.Div(id="job-facts"),
+        components.section("Power, throughput and PER", components.graph("job-graph"),
+                           note="per time bucket, summed over the job's hosts; PER against the "
+                                "job's baseline (dashed)", id="card-job"),
+    ]
+
+
+def register(app: Dash, deps: Deps) -> None:
+    store = deps.store
+
+    @app.callback(Output("jobs-table", "data"), Output("jobs-summary", "children"),
+                  Input("page-jobs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
+                  State("lam", "data"))
+    def table(_page: str, range_key: str, _n: int | None, lam: float | None) -> tuple[Any, Any]:
+        if views.data_end_ns(store) is None:
+            return [], "No data yet."
+        ctx = deps.memo.get(store, range_key)
+        rows = sorted(views.jobs_rows(ctx, float(lam if lam is not None else 0.5)),
+                      key=lambda r: (-r["energy_kwh"], r["job"]))
+        running = sum(1 for r in rows if r["status"] == "running")
+        energy = sum(r["energy_kwh"] for r in rows)
+        return rows, (f"{len(rows)} jobs in the range · {running} running · "
+                      f"{energy:,.1f} kWh of GPU energy · λ = {float(lam or 0.5):.2f}")
+
+    @app.callback(Output("url", "pathname", allow_duplicate=True),
+                  Input("jobs-table", "active_cell"), prevent_initial_call=True)
+    def open_job(cell: dict[str, Any] | None) -> Any:
+        if not cell or not cell.get("row_id"):
+            return no_update
+        return f"/jobs/{quote(str(cell['row_id']), safe='')}"
+
+    @app.callback(Output("job-facts", "children"), Output("job-graph", "figure"),
+                  Output("job-note", "children"),
+                  Input("job-id", "data"), Input("range", "value"), Input("tick", "n_intervals"))
+    def detail(job: str, range_key: str, _n: int | None) -> tuple[Any, Any, Any]:
+        d = views.job_detail(store, range_key, job)
+        if not d.found:
+            return (components.empty_state(
+                "No data for this job in the range",
+                f"No point of job {job!r} falls in the selected time range; pick a longer range "
+                f"or go back to the job list.", id="job-empty"),
+                figures.empty("No data for this job in the range", x_title="time (UTC)",
+                              y_title="power (kW)"), "")
+        from analytics.per import PER_UNITS
+
+        note = []
+        if d.change_pct is not None:
+            note.append(f"PER now {views.units.signed_pct(d.change_pct)} against its baseline "
+                        f"({d.baseline_source}). ")
+        if d.started_before:
+            note.append("The job started before this range: widen the time range to see all of it.")
+        fig = figures.job_detail(d.times_ns, d.power_w, d.rate, d.per_values, unit=d.unit,
+                                 per_unit=PER_UNITS[d.unit], baseline=d.baseline,
+                                 baseline_source=d.baseline_source)
+        return components.facts(d.facts, id="job-facts-list"), fig, "".join(note)

@@ -1,0 +1,293 @@
+"""View models over a real demo store: KPIs, the live chart's incremental update, jobs, trade-off, carbon, alerts."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics import queries
+from analytics.context import Settings
+from analytics.timeutil import Window
+from collector.sources.simulated import SimulatedFleet
+from collector.store.sqlite import SQLiteStore
+from dashboard import views
+from dashboard.cache import CachedStore
+from dashboard.pages.fleet import power_patch
+from tests.dashboard.conftest import write_fleet
+
+NS = 1_000_000_000
+DAY = 86400 * NS
+
+
+@pytest.fixture(scope="module")
+def raw(demo_db: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(demo_db)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def cached(raw: SQLiteStore) -> CachedStore:
+    return CachedStore(raw)
+
+
+@pytest.fixture(scope="module")
+def ctx(cached: CachedStore) -> Any:
+    return views.ContextMemo(Settings()).get(cached, "24h")
+
+
+def test_fleet_kpis_carry_units_and_compare_with_the_day_before(cached: CachedStore, raw: SQLiteStore) -> None:
+    end = views.data_end_ns(cached)
+    assert end is not None
+    kpis = {k.key: k for k in views.fleet_kpis(cached, end, Settings())}
+    assert list(kpis) == ["power", "energy", "per", "carbon", "pue", "cost"]
+    assert kpis["power"].value.endswith(("kW", "MW")) and "32 GPUs" in kpis["power"].note
+    assert 8_000 < (kpis["power"].raw or 0) < 16_000  # 32 GPUs busy with jobs, plus four hosts' CPUs
+    assert kpis["energy"].value.endswith("kWh") and kpis["per"].value.endswith("tokens/J")
+    assert "CO₂" in kpis["carbon"].value and kpis["cost"].value.startswith("$")
+    for key in ("energy", "per", "carbon", "pue", "cost"):
+        assert kpis[key].change_pct is not None, key  # 49 h of data: yesterday is known
+    # The energy card equals the store's own sums over the same 24 h (to the last whole,
+    # settled five minutes), read without the cache.
+    end = views.settled_end_ns(cached, end)
+    w = Window(end - DAY, end)
+    direct = sum(queries.energy_by(raw, w, "gpu", ()).values()) + sum(
+        queries.energy_by(raw, w, "cpu", ()).values())
+    assert kpis["energy"].raw == pytest.approx(direct, rel=1e-9)
+    before = Window(end - 2 * DAY, end - DAY)
+    direct_before = sum(queries.energy_by(raw, before, "gpu", ()).values()) + sum(
+        queries.energy_by(raw, before, "cpu", ()).values())
+    assert kpis["energy"].change_pct == pytest.approx(100 * (direct / direct_before - 1), rel=1e-6)
+
+
+def test_power_chart_names_the_top_groups_and_sums_the_rest_as_other(cached: CachedStore) -> None:
+    w = views.window_for(cached, "6h")
+    chart = views.fleet_power(cached, w, "host", max_series=2)
+    names = [s.name for s in chart.series]
+    assert names[:2] == chart.top and names[2] == "other (2 nodes)" and chart.groups == 4
+    total = queries.power_series(cached, chart.window, chart.bucket_s, ())[0]
+    grid = chart.series[0].times_ns
+    assert all(s.times_ns == grid for s in chart.series)  # one regular grid for every trace
+    assert all(b - a == chart.bucket_s * NS for a, b in itertools.pairwise(grid))
+    by_t = dict(zip(total.times_ns, total.values, strict=True))
+    for i, t in enumerate(grid):
+        stacked = sum(s.values[i] or 0.0 for s in chart.series)
+        assert stacked == pytest.approx(by_t[t], rel=1e-9)
+    assert len(grid) <= views.MAX_BUCKETS + 1
+
+
+def _apply_patch(figure: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """Apply a dash.Patch the way dash-renderer does (negative indexes count from the end)."""
+    for op in patch.to_plotly_json()["operations"]:
+        *path, last = op["location"]
+        node: Any = figure
+        for key in path:
+            node = node[key]
+        if op["operation"] == "Delete":
+            del node[last]
+        elif op["operation"] == "Extend":
+            node[last].extend(op["params"]["value"])
+        else:
+            raise AssertionError(f"unexpected patch operation {op['operation']}")
+    return figure
+
+
+def test_live_update_fetches_only_new_buckets_and_equals_a_redraw(demo_store: SQLiteStore) -> None:
+    store = CachedStore(demo_store, clock=time.time_ns, range_ttl_s=0)
+    w = views.window_for(store, "1h")
+    chart = views.fleet_power(store, w, "model")
+    state = chart.state("1h")
+    figure = {"data": [{"x": _iso(s.times_ns),
+                        "y": [None if v is None else v / 1000 for v in s.values]}
+                       for s in chart.series]}
+    # The agent writes four more minutes; the chart asks only for what changed.
+    end = w.end_ns - 1
+    fleet = SimulatedFleet(nodes=4, gpus_per_node=8, seed=1)
+    write_fleet(demo_store, fleet, end, end + 240 * NS, 10)
+    update = views.fleet_power_update(store, "1h", state)
+    assert update is not None
+    assert update.times_ns[0] == state["t1"] - chart.bucket_s * NS  # from the last whole bucket on
+    assert len(update.times_ns) <= 240 // chart.bucket_s + 3
+    assert update.replace == 2 and update.drop == 240 // chart.bucket_s
+    _apply_patch(figure, power_patch(update, state["names"]))
+    fresh = views.fleet_power(store, views.window_for(store, "1h"), "model")
+    assert [len(t["x"]) for t in figure["data"]] == [len(s.times_ns) for s in fresh.series]
+    for trace, s in zip(figure["data"], fresh.series, strict=True):
+        assert trace["x"] == _iso(s.times_ns)
+        for got, want in zip(trace["y"], s.values, strict=True):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got == pytest.approx(want / 1000, rel=1e-9)
+    assert update.state["t1"] == fresh.series[0].times_ns[-1]
+
+
+def _iso(times: list[int]) -> list[str]:
+    from dashboard.figures import iso
+
+    return [iso(t) for t in times]
+
+
+def test_live_update_asks_for_a_redraw_when_the_range_or_groups_change(demo_store: SQLiteStore) -> None:
+    chart = views.fleet_power(demo_store, views.window_for(demo_store, "1h"), "host")
+    state = chart.state("1h")
+    assert views.fleet_power_update(demo_store, "24h", state) is None  # other bucket width
+    assert views.fleet_power_update(demo_store, "1h", {**state, "names": ["node-00"]}) is None
+    assert views.fleet_power_update(demo_store, "1h", {**state, "t0": None}) is None
+
+
+def test_heat_cells_cover_every_gpu_with_means_in_range(cached: CachedStore) -> None:
+    cells = views.gpu_heat(cached, views.window_for(cached, "24h"))
+    assert len(cells) == 32
+    for c in cells:
+        assert c.util_pct is not None and 0 <= c.util_pct <= 100
+        assert c.power_w is not None and c.power_limit_w is not None and c.power_w <= c.power_limit_w * 1.02
+    idle = [c for c in cells if c.host == "node-01" and c.gpu in ("6", "7")]
+    assert len(idle) == 2 and all((c.util_pct or 0) < 1 for c in idle)  # the planted idle GPUs
+
+
+def test_jobs_rank_by_cost_over_the_best_cap_and_lambda_reorders_them(ctx: Any) -> None:
+    speed = views.jobs_rows(ctx, 0.0)
+    energy = views.jobs_rows(ctx, 1.0)
+    assert {r["job"] for r in speed} == {r["job"] for r in energy} and len(speed) >= 10
+    assert [r["job"] for r in speed[:5]] != [r["job"] for r in energy[:5]]
+    llm = [r for r in speed if r["job"].startswith("llm-pretrain")]
+    assert {r["best_cap_w"] for r in llm} == {700}  # λ = 0: time only, the fastest cap
+    top_speed, top_energy = speed[0], energy[0]
+    assert top_speed["cap_w"] < 700 and top_speed["excess_mj"] > 0  # capped jobs pay in time
+    assert top_energy["cap_w"] == 700 and top_energy["excess_mj"] > 0  # uncapped ones in energy
+    assert [r["rank"] for r in speed] == list(range(1, len(speed) + 1))
+    for r in energy:
+        if r["excess_mj"] is not None and r["cap_w"] == r["best_cap_w"]:
+            assert abs(r["excess_mj"]) <= 0.02 * (r["cost_mj"] or 1)
+
+
+def test_job_detail_series_and_baseline(cached: CachedStore, ctx: Any) -> None:
+    job = next(j for j in ctx.job_aggs.values() if j.job.startswith("llm-pretrain-node-00-a"))
+    d = views.job_detail(cached, "24h", job.job)
+    assert d.found and d.unit == "tokens" and d.times_ns == sorted(d.times_ns)
+    assert len(d.times_ns) == len(d.power_w) == len(d.rate) == len(d.per_values) >= 10
+    assert d.baseline is not None and d.baseline_source == "first hour"
+    finite = [p for p in d.per_values if p is not None]
+    assert min(finite) > 0.5 * d.baseline and max(finite) < 1.5 * d.baseline
+    power = [p for p in d.power_w if p]
+    assert 4 * 300 < max(power) <= 4 * 720  # four H100s at their 700 W cap
+    assert dict(d.facts)["Power cap"] == "700 W"
+    assert not views.job_detail(cached, "24h", "no-such-job").found
+
+
+def test_tradeoff_moves_the_recommended_cap_with_lambda(ctx: Any) -> None:
+    fast = views.tradeoff(ctx, 0.0, None)
+    frugal = views.tradeoff(ctx, 1.0, None)
+    assert fast.selected == frugal.selected and "llm-pretrain" in (fast.selected or "")
+    caps = sorted(p.cap_w for p in fast.points)
+    assert caps == [400, 500, 700]
+    assert fast.best_cap_w == 700
+    lowest_energy = min(frugal.points, key=lambda p: p.energy_j_per_unit)
+    assert frugal.best_cap_w == lowest_energy.cap_w
+    assert "best cap" in frugal.summary and "W" in frugal.summary
+    picked = views.tradeoff(ctx, 0.5, fast.classes[-1][0])
+    assert picked.selected == fast.classes[-1][0]
+
+
+def test_carbon_view_windows_and_emissions(ctx: Any) -> None:
+    v = views.carbon_view(ctx)
+    assert v.source and v.total_g and v.total_g > 0
+    assert [w["hours"] for w in v.windows] == [2, 4, 8]
+    means = [w["mean_g_per_kwh"] for w in v.windows]
+    assert means[0] <= means[1] <= means[2]  # a longer window cannot beat the best shorter one
+    for w in v.windows:
+        assert w["start_ns"] >= ctx.now_ns - 3600 * NS and w["vs_mean_pct"] < 0
+    assert v.shade and v.shade[0][1] - v.shade[0][0] == 4 * 3600 * NS
+    assert len(v.by_node) == 4 and all(g > 0 for _, g in v.by_node)
+    assert sum(g for _, g in v.by_job) < v.total_g  # jobs are part of the facility's energy
+    assert any(r.kind == "carbon_window" for r in v.recs)
+
+
+def test_recommendations_view_totals(ctx: Any) -> None:
+    v = views.recommendations_view(ctx, 0.5)
+    assert v.items and v.currency == "USD"
+    assert v.kwh_per_day == pytest.approx(sum(r.savings_kwh_per_day for r in v.items))
+    kinds = {r.kind for r in v.items}
+    assert {"idle_gpu", "carbon_window"} <= kinds
+    capped = views.recommendations_view(ctx, 1.0)
+    assert any(r.kind == "power_cap" for r in capped.items)  # energy-first: lower the 700 W caps
+
+
+def test_alert_lanes_from_the_rule_engine(cached: CachedStore) -> None:
+    end = views.data_end_ns(cached)
+    assert end is not None
+    lanes = views.alert_lanes(cached, end)
+    assert lanes, "the engine fired alerts on the demo fleet"
+    targets = {(a.rule, a.target) for a in lanes if a.firing}
+    assert ("idle-gpu-waste", "node-01/gpu6") in targets and ("idle-gpu-waste", "node-01/gpu7") in targets
+    firing_then = [a.firing for a in lanes]
+    assert firing_then == sorted(firing_then, reverse=True)  # firing first
+    for a in lanes:
+        for start, stop in a.spans:
+            assert stop is None or stop > start
+        assert (a.spans[-1][1] is None) == a.firing
+    v = views.alerts_view(cached, "24h")
+    assert v.recorded and v.spans
+    st = views.status(cached, "24h", time.time_ns())
+    assert st.simulated and not st.estimated and st.firing == sum(a.firing for a in lanes)
+
+
+def test_empty_store_reads_as_no_data(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "empty.db")
+    assert views.data_end_ns(s) is None
+    st = views.status(s, "24h", time.time_ns())
+    assert st.newest_ns is None and not st.simulated
+    v = views.alerts_view(s, "24h")
+    assert not v.recorded and v.lanes == []
+    chart = views.fleet_power(s, views.window_for(s, "1h"), "host")
+    assert chart.series == []
+    s.close()
+
+
+def test_bad_range_and_grouping_are_named() -> None:
+    with pytest.raises(ValueError, match="range: expected one of 1h, 6h, 24h, 7d, got '2y'"):
+        views.range_seconds("2y")
+    with pytest.raises(ValueError, match="by: expected host or model, got 'rack'"):
+        views.fleet_power(None, Window(0, 1), "rack")  # type: ignore[arg-type]
+    assert math.isclose(views.range_seconds(None), 86400)
+
+
+def test_context_memo_serves_the_last_context_while_a_newer_one_loads(demo_store: SQLiteStore) -> None:
+    memo = views.ContextMemo(Settings(), stale_s=600)
+    first = memo.get(demo_store, "6h")
+    assert memo.get(demo_store, "6h") is first  # same minute of data: the same Context
+    end = first.window.end_ns
+    write_fleet(demo_store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end - 60 * NS,
+                end + 120 * NS, 60)
+    assert memo.get(demo_store, "6h") is first  # served at once, stale by two minutes ...
+    deadline = time.monotonic() + 60
+    while memo._loading and time.monotonic() < deadline:  # ... while the new one loads
+        time.sleep(0.05)
+    fresh = memo.get(demo_store, "6h")
+    assert fresh is not first and fresh.window.end_ns == end + 180 * NS
+    far = views.ContextMemo(Settings(), stale_s=60)
+    old = far.get(demo_store, "1h")
+    write_fleet(demo_store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end + 120 * NS,
+                end + 600 * NS, 60)
+    newer = far.get(demo_store, "1h")  # moved on by more than stale_s: loaded in the foreground
+    assert newer is not old and newer.window.end_ns > old.window.end_ns
+
+
+def test_prewarm_reads_the_fleet_and_analysis_pages_in_the_background(demo_store: SQLiteStore) -> None:
+    import threading
+
+    from dashboard.app import create_app
+
+    app = create_app(demo_store, prewarm=True)
+    for t in threading.enumerate():
+        if t.name == "wattlens-prewarm":
+            t.join(120)
+    deps = app._wattlens_deps  # type: ignore[attr-defined]
+    assert "24h" in deps.memo._items  # the analysis Context is ready for the first visitor
+    assert deps.store.cached_rows > 0 and deps.store.stats.fetched_buckets > 0

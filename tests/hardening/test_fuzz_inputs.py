@@ -129,3 +129,43 @@ def test_store_url_password_never_appears_in_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         open_store(url.replace("influxdb", "influx"))
     assert "s3cr3t" not in str(info.value)
+
+
+RULE_KINDS = ["threshold", "trend", "absence", "idle_waste", "carbon", "budget"]
+RULE_KEYS = ["name", "for", "severity", "labels", "hysteresis_pct", "match", "hooks",
+             "above_w", "util_below_pct", "power_above_w", "drop_pct", "max_kwh", "max_kg_co2",
+             "above_g_per_kwh", "period", "target", "baseline"]
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(RULE_KEYS),
+                                st.one_of(PRINTABLE, st.integers(-10, 10**6),
+                                          st.floats(allow_nan=False, allow_infinity=False),
+                                          st.booleans(), st.lists(PRINTABLE, max_size=2)),
+                                max_size=6), max_size=3))
+def test_any_rule_file_parses_or_names_the_problem(rules: list[dict[str, object]]) -> None:
+    import json
+
+    from analytics.alerts.rules import RuleFileError, parse_rules
+
+    body = []
+    for rule in rules:
+        body.append("[[rule]]")
+        body.append(f'name = "r{len(body)}"')
+        body.append(f"kind = {json.dumps(RULE_KINDS[len(body) % len(RULE_KINDS)])}")
+        body += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in rule.items() if k != "name"]
+    try:
+        parsed = parse_rules("\n".join(body), "fuzz.toml")
+    except RuleFileError as exc:
+        assert "fuzz.toml" in str(exc)
+    else:
+        assert parsed is not None
+
+
+@given(PRINTABLE)
+def test_any_rule_file_text_parses_or_fails_with_a_rule_file_error(text: str) -> None:
+    from analytics.alerts.rules import RuleFileError, parse_rules
+
+    try:
+        parse_rules(text, "fuzz.toml")
+    except RuleFileError as exc:
+        assert "fuzz.toml" in str(exc)

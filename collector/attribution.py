@@ -130,7 +130,8 @@ def split_energy(energy_j: float, interval_s: float, presences: Mapping[str, Pre
         elif total_w > 0:
             used.add(UTIL_SHARE)
             for j in here:
-                shares[j] += piece_j * weights[j] / total_w
+                # The fraction first: piece_j * w would lose precision when w is subnormal.
+                shares[j] += piece_j * (weights[j] / total_w)
         else:
             used.add(EVEN_SPLIT)
             for j in here:

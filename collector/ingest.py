@@ -507,7 +507,8 @@ class JobTracker:
             else:
                 self._methods[name] = method
             held = self._held.get(name, 0)
-            if method is None and work and self.taps and held < MAX_HELD_ROUNDS:
+            if (method is None and work and self.taps and held < MAX_HELD_ROUNDS
+                    and j.end_s is None):  # a job that has ended reports what it has
                 # No energy measured for this job yet (its process has no CPU or GPU share
                 # this round): keep the work for a round that has one, so work and energy
                 # stay in the same series and PER = SUM(work) / SUM(energy) holds. Only a

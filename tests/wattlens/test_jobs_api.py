@@ -94,7 +94,7 @@ def test_counts_reach_the_agent_in_few_reports_with_their_metadata(tmp_path: Pat
             assert job.mode == "agent"
             for _ in range(2000):
                 job.step(samples=64, tokens=64 * 128, flops=1e9)
-            busy_work(0.4)
+            busy_work(1.0)  # rounds enough for a CPU share after the pid is known, even loaded
             job.add(samples=1)
         live.drain()
         sums = job_sums(live.store, "bert-ft")

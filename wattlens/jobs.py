@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -132,8 +133,14 @@ class _LocalTransport:
         self.agent.stop()
         self.thread.join(30)
         try:
-            # One more round after the final report, so its last interval is written.
-            points = [p for p in self.agent.sample_once() if p.measurement == "job"]
+            # One more round after the final report, so its last interval is written. A job
+            # that ended before the meter's first round needs two: the first sets baselines.
+            points: list[Any] = []
+            for attempt in range(2):
+                points = [p for p in self.agent.sample_once() if p.measurement == "job"]
+                if points or attempt:
+                    break
+                time.sleep(0.05)
             if points:
                 self.store.write(points)
         finally:

@@ -245,7 +245,14 @@ class AgentProcess:
             timer.daemon = True
             timer.start()
         if self.exporter is not None:
-            self.exporter.start()
+            try:
+                self.exporter.start()
+            except OSError as exc:
+                from collector.errors import ConfigError
+
+                self.close()
+                raise ConfigError(f"--prometheus-port: cannot listen on {self.exporter.url}: "
+                                  f"{exc.strerror}; choose another port or 0 to disable") from None
         try:
             self.agent.run()
         finally:
@@ -257,7 +264,13 @@ class AgentProcess:
     def start_background(self) -> threading.Thread:
         """Start the exporter and the sampling loop on a thread (the demo serves pages meanwhile)."""
         if self.exporter is not None:
-            self.exporter.start()
+            try:
+                self.exporter.start()
+            except OSError as exc:  # e.g. a real agent already has the port: go on without it
+                log.warning("no /metrics: cannot listen on %s (%s); use --prometheus-port",
+                            self.exporter.url, exc.strerror)
+                self.agent.observers = [o for o in self.agent.observers if o is not self.exporter]
+                self.exporter = None
         thread = threading.Thread(target=self.agent.run, name="wattlens-agent", daemon=True)
         thread.start()
         return thread

@@ -105,7 +105,13 @@ def serve_until_signal(app: Any, bind: str, port: int, on_start: str = "", auth:
 
         install(app.server, token)
         log.info("dashboard: token required (HTTP basic auth password, or Authorization: Bearer)")
-    server = DashboardServer(app, bind, port)
+    try:
+        server = DashboardServer(app, bind, port)
+    except OSError as exc:
+        from collector.errors import ConfigError
+
+        raise ConfigError(f"--port: cannot serve on {bind}:{port}: {exc.strerror}; "
+                          f"choose another port") from None
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -150,7 +150,7 @@ TABLE_STYLE: dict[str, Any] = {
     "style_header": {"fontWeight": "600", "backgroundColor": "#f1f5f9", "color": "#334155",
                      "borderBottom": "2px solid #cbd5e1", "whiteSpace": "normal",
                      "height": "auto", "lineHeight": "16px", "verticalAlign": "bottom"},
-    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "240px"}],
+    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "290px"}],
     "style_filter": {"backgroundColor": "#ffffff"},
     "style_as_list_view": True,
 }
@@ -167,8 +167,7 @@ JOB_COLUMNS: list[dict[str, Any]] = [
     {"name": "Work", "id": "work"},
     {"name": "PER", "id": "per"},
     {"name": "PER Δ %", "id": "per_trend_pct", "type": "numeric"},
-    {"name": "cost(λ) MJ", "id": "cost_mj", "type": "numeric"},
-    {"name": "Over best MJ", "id": "excess_mj", "type": "numeric"},
+    {"name": "Over best cap MJ", "id": "excess_mj", "type": "numeric"},
 ]
 
 

@@ -293,7 +293,8 @@ def pareto(points: Sequence[CapPoint], *, unit: str, best_cap_w: float | None, l
                 name="equal cost(λ) through the best cap", hoverinfo="skip",
                 line={"color": GOOD, "dash": "dot", "width": 1.2}))
     base_layout(fig, x_title=f"time: GPU-seconds {tlabel}", y_title=f"energy: J {elabel}",
-                height=440)
+                height=460)
+    fig.update_layout(legend={"y": -0.25}, margin={"b": 96})  # below the x-axis title
     energies = [p.energy_j_per_unit * ef for p in points]
     span = max(energies) - min(energies) or max(energies) * 0.1 or 1.0
     fig.update_yaxes(range=[min(energies) - 0.25 * span, max(energies) + 0.25 * span])

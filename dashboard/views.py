@@ -246,7 +246,7 @@ def fleet_kpis(store: Store, end_ns: int, settings: Settings) -> list[Kpi]:
     energy_before = before.gpu_j + before.cpu_j
     return [
         Kpi("power", "Power, last 5 min", units.power(today.power_now_w),
-            f"GPU + CPU to {_hhmm(end_ns)} UTC · {gpus_now} GPUs",
+            f"GPU + CPU, to {_hhmm(end_ns)} UTC · {gpus_now} GPUs",
             units.change_pct(today.power_now_w, before.power_now_w), None,
             "vs yesterday", today.power_now_w),
         Kpi("energy", "Energy, 24 h", units.energy(energy_now),

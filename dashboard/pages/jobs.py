@@ -18,7 +18,7 @@ def layout() -> list[Any]:
             "Jobs", html.Div(id="jobs-summary", className="wl-summary"),
             dcc.Loading(components.JOBS_TABLE, delay_show=400, type="dot"),
             note="click a row for its power, throughput and PER over time · "
-                 "filter with e.g. >10 or train · cost(λ) uses the λ of the Trade-off page",
+                 "filter with e.g. >10 or train · \"over best cap\" uses the λ of the Trade-off page",
             id="card-jobs"),
     ]
 

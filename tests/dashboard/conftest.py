@@ -34,6 +34,14 @@ above_w = 40
 for = "15m"
 severity = "warning"
 [[rule]]
+name = "deferrable-at-carbon-peak"
+kind = "carbon"
+above_g_per_kwh = 420
+window = "15m"
+for = "0s"
+hysteresis = 20
+severity = "info"
+[[rule]]
 name = "gpu-power-at-cap"
 kind = "threshold"
 above_cap_pct = 98
@@ -83,7 +91,8 @@ def pytest_setup_options() -> Options:
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """49 h of a 4-node x 8-GPU simulated fleet at 60 s resolution, ending now, plus the alert
-    transitions the real rule engine writes when it evaluates every 10 minutes of the last 12 h."""
+    transitions the real rule engine writes when it evaluates every 10 minutes of the last 48 h
+    (the carbon rule fires and clears every evening, so any 24 h holds a resolved alert)."""
     from analytics.alerts import parse_rules
     from analytics.alerts.engine import Engine
 
@@ -92,7 +101,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     end = time.time_ns() // (60 * NS) * 60 * NS
     write_fleet(store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end - 49 * 3600 * NS, end, 60)
     engine = Engine(store, parse_rules(ALERT_RULES))
-    for k in range(72, -1, -1):
+    for k in range(288, -1, -1):
         engine.evaluate(end - k * 600 * NS)
     store.close()
     return path

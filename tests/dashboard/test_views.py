@@ -103,7 +103,7 @@ def test_live_update_fetches_only_new_buckets_and_equals_a_redraw(demo_store: SQ
     w = views.window_for(store, "1h")
     chart = views.fleet_power(store, w, "model")
     state = chart.state("1h")
-    figure = {"data": [{"x": _iso(s.times_ns),
+    figure: dict[str, Any] = {"data": [{"x": _iso(s.times_ns),
                         "y": [None if v is None else v / 1000 for v in s.values]}
                        for s in chart.series]}
     # The agent writes four more minutes; the chart asks only for what changed.

@@ -324,8 +324,6 @@ class SQLiteStore:
             if lo is not None:
                 firsts.append(int(lo))
                 lasts.append(int(hi))
-            if tier == "raw" and lo is not None:
-                break  # raw holds the newest point; older tiers only matter past raw retention
         if not firsts:
             return None
         return min(firsts), max(lasts)

@@ -7,7 +7,10 @@ Per measurement ``m`` (names quoted, so any text is safe):
 - ``raw:m`` — one row per series per time, ``PRIMARY KEY (time_ns, sid)``
   ``WITHOUT ROWID``: the key is the table, so there is no second index, and
   points written in time order append at the end of the B-tree. One ``f:FIELD``
-  column per field, REAL affinity (SQLite stores an integral REAL in 1–4 bytes).
+  column per field. A number with at most three decimals (NVML reports mW and
+  mJ; gauges are rounded) is stored as the INTEGER value x 1000, which takes
+  1–4 bytes instead of 8; any other number as REAL. Both read back exactly:
+  :func:`value_expr` and :func:`decode` undo the scaling.
 - ``1m:m`` and ``1h:m`` — the same key, with ``s:F``, ``n:F``, ``lo:F``, ``hi:F``
   (sum, count, min, max) per field, maintained in the write's transaction.
 
@@ -100,12 +103,40 @@ def add_tag(conn: sqlite3.Connection, measurement: str, tag: str) -> None:
 
 
 def add_field(conn: sqlite3.Connection, measurement: str, field_name: str) -> None:
-    conn.execute(f"ALTER TABLE {table('raw', measurement)} ADD COLUMN {field_col(field_name)} REAL")
+    conn.execute(f"ALTER TABLE {table('raw', measurement)} ADD COLUMN {field_col(field_name)}")
     for tier in ("1m", "1h"):
         for part in PARTS:
             kind = "INTEGER" if part == "n" else "REAL"
             conn.execute(f"ALTER TABLE {table(tier, measurement)} "
                          f"ADD COLUMN {part_col(part, field_name)} {kind}")
+
+
+SCALE = 1000
+_EXACT = 2 ** 53
+
+
+def encode(v: object) -> object:
+    """A field value as stored in ``raw:m``: milli-units as an INTEGER when that is exact."""
+    if isinstance(v, bool):
+        return SCALE if v else 0
+    if isinstance(v, (int, float)):
+        x = round(v * SCALE)
+        if -_EXACT < x < _EXACT and x / SCALE == v:
+            return x
+        return float(v)
+    return v
+
+
+def decode(v: object) -> object:
+    """A stored raw value back to what was written (text stays text)."""
+    if isinstance(v, int):
+        return v / SCALE
+    return v
+
+
+def value_expr(col: str) -> str:
+    """SQL for a raw column's value as written (the same division as :func:`decode`)."""
+    return f"(CASE WHEN typeof({col}) = 'integer' THEN {col} / {SCALE}.0 ELSE {col} END)"
 
 
 _DURATION = re.compile(r"(\d+)(s|m|h|d|w)")

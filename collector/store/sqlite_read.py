@@ -63,7 +63,8 @@ def _piece(conn: sqlite3.Connection, q: AggregateQuery, piece: tiers.Piece, need
     for f in need:
         if tier == "raw":
             c = f"d.{lay.field_col(f)}"
-            select += [f"SUM({c})", f"COUNT({c})", f"MIN({c})", f"MAX({c})"]
+            v = lay.value_expr(c)
+            select += [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
         else:
             s, n, lo, hi = (f"d.{lay.part_col(p, f)}" for p in lay.PARTS)
             select += [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"]
@@ -107,7 +108,7 @@ def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],
                           {column(a, fn): (0.0 if a == "count" else None)
                            for a, fn in q.aggregates})
                 index[key] = row
-            row.values[column("last", f)] = _num(r[1 + n_tags])  # type: ignore[index]
+            row.values[column("last", f)] = _num(lay.decode(r[1 + n_tags]))  # type: ignore[index]
     rows = list(index.values())
     for r in rows:
         for agg, f in q.aggregates:

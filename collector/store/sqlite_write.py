@@ -34,6 +34,12 @@ def write_measurement(conn: sqlite3.Connection, measurement: str,
             f"SELECT time_ns, sid FROM {raw} WHERE time_ns >= ? AND time_ns <= ?",
             (min(times), max(times))).fetchall()} & rows.keys()
     _upsert_raw(conn, raw, rows)
+    if newest is None or min(times) > newest:
+        # All new and newer than anything stored (the agent's case): the rows in
+        # [min, max] are exactly this batch, so SQLite aggregates them itself.
+        present = sorted({k for f in rows.values() for k in f})
+        _add_rollups_sql(conn, measurement, min(times), max(times), present)
+        return
     fresh = {k: v for k, v in rows.items() if k not in existing}
     if fresh:
         _add_rollups(conn, measurement, fresh)
@@ -55,8 +61,7 @@ def _upsert_raw(conn: sqlite3.Connection, raw: str,
             f"ON CONFLICT(time_ns, sid) DO UPDATE SET {updates}", values)
 
 
-def _sql_value(v: FieldValue) -> object:
-    return v
+_sql_value = lay.encode
 
 
 def _add_rollups(conn: sqlite3.Connection, measurement: str,
@@ -83,6 +88,34 @@ def _add_rollups(conn: sqlite3.Connection, measurement: str,
         _upsert_parts(conn, lay.table(lay.TIER_TABLE[width_s], measurement), acc)
 
 
+def _add_rollups_sql(conn: sqlite3.Connection, measurement: str, lo_ns: int, hi_ns: int,
+                     fields: Sequence[str]) -> None:
+    raw = lay.table("raw", measurement)
+    for width_s in lay.ROLLUP_WIDTHS_S:
+        width = width_s * NS
+        cols, select, sets = ["time_ns", "sid"], [f"(time_ns / {width}) * {width}", "sid"], []
+        for f in fields:
+            c = lay.field_col(f)
+            v = lay.value_expr(c)
+            s, n, lo, hi = (lay.part_col(p, f) for p in lay.PARTS)
+            cols += [s, n, lo, hi]
+            select += [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
+            sets += _merge_sets(s, n, lo, hi)
+        conn.execute(
+            f"INSERT INTO {lay.table(lay.TIER_TABLE[width_s], measurement)} ({','.join(cols)}) "
+            f"SELECT {','.join(select)} FROM {raw} WHERE time_ns >= ? AND time_ns <= ? "
+            f"GROUP BY 1, 2 ON CONFLICT(time_ns, sid) DO UPDATE SET {','.join(sets)}",
+            (lo_ns, hi_ns))
+
+
+def _merge_sets(s: str, n: str, lo: str, hi: str) -> list[str]:
+    """Upsert terms that add a batch's parts onto a bucket's (NULL where a side has none)."""
+    return [f"{s}=COALESCE({s}+excluded.{s}, {s}, excluded.{s})",
+            f"{n}=COALESCE({n}, 0)+COALESCE(excluded.{n}, 0)",
+            f"{lo}=COALESCE(MIN({lo}, excluded.{lo}), {lo}, excluded.{lo})",
+            f"{hi}=COALESCE(MAX({hi}, excluded.{hi}), {hi}, excluded.{hi})"]
+
+
 def _upsert_parts(conn: sqlite3.Connection, tier_table: str,
                   acc: dict[tuple[int, int], dict[str, Parts]]) -> None:
     by_keys: dict[tuple[str, ...], list[tuple[object, ...]]] = defaultdict(list)
@@ -96,10 +129,7 @@ def _upsert_parts(conn: sqlite3.Connection, tier_table: str,
         for k in keys:
             s, n, lo, hi = (lay.part_col(p, k) for p in lay.PARTS)
             cols += [s, n, lo, hi]
-            sets += [f"{s}=COALESCE({s}+excluded.{s}, {s}, excluded.{s})",
-                     f"{n}=COALESCE({n}, 0)+excluded.{n}",
-                     f"{lo}=COALESCE(MIN({lo}, excluded.{lo}), {lo}, excluded.{lo})",
-                     f"{hi}=COALESCE(MAX({hi}, excluded.{hi}), {hi}, excluded.{hi})"]
+            sets += _merge_sets(s, n, lo, hi)
         conn.executemany(
             f"INSERT INTO {tier_table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
             f"ON CONFLICT(time_ns, sid) DO UPDATE SET {','.join(sets)}", values)
@@ -114,8 +144,9 @@ def recompute(conn: sqlite3.Connection, measurement: str, keys: set[tuple[int, i
     m1, h1 = lay.table("1m", measurement), lay.table("1h", measurement)
     part_cols = [lay.part_col(p, f) for f in all_fields for p in lay.PARTS]
     insert = f"INSERT OR REPLACE INTO {{dst}} (time_ns, sid, {','.join(part_cols)}) "
-    from_raw = ", ".join(f"SUM({c}), COUNT({c}), MIN({c}), MAX({c})"
-                         for c in (lay.field_col(f) for f in all_fields))
+    from_raw = ", ".join(f"SUM({v}), COUNT({c}), MIN({v}), MAX({v})"
+                         for c, v in ((c, lay.value_expr(c)) for c in
+                                      (lay.field_col(f) for f in all_fields)))
     from_1m = ", ".join(
         f"SUM({lay.part_col('s', f)}), SUM({lay.part_col('n', f)}), "
         f"MIN({lay.part_col('lo', f)}), MAX({lay.part_col('hi', f)})" for f in all_fields)

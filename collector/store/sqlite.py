@@ -59,6 +59,7 @@ class SQLiteStore:
         self._generation = 0
         self._conns: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
+        self._journal_ids: dict[str, tuple[int, int] | None] = {}
         self._checked_ns = 0
         self._purged_ns = 0
         self._reset_caches()
@@ -71,14 +72,18 @@ class SQLiteStore:
 
     # --- the file and its connections -------------------------------------------------
     def _open_file(self) -> None:
-        if not self.path.exists():
-            for suffix in ("-wal", "-shm"):
-                stale = Path(f"{self.path}{suffix}")
-                if stale.exists():  # a deleted database's journal must not replay into a new one
-                    aside = stale.with_name(f"{stale.name}.orphaned-{time.time_ns()}")
-                    stale.rename(aside)
-                    log.error("SQLite store %s: moved the old %s aside to %s", self.path,
-                              suffix, aside)
+        for suffix in ("-wal", "-shm"):
+            stale = Path(f"{self.path}{suffix}")
+            # A deleted or replaced database's journal must not replay into the file now at
+            # the path: move it aside when there is no database, or when it is the very
+            # journal this process saw with the old file (another process's new one stays).
+            ident = _identity(stale)
+            if ident is not None and (not self.path.exists()
+                                      or ident == self._journal_ids.get(suffix)):
+                aside = stale.with_name(f"{stale.name}.orphaned-{time.time_ns()}")
+                stale.rename(aside)
+                log.error("SQLite store %s: moved the old database's %s aside to %s", self.path,
+                          suffix, aside)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._lock:
@@ -94,8 +99,11 @@ class SQLiteStore:
                 log.error("SQLite store %s holds tables of the first layout (%s) that this version "
                           "does not read; run `wattlens store migrate --store %s`", self.path,
                           ", ".join(old), self.url)
-            st = os.stat(self.path)
-            self._identity = (st.st_dev, st.st_ino)
+            self._identity = _identity(self.path)
+            self._note_journal()
+
+    def _note_journal(self) -> None:
+        self._journal_ids = {sfx: _identity(Path(f"{self.path}{sfx}")) for sfx in ("-wal", "-shm")}
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -123,12 +131,9 @@ class SQLiteStore:
         if not force and now - self._checked_ns < self._check_every_ns:
             return False
         self._checked_ns = now
-        try:
-            st = os.stat(self.path)
-            identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            identity = None
+        identity = _identity(self.path)
         if identity == self._identity:
+            self._note_journal()
             return False
         with self._lock:
             what = "was deleted" if identity is None else "was replaced by another file"
@@ -340,6 +345,15 @@ class SQLiteStore:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None when there is none: what tells a new file from the old."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _days(seconds: int) -> str:
     if seconds == 0:
         return "kept"
@@ -352,6 +366,8 @@ def from_url(url: str) -> SQLiteStore:
         return SQLiteStore(url)
     parts = urlsplit(url)
     path = unquote(parts.netloc + parts.path)
+    if path.startswith("//"):  # sqlite:////abs/path.db, as f"sqlite:///{absolute}" writes it
+        path = path[1:]
     if not path:
         raise ConfigError(f"--store: {url!r} names no file; use sqlite:///path/to/wattlens.db")
     return SQLiteStore(path)

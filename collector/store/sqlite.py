@@ -43,13 +43,15 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0,
-                 purge_every_s: float = 60.0, check_every_s: float = 1.0) -> None:
+                 purge_every_s: float = 60.0, check_every_s: float = 1.0,
+                 tiered: bool = True) -> None:
         self.path = Path(path)
         self.url = f"sqlite://{self.path}"  # sqlite:///abs/path.db or sqlite://rel.db
         if self.path.is_dir():
             raise ConfigError(f"--store: {self.path} is a directory; give a file path like "
                               f"sqlite:///{self.path / 'wattlens.db'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tiered = tiered  # False: read raw rows only (the benchmarks' reference)
         self.reopened = 0  # times the file was found deleted or replaced and opened again
         self._timeout_s = timeout_s
         self._purge_every_ns = int(purge_every_s * NS)
@@ -303,7 +305,7 @@ class SQLiteStore:
         if cols is None:
             return []
         try:
-            return run_query(self._conn(), q, *cols)
+            return run_query(self._conn(), q, *cols, tiered=self.tiered)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: query failed: {exc}") from exc
 

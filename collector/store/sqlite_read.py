@@ -12,7 +12,7 @@ NS = 1_000_000_000
 
 
 def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
-              fields: set[str]) -> list[Row]:
+              fields: set[str], *, tiered: bool = True) -> list[Row]:
     """Answer ``q``: composable aggregates from the coarsest tiers, ``last`` from raw rows."""
     for tag, want in q.where.items():
         values = (want,) if isinstance(want, str) else tuple(want)
@@ -23,7 +23,7 @@ def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
     if any(agg != "last" for agg, _ in q.aggregates):
         plain = AggregateQuery(q.measurement, tuple((a, f) for a, f in q.aggregates if a != "last"),
                                q.start_ns, q.end_ns, q.group_by, q.bucket_s, q.where)
-        for piece in tiers.plan(plain):
+        for piece in tiers.plan(plain, tiers.TIERS if tiered else (tiers.RAW,)):
             parts.extend(_piece(conn, q, piece, need, tags))
     out = tiers.merge(q, parts)
     lasts = [f for agg, f in q.aggregates if agg == "last"]

@@ -17,7 +17,7 @@ from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
-from dashboard.cache import CachedStore
+from collector.store.cache import CachedStore
 from dashboard.pages.fleet import power_patch
 from tests.dashboard.conftest import write_fleet
 

@@ -99,8 +99,8 @@ class SQLiteStore:
             old = lay.old_layout_tables(conn)
             if old:
                 log.error("SQLite store %s holds tables of the first layout (%s) that this version "
-                          "does not read; run `wattlens store migrate --store %s`", self.path,
-                          ", ".join(old), self.url)
+                          "does not read; run `wattlens store init --store %s` to move them into "
+                          "the current layout", self.path, ", ".join(old), self.url)
             self._identity = _identity(self.path)
             self._note_journal()
 
@@ -184,8 +184,38 @@ class SQLiteStore:
         if not rollups:
             lines.append("rollups: the embedded store always keeps them (they are what makes "
                          "long windows fast)")
+        lines += self.migrate()
         removed = self.purge()
         lines.append(f"purged {removed} rows past retention")
+        return lines
+
+    def migrate(self, batch: int = 50_000) -> list[str]:
+        """Move the rows of first-layout tables (``m:NAME``) through ``write``, then drop them."""
+        from collector.schema import Point
+
+        lines: list[str] = []
+        conn = self._conn()
+        for name in lay.old_layout_tables(conn):
+            measurement = name[2:]
+            cols = [c for c in lay.columns(conn, lay.qident(name)) if c not in ("series",)]
+            cur = conn.execute(f"SELECT {','.join(lay.qident(c) for c in cols)} "
+                               f"FROM {lay.qident(name)}")
+            moved = 0
+            while chunk := cur.fetchmany(batch):
+                pts = []
+                for row in chunk:
+                    values = dict(zip(cols, row, strict=True))
+                    tags = tuple(sorted((c[2:], v) for c, v in values.items()
+                                        if c.startswith("t:") and v not in (None, "")))
+                    fields = tuple(sorted((c[2:], v) for c, v in values.items()
+                                          if c.startswith("f:") and v is not None))
+                    if fields:
+                        pts.append(Point(measurement, tags, fields, int(values["time_ns"])))
+                self.write(pts)
+                moved += len(pts)
+            with self._lock:
+                conn.execute(f"DROP TABLE {lay.qident(name)}")
+            lines.append(f"moved {moved} {measurement} rows from the first layout")
         return lines
 
     # --- writes --------------------------------------------------------------------

@@ -15,9 +15,9 @@ from analytics import queries
 from analytics.context import Settings
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
+from collector.store.cache import CachedStore
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
-from collector.store.cache import CachedStore
 from dashboard.pages.fleet import power_patch
 from tests.dashboard.conftest import write_fleet
 

@@ -108,3 +108,25 @@ def test_retention_per_tier_keeps_the_store_bounded_and_old_totals_exact(tmp_pat
         store.init(rollup_1m_retention="ninety days")
     reopened = SQLiteStore(tmp_path / "w.db")
     assert reopened.retention_s == {"raw": 2 * 86400, "1m": 5 * 86400, "1h": 0}
+
+
+def test_init_moves_a_first_layout_database_into_the_tiers(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute('CREATE TABLE "m:gpu" (time_ns INTEGER NOT NULL, series TEXT NOT NULL, '
+                 '"t:host", "f:energy_j", "f:power_w")')
+    conn.executemany('INSERT INTO "m:gpu" VALUES (?, ?, ?, ?, ?)',
+                     [(T0 + k * 30 * NS, "s", f"h{k % 2}", 1.5, 300.0 + k) for k in range(240)])
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(db)
+    assert store.count("gpu") == 0
+    assert "moved 240 gpu rows from the first layout" in store.init()
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("max", "power_w")), T0, T0 + 2 * HOUR,
+                       group_by=("host",))
+    rows = {r.tags["host"]: r.values for r in store.query(q)}
+    assert rows == {"h0": {"sum_energy_j": 180.0, "max_power_w": 538.0},
+                    "h1": {"sum_energy_j": 180.0, "max_power_w": 539.0}}
+    assert store.count("gpu", "1h") == 4

@@ -44,9 +44,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0,
                  purge_every_s: float = 60.0, check_every_s: float = 1.0,
-                 tiered: bool = True) -> None:
+                 tiered: bool = True, url: str | None = None) -> None:
         self.path = Path(path)
-        self.url = f"sqlite://{self.path}"  # sqlite:///abs/path.db or sqlite://rel.db
+        self.url = url or f"sqlite://{self.path}"  # as given, or sqlite:///abs/path.db
         if self.path.is_dir():
             raise ConfigError(f"--store: {self.path} is a directory; give a file path like "
                               f"sqlite:///{self.path / 'wattlens.db'}")
@@ -352,18 +352,23 @@ class SQLiteStore:
         if self._read_cols(measurement) is None:
             return None
         conn = self._conn()
-        firsts, lasts = [], []
-        for tier in ("raw", "1m", "1h"):
+        first: int | None = None
+        last: int | None = None
+        for tier, width_s in (("raw", 0), ("1m", 60), ("1h", 3600)):
             t = lay.table(tier, measurement)
             # Two subqueries: each is one B-tree seek; MIN and MAX in one SELECT scan the table.
             lo, hi = conn.execute(f"SELECT (SELECT MIN(time_ns) FROM {t}), "
                                   f"(SELECT MAX(time_ns) FROM {t})").fetchone()
-            if lo is not None:
-                firsts.append(int(lo))
-                lasts.append(int(hi))
-        if not firsts:
+            if lo is None:
+                continue
+            # A rollup row starts its bucket: it only moves `first` back when the finer
+            # tier lost whole buckets before it to retention.
+            if first is None or int(lo) + width_s * NS <= first:
+                first = int(lo)
+            last = max(last or int(hi), int(hi))
+        if first is None or last is None:
             return None
-        return min(firsts), max(lasts)
+        return first, last
 
     def count(self, measurement: str, tier: str = "raw") -> int:
         """Rows stored for a measurement in one tier (for tests and diagnostics)."""
@@ -402,4 +407,4 @@ def from_url(url: str) -> SQLiteStore:
         path = path[1:]
     if not path:
         raise ConfigError(f"--store: {url!r} names no file; use sqlite:///path/to/wattlens.db")
-    return SQLiteStore(path)
+    return SQLiteStore(path, url=url)

@@ -69,17 +69,22 @@ def expand(t: int, pts: list[Point], interval_s: float) -> list[Point]:
 
 
 def fill(store: SQLiteStore, gpus: int, start_ns: int, n_minutes: int, interval_s: float,
-         every: Callable[[int], None] | None = None) -> tuple[int, float]:
+         every: Callable[[int], None] | None = None, batch_minutes: int = 1) -> tuple[int, float]:
+    """Write ``n_minutes`` through ``store.write``, ``batch_minutes`` minutes per call."""
     rows, write_s = 0, 0.0
+    batch: list[Point] = []
     for i, (t, pts) in enumerate(minutes(gpus, start_ns, n_minutes)):
-        batch = expand(t, pts, interval_s)
+        batch.extend(expand(t, pts, interval_s))
+        if (i + 1) % batch_minutes and i + 1 < n_minutes:
+            continue
         t0 = time.perf_counter()
         store.write(batch)
         write_s += time.perf_counter() - t0
         rows += len(batch)
+        batch = []
         if every is not None:
             every(i)
-        if i % 60 == 59:
+        if (i + 1) % max(60, batch_minutes) == 0:
             print(f"  {i + 1}/{n_minutes} min, {rows:,} points, {rows / write_s:,.0f} points/s "
                   f"in write()", file=sys.stderr, flush=True)
     return rows, write_s
@@ -202,7 +207,8 @@ def run_year(args: argparse.Namespace, root: Path) -> None:
                   f"{store.count('gpu'):,}, 1m rows {store.count('gpu', '1m'):,}, "
                   f"1h rows {store.count('gpu', '1h'):,}", flush=True)
 
-    rows, _ = fill(store, args.gpus, start, days * 1440, args.interval_s, every)
+    rows, _ = fill(store, args.gpus, start, days * 1440, args.interval_s, every,
+                   batch_minutes=1440)
     sizes = tier_bytes(path)
     print(f"{days} days of {args.gpus} GPUs at {args.interval_s:g} s: {rows:,} points written, "
           f"file {sum(sizes.values()) / 1e6:.1f} MB; per tier MB: "

@@ -155,22 +155,22 @@ def retention_seconds(flag: str, text: str) -> int:
 
 
 def purge(conn: sqlite3.Connection, measurements: list[str], retention_s: dict[str, int],
-          now_ns: int, *, chunk_s: int = 600, max_chunks: int = 36) -> int:
+          now_ns: int, *, chunk_s: int = 3600, max_chunks: int = 48) -> int:
     """Delete rows older than each tier's retention, in small transactions; rows deleted.
 
-    Each transaction deletes at most ``chunk_s`` of one tier, and one call at
-    most ``max_chunks`` of them, so a writer never holds the lock for long; the
-    next call continues. Freed pages are reused by later writes, so the file
+    Each transaction deletes at most ``chunk_s`` of one table, and one call at
+    most ``max_chunks`` of them per table, so a writer never holds the lock for
+    long; the next call continues. Freed pages are reused by later writes, so the file
     stops growing once retention is reached.
     """
     deleted = 0
-    chunks = 0
     for tier, keep_s in retention_s.items():
         if keep_s <= 0:
             continue
         horizon = now_ns - keep_s * 1_000_000_000
         for m in measurements:
             t = table(tier, m)
+            chunks = 0
             while chunks < max_chunks:
                 first = conn.execute(f"SELECT MIN(time_ns) FROM {t}").fetchone()[0]
                 if first is None or first >= horizon:

@@ -244,8 +244,8 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
         tags_in = s.get("tags") or {}
         group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
         for raw in s.get("values") or []:
-            values = {f: [_num(raw[1 + 4 * i + j]) for j in range(4)]
-                      for i, f in enumerate(fields)}
+            values: dict[str, Sequence[float | None]] = {
+                f: [_num(raw[1 + 4 * i + j]) for j in range(4)] for i, f in enumerate(fields)}
             bucket = int(raw[0]) if q.bucket_s is not None else None
             out.append((bucket, group, values))
     return out

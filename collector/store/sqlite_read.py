@@ -75,15 +75,13 @@ def _piece(conn: sqlite3.Connection, q: AggregateQuery, piece: tiers.Piece, need
            f"WHERE {where}")
     if group:
         sql += f" GROUP BY {', '.join(group)}"
-    n_tags = len(q.group_by)
-    out: list[tiers.PartRow] = []
-    for r in conn.execute(sql, params):
-        values = {f: [_num(r[1 + n_tags + 4 * i + j]) for j in range(4)]
-                  for i, f in enumerate(need)}
-        if not need:
-            continue
-        out.append((r[0], tuple(r[1:1 + n_tags]), values))  # type: ignore[arg-type]
-    return out
+    if not need:
+        return []
+    base = 1 + len(q.group_by)
+    spans = [(f, base + 4 * i, base + 4 * i + 4) for i, f in enumerate(need)]
+    # Values as SQLite returns them (float, int or None): tiers.finish makes them floats.
+    return [(r[0], r[1:base], {f: r[a:b] for f, a, b in spans})
+            for r in conn.execute(sql, params)]
 
 
 def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],

@@ -87,31 +87,34 @@ def expand(q: AggregateQuery) -> tuple[str, ...]:
     return tuple(sorted({f for _, f in q.aggregates}))
 
 
-PartRow = tuple[int | None, tuple[str, ...], dict[str, list[float | None]]]
+PartRow = tuple[int | None, tuple[str, ...], dict[str, Sequence[float | None]]]
 
 
 def merge(q: AggregateQuery, parts: Iterable[PartRow]) -> list[Row]:
-    """Combine rows of parts (bucket, group tags, field -> [sum, count, min, max]) into ``q``'s rows."""
-    acc: dict[tuple[int | None, tuple[str, ...]], dict[str, list[float | None]]] = {}
+    """Combine rows of parts (bucket, group tags, field -> (sum, count, min, max)) into ``q``'s rows."""
+    acc: dict[tuple[int | None, tuple[str, ...]], dict[str, Sequence[float | None]]] = {}
     for bucket, group, values in parts:
         key = (bucket, group)
         have = acc.get(key)
         if have is None:
-            acc[key] = {f: list(v) for f, v in values.items()}
+            acc[key] = values  # parts are never changed in place: _combine builds new ones
             continue
+        merged = dict(have)
         for f, v in values.items():
-            old = have.get(f)
-            have[f] = list(v) if old is None else _combine(old, v)
+            old = merged.get(f)
+            merged[f] = v if old is None else _combine(old, v)
+        acc[key] = merged
+    names = [(column(agg, f), agg, f) for agg, f in q.aggregates]
     out: list[Row] = []
     for (bucket, group), values in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
         if not any(v[1] for v in values.values()):
             continue  # no raw value behind this group: the contract leaves it out
-        row_values = {column(agg, f): finish(agg, values.get(f)) for agg, f in q.aggregates}
-        out.append(Row(bucket, dict(zip(q.group_by, group, strict=True)), row_values))
+        out.append(Row(bucket, dict(zip(q.group_by, group, strict=True)),
+                       {name: finish(agg, values.get(f)) for name, agg, f in names}))
     return out
 
 
-def _combine(a: list[float | None], b: Sequence[float | None]) -> list[float | None]:
+def _combine(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
     return [_add(a[0], b[0]), _add(a[1], b[1]), _pick(min, a[2], b[2]), _pick(max, a[3], b[3])]
 
 
@@ -137,10 +140,11 @@ def finish(agg: str, parts: Sequence[float | None] | None) -> float | None:
     if not n:
         return None
     if agg == "sum":
-        return total
+        return None if total is None or isinstance(total, str) else float(total)
     if agg == "mean":
         return None if total is None else total / n
-    return lo if agg == "min" else hi
+    value = lo if agg == "min" else hi
+    return None if value is None or isinstance(value, str) else float(value)
 
 
 def bucket_of(time_ns: int, bucket_s: int | None) -> int | None:

@@ -215,10 +215,10 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
-    trends = [tr for tr in report.trends if tr.change_pct is not None]
+    trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{tr.change_pct:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 f"{round(tr.change_pct, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                        "keep state in --state-file; notify hooks.")
     option(r, "--store", default=default_store_url(), help="store URL to read (and write alert "
                                                            "transitions to)")
-    option(r, "--rules", default=None, help="rule file (TOML), e.g. examples/alerts.toml")
+    _rules_arguments(r, env=False)
     option(r, "--interval", type=positive_float, default=60.0, help="seconds between evaluations")
     option(r, "--once", action="store_true", default=False,
            help="evaluate once, wait for deliveries, print the alerts and exit")
@@ -50,8 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = actions.add_parser("check", help="validate a rule file",
                            description="Validate a rule file; every problem is printed as "
                                        "FILE:LINE: rule 'NAME': FIELD: why.")
-    c.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
-                   help="rule file (TOML) (env WATTLENS_RULES)")
+    _rules_arguments(c)
     c.set_defaults(func=check)
 
     s = actions.add_parser("status", help="show the alerts kept in the state file")
@@ -64,11 +63,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            description="Write Prometheus alerting rules over the agent's /metrics "
                                        "that match the rule file; rules PromQL cannot express "
                                        "are listed, not guessed.")
-    e.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
-                   help="rule file (TOML) (env WATTLENS_RULES)")
+    _rules_arguments(e)
     e.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     e.add_argument("--group", default="wattlens", help="Prometheus rule group name")
     e.set_defaults(func=export)
+
+
+def _rules_arguments(p: argparse.ArgumentParser, env: bool = True) -> None:
+    """The rule file, as a positional FILE or as --rules (FILE wins when both are given)."""
+    p.add_argument("rules_file", nargs="?", metavar="FILE",
+                   help="rule file (TOML), e.g. examples/alerts-local.toml")
+    if env:  # `run` reads --rules through option(), so it also comes from a --config file
+        p.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
+                       help="rule file, the same as FILE (env WATTLENS_RULES)")
+    else:
+        option(p, "--rules", default=None, help="rule file, the same as FILE")
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -79,9 +88,11 @@ def _usage(p: argparse.ArgumentParser) -> int:
 def _need_rules(args: argparse.Namespace) -> str:
     from collector.errors import ConfigError
 
-    if not args.rules:
-        raise ConfigError("--rules: a rule file is needed (see examples/alerts.toml), got none")
-    return str(args.rules)
+    rules = getattr(args, "rules_file", None) or args.rules  # FILE, else --rules (or its env)
+    if not rules:
+        raise ConfigError("FILE: a rule file is needed, e.g. `wattlens alerts run "
+                          "examples/alerts-local.toml` (or --rules FILE), got none")
+    return str(rules)
 
 
 def run(args: argparse.Namespace) -> int:

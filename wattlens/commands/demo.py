@@ -10,7 +10,7 @@ import time
 
 from wattlens.commands.collect import add_agent_options
 from wattlens.commands.dashboard import add_dashboard_options, serve_until_signal
-from wattlens.config import option, positive_int, state_dir
+from wattlens.config import option, positive_int
 
 log = logging.getLogger("wattlens.demo")
 NS = 1_000_000_000
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="simulated fleet + embedded store + dashboard, one command",
                        description="Run a simulated GPU fleet into an embedded SQLite store and "
                                    "serve the dashboard. Nothing to install.")
-    add_agent_options(p)
+    add_agent_options(p, spool="demo-spool")  # never mix with a real agent's spool
     add_dashboard_options(p)
     option(p, "--backfill", default="24h",
            help="history to write first so charts are never empty (e.g. 2h, 24h, 7d; 0 = none)")
@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
         args.backfill, "--backfill")
     real_job = real_job_command(args) if args.with_real_job else None
-    if args.spool_dir == str(state_dir() / "spool"):
-        args.spool_dir = str(state_dir() / "demo-spool")  # never mix with a real agent's spool
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,

@@ -334,6 +334,21 @@ def group_means(store: Store, window: Window, measurement: str, fields: tuple[st
             for r in rows}
 
 
+def group_mean_buckets(store: Store, window: Window, measurement: str, fields: tuple[str, ...],
+                       by: tuple[str, ...], bucket_s: int, where: dict[str, str] | None = None,
+                       ) -> dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]]:
+    """Means per group and ``bucket_s`` bucket, oldest first: {(tag values...): [(bucket start, {field: mean})]}."""
+    rows = store.query(AggregateQuery(measurement, tuple(("mean", f) for f in fields),
+                                      window.start_ns, window.end_ns, group_by=by,
+                                      bucket_s=bucket_s, where=where or {}))
+    out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
+    for r in rows:
+        if r.time_ns is not None:
+            out[tuple(r.tags[t] for t in by)].append(
+                (r.time_ns, {f: r.values.get(f"mean_{f}") for f in fields}))
+    return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
+
+
 def last_seen_ns(store: Store, window: Window, measurement: str, field_name: str,
                  by: tuple[str, ...], bucket_s: int, where: dict[str, str | tuple[str, ...]] | None = None,
                  ) -> dict[tuple[str, ...], int]:

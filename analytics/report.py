@@ -218,7 +218,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{round(tr.change_pct, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 f"{round(tr.change_pct or 0.0, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]

@@ -6,11 +6,18 @@ import argparse
 import logging
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
 
 from wattlens.commands.collect import add_agent_options
-from wattlens.commands.dashboard import add_dashboard_options, serve_until_signal
-from wattlens.config import option, positive_int
+from wattlens.commands.dashboard import (
+    add_dashboard_options,
+    check_port_free,
+    resolve_auth,
+    serve_until_signal,
+)
+from wattlens.config import option, positive_int, state_dir
 
 log = logging.getLogger("wattlens.demo")
 NS = 1_000_000_000
@@ -29,6 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "measured for real, so one job's PER on the dashboard is not simulated")
     option(p, "--real-job-steps", type=positive_int, default=3000,
            help="optimizer steps of the real job")
+    option(p, "--rules", default="default",
+           help="alert rules evaluated in-process every minute, and over the backfilled history "
+                "(default: the packaged rules, as examples/alerts-local.toml; none = no alerts)")
     p.add_argument("--config", help="TOML config file; settings under [demo]")
     p.set_defaults(func=run, _parser=p, _section="demo")
 
@@ -69,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
         args.backfill, "--backfill")
     real_job = real_job_command(args) if args.with_real_job else None
+    resolve_auth(args.dashboard_bind, args.auth)  # a refusal or a busy port before the backfill
+    check_port_free(args.dashboard_bind, args.port)
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,
@@ -82,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         n = backfill(store, fleet, seconds, now_ns, step_s)
         print(f"wattlens demo: backfilled {seconds / 3600:.1f} h, {n:,} points", flush=True)
     fleet._last_ns = now_ns  # live sampling continues where the backfill ended
+    alerts = DemoAlerts.start(store, args.rules, now_ns - int(seconds * NS), now_ns)
     agent = AgentProcess.build(args, [fleet], store=store)
     agent_thread = agent.start_background()
     if agent.exporter is not None:
@@ -94,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
               f"(pid {job.pid}); its PER appears under Jobs", flush=True)
     app = create_app(store, refresh_s=args.refresh)
     try:
-        serve_until_signal(app, args.dashboard_bind, args.port, on_start="wattlens demo: ")
+        serve_until_signal(app, args.dashboard_bind, args.port, on_start="wattlens demo: ",
+                           auth=args.auth)
     finally:
+        if alerts is not None:
+            alerts.stop()
         if job is not None and job.poll() is None:
             job.terminate()
             job.wait(30)
@@ -105,6 +121,56 @@ def run(args: argparse.Namespace) -> int:
         print(f"wattlens demo: stopped ({agent.agent.stats.points_written:,} live points written)",
               flush=True)
     return 0
+
+
+class DemoAlerts:
+    """The demo's alert engine: replays the backfilled history, then evaluates every minute on a thread."""
+
+    REPLAY_STEP_S = 300.0  # the history is judged every 5 minutes; live rounds every minute
+    INTERVAL_S = 60.0
+
+    def __init__(self, engine: Any, dispatcher: Any) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wattlens-alerts", daemon=True)
+
+    @classmethod
+    def start(cls, store: Any, rules: str, history_start_ns: int, now_ns: int) -> DemoAlerts | None:
+        """Load the rules, replay [history_start_ns, now_ns], start the live rounds; None for --rules none."""
+        import hashlib
+
+        from analytics.alerts.engine import Engine
+        from analytics.alerts.hooks import Dispatcher
+        from analytics.alerts.rules import DEFAULT_RULES, load_rules
+        from wattlens.progress import Progress
+
+        if rules.strip().lower() == "none":
+            return None
+        ruleset = load_rules(str(DEFAULT_RULES) if rules == "default" else rules)
+        home = state_dir() / "demo-alerts"  # never mixed with a real `alerts run` state
+        state = home / f"state-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}.json"
+        dispatcher = Dispatcher.from_ruleset(ruleset, home)
+        engine = Engine(store, ruleset, state, dispatcher)
+        steps = int((now_ns - history_start_ns) / NS // cls.REPLAY_STEP_S)
+        if steps > 0:
+            with Progress("alerts", steps) as bar:
+                engine.replay(now_ns - int(steps * cls.REPLAY_STEP_S * NS), now_ns, cls.REPLAY_STEP_S,
+                              progress=bar.update)
+        firing = len(engine.firing())
+        print(f"wattlens demo: alerts: {len(ruleset.rules)} rules from {ruleset.source}, "
+              f"{firing} firing; notifications in {home}", flush=True)
+        demo = cls(engine, dispatcher)
+        demo._thread.start()
+        return demo
+
+    def _run(self) -> None:
+        self.engine.run(self.INTERVAL_S, self._stop)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.dispatcher.close()
 
 
 def real_job_command(args: argparse.Namespace) -> list[str]:

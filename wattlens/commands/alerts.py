@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.store)
         engine = Engine(store, ruleset, state_path, dispatcher)
-        hooks = ", ".join(f"{h.name} ({h.type} {h.display_url()})" for h in ruleset.hooks) or "none"
+        hooks = ", ".join(f"{h.name} ({h.type} {_where(h, dispatcher)})" for h in ruleset.hooks) or "none"
         log.info("%d rules over %s; hooks: %s; state in %s", len(ruleset.rules),
                  redact_url(store.url), hooks, state_path)
         if args.once:
@@ -138,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
         dispatcher.close()
         if store is not None:
             store.close()
+
+
+def _where(hook: Any, dispatcher: Any) -> str:
+    """Where a hook's notifications go, safe to log: a file hook's path, else the redacted URL."""
+    path = getattr(dispatcher.deliveries.get(hook.name), "path", None)
+    return str(path) if path is not None else str(hook.display_url())
 
 
 def format_states(states: Any) -> str:

@@ -106,6 +106,7 @@ def test_demo_runs_the_default_alert_rules_and_passes_auth_to_the_dashboard(tmp_
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}/" in out, out
         assert "wattlens demo: alerts: 5 rules from" in out
+        assert f"(spool {tmp_path / 'state' / 'wattlens' / 'demo-spool'})" in out  # as --help says
         assert _get_with(f"http://127.0.0.1:{port}/", None) == 401  # --auth token reached it
         assert _get_with(f"http://127.0.0.1:{port}/", TOKEN) == 200
         store = open_store(f"sqlite:///{db}")

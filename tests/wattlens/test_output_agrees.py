@@ -82,8 +82,8 @@ def test_a_flat_per_trend_is_plus_zero_not_minus_zero(tmp_path: Path) -> None:
     raw = json.loads(wattlens("report", "--store", f"sqlite:///{tmp_path / 'w.db'}", "--format",
                               "json", tmp_path=tmp_path).stdout)
     assert -0.05 < next(t["change_pct"] for t in raw["trends"] if t["job"] == "flat") < 0  # really below
-    from dashboard.cache import CachedStore
     from analytics.context import Settings
+    from dashboard.cache import CachedStore
     from dashboard.views import ContextMemo, jobs_rows
 
     store = SQLiteStore(tmp_path / "w.db")

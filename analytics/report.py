@@ -82,6 +82,9 @@ def _totals(ctx: Context, fac: levels.FacilityEnergy) -> tuple[dict[str, Any], l
     if est_j > 0:
         notes.append(f"{est_j / J_PER_KWH:.3g} kWh of the energy is estimated (method=estimated: a "
                      f"model, not a meter); rows that include it are labelled")
+    elif any(j.estimated_j > 0 for j in ctx.job_aggs.values()):  # wattlens.job without an agent
+        notes.append("job energy is estimated (the CPU estimate: a model, not a meter); "
+                     "the jobs it affects are labelled")
     em = carbon.emissions(ctx.grid_by_hour, ctx.carbon)
     if em.message:
         notes.append(f"carbon: {em.message}")

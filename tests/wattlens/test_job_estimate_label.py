@@ -1,4 +1,4 @@
-"""A `wattlens.job(...)` with no agent, metered by the CPU estimate alone, is labelled estimated (report and dashboard)."""
+"""A `wattlens.job(...)` with no agent, metered by the CPU estimate alone, is labelled estimated everywhere."""
 
 from __future__ import annotations
 

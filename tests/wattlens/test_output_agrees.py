@@ -104,3 +104,17 @@ def test_the_demo_refuses_auth_token_without_a_token_before_any_work(tmp_path: P
         "wattlens: error: --auth token: WATTLENS_DASHBOARD_TOKEN is not set; export it from your "
         "secret store (never pass it as a flag)"]
     assert not db.exists()
+
+
+def test_the_cpu_estimate_hint_names_the_flag(tmp_path: Path) -> None:
+    from tests.collector.sources.trees import proc
+
+    root = proc(tmp_path / "proc", "Some Future CPU", [0])
+    args = ("collect", "--source", "cpu-estimate", "--once", "--procfs-root", str(root))
+    guessed = wattlens(*args, tmp_path=tmp_path)
+    assert guessed.returncode == 0, guessed.stderr
+    assert "unknown model: pass --tdp-w for a better one" in guessed.stderr
+    assert "tdp_w=" not in guessed.stderr
+    given = wattlens(*args, "--tdp-w", "95", tmp_path=tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert "1 package(s) x 95 W TDP" in given.stderr and "pass --tdp-w" not in given.stderr

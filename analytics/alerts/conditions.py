@@ -127,9 +127,9 @@ def _gpu_rule(rule: Rule, store: Store, now_ns: int, fields: tuple[str, ...],
     p = rule.params
     data = queries.group_means(store, _window(now_ns, p["window"]), "gpu", fields,
                                ("host", "gpu", "model"), where=dict(p.get("match") or {}))
-    judged = {k: v for k, v in data.items()  # a GPU without the readings the rule needs is not judged
-              if v.get("power_w") is not None and _cap_limit(p, v) is not None
-              and (rule.kind != "idle_waste" or v.get("util_pct") is not None)}
+    # a GPU without the readings the rule needs is not judged (power_limit_w: only for above_cap_pct)
+    judged = {k: v for k, v in data.items() if _cap_limit(p, v) is not None
+              and all(v.get(f) is not None for f in fields if f != "power_limit_w")}
     since = _held_since(rule, store, now_ns, fields, {k for k, v in judged.items() if enters(v)},
                         enters)
     out = []

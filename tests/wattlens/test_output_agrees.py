@@ -118,3 +118,13 @@ def test_the_cpu_estimate_hint_names_the_flag(tmp_path: Path) -> None:
     given = wattlens(*args, "--tdp-w", "95", tmp_path=tmp_path)
     assert given.returncode == 0, given.stderr
     assert "1 package(s) x 95 W TDP" in given.stderr and "pass --tdp-w" not in given.stderr
+
+
+def test_the_demo_checks_its_rule_file_before_any_work(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    res = wattlens("demo", "--rules", str(tmp_path / "nope.toml"), "--store", f"sqlite:///{db}",
+                   "--port", "0", tmp_path=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [f"wattlens: error: --rules: file '{tmp_path / 'nope.toml'}' "
+                                       f"does not exist"]
+    assert not db.exists()

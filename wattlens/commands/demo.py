@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
         args.backfill, "--backfill")
     real_job = real_job_command(args) if args.with_real_job else None
-    resolve_auth(args.dashboard_bind, args.auth)  # a refusal or a busy port before the backfill
-    check_port_free(args.dashboard_bind, args.port)
+    resolve_auth(args.dashboard_bind, args.auth)  # a refusal, a busy port or a bad rule file:
+    check_port_free(args.dashboard_bind, args.port)  # all said before the backfill
+    ruleset = DemoAlerts.load(args.rules)
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         n = backfill(store, fleet, seconds, now_ns, step_s)
         print(f"wattlens demo: backfilled {seconds / 3600:.1f} h, {n:,} points", flush=True)
     fleet._last_ns = now_ns  # live sampling continues where the backfill ended
-    alerts = DemoAlerts.start(store, args.rules, now_ns - int(seconds * NS), now_ns)
+    alerts = DemoAlerts.start(store, ruleset, now_ns - int(seconds * NS), now_ns) if ruleset else None
     agent = AgentProcess.build(args, [fleet], store=store)
     agent_thread = agent.start_background()
     if agent.exporter is not None:
@@ -135,19 +136,24 @@ class DemoAlerts:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wattlens-alerts", daemon=True)
 
+    @staticmethod
+    def load(rules: str) -> Any:
+        """The rule set named by --rules (``default``: the packaged one), or None for ``none``."""
+        from analytics.alerts.rules import DEFAULT_RULES, load_rules
+
+        if rules.strip().lower() == "none":
+            return None
+        return load_rules(str(DEFAULT_RULES) if rules == "default" else rules)
+
     @classmethod
-    def start(cls, store: Any, rules: str, history_start_ns: int, now_ns: int) -> DemoAlerts | None:
-        """Load the rules, replay [history_start_ns, now_ns], start the live rounds; None for --rules none."""
+    def start(cls, store: Any, ruleset: Any, history_start_ns: int, now_ns: int) -> DemoAlerts:
+        """Replay the rules over [history_start_ns, now_ns], then start the live rounds on a thread."""
         import hashlib
 
         from analytics.alerts.engine import Engine
         from analytics.alerts.hooks import Dispatcher
-        from analytics.alerts.rules import DEFAULT_RULES, load_rules
         from wattlens.progress import Progress
 
-        if rules.strip().lower() == "none":
-            return None
-        ruleset = load_rules(str(DEFAULT_RULES) if rules == "default" else rules)
         home = state_dir() / "demo-alerts"  # never mixed with a real `alerts run` state
         state = home / f"state-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}.json"
         dispatcher = Dispatcher.from_ruleset(ruleset, home)

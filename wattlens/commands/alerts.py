@@ -154,9 +154,9 @@ def format_states(states: Any) -> str:
                                          s.target))
     if not rows:
         return "no alerts"
-    lines = [f"{'STATE':<9} {'RULE':<28} {'TARGET':<28} {'VALUE':>12}  SINCE"]
+    lines = [f"{'STATE':<9} {'RULE':<28} {'TARGET':<28} {'VALUE':>12}     SINCE"]
     for s in rows:
-        lines.append(f"{s.state:<9} {s.rule:<28} {s.target:<28} {s.value:>10.4g} {s.unit:<3} "
+        lines.append(f"{s.state:<9} {s.rule:<28} {s.target:<28} {s.value:>10.4g} {s.unit:<6} "
                      f"{iso(s.active_since_ns)}")
     return "\n".join(lines)
 

@@ -320,18 +320,20 @@ class Engine:
             self._warn.clear("alert write", "writing alert transitions to the store again")
 
     def replay(self, start_ns: int, end_ns: int, step_s: float,
-               progress: Callable[[int], None] | None = None) -> int:
+               progress: Callable[[int], None] | None = None,
+               stop: threading.Event | None = None) -> int:
         """Evaluate at every ``step_s`` from ``start_ns`` to ``end_ns`` (history just written, e.g. a backfill).
 
         Each round sees only the data up to its own time, so the transitions
-        written are the ones a live engine would have written then. Returns the rounds run.
+        written are the ones a live engine would have written then. Returns the
+        rounds run (fewer when ``stop`` is set).
         """
         step = max(1, int(step_s * NS))
         rounds = 0
         t = start_ns + step
         self._transition_log_level = logging.DEBUG  # history: the store and the hooks get it, not the log
         try:
-            while t <= end_ns:
+            while t <= end_ns and not (stop is not None and stop.is_set()):
                 self.evaluate(t)
                 rounds += 1
                 if progress is not None:

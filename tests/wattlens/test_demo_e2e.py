@@ -96,16 +96,18 @@ def test_demo_runs_the_default_alert_rules_and_passes_auth_to_the_dashboard(tmp_
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # the dashboard serves while the history is judged
             line = proc.stdout.readline()
             if not line:
                 break
             lines.append(line)
-            if "dashboard: http://127.0.0.1:" in line:
+            if "over the history; evaluated every minute" in line:
                 break
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}/" in out, out
         assert "wattlens demo: alerts: 5 rules from" in out
+        assert "judging 9.0 h of history in the background" in out
+        assert "firing after 108 rounds over the history" in out  # 9 h in 5-minute rounds
         assert f"(spool {tmp_path / 'state' / 'wattlens' / 'demo-spool'})" in out  # as --help says
         assert _get_with(f"http://127.0.0.1:{port}/", None) == 401  # --auth token reached it
         assert _get_with(f"http://127.0.0.1:{port}/", TOKEN) == 200

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from wattlens.commands.collect import add_agent_options
@@ -125,14 +126,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 class DemoAlerts:
-    """The demo's alert engine: replays the backfilled history, then evaluates every minute on a thread."""
+    """The demo's alert engine, on a thread: replays the backfilled history, then evaluates every minute.
+
+    The replay runs while the dashboard already serves, so it never delays the
+    demo; each replayed round sees only the data up to its own time.
+    """
 
     REPLAY_STEP_S = 300.0  # the history is judged every 5 minutes; live rounds every minute
     INTERVAL_S = 60.0
 
-    def __init__(self, engine: Any, dispatcher: Any) -> None:
+    def __init__(self, engine: Any, dispatcher: Any, replay_from_ns: int, now_ns: int,
+                 home: Path) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
+        self.home = home
+        self.replay_from_ns, self.now_ns = replay_from_ns, now_ns
+        self.replayed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wattlens-alerts", daemon=True)
 
@@ -147,30 +156,32 @@ class DemoAlerts:
 
     @classmethod
     def start(cls, store: Any, ruleset: Any, history_start_ns: int, now_ns: int) -> DemoAlerts:
-        """Replay the rules over [history_start_ns, now_ns], then start the live rounds on a thread."""
+        """Start the thread: replay [history_start_ns, now_ns] every 5 minutes, then live rounds."""
         import hashlib
 
         from analytics.alerts.engine import Engine
         from analytics.alerts.hooks import Dispatcher
-        from wattlens.progress import Progress
 
         home = state_dir() / "demo-alerts"  # never mixed with a real `alerts run` state
         state = home / f"state-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}.json"
         dispatcher = Dispatcher.from_ruleset(ruleset, home)
         engine = Engine(store, ruleset, state, dispatcher)
         steps = int((now_ns - history_start_ns) / NS // cls.REPLAY_STEP_S)
-        if steps > 0:
-            with Progress("alerts", steps) as bar:
-                engine.replay(now_ns - int(steps * cls.REPLAY_STEP_S * NS), now_ns, cls.REPLAY_STEP_S,
-                              progress=bar.update)
-        firing = len(engine.firing())
-        print(f"wattlens demo: alerts: {len(ruleset.rules)} rules from {ruleset.source}, "
-              f"{firing} firing; notifications in {home}", flush=True)
-        demo = cls(engine, dispatcher)
+        demo = cls(engine, dispatcher, now_ns - int(steps * cls.REPLAY_STEP_S * NS), now_ns, home)
+        print(f"wattlens demo: alerts: {len(ruleset.rules)} rules from {ruleset.source}; judging "
+              f"{(now_ns - demo.replay_from_ns) / NS / 3600:.1f} h of history in the background",
+              flush=True)
         demo._thread.start()
         return demo
 
     def _run(self) -> None:
+        rounds = self.engine.replay(self.replay_from_ns, self.now_ns, self.REPLAY_STEP_S,
+                                    stop=self._stop)
+        if self._stop.is_set():
+            return
+        print(f"wattlens demo: alerts: {len(self.engine.firing())} firing after {rounds} rounds over "
+              f"the history; evaluated every minute now; notifications in {self.home}", flush=True)
+        self.replayed.set()
         self.engine.run(self.INTERVAL_S, self._stop)
 
     def stop(self) -> None:

@@ -200,7 +200,7 @@ def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:
             sum(h["gpus"] for h in a["hosts"].values()), a["batch"],
             a["limit"] / a["limit_w"] if a["limit_w"] else None,
             a["util"] / a["util_w"] if a["util_w"] else None, a["util_max"], a["deferrable"],
-            a["planned"], a["first"], a["last"], a.get("estimated", 0.0))
+            a["planned"], a["first"], a["last"], estimated_j=a.get("estimated", 0.0))
     return out
 
 

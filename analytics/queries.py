@@ -265,7 +265,7 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
             {f: v.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS}, v.get("sum_active_s") or 0.0,
             int(v.get("max_gpus") or 0), v.get("max_batch_size"), v.get("mean_power_limit_w"),
             v.get("mean_util_pct"), v.get("max_util_pct"), bool(v.get("max_deferrable")),
-            v.get("max_planned_samples"), v.get("sum_estimated_j") or 0.0))
+            v.get("max_planned_samples"), estimated_j=v.get("sum_estimated_j") or 0.0))
     return out
 
 

@@ -29,7 +29,8 @@ class FileDelivery:
         self.submitted = 0
         self.failed = 0
 
-    def submit(self, body: bytes) -> str:
+    def submit(self, body: bytes, owed: bool = False) -> str:
+        """Append ``body``; ``owed`` (a resolved notice that must not be lost) changes nothing here."""
         delivery_id = uuid.uuid4().hex
         with self._lock:
             self.submitted += 1

@@ -7,9 +7,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
+from analytics import grid_table
 from collector.errors import ConfigError, WattlensError
 
 NS = 1_000_000_000
@@ -46,6 +46,7 @@ class IntensitySeries:
     hourly: dict[int, Intensity] = field(default_factory=dict)
     annual: Intensity | None = None
     max_gap_s: float = MAX_GAP_S
+    signal: str | None = None  # "average" or "marginal" when the source says which
 
     def at(self, t_ns: int) -> Intensity | None:
         """The intensity for the hour containing ``t_ns``; the nearest known hour within the gap limit."""
@@ -62,7 +63,8 @@ class IntensitySeries:
 
     def describe(self) -> str:
         """The region and where its numbers came from, for messages and evidence."""
-        return f"{self.region} ({self.source})"
+        kind = f"{self.signal}, " if self.signal and self.signal not in self.source else ""
+        return f"{self.region} ({kind}{self.source})"
 
 
 def from_store_rows(rows: Mapping[str, Mapping[int, tuple[float, float | None]]],
@@ -162,42 +164,19 @@ def load_intensity_csv(path: str | Path) -> dict[str, IntensitySeries]:
     return out
 
 
-@dataclass(frozen=True)
-class AnnualIntensity:
-    """One row of the bundled table of annual averages."""
-
-    country_code: str
-    country: str
-    g_per_kwh: float
-    renewable_pct: float | None
-    year: int
-    source: str
+def bundled_table() -> dict[str, grid_table.GridRow]:
+    """The bundled annual averages (analytics/data/grid_intensity.csv), by upper-case code."""
+    return grid_table.rows()
 
 
-def bundled_table() -> dict[str, AnnualIntensity]:
-    """The bundled annual averages (analytics/data/grid_intensity_annual.csv), by upper-case code."""
-    text = resources.files("analytics").joinpath("data/grid_intensity_annual.csv").read_text(
-        encoding="utf-8")
-    rows = [r for r in csv.DictReader(line for line in text.splitlines()
-                                      if line.strip() and not line.startswith("#"))]
-    out = {}
-    for r in rows:
-        ren = r.get("renewable_pct") or ""
-        out[r["country_code"].upper()] = AnnualIntensity(
-            r["country_code"].upper(), r["country"], float(r["g_per_kwh"]),
-            float(ren) if ren.strip() else None, int(r["year"]), r["source"])
-    return out
+is_listed = grid_table.is_listed
 
 
-def annual_series(country_code: str) -> IntensitySeries:
-    """A flat series from the bundled annual average of one country (or WORLD)."""
-    table = bundled_table()
-    row = table.get(country_code.strip().upper())
-    if row is None:
-        raise ConfigError(f"--country: no bundled annual intensity for {country_code!r}; known: "
-                          f"{', '.join(sorted(table))}; or pass --carbon-csv FILE")
-    return IntensitySeries(row.country_code, f"annual average {row.year}, {row.source}",
-                           annual=Intensity(row.g_per_kwh, row.renewable_pct))
+def annual_series(code: str, option: str = "--country") -> IntensitySeries:
+    """A flat series from the bundled annual average of one listed code (country, US state grid,
+    cloud region or WORLD); `wattlens carbon list` shows them."""
+    row = grid_table.lookup(code, option)
+    return IntensitySeries(row.code, row.describe(), annual=Intensity(row.g_per_kwh), signal=row.signal)
 
 
 @dataclass(frozen=True)

@@ -186,10 +186,16 @@ def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbo
     else:
         wide = Window(window.start_ns - CARBON_LOOKBACK_S * NS, window.end_ns + CARBON_LOOKAHEAD_S * NS)
         rows = queries.carbon_hourly(store, wide)
-        if settings.region is not None and rows and settings.region not in rows:
-            raise ConfigError(f"--region: the store has no carbon data for {settings.region!r}; "
-                              f"it has {', '.join(sorted(rows))}")
-        series = carbon.from_store_rows(rows, settings.region)
+        if settings.region is not None and settings.region not in rows:
+            if carbon.is_listed(settings.region) or not rows:
+                # Not in the store: a listed code (`wattlens carbon list`) uses the bundled figure.
+                series = carbon.annual_series(settings.region, "--region")
+            else:
+                raise ConfigError(f"--region: the store has no carbon data for {settings.region!r}; "
+                                  f"it has {', '.join(sorted(rows))}; or use a code from "
+                                  f"`wattlens carbon list`")
+        else:
+            series = carbon.from_store_rows(rows, settings.region)
     if settings.country:
         annual = carbon.annual_series(settings.country)
         if series is None:

@@ -47,6 +47,7 @@ class IntensitySeries:
     annual: Intensity | None = None
     max_gap_s: float = MAX_GAP_S
     signal: str | None = None  # "average" or "marginal" when the source says which
+    forecast_hours: frozenset[int] = frozenset()  # hours whose value is a provider's forecast
 
     def at(self, t_ns: int) -> Intensity | None:
         """The intensity for the hour containing ``t_ns``; the nearest known hour within the gap limit."""
@@ -270,6 +271,52 @@ def forecast(series: IntensitySeries, now_ns: int, horizon_s: float = 86400) -> 
                                     f"{datetime.fromtimestamp(h / NS, UTC):%H:00Z} in "
                                     f"{series.describe()}; {NO_CARBON_HINT}")
     return out
+
+
+def forecast_basis(series: IntensitySeries, hours: list[int], now_ns: int) -> dict[str, int]:
+    """How each future hour of a forecast was made, counted: ``provider`` (a provider's forecast),
+    ``given`` (a value from the CSV or the store), ``persistence`` (same hour on past days) or
+    ``annual`` (the flat table figure)."""
+    profile = hourly_profile(series)
+    out = {"provider": 0, "given": 0, "persistence": 0, "annual": 0}
+    for h in hours:
+        if h in series.forecast_hours:
+            out["provider"] += 1
+        elif h in series.hourly and h + HOUR_NS > now_ns:
+            out["given"] += 1
+        elif (h // HOUR_NS) % 24 in profile:
+            out["persistence"] += 1
+        else:
+            out["annual"] += 1
+    return out
+
+
+def history_days(series: IntensitySeries, now_ns: int) -> float:
+    """Days of measured hours before ``now_ns`` (what a persistence forecast stands on)."""
+    past = [h for h in series.hourly if h < now_ns and h not in series.forecast_hours]
+    return len(past) / 24
+
+
+def window_confidence(basis: Mapping[str, int], days: float, energy_predicted: bool) -> tuple[str, str]:
+    """(high | medium | low, why) for a carbon-aware window, from how its intensity was forecast
+    and whether the job's energy is predicted from its own progress.
+
+    high: every hour a provider forecast (or given values) and the energy predicted;
+    medium: provider/given hours, or persistence over at least 3 days of history;
+    low: anything resting on the flat annual figure or less than 3 days of history.
+    """
+    total = sum(basis.values()) or 1
+    given = basis.get("provider", 0) + basis.get("given", 0)
+    parts = [f"{n} h {k}" for k, n in basis.items() if n]
+    why = f"intensity: {', '.join(parts) or 'none'}; history {days:.1f} d; energy " \
+          f"{'predicted from progress' if energy_predicted else 'measured from past runs'}"
+    if basis.get("annual", 0):
+        return "low", why + " (flat annual figure: every window looks alike)"
+    if given == total:
+        return ("high" if energy_predicted else "medium"), why
+    if days >= 3:
+        return "medium", why
+    return "low", why + " (under 3 days of history for the persistence forecast)"
 
 
 def window_mean(hourly: list[tuple[int, float]], start_ns: int, duration_s: float) -> float | None:

@@ -28,7 +28,8 @@ class Settings:
     tariff: Tariff = field(default_factory=lambda: Tariff(0.15))
     carbon_csv: str | None = None
     country: str | None = None  # bundled annual average: fallback for hours with no hourly data
-    region: str | None = None  # which carbon region of the store or CSV
+    region: str | None = None  # which carbon region of the store or CSV, or any bundled code
+    carbon_live: str | None = None  # PROVIDER:ZONE whose forecast fills future hours (analytics.carbon_live)
     busy_util_pct: float = 5.0
     idle_util_pct: float = 5.0
     idle_min_s: float = 900.0
@@ -203,9 +204,14 @@ def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbo
         else:
             series.annual = annual.annual
             series.source += f"; gaps: {annual.source}"
+    note = None
+    if settings.carbon_live:
+        from analytics.carbon_live import load_forecast
+
+        series, note = load_forecast(settings.carbon_live, series)
     if series is None:
         return None, f"no carbon intensity data for this window; {carbon.NO_CARBON_HINT}"
-    return series, None
+    return series, note
 
 
 def load_context(store: Store, window: Window, settings: Settings | None = None,

@@ -1,4 +1,4 @@
-"""The bundled table of annual grid intensity: countries, US state grids and cloud regions, each with source, year and licence."""
+"""The bundled annual grid intensity: countries, US state grids, cloud regions; source, year, licence each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live and forecast grid intensity from Electricity Maps (average) and WattTime (marginal), cached, as `carbon` points."""
+"""Live and forecast grid intensity: Electricity Maps (average), WattTime (marginal), cached; `carbon` points."""
 
 from __future__ import annotations
 
@@ -66,13 +66,15 @@ class _Client:
             raise ConfigError(f"--carbon-live: {self.provider}: zone must not be empty")
         self.zone = zone.strip()
         self.base_url = (base_url or BASE_URL[self.provider]).rstrip("/")
+        if urllib.parse.urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise ConfigError(f"{self.provider} URL: expected http:// or https://, got {self.base_url!r}")
         self.timeout_s = timeout_s
 
     def _get(self, path: str, params: dict[str, str], headers: dict[str, str]) -> Any:
         url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}" if params else self.base_url + path
-        req = urllib.request.Request(url, headers={**headers, "Accept": "application/json"})
+        req = urllib.request.Request(url, headers={**headers, "Accept": "application/json"})  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (http/https only)
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (scheme checked in __init__)
                 return json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace")[:200]
@@ -190,9 +192,11 @@ def from_env(spec: str, base_url: str | None = None, env: dict[str, str] | None 
     missing = [k for k in ENV[provider] if not environ.get(k)]
     if missing:
         raise ConfigError(f"--carbon-live: {provider} needs {' and '.join(missing)} in the environment")
+    # WATTLENS_ELECTRICITYMAPS_URL / WATTLENS_WATTTIME_URL: a proxy or mirror (and the tests' server).
+    url = base_url or environ.get(f"WATTLENS_{provider.upper()}_URL") or None
     if provider == "electricitymaps":
-        return ElectricityMaps(zone, environ["ELECTRICITYMAPS_API_TOKEN"], base_url)
-    return WattTime(zone, environ["WATTTIME_USERNAME"], environ["WATTTIME_PASSWORD"], base_url)
+        return ElectricityMaps(zone, environ["ELECTRICITYMAPS_API_TOKEN"], url)
+    return WattTime(zone, environ["WATTTIME_USERNAME"], environ["WATTTIME_PASSWORD"], url)
 
 
 class Cached:
@@ -205,7 +209,8 @@ class Cached:
     def __init__(self, adapter: Adapter, cache_dir: str | Path | None = None, latest_ttl_s: float = 300,
                  forecast_ttl_s: float = 3600, clock: Callable[[], float] = time.time) -> None:
         self.adapter = adapter
-        root = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wattlens"
+        home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        root = Path(cache_dir) if cache_dir else home_cache / "wattlens"
         self.dir = root / "carbon"
         self.ttl = {"latest": latest_ttl_s, "forecast": forecast_ttl_s}
         self.clock = clock

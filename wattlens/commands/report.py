@@ -58,7 +58,10 @@ def add_carbon_cost_options(p: argparse.ArgumentParser) -> None:
            help="hourly grid intensity: CSV timestamp,region,g_per_kwh[,renewable_pct]")
     option(p, "--country", default=None,
            help="bundled annual average for hours with no hourly intensity (DE, FR, WORLD, ...)")
-    option(p, "--region", default=None, help="carbon region to use when the data has several")
+    option(p, "--region", default=None,
+           help="carbon region of the store or CSV, or any code of `wattlens carbon list` (aws:us-east-1)")
+    option(p, "--carbon-live", default=None,
+           help="PROVIDER:ZONE forecast for future hours (electricitymaps:DE; key from the environment)")
 
 
 def open_existing_store(url: str) -> Any:
@@ -105,7 +108,8 @@ def build_settings(args: argparse.Namespace) -> Any:
     from analytics.cost import parse_tariff
 
     return Settings(tariff=parse_tariff(args.price, args.currency, args.utc_offset),
-                    carbon_csv=args.carbon_csv, country=args.country, region=args.region)
+                    carbon_csv=args.carbon_csv, country=args.country, region=args.region,
+                    carbon_live=args.carbon_live)
 
 
 class LazyProgress:

@@ -10,7 +10,7 @@ import pytest
 from collector.errors import ConfigError
 from collector.sources import carbon_live
 from collector.sources.base import Tick
-from collector.sources.carbon_live import CarbonApiError, Cached, CarbonLiveSource, ElectricityMaps, WattTime
+from collector.sources.carbon_live import Cached, CarbonApiError, CarbonLiveSource, ElectricityMaps, WattTime
 from tests.collector.sources.carbon_servers import (
     EM_TOKEN,
     WT_PASSWORD,
@@ -110,7 +110,7 @@ def test_from_env_takes_keys_from_the_environment_only() -> None:
 
 def test_source_writes_labelled_points_and_survives_errors(server: tuple[str, ProviderState],
                                                           tmp_path: Path) -> None:
-    url, st = server
+    url, _ = server
     src = CarbonLiveSource(Cached(ElectricityMaps("DE", EM_TOKEN, url), tmp_path, latest_ttl_s=0))
     assert src.probe().ok
     (p,) = src.sample(Tick(T0, 0.0))

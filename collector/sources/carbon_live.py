@@ -220,14 +220,14 @@ class Cached:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.adapter.zone)
         return self.dir / f"{self.adapter.provider}_{safe}_{what}.json"
 
-    def _fetch(self, what: str, call: Callable[[], Any]) -> list[Reading]:
+    def _fetch(self, what: str, call: Callable[[], Any], force: bool = False) -> list[Reading]:
         f = self._file(what)
         cached: dict[str, Any] | None = None
         try:
             cached = json.loads(f.read_text())
         except (OSError, ValueError):
             cached = None
-        if cached and self.clock() - cached["fetched_at"] < self.ttl[what]:
+        if cached and not force and self.clock() - cached["fetched_at"] < self.ttl[what]:
             return [Reading(**r) for r in cached["readings"]]
         try:
             got = call()
@@ -244,8 +244,9 @@ class Cached:
         self.stale = None
         return readings
 
-    def latest(self) -> Reading:
-        return self._fetch("latest", self.adapter.latest)[0]
+    def latest(self, force: bool = False) -> Reading:
+        """The current figure; ``force`` asks the provider even within the TTL (checks the key)."""
+        return self._fetch("latest", self.adapter.latest, force)[0]
 
     def forecast(self) -> list[Reading]:
         return self._fetch("forecast", self.adapter.forecast)
@@ -260,9 +261,11 @@ class CarbonLiveSource:
 
     name = "carbon"
 
-    def __init__(self, cached: Cached, region: str | None = None) -> None:
+    def __init__(self, cached: Cached, region: str | None = None, every_s: float = 300) -> None:
         self.cached = cached
         self.region = region or cached.adapter.zone
+        self.every_s = every_s  # one point per this many seconds, whatever the agent's interval
+        self._last_mono: float | None = None
         self._warned: str | None = None
 
     def probe(self) -> Probe:
@@ -273,6 +276,9 @@ class CarbonLiveSource:
         return Probe.found(f"{r.provider} {r.zone}: {r.g_per_kwh:.0f} g/kWh ({r.signal})")
 
     def sample(self, tick: Tick) -> list[Point]:
+        if self._last_mono is not None and tick.mono_s - self._last_mono < self.every_s:
+            return []
+        self._last_mono = tick.mono_s
         try:
             r = self.cached.latest()
         except CarbonApiError as exc:
@@ -287,3 +293,16 @@ class CarbonLiveSource:
 
     def close(self) -> None:
         return None
+
+
+def live_source(spec: str, every_s: float = 300) -> CarbonLiveSource:
+    """The `collect --carbon-live` source: a bad key or zone stops the start with one clear line;
+    a provider that is only down or rate-limited is warned about and retried every round."""
+    src = CarbonLiveSource(Cached(from_env(spec), latest_ttl_s=every_s), every_s=every_s)
+    try:
+        src.cached.latest(force=True)  # one call at start, so a bad key or zone is caught now
+    except CarbonApiError as exc:
+        if exc.kind in ("auth", "unknown_zone"):
+            raise ConfigError(f"--carbon-live: {exc}") from None
+        log.warning("carbon source: %s; will retry", exc)
+    return src

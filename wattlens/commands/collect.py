@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="where the host's /sys is mounted (containers: /host/sys)")
     option(p, "--procfs-root", default="/proc",
            help="where the host's /proc is mounted (containers: /host/proc)")
+    option(p, "--carbon-live", default=None,
+           help="also write the `carbon` measurement from PROVIDER:ZONE every 5 min (electricitymaps:DE, "
+                "watttime:CAISO_NORTH; key from the environment, see docs/carbon.md)")
     option(p, "--tdp-w", type=positive_float, default=None,
            help="CPU package TDP in W for the CPU estimate when no power sensor exists")
     option(p, "--enable-actuation", action="store_true", default=False,
@@ -123,6 +126,10 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
             raise SourceUnavailable(f"source {name}: {probe.detail}")
         log.info("source %s: %s", name, probe.detail)
         built.append(source)
+    if getattr(args, "carbon_live", None):
+        from collector.sources.carbon_live import live_source
+
+        built.append(live_source(args.carbon_live))
     return built
 
 

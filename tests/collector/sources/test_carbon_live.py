@@ -123,3 +123,30 @@ def test_source_writes_labelled_points_and_survives_errors(server: tuple[str, Pr
     bad = CarbonLiveSource(Cached(ElectricityMaps("XX", EM_TOKEN, url), tmp_path))
     assert not bad.probe().ok and "zone 'XX'" in bad.probe().detail
     assert bad.sample(Tick(T0, 0.0)) == []  # the agent keeps going
+
+
+def test_collect_flag_builds_the_source_and_refuses_a_bad_key(server: tuple[str, ProviderState],
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    from wattlens.cli import build_parser
+    from wattlens.commands.collect import build_sources
+
+    url, st = server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("WATTLENS_ELECTRICITYMAPS_URL", url)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", EM_TOKEN)
+    args = build_parser().parse_args(["collect", "--source", "sim", "--carbon-live", "electricitymaps:FR"])
+    from wattlens.config import resolve
+
+    resolve(args._parser, args, args._section)
+    sources = build_sources(args)
+    carbon = [s for s in sources if isinstance(s, CarbonLiveSource)]
+    assert len(carbon) == 1
+    first = carbon[0].sample(Tick(T0, 0.0))
+    assert [p.field_map for p in first] == [{"intensity_g_per_kwh": 41.0}]
+    assert carbon[0].sample(Tick(T0 + 10**9, 1.0)) == []  # one point per 5 minutes, not per round
+    assert len(carbon[0].sample(Tick(T0 + 301 * 10**9, 301.0))) == 1
+    assert st.calls.count("/v3/carbon-intensity/latest") <= 2  # served from the cache in between
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "wrong")
+    with pytest.raises(ConfigError, match="--carbon-live: electricitymaps: the key was refused"):
+        build_sources(args)

@@ -30,6 +30,8 @@ class Settings:
     country: str | None = None  # bundled annual average: fallback for hours with no hourly data
     region: str | None = None  # which carbon region of the store or CSV, or any bundled code
     carbon_live: str | None = None  # PROVIDER:ZONE whose forecast fills future hours (analytics.carbon_live)
+    embodied: str | None = None  # MODEL=KG:YEARS overrides of the embodied table (analytics.embodied)
+    sci_unit: str | None = None  # R for SCI: tokens, samples or steps (default: the first a job reports)
     busy_util_pct: float = 5.0
     idle_util_pct: float = 5.0
     idle_min_s: float = 900.0
@@ -66,6 +68,8 @@ class Settings:
         for name in ("mixed_precision_assumed_gain", "low_precision_assumed_gain"):
             if getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be > 1, got {getattr(self, name)!r}")
+        if self.sci_unit is not None and self.sci_unit not in ("tokens", "samples", "steps"):
+            raise ConfigError(f"--sci-unit: expected tokens, samples or steps, got {self.sci_unit!r}")
         if self.bucket_s is not None and (self.bucket_s <= 0 or 3600 % self.bucket_s):
             raise ConfigError(f"bucket_s: must divide an hour (60, 300, 900, ...), got {self.bucket_s!r}")
 

@@ -10,11 +10,13 @@ from typing import Any
 from analytics import carbon, levels
 from analytics.context import Context, Progress, Settings, load_context
 from analytics.cost import energy_cost
+from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap
 from analytics.objective import JobTerms, check_lambda, energy_model, job_terms, objective_j, tradeoff_cost
 from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
+from analytics.sci import fleet_sci
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -38,6 +40,7 @@ class Report:
     predictions: list[Prediction]
     recommendations: list[Recommendation]
     notes: list[str] = field(default_factory=list)
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class Report:
             "predictions": [p.to_dict() for p in self.predictions],
             "recommendations": [r.to_dict() for r in self.recommendations],
             "notes": list(self.notes),
+            "sci": self.sci,
         }
 
     def to_json(self) -> str:
@@ -148,8 +152,12 @@ def report_from(ctx: Context, lam: float) -> Report:
         objectives.append(job_objective(terms, j.gpus, p_max.get(j.gpu_model), lam))
     predictions = predict_all(ctx.jobs, ctx.carbon,
                               running_since_ns=ctx.now_ns - 2 * ctx.bucket_s * NS)
+    if ctx.carbon is not None and ctx.carbon_message:
+        notes.append(f"carbon: {ctx.carbon_message}")
+    sci = fleet_sci(ctx, totals["emissions"]["g_co2"], parse_overrides(ctx.settings.embodied),
+                    ctx.settings.sci_unit)
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
-                  recs.items, notes)
+                  recs.items, notes, sci)
 
 
 # --- rendering ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
 from analytics.sci import fleet_sci
+from analytics.sci import table_rows as sci_table_rows
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -249,6 +250,9 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
                 for p in report.predictions[:max_rows]]
         lines += [h("Predictions (running jobs with a plan)"),
                   *_table(["job", "progress", "energy [95% interval]", "finish", "CO2"], body, md)]
+    if report.sci.get("jobs"):
+        headers, body = sci_table_rows(report.sci, max_rows)
+        lines += [h("SCI: (E·I + M) per unit of work"), *_table(headers, body, md)]
     lines.append(h("Recommendations"))
     if not report.recommendations:
         lines.append("none")

@@ -129,3 +129,21 @@ def fleet_sci(ctx: Context, fleet_operational_g: float | None,
         },
         "embodied_table": [e.to_dict() for e in {**embodied.bundled(), **(overrides or {})}.values()],
     }
+
+
+def _g(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f} g"
+
+
+def table_rows(sci_obj: Mapping[str, Any], max_rows: int = 20) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows for the text/Markdown report: each job, then the fleet per unit."""
+    rows = []
+    for j in sci_obj.get("jobs", [])[:max_rows]:
+        value = (f"{j['sci_g_per_unit']:.4g} g/{j['unit'].rstrip('s')}" if j["sci_g_per_unit"] is not None
+                 else f"– ({j['note']})")
+        rows.append([j["job"], _g(j["operational_g"]), _g(j["embodied_g"]),
+                     f"{j['r']:,.0f} {j['unit'] or ''}".strip(), value])
+    for unit, acc in sci_obj.get("fleet", {}).get("by_unit", {}).items():
+        rows.append([f"fleet ({acc['jobs']:.0f} jobs)", _g(acc["operational_g"]), _g(acc["embodied_g"]),
+                     f"{acc['r']:,.0f} {unit}", f"{acc['sci_g_per_unit']:.4g} g/{unit.rstrip('s')}"])
+    return ["job", "E·I", "M", "R", "SCI"], rows

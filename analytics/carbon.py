@@ -82,7 +82,7 @@ def from_store_rows(rows: Mapping[str, Mapping[int, tuple[float, float | None]]]
     if not hours:
         return None
     return IntensitySeries(region, "store: carbon measurement",
-                           {h: Intensity(g, r) for h, (g, r) in hours.items()})
+                           {h: Intensity(g, r) for h, (g, r) in hours.items()}, signal="average")
 
 
 def _parse_time(text: str, where: str) -> int:
@@ -161,7 +161,7 @@ def load_intensity_csv(path: str | Path) -> dict[str, IntensitySeries]:
             rens = [r for _, r in vals if r is not None]
             series[h] = Intensity(sum(g for g, _ in vals) / len(vals),
                                   sum(rens) / len(rens) if rens else None)
-        out[region] = IntensitySeries(region, f"csv: {p.name}", series)
+        out[region] = IntensitySeries(region, f"csv: {p.name}", series, signal="average")
     return out
 
 

@@ -111,7 +111,11 @@ def build_settings(args: argparse.Namespace) -> Any:
     from analytics.cost import parse_tariff
     from analytics.embodied import parse_overrides
 
-    parse_overrides(args.embodied)  # a bad --embodied fails before the store is read
+    from analytics.grid_table import lookup
+
+    parse_overrides(args.embodied)  # a bad --embodied or --country fails before the store is read
+    if args.country:
+        lookup(args.country, "--country")
 
     return Settings(tariff=parse_tariff(args.price, args.currency, args.utc_offset),
                     carbon_csv=args.carbon_csv, country=args.country, region=args.region,

@@ -110,7 +110,6 @@ def build_settings(args: argparse.Namespace) -> Any:
     from analytics.context import Settings
     from analytics.cost import parse_tariff
     from analytics.embodied import parse_overrides
-
     from analytics.grid_table import lookup
 
     parse_overrides(args.embodied)  # a bad --embodied or --country fails before the store is read

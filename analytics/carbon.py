@@ -58,7 +58,7 @@ class IntensitySeries:
         for k in range(1, int(self.max_gap_s // 3600) + 1):
             for h in (hour - k * HOUR_NS, hour + k * HOUR_NS):
                 got = self.hourly.get(h)
-                if got is not None:
+                if got is not None and h not in self.forecast_hours:  # a forecast speaks for its hour only
                     return got
         return self.annual
 

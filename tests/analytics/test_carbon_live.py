@@ -85,3 +85,30 @@ def test_forecast_basis_and_confidence_by_hand() -> None:
     assert level == "low" and "under 3 days" in why
     level, why = carbon.window_confidence({"annual": 1, "provider": 1}, 9.0, True)
     assert level == "low" and "flat annual" in why
+
+
+def test_report_context_takes_the_provider_forecast(server: tuple[str, ProviderState], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from analytics.context import Settings, load_context
+    from analytics.timeutil import Window
+    from tests.analytics.handmade import T0 as H_T0
+    from tests.analytics.handmade import write_small_fleet
+
+    _, st = server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The hand-made fleet ends at 02:00 on 2026-11-27; the provider forecasts the three hours after.
+    st.em_forecast = [("2026-11-27T02:00:00Z", 90.0), ("2026-11-27T03:00:00Z", 60.0),
+                      ("2026-11-27T04:00:00Z", 30.0)]
+    store = write_small_fleet(tmp_path / "h.db")
+    try:
+        ctx = load_context(store, Window(H_T0, H_T0 + 2 * HOUR_NS + 1),
+                           Settings(country="DE", carbon_live="electricitymaps:DE"))
+    finally:
+        store.close()
+    assert ctx.carbon is not None and ctx.carbon_message is None
+    assert ctx.carbon.forecast_hours == {H_T0 + k * HOUR_NS for k in (2, 3, 4)}
+    fc = dict(carbon.forecast(ctx.carbon, H_T0 + 2 * HOUR_NS, 3 * 3600))
+    assert [fc[H_T0 + k * HOUR_NS] for k in (2, 3, 4)] == [90.0, 60.0, 30.0]
+    assert "forecast: electricitymaps DE (average, 3 h)" in ctx.carbon.describe()
+    # Past hours still come from the table (--country): the forecast never rewrites them.
+    assert ctx.carbon.at(H_T0).g_per_kwh == carbon.bundled_table()["DE"].g_per_kwh

@@ -31,8 +31,9 @@ class LiveIntensity:
                 "forecast": [{"time_ns": t, "g_per_kwh": g} for t, g in self.forecast], "note": self.note}
 
 
-def _cached(spec: str, base_url: str | None, cache_dir: str | Path | None) -> adapters.Cached:
-    return adapters.Cached(adapters.from_env(spec, base_url), cache_dir)
+def _cached(spec: str, base_url: str | None, cache_dir: str | Path | None,
+            option: str = "--carbon-live") -> adapters.Cached:
+    return adapters.Cached(adapters.from_env(spec, base_url, option=option), cache_dir)
 
 
 def live_or_table(spec: str, *, fallback: str | None = None, forecast: bool = False,
@@ -42,7 +43,7 @@ def live_or_table(spec: str, *, fallback: str | None = None, forecast: bool = Fa
     code with the error as a note, or the error itself when there is no fallback."""
     fb = grid_table.lookup(fallback, "--fallback") if fallback else None
     try:
-        cached = _cached(spec, base_url, cache_dir)
+        cached = _cached(spec, base_url, cache_dir, "carbon live")
         r = cached.latest()
         fc = [(x.time_ns, x.g_per_kwh) for x in cached.forecast()] if forecast else []
     except adapters.CarbonApiError as exc:

@@ -175,23 +175,24 @@ class WattTime(_Client):
 Adapter = ElectricityMaps | WattTime
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
+def parse_spec(spec: str, option: str = "--carbon-live") -> tuple[str, str]:
     """``PROVIDER:ZONE`` (electricitymaps:DE, watttime:CAISO_NORTH) -> (provider, zone)."""
     provider, _, zone = spec.partition(":")
     provider = provider.strip().lower()
     if provider not in PROVIDERS or not zone.strip():
-        raise ConfigError(f"--carbon-live: expected PROVIDER:ZONE with PROVIDER one of "
+        raise ConfigError(f"{option}: expected PROVIDER:ZONE with PROVIDER one of "
                           f"{', '.join(PROVIDERS)}, got {spec!r}")
     return provider, zone.strip()
 
 
-def from_env(spec: str, base_url: str | None = None, env: dict[str, str] | None = None) -> Adapter:
+def from_env(spec: str, base_url: str | None = None, env: dict[str, str] | None = None,
+             option: str = "--carbon-live") -> Adapter:
     """The adapter for ``PROVIDER:ZONE`` with its key from the environment (never argv)."""
-    provider, zone = parse_spec(spec)
+    provider, zone = parse_spec(spec, option)
     environ = os.environ if env is None else env
     missing = [k for k in ENV[provider] if not environ.get(k)]
     if missing:
-        raise ConfigError(f"--carbon-live: {provider} needs {' and '.join(missing)} in the environment")
+        raise ConfigError(f"{option}: {provider} needs {' and '.join(missing)} in the environment")
     # WATTLENS_ELECTRICITYMAPS_URL / WATTLENS_WATTTIME_URL: a proxy or mirror (and the tests' server).
     url = base_url or environ.get(f"WATTLENS_{provider.upper()}_URL") or None
     if provider == "electricitymaps":

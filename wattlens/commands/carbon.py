@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from datetime import UTC, datetime
 
 KINDS = ("world", "country", "us_state", "cloud")
@@ -46,11 +48,16 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return 0
-    print(f"{'code':<28} {'g/kWh':>7}  {'signal':<8} {'year':<4}  {'grid':<6}  name; source; licence")
-    for r in rows:
-        print(f"{r.code:<28} {r.g_per_kwh:>7.1f}  {r.signal:<8} {r.year:<4}  {r.grid:<6}  "
-              f"{r.name}; {r.source}; {r.licence}")
-    print(f"{len(rows)} codes; each works with --country CODE or --region CODE")
+    lines = [f"{'code':<28} {'g/kWh':>7}  {'signal':<8} {'year':<4}  {'grid':<6}  name; source; licence"]
+    lines += [f"{r.code:<28} {r.g_per_kwh:>7.1f}  {r.signal:<8} {r.year:<4}  {r.grid:<6}  "
+              f"{r.name}; {r.source}; {r.licence}" for r in rows]
+    lines.append(f"{len(rows)} codes; each works with --country CODE or --region CODE")
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `wattlens carbon list | head`
+        # Python's documented recipe: the interpreter flushes stdout at exit, so point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -33,7 +33,7 @@ class LiveIntensity:
 
 def _cached(spec: str, base_url: str | None, cache_dir: str | Path | None,
             option: str = "--carbon-live") -> adapters.Cached:
-    return adapters.Cached(adapters.from_env(spec, base_url, option=option), cache_dir)
+    return adapters.Cached(adapters.from_env(grid_table.live_spec(spec), base_url, option=option), cache_dir)
 
 
 def live_or_table(spec: str, *, fallback: str | None = None, forecast: bool = False,
@@ -92,5 +92,5 @@ def load_forecast(spec: str, series: carbon.IntensitySeries | None, *, base_url:
         readings = _cached(spec, base_url, cache_dir).forecast()
     except adapters.CarbonApiError as exc:
         return series, f"carbon forecast: {exc}; the window uses {series.describe() if series else 'no data'}"
-    zone = adapters.parse_spec(spec)[1]
+    zone = adapters.parse_spec(grid_table.live_spec(spec))[1]
     return with_forecast(series, readings, series.region if series else zone), None

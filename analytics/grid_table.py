@@ -28,6 +28,7 @@ class GridRow:
     year: int
     source: str
     licence: str
+    live_zone: str = ""  # cloud regions: the Electricity Maps zone (Cloud Carbon Footprint's mapping)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -45,7 +46,7 @@ def rows() -> dict[str, GridRow]:
     out: dict[str, GridRow] = {}
     for r in csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#")):
         row = GridRow(r["code"], r["name"], r["kind"], r["grid"], float(r["g_per_kwh"]), r["signal"],
-                      int(r["year"]), r["source"], r["licence"])
+                      int(r["year"]), r["source"], r["licence"], r.get("live_zone") or "")
         out[row.code.upper()] = row
     return out
 
@@ -77,6 +78,17 @@ def is_listed(code: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def live_spec(spec: str) -> str:
+    """``electricitymaps:aws:us-east-1`` -> ``electricitymaps:US-MIDA-PJM`` for a bundled cloud region
+    that has a mapped zone; any other spec is returned as it is."""
+    provider, _, zone = spec.partition(":")
+    if provider.strip().lower() == "electricitymaps" and is_listed(zone):
+        row = lookup(zone)
+        if row.live_zone:
+            return f"{provider}:{row.live_zone}"
+    return spec
 
 
 def listing(kind: str | None = None) -> list[GridRow]:

@@ -296,10 +296,11 @@ class CarbonLiveSource:
         return None
 
 
-def live_source(spec: str, every_s: float = 300) -> CarbonLiveSource:
+def live_source(spec: str, every_s: float = 300, region: str | None = None) -> CarbonLiveSource:
     """The `collect --carbon-live` source: a bad key or zone stops the start with one clear line;
-    a provider that is only down or rate-limited is warned about and retried every round."""
-    src = CarbonLiveSource(Cached(from_env(spec), latest_ttl_s=every_s), every_s=every_s)
+    a provider that is only down or rate-limited is warned about and retried every round.
+    ``region`` is the points' region tag (default: the provider's zone)."""
+    src = CarbonLiveSource(Cached(from_env(spec), latest_ttl_s=every_s), region, every_s=every_s)
     try:
         src.cached.latest(force=True)  # one call at start, so a bad key or zone is caught now
     except CarbonApiError as exc:

@@ -61,3 +61,13 @@ def test_aliases_and_unknown_codes() -> None:
         grid_table.lookup("aws:mars-1", "--region")
     with pytest.raises(ConfigError, match="--kind"):
         grid_table.listing("planet")
+
+
+def test_cloud_regions_carry_their_electricity_maps_zone() -> None:
+    assert grid_table.lookup("aws:us-east-1").live_zone == "US-MIDA-PJM"
+    assert grid_table.lookup("azure:swedencentral").live_zone == "SE-SE3"
+    assert grid_table.live_spec("electricitymaps:aws:eu-north-1") == "electricitymaps:SE-SE3"
+    assert grid_table.live_spec("electricitymaps:DE") == "electricitymaps:DE"  # a zone passes through
+    assert grid_table.live_spec("watttime:aws:us-east-1") == "watttime:aws:us-east-1"  # EM zones only
+    zones = [r for r in grid_table.listing("cloud") if r.live_zone]
+    assert len(zones) >= 50 and all(not r.code.startswith("gcp:") for r in zones)

@@ -87,3 +87,27 @@ def test_live_without_a_key_names_the_variable(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("ELECTRICITYMAPS_API_TOKEN", raising=False)
     rc, _, err = run(capsys, "carbon", "live", "electricitymaps:DE")
     assert rc == 2 and "ELECTRICITYMAPS_API_TOKEN" in err
+
+
+def test_live_resolves_a_cloud_region_to_its_zone(provider: ProviderState,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    provider.em_zones["SE-SE3"] = 20.0
+    rc, out, _ = run(capsys, "carbon", "live", "electricitymaps:aws:eu-north-1", "--json")
+    got = json.loads(out)
+    assert rc == 0 and got["zone"] == "SE-SE3" and got["g_per_kwh"] == 20.0
+
+
+def test_collect_tags_points_with_the_code_given(provider: ProviderState) -> None:
+    from collector.sources.base import Tick
+    from collector.sources.carbon_live import CarbonLiveSource
+    from wattlens.cli import build_parser
+    from wattlens.commands.collect import build_sources
+    from wattlens.config import resolve
+
+    provider.em_zones["US-MIDA-PJM"] = 380.0
+    args = build_parser().parse_args(["collect", "--source", "sim", "--carbon-live",
+                                      "electricitymaps:aws:us-east-1"])
+    resolve(args._parser, args, args._section)
+    (src,) = [s for s in build_sources(args) if isinstance(s, CarbonLiveSource)]
+    (p,) = src.sample(Tick(1_795_824_000 * 10**9, 0.0))
+    assert p.tag_map["region"] == "aws:us-east-1" and p.field_map == {"intensity_g_per_kwh": 380.0}

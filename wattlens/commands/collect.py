@@ -127,9 +127,12 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
         log.info("source %s: %s", name, probe.detail)
         built.append(source)
     if getattr(args, "carbon_live", None):
+        from analytics.grid_table import live_spec  # a cloud region code -> its Electricity Maps zone
         from collector.sources.carbon_live import live_source
 
-        built.append(live_source(args.carbon_live))
+        spec = live_spec(args.carbon_live)
+        # Points keep the code the operator gave (aws:us-east-1), so `--region` finds them.
+        built.append(live_source(spec, region=str(args.carbon_live).partition(":")[2].strip()))
     return built
 
 

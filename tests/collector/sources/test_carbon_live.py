@@ -141,6 +141,7 @@ def test_collect_flag_builds_the_source_and_refuses_a_bad_key(server: tuple[str,
     resolve(args._parser, args, args._section)
     sources = build_sources(args)
     carbon = [s for s in sources if isinstance(s, CarbonLiveSource)]
+    assert carbon[0].region == "FR"
     assert len(carbon) == 1
     first = carbon[0].sample(Tick(T0, 0.0))
     assert [p.field_map for p in first] == [{"intensity_g_per_kwh": 41.0}]

@@ -73,7 +73,7 @@ def countries(cc3: Path) -> list[tuple[str, ...]]:
         g = r.get("carbon_intensity")
         if code is None or not g:  # no ISO code, or no generation figure (0.0) in the source
             continue
-        rows.append((code, r["country_name"], "country", code, f"{g:.1f}", "average",
+        rows.append((code, r["country_name"], "country", code, f"{g:g}", "average",
                      str(r["year"]), f"Ember / Our World in Data via {CC3} global_energy_mix.json",
                      "CC BY 4.0 (Ember/OWID); MIT (CodeCarbon)", ""))
     return rows
@@ -88,7 +88,7 @@ def us_states(cc3: Path) -> list[tuple[str, ...]]:
             continue
         code = f"US-{r['regionCode']}"
         rows.append((code, f"{name.title()} (US state grid)", "us_state", code,
-                     f"{r['emissions'] * G_PER_LB / 1000:.1f}", "average", str(src["year"]),
+                     f"{r['emissions'] * G_PER_LB / 1000:.2f}", "average", str(src["year"]),
                      f"{src['name'].split(',')[0]} field {src['field']}, via {CC3}",
                      "public domain (US EPA); MIT (CodeCarbon)", ""))
     return rows

@@ -111,10 +111,13 @@ def build_settings(args: argparse.Namespace) -> Any:
     from analytics.cost import parse_tariff
     from analytics.embodied import parse_overrides
     from analytics.grid_table import lookup
+    from collector.errors import ConfigError
 
     parse_overrides(args.embodied)  # a bad --embodied or --country fails before the store is read
     if args.country:
         lookup(args.country, "--country")
+    if args.carbon_csv and not Path(args.carbon_csv).exists():
+        raise ConfigError(f"--carbon-csv: file {str(args.carbon_csv)!r} does not exist")
 
     return Settings(tariff=parse_tariff(args.price, args.currency, args.utc_offset),
                     carbon_csv=args.carbon_csv, country=args.country, region=args.region,

@@ -111,3 +111,12 @@ def test_collect_tags_points_with_the_code_given(provider: ProviderState) -> Non
     (src,) = [s for s in build_sources(args) if isinstance(s, CarbonLiveSource)]
     (p,) = src.sample(Tick(1_795_824_000 * 10**9, 0.0))
     assert p.tag_map["region"] == "aws:us-east-1" and p.field_map == {"intensity_g_per_kwh": 380.0}
+
+
+def test_collect_once_shows_the_carbon_point(provider: ProviderState, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "collect", "--source", "sim", "--nodes", "1", "--gpus", "1", "--once",
+                     "--interval", "0.1", "--spool-dir", str(tmp_path / "spool"),
+                     "--carbon-live", "electricitymaps:DE")
+    line = next(x for x in out.splitlines() if x.startswith("electricitymaps"))
+    assert rc == 0 and line.split()[1:4] == ["DE", "average", "302"]

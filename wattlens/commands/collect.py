@@ -161,10 +161,12 @@ def run(args: argparse.Namespace) -> int:
         from collector.agent import SystemClock
 
         clock = SystemClock()
-        for s in sources:  # the first round primes counters; the second has increments
-            s.sample(Tick(clock.wall_ns(), clock.monotonic()))
+        # The first round primes counters; the second has increments. A source that samples
+        # less often than every round (--carbon-live) shows its first round's point instead.
+        first = [s.sample(Tick(clock.wall_ns(), clock.monotonic())) for s in sources]
         time.sleep(min(args.interval, 1.0))
-        points = [p for s in sources for p in s.sample(Tick(clock.wall_ns(), clock.monotonic()))]
+        points = [p for s, got in zip(sources, first, strict=True)
+                  for p in (s.sample(Tick(clock.wall_ns(), clock.monotonic())) or got)]
         print(format_points(points))
         return 0
     agent = AgentProcess.build(args, sources, counter_state=state)

@@ -223,27 +223,35 @@ class Cached:
 
     def _fetch(self, what: str, call: Callable[[], Any], force: bool = False) -> list[Reading]:
         f = self._file(what)
-        cached: dict[str, Any] | None = None
-        try:
-            cached = json.loads(f.read_text())
-        except (OSError, ValueError):
-            cached = None
-        if cached and not force and self.clock() - cached["fetched_at"] < self.ttl[what]:
-            return [Reading(**r) for r in cached["readings"]]
+        cached = self._read(f)
+        if cached and not force and self.clock() - cached[0] < self.ttl[what]:
+            return cached[1]
         try:
             got = call()
         except CarbonApiError as exc:
             if cached and exc.kind in ("rate_limit", "unavailable"):
-                self.stale = f"{exc} (using the copy fetched {self.clock() - cached['fetched_at']:.0f} s ago)"
-                return [Reading(**r) for r in cached["readings"]]
+                self.stale = f"{exc} (using the copy fetched {self.clock() - cached[0]:.0f} s ago)"
+                return cached[1]
             raise
         readings = got if isinstance(got, list) else [got]
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fetched_at": self.clock(), "readings": [asdict(r) for r in readings]}))
-        tmp.replace(f)
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"fetched_at": self.clock(), "readings": [asdict(r) for r in readings]}))
+            tmp.replace(f)
+        except OSError as exc:  # a read-only home still gets the figure, only uncached
+            log.warning("carbon cache %s not written: %s", f, exc)
         self.stale = None
         return readings
+
+    @staticmethod
+    def _read(f: Path) -> tuple[float, list[Reading]] | None:
+        """(fetched_at, readings) from a cache file; None when missing or unreadable."""
+        try:
+            d = json.loads(f.read_text())
+            return float(d["fetched_at"]), [Reading(**r) for r in d["readings"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def latest(self, force: bool = False) -> Reading:
         """The current figure; ``force`` asks the provider even within the TTL (checks the key)."""

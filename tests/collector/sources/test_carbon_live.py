@@ -151,3 +151,13 @@ def test_collect_flag_builds_the_source_and_refuses_a_bad_key(server: tuple[str,
     monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "wrong")
     with pytest.raises(ConfigError, match="--carbon-live: electricitymaps: the key was refused"):
         build_sources(args)
+
+
+def test_a_damaged_cache_file_is_refetched(server: tuple[str, ProviderState], tmp_path: Path) -> None:
+    url, st = server
+    cached = Cached(ElectricityMaps("DE", EM_TOKEN, url), tmp_path)
+    assert cached.latest().g_per_kwh == 302.0
+    (f,) = (tmp_path / "carbon").glob("*latest.json")
+    f.write_text('{"fetched_at": 1e12, "readings": [{"zone": "DE"}]}')  # wrong shape
+    assert cached.latest().g_per_kwh == 302.0
+    assert st.calls.count("/v3/carbon-intensity/latest") == 2

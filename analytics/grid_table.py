@@ -40,28 +40,31 @@ class GridRow:
 
 
 @lru_cache(maxsize=1)
-def rows() -> dict[str, GridRow]:
-    """Every bundled row by upper-case code (analytics/data/grid_intensity.csv)."""
+def _load() -> tuple[dict[str, GridRow], dict[str, str]]:
     text = resources.files("analytics").joinpath("data/grid_intensity.csv").read_text(encoding="utf-8")
     out: dict[str, GridRow] = {}
+    aliases: dict[str, str] = {}
     for r in csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#")):
         row = GridRow(r["code"], r["name"], r["kind"], r["grid"], float(r["g_per_kwh"]), r["signal"],
                       int(r["year"]), r["source"], r["licence"], r.get("live_zone") or "")
         out[row.code.upper()] = row
-    return out
+        for alias in (r.get("aliases") or "").split(";"):
+            if alias.strip():
+                aliases[alias.strip().upper()] = row.code.upper()
+    return out, aliases
 
 
-def _aliases() -> dict[str, str]:
-    """Accepted spellings beyond the listed code: UK for GB, lower case, and ``aws/us-east-1``."""
-    return {"UK": "GB", "GLOBAL": "WORLD"}
+def rows() -> dict[str, GridRow]:
+    """Every bundled row by upper-case code (analytics/data/grid_intensity.csv)."""
+    return _load()[0]
 
 
 def lookup(code: str, option: str = "--country") -> GridRow:
-    """The row for a listed code (case-insensitive); a clear error naming the option otherwise."""
+    """The row for a listed code (case-insensitive; ISO 3166 alpha-3 and UK accepted for countries,
+    ``aws/us-east-1`` for ``aws:us-east-1``); a clear error naming the option otherwise."""
     key = code.strip().upper().replace("/", ":")
-    key = _aliases().get(key, key)
-    table = rows()
-    row = table.get(key)
+    table, aliases = _load()
+    row = table.get(aliases.get(key, key))
     if row is None:
         near = sorted(c for c in table if c.startswith(key[:2]))[:8]
         hint = f" (codes starting {key[:2]!r}: {', '.join(near)})" if near else ""

@@ -31,7 +31,7 @@ import pycountry  # type: ignore[import-not-found]
 OUT = Path(__file__).resolve().parents[1] / "analytics" / "data" / "grid_intensity.csv"
 G_PER_LB = 453.59237
 CC3 = "CodeCarbon 3.3.2 (MIT)"
-HEADER = ("code", "name", "kind", "grid", "g_per_kwh", "signal", "year", "source", "licence", "live_zone")
+HEADER = ("code", "name", "kind", "grid", "g_per_kwh", "signal", "year", "source", "licence", "live_zone", "aliases")
 CCF = "Cloud Carbon Footprint (Apache-2.0)"
 # Regions CodeCarbon 1.2.0 does not list: the country named in their display name, as in Cloud
 # Carbon Footprint's AWSRegions.ts ('Africa (Cape Town)') and AzureRegions.ts (swedencentral, ...).
@@ -50,7 +50,7 @@ EXTRA = {
 # World: not in CodeCarbon's file; Ember's 2023 world average as charted by Statista (kept
 # from the table this one replaces).
 WORLD = ("WORLD", "World average", "world", "WORLD", "481", "average", "2023",
-         "Ember, Yearly Electricity Data (via Statista, July 2024)", "CC BY 4.0 (Ember)", "")
+         "Ember, Yearly Electricity Data (via Statista, July 2024)", "CC BY 4.0 (Ember)", "", "GLOBAL")
 
 US_STATES = {s.name.lower(): s.code for s in pycountry.subdivisions.get(country_code="US")}
 
@@ -75,7 +75,8 @@ def countries(cc3: Path) -> list[tuple[str, ...]]:
             continue
         rows.append((code, r["country_name"], "country", code, f"{g:g}", "average",
                      str(r["year"]), f"Ember / Our World in Data via {CC3} global_energy_mix.json",
-                     "CC BY 4.0 (Ember/OWID); MIT (CodeCarbon)", ""))
+                     "CC BY 4.0 (Ember/OWID); MIT (CodeCarbon)", "",
+                     ";".join([iso3, *(["UK"] if code == "GB" else [])])))
     return rows
 
 
@@ -90,7 +91,7 @@ def us_states(cc3: Path) -> list[tuple[str, ...]]:
         rows.append((code, f"{name.title()} (US state grid)", "us_state", code,
                      f"{r['emissions'] * G_PER_LB / 1000:.2f}", "average", str(src["year"]),
                      f"{src['name'].split(',')[0]} field {src['field']}, via {CC3}",
-                     "public domain (US EPA); MIT (CodeCarbon)", ""))
+                     "public domain (US EPA); MIT (CodeCarbon)", "", ""))
     return rows
 
 
@@ -115,7 +116,7 @@ def em_zones(ccf: Path) -> dict[str, str]:
 
 
 def _grid_row(code: str, name: str, grid: str, g: tuple[str, ...], where: str, zone: str) -> tuple[str, ...]:
-    return (code, name, "cloud", grid, g[4], "average", g[6], f"grid {grid} ({g[7]}); {where}", g[8], zone)
+    return (code, name, "cloud", grid, g[4], "average", g[6], f"grid {grid} ({g[7]}); {where}", g[8], zone, "")
 
 
 def cloud(cc3: Path, cc1: Path, grids: dict[str, tuple[str, ...]], zones: dict[str, str]) -> list[tuple[str, ...]]:
@@ -129,7 +130,7 @@ def cloud(cc3: Path, cc1: Path, grids: dict[str, tuple[str, ...]], zones: dict[s
             rows.append((f"gcp:{region}", f"Google Cloud {region} ({r['city']})", "cloud",
                          grid or "", f"{float(r['impact']):.1f}", "average", "2023",
                          f"Google Cloud region carbon data 2023 (grid carbon intensity) via {CC3}",
-                         "Google published data; MIT (CodeCarbon)", ""))
+                         "Google published data; MIT (CodeCarbon)", "", ""))
     with open(cc1 / "codecarbon/data/cloud/impact.csv", encoding="utf-8-sig") as f:
         for r in csv.DictReader(f):
             if r["provider"] not in ("aws", "azure") or r["city"] in ("Hong Kong", "Wan Chai"):

@@ -71,3 +71,8 @@ def test_cloud_regions_carry_their_electricity_maps_zone() -> None:
     assert grid_table.live_spec("watttime:aws:us-east-1") == "watttime:aws:us-east-1"  # EM zones only
     zones = [r for r in grid_table.listing("cloud") if r.live_zone]
     assert len(zones) >= 50 and all(not r.code.startswith("gcp:") for r in zones)
+
+
+def test_iso3_codes_are_accepted_for_countries() -> None:
+    assert grid_table.lookup("USA").code == "US" and grid_table.lookup("gbr").code == "GB"
+    assert grid_table.lookup("JPN").code == "JP" and grid_table.lookup("global").code == "WORLD"

@@ -8,13 +8,13 @@ import os
 import sys
 from datetime import UTC, datetime
 
-KINDS = ("world", "country", "us_state", "cloud")
+KINDS = ("world", "country", "us_state", "egrid", "cloud")  # analytics.grid_table.KINDS
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("carbon", help="bundled grid intensities; live and forecast intensity",
                        description="Grid carbon intensity. `list`: every bundled code (countries, US "
-                                   "state grids, AWS/Azure/GCP regions) with its figure, signal, "
+                                   "state grids, US eGRID subregions, AWS/Azure/GCP regions) with its figure, signal, "
                                    "year, source and licence; each is accepted by --country and "
                                    "--region. `live`: the current figure (and forecast) from "
                                    "Electricity Maps or WattTime, key from the environment, "

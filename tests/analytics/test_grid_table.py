@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from analytics import carbon, grid_table
@@ -108,3 +111,13 @@ def test_egrid_codes_resolve_in_every_spelling_and_list_by_kind() -> None:
     assert grid_table.lookup("NYUP").g_per_kwh < grid_table.lookup("US-NY").g_per_kwh
     with pytest.raises(ConfigError, match=r"--region: no bundled annual intensity for 'egrid:XXXX'"):
         grid_table.lookup("egrid:XXXX", "--region")
+
+
+def test_egrid_rows_match_their_source_file() -> None:
+    """Each egrid row is its subregion in the vendored source file (kg/MWh = g/kWh), to two decimals."""
+    src = json.loads((Path(__file__).parents[2] / "scripts/data/egrid2022_intensities.json").read_text())
+    assert src["metadata"]["year"] == 2022 and set(src["regions_kg_per_mwh"]) == EGRID_SUBREGIONS
+    for sub, kg_per_mwh in src["regions_kg_per_mwh"].items():
+        row = grid_table.lookup(f"egrid:{sub}")
+        assert row.g_per_kwh == round(kg_per_mwh, 2) and row.year == 2022, row
+        assert f"(eGRID subregion {sub})" in row.name

@@ -58,7 +58,7 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from collector.store import open_store
+    from collector.store import open_store, redact_url
     from collector.store.influx import init_store
 
     options: dict[str, object] = {"rollups": not args.no_rollups}
@@ -75,8 +75,10 @@ def run_init(args: argparse.Namespace) -> int:
             lines += backfill(end_ns - int(args.backfill_hours * 3600e9), end_ns)
     finally:
         store.close()
+    print(f"{redact_url(store.url)}:")  # the URL once (password hidden), then what was done
+    prefix = f"{store.url}: "
     for line in lines:
-        print(f"{store.url}: {line}")
+        print(f"  {line.removeprefix(prefix)}")
     return 0
 
 
@@ -99,6 +101,7 @@ def run_downsample(args: argparse.Namespace) -> int:
             lines = downsample(store, start_ns, end_ns)
     finally:
         store.close()
+    print(f"{redact_url(store.url)}:")
     for line in lines:
-        print(f"{store.url}: {line}")
+        print(f"  {line}")
     return 0

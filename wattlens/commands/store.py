@@ -84,7 +84,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_downsample(args: argparse.Namespace) -> int:
     from collector.errors import ConfigError
-    from collector.store import open_store
+    from collector.store import open_store, redact_url
     from collector.store.influx_rollups import downsample
     from collector.store.influx_v1 import InfluxStore
 

@@ -91,7 +91,8 @@ def kpi_cards(kpis: Sequence[Kpi]) -> list[html.Div]:
     cards = []
     for k in kpis:
         if k.change_pct is None:
-            delta = html.Span(f"{units.DASH} {k.compare}", className="wl-delta wl-delta-none")
+            text = k.compare if k.compare.startswith("n/a") else f"{units.DASH} {k.compare}"
+            delta = html.Span(text, className="wl-delta wl-delta-none")
         else:
             flat = abs(k.change_pct) < 0.05  # shown as ±0.0 %
             arrow = "■" if flat else "▲" if k.change_pct > 0 else "▼"

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics import carbon, queries
-from analytics.context import Context, Settings, load_carbon, load_context
-from analytics.cost import energy_cost
+from analytics.context import Context, Settings, load_context, load_headline
 from analytics.frontier import Frontier, best_cap, build_frontiers, max_power_by_model, point_cost
+from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY
 from analytics.levels import per_trends
 from analytics.objective import tradeoff_cost
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
@@ -131,141 +131,85 @@ class Kpi:
     raw: float | None = None
 
 
-def _grid_by_hour(gpu: dict[int, float], cpu: dict[int, float],
-                  fac: list[queries.FacilityBucket]) -> tuple[dict[int, float], str]:
-    """Energy the grid supplied per hour, by the rule of analytics.context.load_context: the
-    facility meter where it has energy, else GPU + CPU × the hour's PUE, else GPU + CPU."""
-    it: dict[int, float] = defaultdict(float)
-    for src in (gpu, cpu):
-        for t, e in src.items():
-            it[t // HOUR_NS * HOUR_NS] += e
-    if any(b.facility_energy_j for b in fac):
-        grid: dict[int, float] = defaultdict(float)
-        for b in fac:
-            grid[b.time_ns // HOUR_NS * HOUR_NS] += b.facility_energy_j or 0.0
-        return dict(grid), "facility energy"
-    pue: dict[int, list[float]] = defaultdict(list)
-    for b in fac:
-        if b.it_power_w and b.facility_power_w:
-            pue[b.time_ns // HOUR_NS * HOUR_NS].append(b.facility_power_w / b.it_power_w)
-    if pue:
-        by_hour = {h: sum(v) / len(v) for h, v in pue.items()}
-        mean = sum(by_hour.values()) / len(by_hour)
-        return {h: e * by_hour.get(h, mean) for h, e in it.items()}, "GPU + CPU energy × PUE"
-    return dict(it), "GPU + CPU energy (no facility data)"
-
-
-@dataclass(frozen=True)
-class DayTotals:
-    """One day of the fleet: energy, work, PUE, emissions and cost, and the power at its end."""
-
-    gpu_j: float
-    cpu_j: float
-    work: dict[str, float]
-    pue: float | None
-    grid_j: float
-    grid_basis: str
-    g_co2: float | None
-    carbon_note: str | None
-    cost: float
-    power_now_w: float | None
-
-
-def _day(start: int, end: int, gpu: dict[int, float], cpu: dict[int, float],
-         fac: list[queries.FacilityBucket], work: list[tuple[int, dict[str, float]]],
-         series: carbon.IntensitySeries | None, message: str | None,
-         settings: Settings) -> DayTotals:
-    def inside(t: int) -> bool:
-        return start <= t < end
-
-    gpu_d = {t: e for t, e in gpu.items() if inside(t)}
-    cpu_d = {t: e for t, e in cpu.items() if inside(t)}
-    fac_d = [b for b in fac if inside(b.time_ns)]
-    totals: dict[str, float] = defaultdict(float)
-    for t, w in work:
-        if inside(t):
-            for unit, v in w.items():
-                totals[unit] += v
-    grid, basis = _grid_by_hour(gpu_d, cpu_d, fac_d)
-    em = carbon.emissions(grid, series)
-    it_j = sum(b.it_energy_j or 0.0 for b in fac_d)
-    fac_j = sum(b.facility_energy_j or 0.0 for b in fac_d)
-    last = end - NOW_LOOKBACK_S * NS  # the newest five-minute bucket: "power now"
-    now_j = gpu[last] + cpu.get(last, 0.0) if last in gpu else None
-    return DayTotals(sum(gpu_d.values()), sum(cpu_d.values()), dict(totals),
-                     fac_j / it_j if it_j > 0 and fac_j > 0 else None, sum(grid.values()), basis,
-                     em.g_co2, em.message or message, energy_cost(grid, settings.tariff),
-                     None if now_j is None else now_j / NOW_LOOKBACK_S)
-
-
-def two_days(store: Store, end_ns: int, settings: Settings) -> tuple[DayTotals, DayTotals]:
-    """The 24 h ending at ``end_ns`` and the 24 h before, from one set of five-minute aggregates
-    over the two days, computed in the store (energy, work, facility) and the hourly carbon.
-
-    ``end_ns`` is a whole five minutes, so the window moves by whole buckets and every bucket
-    but the newest is a settled rollup in the cache.
-    """
-    step = NOW_LOOKBACK_S * NS
-    if end_ns % step:
-        raise ValueError(f"end_ns: must be a whole {NOW_LOOKBACK_S} s, got {end_ns}")
-    w = Window(end_ns - 2 * DAY_NS, end_ns)
-    gpu = {t: e for _k, t, e in queries.energy_buckets(store, w, "gpu", NOW_LOOKBACK_S, ())}
-    cpu = {t: e for _k, t, e in queries.energy_buckets(store, w, "cpu", NOW_LOOKBACK_S, ())}
-    fac = queries.facility_buckets(store, w, NOW_LOOKBACK_S)
-    work = queries.work_buckets(store, w, NOW_LOOKBACK_S)
-    hours = Window(w.start_ns // HOUR_NS * HOUR_NS, -(-w.end_ns // HOUR_NS) * HOUR_NS)
-    series, message = load_carbon(store, hours, settings)  # hourly data: whole hours
-    mid = end_ns - DAY_NS
-    return (_day(mid, end_ns, gpu, cpu, fac, work, series, message, settings),
-            _day(w.start_ns, mid, gpu, cpu, fac, work, series, message, settings))
-
-
 def _hhmm(t_ns: int) -> str:
     from dashboard.figures import iso
 
     return iso(t_ns)[11:16]
 
 
-def fleet_kpis(store: Store, end_ns: int, settings: Settings) -> list[Kpi]:
-    """Power now, energy, PER, carbon, PUE and cost over the last 24 h, each against the 24 h before.
-
-    The days end at :func:`settled_end_ns` (a whole five minutes, settled): their aggregates are
-    then rollups in the cache, and the window moves once per five minutes. Power is the mean of
-    the last of those five minutes, against the same five minutes a day before.
-    """
-    end_ns = settled_end_ns(store, end_ns)
-    today, before = two_days(store, end_ns, settings)
+def _power_now(store: Store, end_ns: int) -> tuple[float | None, float]:
+    """GPU + CPU power over the five minutes to ``end_ns`` (energy over the time the data
+    covers), and the share of those five minutes the GPU data covers."""
     recent = Window(end_ns - NOW_LOOKBACK_S * NS, end_ns)
-    gpus_now = len(queries.energy_by(store, recent, "gpu", ("host", "gpu")))
-    vs = "vs prior 24 h"
-    unit = primary_unit(today.work) or primary_unit(before.work)
-    per_now = per(today.work.get(unit), today.gpu_j) if unit else None
-    per_before = per(before.work.get(unit), before.gpu_j) if unit else None
+    total = 0.0
+    seen = False
+    for measurement in ("gpu", "cpu"):
+        for s in queries.power_series(store, recent, NOW_LOOKBACK_S, (), measurement=measurement):
+            total += sum(s.values)
+            seen = seen or bool(s.values)
+    return (total if seen else None), queries.covered_s(store, recent) / NOW_LOOKBACK_S
+
+
+def _change(now: float | None, before: float | None, enough: bool) -> float | None:
+    return units.change_pct(now, before) if enough else None
+
+
+def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings) -> list[Kpi]:
+    """The cards over the selected range (ending at :func:`settled_end_ns`), each against the
+    range before it: the headline figures of analytics.headline, the same as ``wattlens report``.
+
+    A change is shown only when the prior range is covered by data for at least
+    90 % of its length; otherwise it reads "n/a (not enough history)".
+    """
+    window = range_window(store, range_key, end_ns)
+    length = window.end_ns - window.start_ns
+    head = load_headline(store, window, settings)
+    prior = load_headline(store, Window(window.start_ns - length, window.start_ns), settings)
+    label = RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", "")
+    ok = prior.enough_history
+    vs = f"vs prior {label}" if ok else NOT_ENOUGH_HISTORY
+    power_now, _cov = _power_now(store, window.end_ns)
+    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS)
+    gpus_now = len(queries.energy_by(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
+                                                   window.end_ns), "gpu", ("host", "gpu")))
+    unit = head.unit or prior.unit
+    per_now = head.per.get(unit) if unit else None
+    gpu_only = head.per_gpu_only.get(unit) if unit else None
     tariff = settings.tariff
-    energy_now = today.gpu_j + today.cpu_j
-    energy_before = before.gpu_j + before.cpu_j
+    em = head.emissions
+    grid_kwh = head.grid_energy_j / units.J_PER_KWH
+    other_it = head.it_energy_j - head.gpu_energy_j - head.cpu_energy_j
+    it_note = f"GPU {units.energy(head.gpu_energy_j)} · CPU {units.energy(head.cpu_energy_j)}"
+    if abs(other_it) >= 0.0005 * max(head.it_energy_j, 1.0):
+        it_note += f" · other IT {units.energy(other_it)} (facility meter)"
+    fac_note = (f"PUE {units.pue(head.pue)} = facility ÷ IT energy · carbon and cost use it"
+                if head.facility_energy_j is not None else
+                "no facility measurement · carbon and cost use IT energy")
     return [
-        Kpi("power", "Power, last 5 min", units.power(today.power_now_w),
-            f"GPU + CPU, to {_hhmm(end_ns)} UTC · {gpus_now} GPUs",
-            units.change_pct(today.power_now_w, before.power_now_w), None,
-            "vs yesterday", today.power_now_w),
-        Kpi("energy", "Energy, 24 h", units.energy(energy_now),
-            f"GPU {units.energy(today.gpu_j)} · CPU {units.energy(today.cpu_j)}",
-            units.change_pct(energy_now, energy_before), "down", vs, energy_now),
-        Kpi("per", "Fleet PER, 24 h", units.per3(per_now, PER_UNITS[unit]) if unit else units.DASH,
-            f"{unit} per GPU joule" if unit else "no job reported work",
-            units.change_pct(per_now, per_before), "up", vs, per_now),
-        Kpi("carbon", "Carbon, 24 h", units.mass_co2(today.g_co2),
-            (f"{units.intensity(today.g_co2 / (today.grid_j / units.J_PER_KWH))} on {today.grid_basis}"
-             if today.g_co2 is not None and today.grid_j > 0 else
-             (today.carbon_note or "no carbon intensity").split(";")[0]),
-            units.change_pct(today.g_co2, before.g_co2), "down", vs, today.g_co2),
-        Kpi("pue", "PUE, 24 h", units.pue(today.pue),
-            "facility ÷ IT energy" if today.pue else "no facility measurement",
-            units.change_pct(today.pue, before.pue), "down", vs, today.pue),
-        Kpi("cost", "Energy cost, 24 h", units.money(today.cost, tariff.currency),
-            f"at {tariff.describe()}", units.change_pct(today.cost, before.cost), "down", vs,
-            today.cost),
+        Kpi("power", "Power, last 5 min", units.power(power_now),
+            f"GPU + CPU, to {_hhmm(window.end_ns)} UTC · {gpus_now} GPUs",
+            _change(power_now, power_day, cov_day >= MIN_COVERAGE), None,
+            "vs same 5 min a day before" if cov_day >= MIN_COVERAGE else NOT_ENOUGH_HISTORY,
+            power_now),
+        Kpi("energy", f"IT energy, {label}", units.energy(head.it_energy_j), it_note,
+            _change(head.it_energy_j, prior.it_energy_j, ok), "down", vs, head.it_energy_j),
+        Kpi("facility", f"Facility energy, {label}", units.energy(head.facility_energy_j),
+            fac_note, _change(head.facility_energy_j, prior.facility_energy_j, ok), "down", vs,
+            head.facility_energy_j),
+        Kpi("per", f"Fleet PER, {label}", units.per3(per_now, PER_UNITS[unit]) if unit else units.DASH,
+            (f"{unit} per GPU + CPU joule · GPU-only {units.per3(gpu_only, PER_UNITS[unit])}"
+             if unit else "no job reported work"),
+            _change(per_now, prior.per.get(unit) if unit else None, ok), "up", vs, per_now),
+        Kpi("carbon", f"Carbon, {label}", units.mass_co2(em.g_co2),
+            (f"{units.intensity(em.g_co2 / grid_kwh)} × {units.energy(head.grid_energy_j)} "
+             f"{'facility' if head.facility_energy_j is not None else 'IT'} energy"
+             if em.g_co2 is not None and grid_kwh > 0 else
+             (em.message or "no carbon intensity").split(";")[0]),
+            _change(em.g_co2, prior.emissions.g_co2, ok), "down", vs, em.g_co2),
+        Kpi("cost", f"Energy cost, {label}", units.money(head.cost, tariff.currency),
+            f"{units.energy(head.grid_energy_j)} "
+            f"{'facility' if head.facility_energy_j is not None else 'IT'} energy at "
+            f"{tariff.describe()}", _change(head.cost, prior.cost, ok), "down", vs, head.cost),
     ]
 
 
@@ -299,7 +243,9 @@ def _grid(series: list[Series], t0: int, t1: int, bucket_s: int) -> list[Series]
     out = []
     for s in series:
         lookup = dict(zip(s.times_ns, s.values, strict=True))
-        out.append(Series(s.name, grid, [lookup.get(t) for t in grid]))  # type: ignore[misc]
+        cover = dict(zip(s.times_ns, s.covered_s, strict=False))
+        out.append(Series(s.name, grid, [lookup.get(t) for t in grid],  # type: ignore[misc]
+                          [cover.get(t, 0.0) for t in grid]))
     return out
 
 
@@ -317,9 +263,21 @@ def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
             sums[t] += v
     t_all = total[0].times_ns
     other = Series("other", t_all, [max(0.0, v - sums.get(t, 0.0))
-                                    for t, v in zip(t_all, total[0].values, strict=True)])
+                                    for t, v in zip(t_all, total[0].values, strict=True)],
+                   total[0].covered_s)
     order = {name: i for i, name in enumerate(top)}
     return [*sorted(named, key=lambda s: order.get(s.name, len(order))), other]
+
+
+def chart_bucket_s(store: Store, window: Window) -> int:
+    """The power chart's bucket: about MAX_BUCKETS over the window, and never narrower than the
+    sampling interval of the data in it (a 6 s bucket over 60 s samples would swing between 0
+    and ten times the truth)."""
+    bucket = bucket_for(window, MAX_BUCKETS)
+    interval = queries.sampling_interval_s(store, window, bucket)
+    if interval is not None and interval > bucket:
+        bucket = max(bucket, bucket_for(Window(0, max(1, int(0.95 * interval * NS))), 1))
+    return bucket
 
 
 def fleet_power(store: Store, window: Window, by: str = "host",
@@ -328,7 +286,7 @@ def fleet_power(store: Store, window: Window, by: str = "host",
     smaller ones are summed as "other", so the chart stays readable and light at 1,000 GPUs."""
     if by not in ("host", "model"):
         raise ValueError(f"by: expected host or model, got {by!r}")
-    bucket = bucket_for(window, MAX_BUCKETS)
+    bucket = chart_bucket_s(store, window)
     step = bucket * NS
     aligned = Window(window.start_ns // step * step, window.end_ns)  # whole first bucket
     ranking = queries.energy_by(store, aligned, "gpu", (by,))
@@ -337,7 +295,7 @@ def fleet_power(store: Store, window: Window, by: str = "host",
     series = _power_groups(store, aligned, bucket, by, top)
     if top is not None and series and series[-1].name == "other":
         series[-1] = Series(_other_label(len(names) - len(top), by), series[-1].times_ns,
-                            series[-1].values)
+                            series[-1].values, series[-1].covered_s)
     times = sorted({t for s in series for t in s.times_ns})
     if times:
         series = _grid(series, times[0], times[-1], bucket)
@@ -369,7 +327,7 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
         return None
     window = window_for(store, range_key, end_ns)
     step = bucket * NS
-    if bucket_for(window, MAX_BUCKETS) != bucket:
+    if chart_bucket_s(store, window) != bucket:
         return None
     new_t0 = window.start_ns // step * step
     since = Window(max(t1 - step, new_t0, t0), window.end_ns)
@@ -419,7 +377,7 @@ def fleet_view(store: Store, range_key: str, by: str = "host",
     """The whole Fleet page (first render): KPIs, the stacked power chart and the GPU heatmap."""
     end = data_end_ns(store)
     window = window_for(store, range_key, end)
-    kpis = fleet_kpis(store, window.end_ns, settings or Settings())
+    kpis = fleet_kpis(store, range_key, window.end_ns, settings or Settings())
     return FleetView(window, kpis, fleet_power(store, window, by),
                      gpu_heat(store, range_window(store, range_key, end)))
 

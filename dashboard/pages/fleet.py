@@ -64,14 +64,14 @@ def register(app: Dash, deps: Deps) -> None:
     store = deps.store
 
     @app.callback(Output("fleet-kpis", "children"),
-                  Input("page-fleet", "title"), Input("tick", "n_intervals"))
-    def kpis(_page: str, _n: int | None) -> list[Any]:
+                  Input("page-fleet", "title"), Input("range", "value"), Input("tick", "n_intervals"))
+    def kpis(_page: str, range_key: str | None, _n: int | None) -> list[Any]:
         end = views.data_end_ns(store)
         if end is None:
             return [components.empty_state(
                 "No data yet", "Start an agent (`wattlens collect --store …`) or run `wattlens demo`; "
                 "this page fills in as soon as the first points arrive.", id="fleet-empty")]
-        return components.kpi_cards(views.fleet_kpis(store, end, deps.settings))
+        return components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings))
 
     @app.callback(Output("fleet-power", "figure"), Output("fleet-power-state", "data"),
                   Input("range", "value"), Input("fleet-by", "value"), Input("tick", "n_intervals"),

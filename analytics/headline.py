@@ -142,10 +142,10 @@ def headline(window: Window, span_s: float, gpu_by_hour: Mapping[int, float],
     fac = facility_energy(fac_rows, gpu_j + cpu_j)
     grid = grid_energy(it_by_hour, fac_rows, fac)
     grid_j = float(sum(grid.by_hour.values()))
-    it_j, it_basis = gpu_j + cpu_j, "GPU + CPU energy measured by wattlens"
+    it_j, it_basis = gpu_j + cpu_j, "GPU + CPU, measured"
     facility_j, pue = fac.facility_energy_j, fac.pue
     if fac.it_energy_j is not None and not fac.scales_measured_it:
-        it_j, it_basis = fac.it_energy_j, "facility meter (IT energy)"
+        it_j, it_basis = fac.it_energy_j, "facility meter"
     elif fac.scales_measured_it:
         facility_j = grid_j  # each hour's PUE applied: the energy carbon and cost use
         pue = grid_j / it_j if it_j > 0 else fac.pue

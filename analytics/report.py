@@ -174,6 +174,13 @@ def sig(x: float | None, digits: int = 3) -> str:
     return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
 
 
+def _pct(x: float | None) -> str:
+    """A signed change in one decimal; a change that rounds to zero is ±0.0 %, never -0.0."""
+    if x is None:
+        return "–"
+    return "±0.0%" if round(x, 1) == 0 else f"{x:+.1f}%"
+
+
 def _kwh(j: float | None) -> str:
     if j is None:
         return "–"
@@ -223,8 +230,8 @@ def _table(headers: list[str], rows: list[list[str]], md: bool) -> list[str]:
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return out
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return out
 
 
@@ -258,7 +265,9 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         ["GPU energy", _kwh(t["gpu_energy_j"])],
         ["CPU energy", _kwh(t["cpu_energy_j"]) + (f" (incl. {_kwh(t['estimated_energy_j'])} estimated)"
                                                  if t["estimated_energy_j"] else "")],
-        ["IT energy", f"{_kwh(t['it_energy_j'])} ({t['it_energy_basis']})"],
+        ["IT energy", f"{_kwh(t['it_energy_j'])} ({t['it_energy_basis']}"
+                      + (f"; GPU + CPU measured {_kwh(t['gpu_energy_j'] + t['cpu_energy_j'])})"
+                         if t["it_energy_basis"] == "facility meter" else ")")],
         ["facility energy", _kwh(t["facility_energy_j"])],
         ["PUE", f"{t['pue']:.2f} (facility ÷ IT energy)" if t["pue"] else f"– ({t['pue_source']})"],
         ["carbon", co2],
@@ -278,7 +287,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     trends = [tr for tr in report.trends if tr.change_pct is not None]
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{tr.change_pct:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 _pct(tr.change_pct), f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]

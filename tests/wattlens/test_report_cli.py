@@ -33,7 +33,7 @@ def test_json_report_of_the_simulated_day(day: SimStore, capsys: pytest.CaptureF
     rc, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--lambda", "0.8")
     assert rc == 0
     r = json.loads(out)
-    assert r["lambda"] == 0.8
+    assert r["tradeoff_weight"] == 0.8
     assert r["window"]["end"] == "2026-11-28 00:00:00Z"  # 'latest': just after the newest point
     kinds = {rec["kind"] for rec in r["recommendations"]}
     assert {"idle_gpu", "mixed_precision", "power_cap", "carbon_window"} <= kinds
@@ -62,11 +62,13 @@ def test_explicit_window_and_prices(day: SimStore, capsys: pytest.CaptureFixture
 
 def test_lambda_from_environment_and_flag_beats_it(day: SimStore, capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATTLENS_LAMBDA", "0.8")
+    monkeypatch.setenv("WATTLENS_TRADEOFF_WEIGHT", "0.8")
     _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json")
-    assert json.loads(out)["lambda"] == 0.8
-    _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--lambda", "0.3")
-    assert json.loads(out)["lambda"] == 0.3
+    assert json.loads(out)["tradeoff_weight"] == 0.8
+    _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--tradeoff-weight",
+                    "0.3", "--objective-lambda-j", "1000")
+    r = json.loads(out)
+    assert r["tradeoff_weight"] == 0.3 and r["objective_lambda_j"] == 1000
 
 
 def test_carbon_csv_and_country(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,7 +114,7 @@ def test_missing_or_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert rc == 2 and "holds no gpu or job points" in err
     with pytest.raises(SystemExit):
         main(["report", "--store", str(tmp_path / "empty.db"), "--lambda", "1.5"])
-    assert "argument --lambda: must be between 0 and 1, got '1.5'" in capsys.readouterr().err
+    assert "must be between 0 and 1, got '1.5'" in capsys.readouterr().err
 
 
 def test_progress_bar_appears_only_after_the_delay() -> None:

@@ -136,3 +136,27 @@ def test_the_console_entry_point(tmp_path: Path) -> None:
                          timeout=120, env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert "## Recommendations" in out.stdout and "h1: GPU 1 idle but drawing power" in out.stdout
+
+
+def test_a_20_s_collection_reports_about_20_s_of_data(tmp_path: Path) -> None:
+    """A real agent run of 20 s, then `report`: span_s is the time the data covers (about 20 s),
+    not a bucket count × the bucket width, and per-day figures say they are scaled from it."""
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    env = {**os.environ, "WATTLENS_STATE_DIR": str(tmp_path / "state")}
+    collect = subprocess.run(
+        [sys.executable, "-m", "wattlens", "collect", "--source", "sim", "--nodes", "1", "--gpus",
+         "2", "--interval", "1", "--duration", "20", "--store", url, "--prometheus-port", "0",
+         "--spool-dir", str(tmp_path / "spool")],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert collect.returncode == 0, collect.stderr
+    report = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", url,
+                             "--since", "1h", "--until", "latest", "--format", "json"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)["totals"]
+    assert 16 <= totals["span_s"] <= 23, totals["span_s"]
+    assert totals["coverage"] < 0.01  # 20 s of a one-hour window
+    text = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", url, "--since",
+                           "1h", "--until", "latest"], capture_output=True, text=True, timeout=120,
+                          env=env).stdout
+    assert "data cover 2" in text or "data cover 1" in text

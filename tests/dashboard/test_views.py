@@ -13,6 +13,7 @@ import pytest
 
 from analytics import queries
 from analytics.context import Settings
+from analytics.report import build_report
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
 from collector.store.sqlite import SQLiteStore
@@ -42,28 +43,58 @@ def ctx(cached: CachedStore) -> Any:
     return views.ContextMemo(Settings()).get(cached, "24h")
 
 
-def test_fleet_kpis_carry_units_and_compare_with_the_day_before(cached: CachedStore, raw: SQLiteStore) -> None:
+@pytest.mark.parametrize("range_key", ["1h", "6h", "24h"])
+def test_fleet_cards_follow_the_range_and_equal_the_report(cached: CachedStore, raw: SQLiteStore,
+                                                           range_key: str) -> None:
+    """The cards are the report's headline figures for the same window (one definition), and a
+    change against the prior range is shown because 49 h of data cover it."""
     end = views.data_end_ns(cached)
     assert end is not None
-    kpis = {k.key: k for k in views.fleet_kpis(cached, end, Settings())}
-    assert list(kpis) == ["power", "energy", "per", "carbon", "pue", "cost"]
+    kpis = {k.key: k for k in views.fleet_kpis(cached, range_key, end, Settings())}
+    assert list(kpis) == ["power", "energy", "facility", "per", "carbon", "cost"]
     assert kpis["power"].value.endswith(("kW", "MW")) and "32 GPUs" in kpis["power"].note
     assert 8_000 < (kpis["power"].raw or 0) < 16_000  # 32 GPUs busy with jobs, plus four hosts' CPUs
-    assert kpis["energy"].value.endswith("kWh") and kpis["per"].value.endswith("tokens/J")
-    assert "CO₂" in kpis["carbon"].value and kpis["cost"].value.startswith("$")
-    for key in ("energy", "per", "carbon", "pue", "cost"):
-        assert kpis[key].change_pct is not None, key  # 49 h of data: yesterday is known
-    # The energy card equals the store's own sums over the same 24 h (to the last whole,
-    # settled five minutes), read without the cache.
-    end = views.settled_end_ns(cached, end)
-    w = Window(end - DAY, end)
-    direct = sum(queries.energy_by(raw, w, "gpu", ()).values()) + sum(
-        queries.energy_by(raw, w, "cpu", ()).values())
-    assert kpis["energy"].raw == pytest.approx(direct, rel=1e-9)
-    before = Window(end - 2 * DAY, end - DAY)
-    direct_before = sum(queries.energy_by(raw, before, "gpu", ()).values()) + sum(
-        queries.energy_by(raw, before, "cpu", ()).values())
-    assert kpis["energy"].change_pct == pytest.approx(100 * (direct / direct_before - 1), rel=1e-6)
+    label = views.RANGES[range_key][0].replace("Last ", "")
+    assert kpis["energy"].label == f"IT energy, {label}"
+    assert "PUE" in kpis["facility"].note and "carbon and cost use it" in kpis["facility"].note
+    assert "GPU-only" in kpis["per"].note
+    for key in ("energy", "facility", "per", "carbon", "cost"):
+        assert kpis[key].change_pct is not None and kpis[key].compare == f"vs prior {label}", key
+    w = views.range_window(cached, range_key, end)
+    t = build_report(raw, w).to_dict()["totals"]
+    assert kpis["energy"].raw == pytest.approx(t["it_energy_j"], rel=1e-9)
+    assert kpis["facility"].raw == pytest.approx(t["facility_energy_j"], rel=1e-9)
+    assert kpis["cost"].raw == pytest.approx(t["cost"], rel=1e-9)
+    assert kpis["carbon"].raw == pytest.approx(t["emissions"]["g_co2"], rel=1e-9)
+    unit = t["fleet_per"]["unit"]
+    assert kpis["per"].raw == pytest.approx(t["fleet_per"]["per"][unit], rel=1e-9)
+    # And with the store's own sums, read without the cache.
+    prior = Window(w.start_ns - (w.end_ns - w.start_ns), w.start_ns)
+    gpu_cpu = sum(sum(queries.energy_by(raw, win, m, ()).values()) for m in ("gpu", "cpu")
+                  for win in (w,))
+    assert t["gpu_energy_j"] + t["cpu_energy_j"] == pytest.approx(gpu_cpu, rel=1e-9)
+    assert queries.covered_s(raw, prior) >= 0.9 * prior.seconds
+
+
+def test_no_change_without_a_covered_prior_window(cached: CachedStore) -> None:
+    """7 days against the 7 days before: the store holds 49 h, so there is no prior week."""
+    end = views.data_end_ns(cached)
+    assert end is not None
+    for k in views.fleet_kpis(cached, "7d", end, Settings())[1:]:
+        assert k.change_pct is None and k.compare == "n/a (not enough history)", k.key
+
+
+@pytest.mark.parametrize(("prior_hours", "shown"), [(20.0, False), (23.0, True)])
+def test_a_change_needs_90_percent_of_the_prior_window(tmp_path: Path, prior_hours: float,
+                                                       shown: bool) -> None:
+    store = SQLiteStore(tmp_path / "h.db")
+    end = time.time_ns() // (300 * NS) * 300 * NS
+    write_fleet(store, SimulatedFleet(nodes=1, gpus_per_node=2, seed=5),
+                end - int((24 + prior_hours) * 3600) * NS, end, 60)
+    kpis = {k.key: k for k in views.fleet_kpis(store, "24h", end, Settings())}
+    assert (kpis["energy"].change_pct is not None) is shown
+    assert (kpis["energy"].compare == "n/a (not enough history)") is not shown
+    store.close()
 
 
 def test_power_chart_names_the_top_groups_and_sums_the_rest_as_other(cached: CachedStore) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dash import dash_table, dcc, html
+from dash.dash_table.Format import Format, Group, Scheme
 
 from dashboard import units
 from dashboard.views import RANGES, Kpi, Status
@@ -151,25 +152,35 @@ TABLE_STYLE: dict[str, Any] = {
     "style_header": {"fontWeight": "600", "backgroundColor": "#f1f5f9", "color": "#334155",
                      "borderBottom": "2px solid #cbd5e1", "whiteSpace": "normal",
                      "height": "auto", "lineHeight": "16px", "verticalAlign": "bottom"},
-    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "290px"}],
+    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "290px"},
+                               {"if": {"column_type": "numeric"}, "textAlign": "right",
+                                "fontVariantNumeric": "tabular-nums"}],
     "style_filter": {"backgroundColor": "#ffffff"},
     "style_as_list_view": True,
 }
+
+def _num(name: str, col: str, decimals: int) -> dict[str, Any]:
+    """A numeric column: sorts and filters as a number, fixed decimals, unit in the header."""
+    return {"name": name, "id": col, "type": "numeric",
+            "format": Format(precision=decimals, scheme=Scheme.fixed, group=Group.yes)}
+
 
 JOB_COLUMNS: list[dict[str, Any]] = [
     {"name": "Job", "id": "job"},
     {"name": "Status", "id": "status"},
     {"name": "Kind", "id": "kind_text"},
     {"name": "GPUs", "id": "gpus_text"},
-    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
-    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
-    {"name": "Run h", "id": "runtime_h", "type": "numeric"},
-    {"name": "Power kW", "id": "power_kw", "type": "numeric"},
-    {"name": "Work", "id": "work"},
-    {"name": "PER", "id": "per"},
-    {"name": "PER Δ %", "id": "per_trend_pct", "type": "numeric"},
-    {"name": "Over best cap MJ", "id": "excess_mj", "type": "numeric"},
+    _num("Cap, W", "cap_w", 0),
+    _num("Energy, kWh", "energy_kwh", 2),
+    _num("Run, h", "runtime_h", 2),
+    _num("Power, kW", "power_kw", 2),
+    {"name": "Work unit", "id": "unit"},
+    _num("Work, M units", "work_m", 2),
+    _num("PER, units/J", "per_num", 2),
+    _num("PER Δ, %", "per_trend_pct", 1),
+    _num("Over best cap, MJ", "excess_mj", 2),
 ]
+
 
 
 def _data_table(**kwargs: Any) -> Any:
@@ -205,16 +216,17 @@ def job_table(table_id: str, *, page_size: int = 20, columns: list[dict[str, Any
 
 
 RANK_COLUMNS: list[dict[str, Any]] = [
-    {"name": "#", "id": "rank", "type": "numeric"},
+    _num("#", "rank", 0),
     {"name": "Job", "id": "job"},
     {"name": "GPUs", "id": "gpus_text"},
-    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
-    {"name": "Best cap at λ, W", "id": "best_cap_w", "type": "numeric"},
-    {"name": "cost(λ) MJ", "id": "cost_mj", "type": "numeric"},
-    {"name": "Over best MJ", "id": "excess_mj", "type": "numeric"},
-    {"name": "Over best %", "id": "excess_pct", "type": "numeric"},
-    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
-    {"name": "PER", "id": "per"},
+    _num("Cap, W", "cap_w", 0),
+    _num("Best cap at η, W", "best_cap_w", 0),
+    _num("Trade-off cost, MJ", "cost_mj", 2),
+    _num("Over best, MJ", "excess_mj", 2),
+    _num("Over best, %", "excess_pct", 1),
+    _num("Energy, kWh", "energy_kwh", 2),
+    {"name": "Work unit", "id": "unit"},
+    _num("PER, units/J", "per_num", 2),
 ]
 
 ALERT_COLUMNS: list[dict[str, Any]] = [

@@ -81,6 +81,9 @@ def base_layout(fig: go.Figure, *, x_title: str | None, y_title: str | None, hei
         plot_bgcolor="rgba(0,0,0,0)", showlegend=legend,
         legend={"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 12}},
         hoverlabel={"font": {"family": FONT}},
+        # Zoom, pan and legend choices survive a refresh: plotly keeps the UI state while
+        # uirevision stays the same (callbacks that change the range give it a new value).
+        uirevision="keep",
     )
     fig.update_xaxes(gridcolor=GRID, zeroline=False, title={"text": x_title} if x_title else None)
     fig.update_yaxes(gridcolor=GRID, zeroline=False, title={"text": y_title} if y_title else None)

@@ -84,11 +84,14 @@ def register(app: Dash, deps: Deps) -> None:
             if update is not None:
                 return power_patch(update, list(state["names"])), update.state
         chart = views.fleet_power(store, views.window_for(store, range_key), by)
-        return (figures.power_over_time(chart.series, stacked_by=BY_LABEL[by]),
-                chart.state(range_key))
+        fig = figures.power_over_time(chart.series, stacked_by=BY_LABEL[by])
+        fig.update_layout(uirevision=f"{range_key}/{by}")  # zoom and legend kept until these change
+        return fig, chart.state(range_key)
 
     @app.callback(Output("fleet-heat", "figure"),
                   Input("range", "value"), Input("heat-metric", "value"), Input("tick", "n_intervals"))
     def heat(range_key: str, metric: str, _n: int | None) -> Any:
         window = views.range_window(store, range_key)
-        return figures.gpu_heatmap(views.gpu_heat(store, window), metric or "util_pct")
+        fig = figures.gpu_heatmap(views.gpu_heat(store, window), metric or "util_pct")
+        fig.update_layout(uirevision=f"{range_key}/{metric}")
+        return fig

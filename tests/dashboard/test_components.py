@@ -83,7 +83,8 @@ def test_recommendation_card_offers_apply_only_with_actuation_else_the_cli_comma
     off = _json(rec_card(1, _rec(action), enabled=False))
     assert '"type": "apply-rec"' in on and "Apply…" in on
     assert "apply-rec" not in off
-    assert "wattlens cap apply --host node-00 --gpu 0 --watts 400 --apply" in off
+    assert ("for g in 0 1; do wattlens cap apply --host node-00 --gpu $g --watts 400 --apply; done"
+            in off)
     for text in (on, off):
         assert "12.3 kWh/day" in text and "4.5 kg CO₂/day" in text and "$1.80/day" in text
         assert "Evidence and how it was estimated" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from analytics import queries
 from analytics.context import Settings
 from analytics.report import build_report
+from analytics.savings import combined
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
 from collector.store.sqlite import SQLiteStore
@@ -243,7 +245,22 @@ def test_carbon_view_windows_and_emissions(ctx: Any) -> None:
 def test_recommendations_view_totals(ctx: Any) -> None:
     v = views.recommendations_view(ctx, 0.5)
     assert v.items and v.currency == "USD"
-    assert v.kwh_per_day == pytest.approx(sum(r.savings_kwh_per_day for r in v.items))
+    # "If all were applied" counts each joule once: items touching the same jobs or GPUs
+    # (fp8 and a clock lock on one job) add only the larger saving.
+    total = combined(v.items)
+    by_id = {r.id: r for r in v.items}
+    assert v.kwh_per_day == pytest.approx(sum(by_id[i].savings_kwh_per_day for i in total.counted))
+    assert v.kwh_per_day <= sum(r.savings_kwh_per_day for r in v.items) + 1e-9
+    seen: set[str] = set()
+    for i in total.counted:
+        keys = {f"job:{j}" for j in by_id[i].jobs} | {f"gpu:{g}" for g in by_id[i].gpus}
+        assert not keys & seen, i  # no two counted items share a job or a GPU
+        seen |= keys
+    if total.overlaps:
+        assert "not added again" in v.total_note
+    # The refresh guard compares like with like: the signature survives the browser's JSON.
+    sig = v.signature("24h", 0.5)
+    assert sig == json.loads(json.dumps(sig))
     kinds = {r.kind for r in v.items}
     assert {"idle_gpu", "carbon_window"} <= kinds
     capped = views.recommendations_view(ctx, 1.0)
@@ -322,3 +339,22 @@ def test_prewarm_reads_the_fleet_and_analysis_pages_in_the_background(demo_store
     deps = app._wattlens_deps  # type: ignore[attr-defined]
     assert "24h" in deps.memo._items  # the analysis Context is ready for the first visitor
     assert deps.store.cached_rows > 0 and deps.store.stats.fetched_buckets > 0
+
+
+def test_evidence_is_rounded_text_not_raw_json() -> None:
+    rows = dict(views.evidence_rows({"mean_power_w": 291.80000000000047, "gpus": 4, "ok": True,
+                                     "frontier": [{"cap_w": 400.0, "j_per_token": 0.0123456}],
+                                     "model": {"p_max_w": 700.0, "share": 0.333333333}}))
+    assert rows == {"mean_power_w": "291.8", "gpus": "4", "ok": "yes",
+                    "frontier": "cap_w: 400, j_per_token: 0.01235", "model.p_max_w": "700",
+                    "model.share": "0.3333"}
+
+
+def test_cap_command_names_every_gpu() -> None:
+    from dashboard.actuation import plan
+
+    steps = plan({"type": "power_cap", "watts": 500.0, "gpus": {"node-01": ["2", "0", "1"],
+                                                               "node-00": ["3"]}})
+    assert views.cap_commands(steps) == [
+        "wattlens cap apply --host node-00 --gpu 3 --watts 500 --apply",
+        "for g in 0 1 2; do wattlens cap apply --host node-01 --gpu $g --watts 500 --apply; done"]

@@ -674,6 +674,18 @@ class CarbonView:
     recs: list[Recommendation]
 
 
+UNATTRIBUTED_JOB = "no job (idle GPUs, CPUs, other IT, overhead)"
+UNATTRIBUTED_NODE = "no node (other IT, facility overhead)"
+
+
+def _with_remainder(items: list[tuple[str, float]], total_g: float,
+                    label: str) -> list[tuple[str, float]]:
+    """``items`` plus, when they fall short of the headline by more than 0.1 %, a row for the
+    rest, so that by-job and by-node emissions reconcile with the total on the page."""
+    rest = total_g - sum(g for _, g in items)
+    return [*items, (label, rest)] if rest > 0.001 * total_g else list(items)
+
+
 def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
     """Carbon over the window from one analytics Context; emissions include the facility overhead
     (each hour's PUE), like the report's totals."""
@@ -717,6 +729,9 @@ def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
     by_node = [(name, em.g_co2) for name, hours in by_node_h.items()
                if (em := carbon.emissions(hours, series)).g_co2 is not None]
     total = carbon.emissions(ctx.grid_by_hour, series)
+    if total.g_co2 is not None:  # the bars add up to the headline: the rest is named, not hidden
+        by_job = _with_remainder(by_job, total.g_co2, UNATTRIBUTED_JOB)
+        by_node = _with_remainder(by_node, total.g_co2, UNATTRIBUTED_NODE)
     deferrable = sorted(j.job for j in ctx.job_aggs.values() if j.deferrable)
     recs = [r for r in recommend_from(ctx, lam).items if r.kind == "carbon_window"]
     return CarbonView(ctx.window, series.describe() if series else None,

@@ -91,35 +91,6 @@ def job_summaries(store: Store, window: Window) -> list[JobSummary]:
     return sorted(jobs.values(), key=lambda j: -j.energy_j)
 
 
-@dataclass(frozen=True)
-class FleetTotals:
-    """Energy and work over a window, for fleet and facility PER."""
-
-    gpu_energy_j: float
-    cpu_energy_j: float
-    it_energy_j: float | None
-    facility_energy_j: float | None
-    work: dict[str, float]
-    estimated_cpu_energy_j: float = 0.0
-
-
-def fleet_totals(store: Store, window: Window) -> FleetTotals:
-    gpu = sum(energy_by(store, window, "gpu", ()).values())
-    cpu_rows = energy_by(store, window, "cpu", ("method",))
-    cpu = sum(cpu_rows.values())
-    estimated = sum(v for k, v in cpu_rows.items() if k[0] == "estimated")
-    fac_rows = store.query(AggregateQuery(
-        "facility", (("sum", "it_energy_j"), ("sum", "facility_energy_j")),
-        window.start_ns, window.end_ns))
-    it = fac_rows[0].values.get("sum_it_energy_j") if fac_rows else None
-    facility = fac_rows[0].values.get("sum_facility_energy_j") if fac_rows else None
-    work_rows = store.query(AggregateQuery(
-        "job", tuple(("sum", f) for f in WORK_FIELDS), window.start_ns, window.end_ns))
-    work = {f: (work_rows[0].values.get(f"sum_{f}") or 0.0) if work_rows else 0.0
-            for f in WORK_FIELDS}
-    return FleetTotals(gpu, cpu, it, facility, work, estimated)
-
-
 # --- bucketed reads for the report, recommendations, frontier and carbon ----------------------
 # Each function runs one aggregate query pushed down to the store and returns
 # plain dataclasses; everything after that is pure functions in analytics/.

@@ -108,7 +108,7 @@ def register(app: Dash, deps: Deps) -> None:
         if ctx.triggered_id == "tick" and sig == signature:
             raise PreventUpdate  # nothing changed: keep open evidence panels open
         kpis = components.kpi_cards([
-            views.Kpi("recs-count", "Recommendations", str(len(v.items)), f"at λ = {lam:.2f}",
+            views.Kpi("recs-count", "Recommendations", str(len(v.items)), f"at η = {lam:.2f}",
                       None, None, ""),
             views.Kpi("recs-kwh", "Energy saved", f"{v.kwh_per_day:,.1f} kWh/day",
                       f"{v.total_note}; scaled from {units.duration(v.span_s)} of data", None,

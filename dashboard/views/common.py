@@ -93,7 +93,7 @@ class Kpi:
 
 
 class ContextMemo:
-    """The analytics Context per range, shared by the analysis pages and by λ moves.
+    """The analytics Context per range, shared by the analysis pages and by η moves.
 
     One Context per range and minute of data. When the data has moved on by less than
     ``stale_s``, the last Context is served at once while the new one loads on a background

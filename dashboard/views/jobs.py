@@ -34,7 +34,7 @@ def _frontier_of(fronts: list[Frontier], job: str) -> Frontier | None:
 
 @dataclass(frozen=True)
 class JobObjective:
-    """A job's cost(λ) = λ·E + (1−λ)·P_max·T (T in GPU-seconds) and its excess over the best cap."""
+    """A job's cost(η) = η·E + (1−η)·P_max·T (T in GPU-seconds) and its excess over the best cap."""
 
     cost_j: float | None
     excess_j: float | None
@@ -43,8 +43,8 @@ class JobObjective:
 
 
 def job_objective(j: Any, fronts: list[Frontier], p_max: dict[str, float], lam: float) -> JobObjective:
-    """cost(λ) of one JobAggregate, and how much less it would cost per unit of work at its class's
-    best cap for this λ (from the measured frontier)."""
+    """cost(η) of one JobAggregate, and how much less it would cost per unit of work at its class's
+    best cap for this η (from the measured frontier)."""
     unit = primary_unit(j.work)
     pm = p_max.get(j.gpu_model) or j.power_limit_w
     if unit is None or not pm or j.gpu_seconds <= 0:
@@ -62,7 +62,7 @@ def job_objective(j: Any, fronts: list[Frontier], p_max: dict[str, float], lam: 
 
 
 def jobs_rows(ctx: Context, lam: float) -> list[dict[str, Any]]:
-    """One table row per job in the window, ranked by excess cost(λ) over the best cap (then cost)."""
+    """One table row per job in the window, ranked by excess cost(η) over the best cap (then cost)."""
     fronts = build_frontiers(ctx.jobs, _p_max(ctx))
     p_max = _p_max(ctx)
     trends = {t.job: t for t in per_trends(ctx.jobs, ctx.settings.per_references)}

@@ -15,7 +15,7 @@ from dashboard.views.jobs import _p_max, jobs_rows
 
 @dataclass
 class Tradeoff:
-    """The trade-off page for one λ: frontier classes, the selected one's caps, and the ranking."""
+    """The trade-off page for one η: frontier classes, the selected one's caps, and the ranking."""
 
     lam: float
     classes: list[tuple[str, str]]  # (key, label), classes with at least two caps first
@@ -29,7 +29,7 @@ class Tradeoff:
 
 
 def tradeoff(ctx: Context, lam: float, selected: str | None) -> Tradeoff:
-    """Rank jobs by cost(λ) and show the frontier of the selected class with the cap that minimises it."""
+    """Rank jobs by cost(η) and show the frontier of the selected class with the cap that minimises it."""
     fronts = build_frontiers(ctx.jobs, _p_max(ctx))
     fronts.sort(key=lambda f: (-(len(f.points) >= 2), -sum(p.energy_j for p in f.points), f.key))
     classes = [(f.key, f"{f.label} · {len(f.points)} cap{'s' if len(f.points) != 1 else ''}")
@@ -53,12 +53,12 @@ def _tradeoff_summary(f: Frontier, lam: float) -> str:
         return "No cap of this class is on the frontier."
     unit = UNIT_SINGULAR.get(f.unit, f.unit)
     top = max(f.points, key=lambda p: p.cap_w)
-    text = f"At λ = {lam:.2f} the best cap for {f.workload} on {f.gpu_model} is {best.cap_w:.0f} W"
+    text = f"At η = {lam:.2f} the best cap for {f.workload} on {f.gpu_model} is {best.cap_w:.0f} W"
     if top.cap_w != best.cap_w:
         de = 100 * (best.energy_j_per_unit / top.energy_j_per_unit - 1)
         dt = 100 * (best.time_s_per_unit / top.time_s_per_unit - 1)
         text += (f": {units.signed_pct(de)} energy and {units.signed_pct(dt)} time per {unit} "
                  f"against {top.cap_w:.0f} W")
     else:
-        text += ", the highest cap measured: at this λ, time matters more than the energy a lower cap saves"
+        text += ", the highest cap measured: at this η, time matters more than the energy a lower cap saves"
     return text + "."

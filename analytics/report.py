@@ -24,6 +24,7 @@ from analytics.objective import (
 from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
+from analytics.savings import combined
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -63,6 +64,7 @@ class Report:
             "frontiers": [f.to_dict(self.lam) for f in self.frontiers],
             "predictions": [p.to_dict() for p in self.predictions],
             "recommendations": [r.to_dict() for r in self.recommendations],
+            "recommendations_total": combined(self.recommendations).to_dict(),
             "notes": list(self.notes),
         }
 
@@ -322,6 +324,11 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines.append(f"savings per day, scaled from {_duration(span)} of data (× {sig(factor)})"
                      + (": too short to extrapolate to a day reliably, treat as indicative"
                         if span < MIN_EXTRAPOLATE_S else ""))
+        total = combined(report.recommendations)
+        kg = f"{sig(total.kg_co2_per_day)} kg CO2" if total.kg_co2_per_day is not None else \
+            "kg CO2 unknown"
+        lines.append(f"all together: {sig(total.kwh_per_day)} kWh, {kg}, {sig(total.cost_per_day)} "
+                     f"{t['currency']} per day ({total.note})")
     else:
         lines.append("none")
     for i, r in enumerate(report.recommendations, 1):

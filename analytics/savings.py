@@ -24,6 +24,11 @@ class Combined:
     counted: tuple[str, ...]
     overlaps: tuple[tuple[str, ...], ...]
 
+    def to_dict(self) -> dict[str, object]:
+        return {"kwh_per_day": self.kwh_per_day, "kg_co2_per_day": self.kg_co2_per_day,
+                "cost_per_day": self.cost_per_day, "counted": list(self.counted),
+                "overlaps": [list(g) for g in self.overlaps], "note": self.note}
+
     @property
     def note(self) -> str:
         if not self.overlaps:

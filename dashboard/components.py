@@ -111,6 +111,14 @@ def kpi_cards(kpis: Sequence[Kpi]) -> list[html.Div]:
     return cards
 
 
+def window_caption(window: Any, id: str, prefix: str = "") -> html.Span:
+    """The window a page's figures cover, in words; ``title`` carries it in ns for tools and tests."""
+    from dashboard.views import window_text
+
+    return html.Span(f"{prefix}{window_text(window)}", id=id, className="wl-note wl-window",
+                     title=f"{window.start_ns}/{window.end_ns}")
+
+
 def section(title: str, *children: Any, note: str | None = None, tools: Any = None,
             id: str | None = None, class_name: str = "") -> html.Section:
     """A titled card; ``tools`` go to the right of the title (radio buttons, pickers)."""

@@ -16,6 +16,7 @@ BY_LABEL = {"host": "node", "model": "GPU model"}
 def layout() -> list[Any]:
     return [
         anchor("fleet"),
+        html.Div(id="fleet-window", className="wl-window-line"),
         html.Div(id="fleet-kpis", className="wl-kpis",
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(6)]),
         html.Div(className="wl-grid-main", children=[
@@ -63,15 +64,18 @@ def power_patch(update: views.PowerUpdate, names: list[str]) -> Patch:
 def register(app: Dash, deps: Deps) -> None:
     store = deps.store
 
-    @app.callback(Output("fleet-kpis", "children"),
+    @app.callback(Output("fleet-kpis", "children"), Output("fleet-window", "children"),
                   Input("page-fleet", "title"), Input("range", "value"), Input("tick", "n_intervals"))
-    def kpis(_page: str, range_key: str | None, _n: int | None) -> list[Any]:
+    def kpis(_page: str, range_key: str | None, _n: int | None) -> tuple[list[Any], Any]:
         end = views.data_end_ns(store)
         if end is None:
             return [components.empty_state(
                 "No data yet", "Start an agent (`wattlens collect --store …`) or run `wattlens demo`; "
-                "this page fills in as soon as the first points arrive.", id="fleet-empty")]
-        return components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings))
+                "this page fills in as soon as the first points arrive.", id="fleet-empty")], ""
+        window = views.range_window(store, range_key, end)
+        return (components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings)),
+                components.window_caption(window, "fleet-window-text",
+                                          "cards cover, to the last settled five minutes: "))
 
     @app.callback(Output("fleet-power", "figure"), Output("fleet-power-state", "data"),
                   Input("range", "value"), Input("fleet-by", "value"), Input("tick", "n_intervals"),

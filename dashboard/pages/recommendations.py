@@ -26,7 +26,7 @@ def layout(actuation_enabled: bool) -> list[Any]:
         anchor("recs"),
         html.Div(id="recs-summary", className="wl-kpis wl-kpis-4",
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(4)]),
-        components.section("Recommendations", html.Div(id="recs-messages"),
+        components.section("Recommendations", html.Div(id="recs-window"), html.Div(id="recs-messages"),
                            dcc.Loading(html.Div(id="recs-list", className="wl-recs"), delay_show=400,
                                        type="dot"),
                            note=note, id="card-recs"),
@@ -96,14 +96,17 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("recs-summary", "children"), Output("recs-list", "children"),
                   Output("recs-messages", "children"), Output("recs-signature", "data"),
+                  Output("recs-window", "children"),
                   Input("page-recs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
                   State("lam", "data"), State("recs-signature", "data"))
     def update(_page: str, range_key: str, _n: int | None, lam: float | None,
                signature: Any) -> tuple[Any, ...]:
         lam = float(lam if lam is not None else 0.5)
         if views.data_end_ns(store) is None:
-            return ([], components.empty_state("No data yet", "Nothing has been collected."), "", None)
-        v = views.recommendations_view(deps.memo.get(store, range_key), lam)
+            return ([], components.empty_state("No data yet", "Nothing has been collected."), "", None,
+                    "")
+        context = deps.memo.get(store, range_key)
+        v = views.recommendations_view(context, lam)
         sig = v.signature(range_key, lam)
         if ctx.triggered_id == "tick" and sig == signature:
             raise PreventUpdate  # nothing changed: keep open evidence panels open
@@ -129,7 +132,8 @@ def register(app: Dash, deps: Deps) -> None:
         else:
             body = [rec_card(i, r, enabled) for i, r in enumerate(v.items, 1)]
         msgs = [html.Div(m, className="wl-banner wl-banner-est wl-inline") for m in v.messages]
-        return kpis, body, msgs, sig
+        return kpis, body, msgs, sig, components.window_caption(context.window, "recs-window-text",
+                                                                "from the data in ")
 
     @app.callback(Output("apply-confirm", "displayed"), Output("apply-confirm", "message"),
                   Output("apply-pending", "data"),

@@ -18,6 +18,7 @@ from dashboard.views.common import (
     range_window,
     settled_end_ns,
     window_for,
+    window_text,
 )
 from dashboard.views.fleet import (
     FleetView,
@@ -48,5 +49,5 @@ __all__ = [
     "cap_commands", "carbon_view", "chart_bucket_s", "data_end_ns", "evidence_rows", "fleet_kpis",
     "fleet_power", "fleet_power_update", "fleet_view", "gpu_heat", "job_detail", "jobs_rows",
     "range_seconds", "range_window", "readable", "recommendations_view", "settled_end_ns",
-    "short_model", "status", "tradeoff", "units", "window_for",
+    "short_model", "status", "tradeoff", "units", "window_for", "window_text",
 ]

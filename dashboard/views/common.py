@@ -70,6 +70,14 @@ def settled_end_ns(store: Store, end_ns: int) -> int:
     return end_ns // (KPI_ALIGN_S * NS) * KPI_ALIGN_S * NS
 
 
+def window_text(window: Window) -> str:
+    """'2026-11-29 17:05 – 18:05 UTC': the window a page's figures cover, for its caption."""
+    from dashboard.figures import iso
+
+    a, b = iso(window.start_ns)[:16], iso(window.end_ns)[:16]
+    return f"{a} – {b[11:] if a[:10] == b[:10] else b} UTC"
+
+
 def range_window(store: Store, range_key: str | None, end_ns: int | None = None) -> Window:
     """The time range ending at :func:`settled_end_ns`: for means and totals over the range."""
     end = end_ns if end_ns is not None else data_end_ns(store)
@@ -109,10 +117,9 @@ class ContextMemo:
         self._lock = threading.Lock()
 
     def _window(self, store: Store, range_key: str) -> Window:
-        end = data_end_ns(store)
-        if end is not None:
-            end = -(-end // (60 * NS)) * 60 * NS  # up to the minute: one context per minute
-        return window_for(store, range_key, end)
+        # The same window as the Fleet cards (to the last settled five minutes): every page
+        # shows one range the same way, and a context is read once per five minutes.
+        return range_window(store, range_key)
 
     def get(self, store: Store, range_key: str) -> Context:
         window = self._window(store, range_key)

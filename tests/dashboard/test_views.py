@@ -314,20 +314,20 @@ def test_bad_range_and_grouping_are_named() -> None:
 def test_context_memo_serves_the_last_context_while_a_newer_one_loads(demo_store: SQLiteStore) -> None:
     memo = views.ContextMemo(Settings(), stale_s=600)
     first = memo.get(demo_store, "6h")
-    assert memo.get(demo_store, "6h") is first  # same minute of data: the same Context
+    assert memo.get(demo_store, "6h") is first  # same five minutes of data: the same Context
     end = first.window.end_ns
     write_fleet(demo_store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end - 60 * NS,
-                end + 120 * NS, 60)
-    assert memo.get(demo_store, "6h") is first  # served at once, stale by two minutes ...
+                end + 360 * NS, 60)
+    assert memo.get(demo_store, "6h") is first  # served at once, stale by five minutes ...
     deadline = time.monotonic() + 60
     while memo._loading and time.monotonic() < deadline:  # ... while the new one loads
         time.sleep(0.05)
     fresh = memo.get(demo_store, "6h")
-    assert fresh is not first and fresh.window.end_ns == end + 180 * NS
+    assert fresh is not first and fresh.window.end_ns == end + 300 * NS
     far = views.ContextMemo(Settings(), stale_s=60)
     old = far.get(demo_store, "1h")
-    write_fleet(demo_store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end + 120 * NS,
-                end + 600 * NS, 60)
+    write_fleet(demo_store, SimulatedFleet(nodes=4, gpus_per_node=8, seed=1), end + 360 * NS,
+                end + 900 * NS, 60)
     newer = far.get(demo_store, "1h")  # moved on by more than stale_s: loaded in the foreground
     assert newer is not old and newer.window.end_ns > old.window.end_ns
 

@@ -51,8 +51,9 @@ def register(app: Dash, deps: Deps) -> None:
                       key=lambda r: (-r["energy_kwh"], r["job"]))
         running = sum(1 for r in rows if r["status"] == "running")
         energy = sum(r["energy_kwh"] for r in rows)
-        return rows, (f"{len(rows)} jobs in the range · {running} running · "
-                      f"{energy:,.1f} kWh of GPU energy · η = {float(lam or 0.5):.2f}")
+        return rows, [f"{len(rows)} jobs in the range · {running} running · "
+                      f"{energy:,.1f} kWh of GPU energy · η = {float(lam or 0.5):.2f} · ",
+                      components.window_caption(ctx.window, "jobs-window")]
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)

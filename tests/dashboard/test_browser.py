@@ -155,7 +155,8 @@ def test_every_page_renders_with_data_and_no_console_errors(
     elif page == "carbon":
         assert len(chrome.find_elements(By.CSS_SELECTOR, "#carbon-window-list li")) == 3
         assert len(_traces(chrome, "carbon-intensity")) == 3
-        assert len(_traces(chrome, "carbon-nodes")[0]["y"]) == 4
+        nodes = _traces(chrome, "carbon-nodes")[0]["y"]
+        assert len(nodes) == 5 and views.UNATTRIBUTED_NODE in nodes  # 4 nodes + the named rest
     elif page == "recommendations":
         cards = chrome.find_elements(By.CSS_SELECTOR, ".wl-rec")
         assert len(cards) >= 5

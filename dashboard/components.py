@@ -115,7 +115,7 @@ def window_caption(window: Any, id: str, prefix: str = "") -> html.Span:
     """The window a page's figures cover, in words; ``title`` carries it in ns for tools and tests."""
     from dashboard.views import window_text
 
-    return html.Span(f"{prefix}{window_text(window)}", id=id, className="wl-note wl-window",
+    return html.Span(f"{prefix}{window_text(window)}", id=id, className="wl-note wl-range-caption",
                      title=f"{window.start_ns}/{window.end_ns}")
 
 

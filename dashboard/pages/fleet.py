@@ -16,7 +16,7 @@ BY_LABEL = {"host": "node", "model": "GPU model"}
 def layout() -> list[Any]:
     return [
         anchor("fleet"),
-        html.Div(id="fleet-window", className="wl-window-line"),
+        html.Div(id="fleet-window", className="wl-range-line"),
         html.Div(id="fleet-kpis", className="wl-kpis",
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(6)]),
         html.Div(className="wl-grid-main", children=[

@@ -14,8 +14,8 @@ class Combined:
 
     Two items that touch the same job or the same GPU (fp8 and a clock lock on one job)
     both claim part of the same energy, and their savings do not add. Items are grouped
-    by shared jobs and GPUs, and each group counts only its largest saving: a lower bound
-    that never counts a joule twice. ``overlaps`` lists the groups that were merged.
+    by shared jobs and GPUs, and each group counts only its largest saving of each quantity
+    (kWh, kg CO2, money): a lower bound that never counts a joule twice. ``overlaps`` lists the groups that were merged.
     """
 
     kwh_per_day: float
@@ -68,11 +68,14 @@ def combined(items: Sequence[Recommendation]) -> Combined:
     counted: list[str] = []
     overlaps: list[tuple[str, ...]] = []
     for group in _groups(items):
+        # Each quantity's largest claim in the group: moving a job to a low-carbon hour saves
+        # CO2 but no kWh, so the kWh and the CO2 of one group may come from different items.
         top = max(group, key=lambda r: (r.savings_kwh_per_day, r.savings_cost_per_day, r.id))
         kwh += top.savings_kwh_per_day
-        cost += top.savings_cost_per_day
-        if top.savings_kg_co2_per_day is not None:
-            kg = (kg or 0.0) + top.savings_kg_co2_per_day
+        cost += max(r.savings_cost_per_day for r in group)
+        grams = [r.savings_kg_co2_per_day for r in group if r.savings_kg_co2_per_day is not None]
+        if grams:
+            kg = (kg or 0.0) + max(grams)
         counted.append(top.id)
         if len(group) > 1:
             overlaps.append(tuple(r.id for r in group))

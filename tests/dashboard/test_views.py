@@ -256,6 +256,7 @@ def test_recommendations_view_totals(ctx: Any) -> None:
     by_id = {r.id: r for r in v.items}
     assert v.kwh_per_day == pytest.approx(sum(by_id[i].savings_kwh_per_day for i in total.counted))
     assert v.kwh_per_day <= sum(r.savings_kwh_per_day for r in v.items) + 1e-9
+    assert v.kwh_per_day < sum(r.savings_kwh_per_day for r in v.items)  # the demo plants overlaps
     seen: set[str] = set()
     for i in total.counted:
         keys = {f"job:{j}" for j in by_id[i].jobs} | {f"gpu:{g}" for g in by_id[i].gpus}

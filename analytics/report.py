@@ -102,7 +102,13 @@ def _totals(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     methods = sorted({g.method for g in ctx.gpus} | {m for (_h, m), _t, _e in ctx.cpu})
     if "simulated" in methods:
         notes.append("data from the simulated fleet (method=simulated)")
-    totals = {**head.to_dict(), "methods": methods,
+    span = ctx.span_s
+    per_day = {"scaled_from_s": span, "factor": 86400 / span,
+               "too_short": span < MIN_EXTRAPOLATE_S}
+    if per_day["too_short"]:
+        notes.append(f"the data cover only {_duration(span)}: per-day savings are that span × "
+                     f"{sig(86400 / span)}, too short to extrapolate to a day reliably")
+    totals = {**head.to_dict(), "methods": methods, "per_day": per_day,
               "gpus": len({(g.host, g.gpu) for g in ctx.gpus}), "jobs": len(ctx.job_aggs)}
     return totals, notes
 

@@ -156,7 +156,9 @@ def test_a_20_s_collection_reports_about_20_s_of_data(tmp_path: Path) -> None:
     totals = json.loads(report.stdout)["totals"]
     assert 16 <= totals["span_s"] <= 23, totals["span_s"]
     assert totals["coverage"] < 0.01  # 20 s of a one-hour window
+    assert totals["per_day"]["too_short"] and totals["per_day"]["scaled_from_s"] == totals["span_s"]
     text = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", url, "--since",
                            "1h", "--until", "latest"], capture_output=True, text=True, timeout=120,
                           env=env).stdout
     assert "data cover 2" in text or "data cover 1" in text
+    assert "too short to extrapolate to a day reliably" in text

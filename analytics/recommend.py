@@ -126,7 +126,8 @@ def value_energy(ctx: Context, saved_by_hour: Mapping[int, float], *, at_meter: 
     em = carbon.emissions(grid, ctx.carbon)
     kg = em.kg_co2 * scale if em.kg_co2 is not None else None
     cost = sum(e / J_PER_KWH * ctx.settings.tariff.price_at(t) for t, e in grid.items()) * scale
-    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data"]
+    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data" if ctx.span_s >= 360
+             else f"scaled to a day from {ctx.span_s:.0f} s of data"]
     notes.append("CO2 and cost include facility overhead (× PUE)" if ctx.fac.pue and not at_meter
                  else "CO2 and cost on IT energy (no PUE known)" if not at_meter else
                  "facility energy")

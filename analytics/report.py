@@ -204,8 +204,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _money(x: float) -> str:
+    """Cents from one unit up, three significant digits below (0.00167, not 0.00)."""
+    return f"{x:,.2f}" if abs(x) >= 1 else sig(x)
+
+
 def _mj(j: float | None) -> str:
-    return "–" if j is None else f"{sig(j / 1e6, 4)} MJ"
+    """Joules in J, kJ, MJ or GJ, four significant digits."""
+    if j is None:
+        return "–"
+    factor, unit = next(((f, u) for f, u in ((1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ"))
+                         if abs(j) >= f), (1.0, "J"))
+    return f"{sig(j / factor, 4)} {unit}"
 
 
 def _objective_rows(report: Report, max_rows: int) -> list[list[str]]:
@@ -279,7 +289,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         ["facility energy", _kwh(t["facility_energy_j"])],
         ["PUE", f"{t['pue']:.2f} (facility ÷ IT energy)" if t["pue"] else f"– ({t['pue_source']})"],
         ["carbon", co2],
-        ["cost", f"{t['cost']:,.2f} {t['currency']} ({t['tariff_text']} × "
+        ["cost", f"{_money(t['cost'])} {t['currency']} ({t['tariff_text']} × "
                  f"{_kwh(t['grid_energy_j'])} {t['grid_energy_basis']})"],
         ["fleet PER", _fleet_per(t)],
     ], md))]
@@ -308,7 +318,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
                             for p in f.points)
             body.append([f.label, pts, f"{best.cap_w:.0f} W" if best else "–"])
         lines += [h(f"Power-cap frontiers (GPU-seconds and joules per unit of work; best cap at "
-                    f"λ={report.lam:g})"),
+                    f"η={report.lam:g})"),
                   *_table(["class", "caps: time, energy per unit", "best cap"], body, md)]
     if report.predictions:
         body = [[p.job, f"{100 * p.progress:.0f}%",

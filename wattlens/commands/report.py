@@ -112,6 +112,17 @@ def resolve_window(store: Any, since: str, until: str) -> Any:
     return Window(start, end)
 
 
+def check_carbon_options(settings: Any) -> None:
+    """Fail on a bad --country or --carbon-csv before reading the store (and before a progress
+    bar could start), so the error is the one line it should be."""
+    from analytics import carbon
+
+    if settings.country:
+        carbon.annual_series(settings.country)
+    if settings.carbon_csv:
+        carbon.load_intensity_csv(settings.carbon_csv)
+
+
 def build_settings(args: argparse.Namespace) -> Any:
     from analytics.context import Settings
     from analytics.cost import parse_tariff
@@ -185,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from analytics.report import STEPS, build_report, render
 
     settings = build_settings(args)
+    check_carbon_options(settings)
     store = open_existing_store(args.store)
     try:
         window = resolve_window(store, args.since, args.until)

@@ -11,8 +11,11 @@ from analytics import queries
 from analytics.context import Settings, load_headline
 from analytics.cost import parse_tariff
 from analytics.report import build_report, render
+from analytics.timeutil import Window
 from collector.store import open_store
 from tests.analytics.simstore import SimStore, sim_store
+
+NS = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,15 @@ def test_report_serialises_and_renders(day: SimStore) -> None:
     assert "-0.0" not in text and "-0.0" not in md
     assert "savings per day, scaled from 24.0 h of data" in text
     assert "Cap llm-pretrain on NVIDIA H100 80GB HBM3 at 500 W" in text
+
+
+def test_idle_stretches_never_outlast_the_window(day: SimStore) -> None:
+    """A window that starts inside a bucket (here 7 min past the hour) still reports idle
+    stretches no longer than itself: never "longest 24.1 h" in 24 h."""
+    w = Window(day.window.start_ns + 420 * NS, day.window.end_ns)
+    report = build_report(open_store(day.url), w, 0.5)
+    idle = [r for r in report.recommendations if r.kind == "idle_gpu"]
+    assert idle
+    for r in idle:
+        longest_h = float(r.detail.split("(longest ")[1].split(" h")[0])
+        assert longest_h <= w.seconds / 3600 + 0.05, r.detail  # within display rounding

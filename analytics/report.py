@@ -97,6 +97,9 @@ def _totals(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     if head.estimated_energy_j > 0:
         notes.append(f"{head.estimated_energy_j / J_PER_KWH:.3g} kWh of the energy is estimated "
                      f"(method=estimated: a model, not a meter); rows that include it are labelled")
+    elif any(j.estimated_j > 0 for j in ctx.job_aggs.values()):  # wattlens.job without an agent
+        notes.append("job energy is estimated (the CPU estimate: a model, not a meter); "
+                     "the jobs it affects are labelled")
     if head.emissions.message:
         notes.append(f"carbon: {head.emissions.message}")
     methods = sorted({g.method for g in ctx.gpus} | {m for (_h, m), _t, _e in ctx.cpu})
@@ -302,7 +305,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
-    trends = [tr for tr in report.trends if tr.change_pct is not None]
+    trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
                  _pct(tr.change_pct), f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]

@@ -91,7 +91,7 @@ def jobs_rows(ctx: Context, lam: float) -> list[dict[str, Any]]:
             "unit": unit or "",
             "work_m": round(j.work.get(unit, 0.0) / 1e6, 3) if unit else None,
             "per_num": round(value, 2) if value is not None else None,
-            "per_trend_pct": round(tr.change_pct, 1) if tr and tr.change_pct is not None else None,
+            "per_trend_pct": round(tr.change_pct, 1) + 0.0 if tr and tr.change_pct is not None else None,
             "cost_mj": round(obj.cost_j / 1e6, 2) if obj.cost_j is not None else None,
             "excess_mj": round(obj.excess_j / 1e6, 2) if obj.excess_j is not None else None,
             "excess_pct": round(obj.excess_pct, 1) if obj.excess_pct is not None else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analytics import queries
-from analytics.timeutil import NS
+from analytics.timeutil import NS, Window
 from collector.store.base import Store
 from dashboard.views.alerts import alert_lanes
 from dashboard.views.common import (
@@ -37,5 +37,7 @@ def status(store: Store, range_key: str | None, now_ns: int) -> Status:
     w = range_window(store, range_key, end)
     methods = queries.methods_seen(store, w, "gpu") | queries.methods_seen(store, w, "cpu")
     firing = sum(1 for a in alert_lanes(store, end) if a.firing)
-    return Status("simulated" in methods, "estimated" in methods, end - 1,
+    # jobs metered in-process carry their estimate on the job points, up to the newest one
+    estimated = "estimated" in methods or queries.estimated_job_energy_j(store, Window(w.start_ns, end)) > 0
+    return Status("simulated" in methods, estimated, end - 1,
                   max(0.0, (now_ns - end) / NS), firing)

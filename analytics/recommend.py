@@ -192,9 +192,9 @@ def idle_gpus(ctx: Context) -> list[Recommendation]:
     # One missing bucket does not break a stretch (an agent sampling more slowly than the bucket).
     max_gap = 2 * ctx.bucket_s * NS
 
-    def span_s(run: list[GpuBucket]) -> float:  # clipped to the window: never "24.1 h" in 24 h
-        end = min(run[-1].time_ns + ctx.bucket_s * NS, ctx.window.end_ns)
-        return (end - max(run[0].time_ns, ctx.window.start_ns)) / NS
+    def span_s(run: list[GpuBucket]) -> float:  # the time its points cover, at most the window
+        covered = sum(c if (c := b.covered_s) is not None else ctx.bucket_s for b in run)
+        return min(covered, ctx.window.seconds)
 
     by_host: dict[str, dict[str, Any]] = {}
     for (host, gpu), buckets in sorted(series.items()):

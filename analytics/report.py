@@ -10,6 +10,7 @@ from typing import Any
 
 from analytics import levels
 from analytics.context import Context, Progress, Settings, load_context
+from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap
 from analytics.objective import (
     DEFAULT_OBJECTIVE_LAMBDA_J,
@@ -25,6 +26,8 @@ from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
 from analytics.savings import combined
+from analytics.sci import fleet_sci
+from analytics.sci import table_rows as sci_table_rows
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -49,6 +52,7 @@ class Report:
     predictions: list[Prediction]
     recommendations: list[Recommendation]
     notes: list[str] = field(default_factory=list)
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
     objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J  # λ_J of J = E + λ_J·P, in joules
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +70,7 @@ class Report:
             "recommendations": [r.to_dict() for r in self.recommendations],
             "recommendations_total": combined(self.recommendations).to_dict(),
             "notes": list(self.notes),
+            "sci": self.sci,
         }
 
     def to_json(self) -> str:
@@ -167,8 +172,12 @@ def report_from(ctx: Context, lam: float,
                                         objective_lambda_j))
     predictions = predict_all(ctx.jobs, ctx.carbon,
                               running_since_ns=ctx.now_ns - 2 * ctx.bucket_s * NS)
+    if ctx.carbon is not None and ctx.carbon_message:
+        notes.append(f"carbon: {ctx.carbon_message}")
+    sci = fleet_sci(ctx, totals["emissions"]["g_co2"], parse_overrides(ctx.settings.embodied),
+                    ctx.settings.sci_unit)
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
-                  recs.items, notes, objective_lambda_j)
+                  recs.items, notes, sci=sci, objective_lambda_j=objective_lambda_j)
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -336,6 +345,9 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(f"Objective J = E + λ_J·P (λ_J = {sig(report.objective_lambda_j)} J) and trade-off "
                     f"cost η·E + (1−η)·P_max·T (η = {report.lam:g})"),
                   *_table(["job", "E", "P", "J", "trade-off cost", "terms"], objectives, md)]
+    if report.sci.get("jobs"):
+        headers, body = sci_table_rows(report.sci, max_rows)
+        lines += [h("SCI: (E·I + M) per unit of work"), *_table(headers, body, md)]
     lines.append(h("Recommendations"))
     span = t["span_s"]
     if report.recommendations:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analytics import carbon
 from analytics.context import Context
+from analytics.embodied import parse_overrides
 from analytics.recommend import Recommendation, recommend_from
+from analytics.sci import fleet_sci
 from analytics.timeutil import Window
 from dashboard import units
 from dashboard.views.common import (
@@ -35,6 +37,7 @@ class CarbonView:
     grid_basis: str
     deferrable: list[str]
     recs: list[Recommendation]
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci, as in the report
 
 
 UNATTRIBUTED_JOB = "no job (idle GPUs, CPUs, other IT, overhead)"
@@ -100,4 +103,5 @@ def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
     return CarbonView(ctx.window, series.describe() if series else None,
                       total.message or ctx.carbon_message, hist, fc, windows, shade,
                       by_job, by_node, total.g_co2, total.mean_g_per_kwh, total.renewable_pct,
-                      ctx.grid_basis, deferrable, recs)
+                      ctx.grid_basis, deferrable, recs,
+                      fleet_sci(ctx, total.g_co2, parse_overrides(ctx.settings.embodied), ctx.settings.sci_unit))

@@ -125,3 +125,20 @@ def test_cards_jobs_and_recommendations_equal_the_report(
     assert _card(chrome, "recs-count") == str(len(r["recommendations"]))
     assert len(chrome.find_elements(By.CSS_SELECTOR, ".wl-rec")) == len(r["recommendations"])
     assert _severe(chrome) == []
+
+
+def test_jobs_table_sorts_numbers_as_numbers(chrome: webdriver.Chrome, plain_server: str) -> None:
+    """PER and work sort as numbers (61.18 before 580.32, not after), right-aligned, unit in
+    the header."""
+    chrome.set_window_size(1440, 900)
+    _open(chrome, plain_server + "/jobs", "page-jobs")
+    header = _texts(chrome, '#jobs-table th[data-dash-column="per_num"]')[0]
+    assert "units/J" in header
+    chrome.find_element(By.CSS_SELECTOR, 'th[data-dash-column="per_num"] .column-header--sort').click()
+    _idle(chrome, "page-jobs")
+    values = [float(v.replace(",", "")) for v in _column(chrome, "per_num") if v]
+    assert len(values) >= 10 and values in (sorted(values), sorted(values, reverse=True)), values
+    assert len({len(str(v).split(".")[0]) for v in values}) > 1  # mixed widths: a text sort would differ
+    cell = chrome.find_element(By.CSS_SELECTOR, '#jobs-table td[data-dash-column="per_num"]')
+    assert cell.value_of_css_property("text-align") == "right"
+    assert all(len(v.split(".")[1]) == 2 for v in _column(chrome, "energy_kwh"))  # even decimals

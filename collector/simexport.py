@@ -68,6 +68,11 @@ class SimExporter:
         self._families: dict[str, Family] = {}
         self._counters: dict[tuple[str, Labels], float] = {}
 
+    @property
+    def last_ns(self) -> int:
+        """The time the counters were last advanced to (the last scrape)."""
+        return self._last_ns
+
     def metrics(self, now_ns: int | None = None) -> str:
         """The exposition at ``now_ns`` (default: now), after advancing the counters to it."""
         with self._lock:

@@ -166,7 +166,11 @@ class PrometheusStore:
         lasts = [float(v) for s in last for _, v in s["values"]]
         if not firsts or not lasts:
             return None
-        return int(min(firsts) * NS), int(max(lasts) * NS)
+        # The first minute step after the first sample: look again one second apart.
+        t = int(min(firsts) * NS)
+        exact = self._range(each("min(timestamp({sel}))"), t - 60 * NS, t, NS)
+        firsts += [float(v) for s in exact for _, v in s["values"]]
+        return int(round(min(firsts) * 1e3)) * 1_000_000, int(round(max(lasts) * 1e3)) * 1_000_000
 
 
 class Span:

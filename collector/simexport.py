@@ -170,7 +170,7 @@ class SimExporter:
                 continue
             t, f = p.tag_map, p.field_map
             zone, path = zones[t["domain"]]
-            labels = (("node_name", t["host"]), ("path", path), ("zone", zone))
+            labels: Labels = (("node_name", t["host"]), ("path", path), ("zone", zone))
             self._count("kepler_node_cpu_joules_total",
                         "Energy consumption of cpu at node level in joules", labels,
                         float(f["energy_j"]))

@@ -27,7 +27,7 @@ from collector.store.prommap import KEYS, combine
 from collector.store.promql import RANGE, Expr, Merger, plan
 
 NS = 1_000_000_000
-TOKEN_ENV = "WATTLENS_PROMETHEUS_TOKEN"
+TOKEN_ENV = "WATTLENS_PROMETHEUS_TOKEN"  # noqa: S105 (a variable name, not a secret)
 # Prometheus refuses a range query of more than 11,000 points per series; stay under it.
 MAX_POINTS = 10_000
 LOOKBACK_S = 35 * 86400  # how far back time_range looks for a measurement's first point
@@ -63,11 +63,11 @@ class PrometheusStore:
     # --- HTTP --------------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> Any:
         url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
-        req = urllib.request.Request(url, method="GET")
+        req = urllib.request.Request(url, method="GET")  # noqa: S310 (http/https built by from_url)
         if self._token:
             req.add_header("Authorization", f"Bearer {self._token}")
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:  # noqa: S310
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = _error_text(exc)
@@ -156,12 +156,12 @@ class PrometheusStore:
         last_step = -(-now_ns // hour) * hour
         coarse = self._range(each("count(count_over_time({sel}[1h]))"), last_step - LOOKBACK_S * NS,
                              last_step, hour)
-        steps = sorted(int(round(float(t) * 1e3)) * 1_000_000 for s in coarse for t, _ in s["values"])
+        steps = sorted(round(float(t) * 1e3) * 1_000_000 for s in coarse for t, _ in s["values"])
         if not steps:
             return None
         first = self._range(each("min(timestamp({sel}))"), steps[0] - hour, steps[0], 60 * NS)
         last = self._range(each("max(timestamp({sel}))"), steps[-1] - hour, min(steps[-1], now_ns),
-                           15 * NS)
+                           60 * NS)
         firsts = [float(v) for s in first for _, v in s["values"]]
         lasts = [float(v) for s in last for _, v in s["values"]]
         if not firsts or not lasts:
@@ -170,7 +170,11 @@ class PrometheusStore:
         t = int(min(firsts) * NS)
         exact = self._range(each("min(timestamp({sel}))"), t - 60 * NS, t, NS)
         firsts += [float(v) for s in exact for _, v in s["values"]]
-        return int(round(min(firsts) * 1e3)) * 1_000_000, int(round(max(lasts) * 1e3)) * 1_000_000
+        # The last sample is less than a minute after max(lasts): within the default 5 min
+        # lookback of an instant query 4 minutes on.
+        t = min(int(max(lasts) * NS) + 240 * NS, now_ns)
+        lasts += [float(s["value"][1]) for s in self._instant(each("max(timestamp({sel}))"), t)]
+        return round(min(firsts) * 1e3) * 1_000_000, round(max(lasts) * 1e3) * 1_000_000
 
 
 class Span:
@@ -187,7 +191,7 @@ class Span:
     def bucket_of(self, t_s: float) -> int | None:
         if self.step_ns == 0:
             return self.bucket_start_ns
-        end_ns = int(round(t_s * 1e3)) * 1_000_000
+        end_ns = round(t_s * 1e3) * 1_000_000
         return end_ns - self.step_ns
 
 

@@ -6,11 +6,12 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("wattlens.simulate")
 
 
-def _count(low: int, high: int) -> object:
+def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -109,6 +109,7 @@ def session(prometheus_factory: Callable[..., ServerProcess], tmp_path_factory: 
         # Points are stamped at the end of their interval: (t, t+1] is stamped t+1.
         truth.write(fleet.points_between(t, t + NS))
     yield Session(engines, agent_db, truth, window)
+    truth.close()
 
 
 def _url(session: Session, engine: str, mapping: str) -> str:
@@ -199,9 +200,59 @@ def test_report_on_the_engine_matches_the_report_on_sqlite(session: Session, eng
     on_sqlite = build_report(SQLiteStore(session.agent_db), w).to_dict()
     for key in ("gpu_energy_j", "cpu_energy_j", "it_energy_j"):
         assert on_engine["totals"][key] == pytest.approx(on_sqlite["totals"][key], rel=0.01), key
-    jobs = {r["name"]: r for r in on_sqlite["per"]["job"]} if on_sqlite["per"]["job"] and \
-        "name" in on_sqlite["per"]["job"][0] else {}
-    assert len(on_engine["per"]["job"]) == len(on_sqlite["per"]["job"]) or not jobs
+    for level in ("node", "fleet"):
+        want = {r["name"]: r for r in on_sqlite["per"][level]}
+        got = {r["name"]: r for r in on_engine["per"][level]}
+        assert want and set(got) == set(want), level
+        for name, row in want.items():
+            assert got[name]["energy_j"] == pytest.approx(row["energy_j"], rel=0.01), name
+            for unit, per in row["per"].items():
+                assert got[name]["per"][unit] == pytest.approx(per, rel=0.01), (name, unit)
+    assert {r["name"] for r in on_engine["per"]["job"]} == {
+        r["name"] for r in on_sqlite["per"]["job"]}
+
+
+RULES = """
+version = 1
+[[rule]]
+name = "gpu-power-high"
+kind = "threshold"
+above_w = 100
+for = "0s"
+hysteresis = 5
+window = "20s"
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_alert_rules_fire_alike_on_the_engine_and_on_sqlite(session: Session, engine: str) -> None:
+    from analytics.alerts.engine import Engine
+    from analytics.alerts.rules import parse_rules
+
+    rules = parse_rules(RULES, "rules.toml")
+    end = session.window.end_ns
+
+    def firing(store: Store) -> set[tuple[str, str]]:
+        res = Engine(store, rules).evaluate(end)
+        assert not res.errors
+        return {(t.rule, t.target) for t in res.transitions}
+
+    want = firing(SQLiteStore(session.agent_db))
+    assert want  # H100s training draw far more than 100 W
+    assert firing(open_store(_url(session, engine, "wattlens"))) == want
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dashboard_heatmap_on_the_engine(session: Session, engine: str) -> None:
+    from dashboard.views import gpu_heat
+
+    cells = {(c.host, c.gpu): c for c in gpu_heat(open_store(_url(session, engine, "wattlens")),
+                                                  session.window)}
+    want = {(c.host, c.gpu): c for c in gpu_heat(SQLiteStore(session.agent_db), session.window)}
+    assert want and set(cells) == set(want)
+    for key, c in want.items():
+        assert cells[key].power_w == pytest.approx(c.power_w, rel=0.01), key
+        assert cells[key].util_pct == pytest.approx(c.util_pct, rel=0.01, abs=0.5), key
 
 
 def test_writes_are_refused_with_a_clear_error(session: Session) -> None:

@@ -159,7 +159,7 @@ def main() -> int:
     print(f"\n{gpus} simulated GPUs x {args.hours:g} h at {args.interval_s} s "
           f"({points} points, loaded in {load_s:.0f} s); {platform.processor() or platform.machine()}"
           f", {os.cpu_count()} CPUs\n")
-    print("| engine | `wattlens report` (median of %d) | GPU energy found |" % args.repeat)
+    print(f"| engine | `wattlens report` (median of {args.repeat}) | GPU energy found |")
     print("|---|---|---|")
     print(f"| InfluxDB 1.6 (InfluxQL) | {in_s:.2f} s | {in_j / 3.6e6:.2f} kWh |")
     print(f"| VictoriaMetrics (PromQL, prometheus://) | {vm_s:.2f} s | {vm_j / 3.6e6:.2f} kWh |")

@@ -1,4 +1,5 @@
 """docker/prometheus/rules/energy.rules.yml under `promtool test rules`: each family -> one J/s series."""
+# ruff: noqa: E501  (promtool test input: one series per line, as promtool reads it)
 
 from __future__ import annotations
 

@@ -272,3 +272,48 @@ def test_time_range_and_tag_values(session: Session) -> None:
     w = session.window
     assert store.tag_values("gpu", "host", w.start_ns, w.end_ns) == [
         f"node-{i:02d}" for i in range(NODES)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dashboard_fleet_page_renders_from_the_engine(session: Session, engine: str) -> None:
+    """The Fleet page's whole first render (KPIs, power chart, heatmap) through the dashboard's cache."""
+    from dashboard.cache import CachedStore
+    from dashboard.views import fleet_view
+
+    store = CachedStore(open_store(_url(session, engine, "wattlens")))
+    view = fleet_view(store, "1h")
+    want = fleet_view(SQLiteStore(session.agent_db), "1h")
+    assert {s.name for s in view.power.series} == {s.name for s in want.power.series}
+    assert {(c.host, c.gpu) for c in view.heat} == {(c.host, c.gpu) for c in want.heat}
+    assert [k.key for k in view.kpis] == [k.key for k in want.kpis]
+    assert all(v > 0 for s in view.power.series for v in s.values[:-1])
+
+
+def test_report_command_total_equals_promql_increase_of_the_dcgm_counter(session: Session) -> None:
+    """The issue's check: `wattlens report --store prometheus://…` against our own PromQL."""
+    import json
+    import urllib.parse
+    import urllib.request
+    from datetime import UTC, datetime
+
+    server = session.engines["victoria-metrics"]
+    w = session.window
+
+    def iso(ns: int) -> str:
+        return datetime.fromtimestamp(ns / NS, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    res = subprocess.run(
+        [sys.executable, "-m", "wattlens", "report", "--format", "json", "--store",
+         _url(session, "victoria-metrics", "dcgm-exporter"), "--since", iso(w.start_ns),
+         "--until", iso(w.end_ns)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    reported = json.loads(res.stdout)["totals"]["gpu_energy_j"]
+    # Our own PromQL: each GPU's counter once (max over its MIG instances), in J.
+    query = (f"sum(max by (Hostname, UUID) (increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+             f"[{w.seconds:.0f}s]))) / 1000")
+    url = f"{server.url}/api/v1/query?" + urllib.parse.urlencode({"query": query,
+                                                                   "time": w.end_ns / NS})
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        own = float(json.loads(resp.read())["data"]["result"][0]["value"][1])
+    assert reported == pytest.approx(own, rel=0.001)
+    assert reported > 0

@@ -118,6 +118,7 @@ def timed_report(store: Store, window: Window, repeat: int) -> tuple[float, floa
         report = build_report(store, window)
         render(report)
         times.append(time.perf_counter() - t)
+        print(f"  report: {times[-1]:.2f} s", file=sys.stderr, flush=True)
         energy = float(report.totals["gpu_energy_j"])
     return statistics.median(times), energy
 
@@ -139,7 +140,8 @@ def main() -> int:
         vm.start()
         try:
             influx_query(influxd, 'CREATE DATABASE "bench"')
-            influx = open_store(f"influxdb://127.0.0.1:{influxd.port}/bench")
+            # A day of 1,000 GPUs grouped per GPU takes InfluxDB more than the default 10 s.
+            influx = open_store(f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800")
             t = time.perf_counter()
             points = load(args, influx, vm.url, start_ns - args.interval_s * NS)
             load_s = time.perf_counter() - t
@@ -151,6 +153,8 @@ def main() -> int:
             window = Window(start_ns + half, end_ns + half)
             vm_store = open_store(f"prometheus://127.0.0.1:{vm.port}")
             vm_s, vm_j = timed_report(vm_store, window, args.repeat)
+            print(f"  VictoriaMetrics: {vm_s:.2f} s, {vm_j / 3.6e6:.2f} kWh", file=sys.stderr,
+                  flush=True)
             in_s, in_j = timed_report(influx, window, args.repeat)
         finally:
             vm.stop()

@@ -73,6 +73,7 @@ def session(prometheus_factory: Callable[..., ServerProcess], tmp_path_factory: 
     # so each engine gets its own exporter, reset right after that engine's last scrape.
     dcgms = {engine: _serve("dcgm-exporter", t0, mig=2) for engine in ENGINES}
     vllm, _ = _serve("vllm", t0)
+    kepler, _ = _serve("kepler", t0)
     agent_port = free_port()
     agent_db = root / "agent.db"
     agent = subprocess.Popen(
@@ -85,7 +86,7 @@ def session(prometheus_factory: Callable[..., ServerProcess], tmp_path_factory: 
         wait_until(lambda: agent_db.exists(), 60, "agent")
         for engine in ENGINES:
             targets = [f"127.0.0.1:{agent_port}", f"127.0.0.1:{dcgms[engine][0].port}",
-                       f"127.0.0.1:{vllm.port}"]
+                       f"127.0.0.1:{vllm.port}", f"127.0.0.1:{kepler.port}"]
             engines[engine] = prometheus_factory(targets, 1.0, honor_labels=True, engine=engine)
         start = time.time_ns()
         time.sleep(SCRAPE_S / 2)
@@ -103,6 +104,7 @@ def session(prometheus_factory: Callable[..., ServerProcess], tmp_path_factory: 
         for server, _route in dcgms.values():
             server.stop()
         vllm.stop()
+        kepler.stop()
     truth = SQLiteStore(root / "truth.db")
     fleet = SimulatedFleet(NODES, GPUS)
     for t in range(window.start_ns, window.end_ns, NS):
@@ -139,6 +141,17 @@ def test_dcgm_energy_matches_sqlite_across_mig_and_a_reset(session: Session, eng
     assert len(want) == NODES * GPUS
     _close(_by(store, AggregateQuery("gpu", q.aggregates, w.start_ns, w.end_ns,
                                      group_by=("host", "gpu")), "sum_energy_j"), want)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kepler_node_energy_matches_sqlite(session: Session, engine: str) -> None:
+    """CPU energy per node from kepler_node_cpu_joules_total (package + dram zones)."""
+    store = open_store(_url(session, engine, "kepler"))
+    w = session.window
+    q = AggregateQuery("cpu", (("sum", "energy_j"),), w.start_ns, w.end_ns, group_by=("host",))
+    want = _by(session.truth, AggregateQuery("cpu", q.aggregates, w.start_ns + NS, w.end_ns + NS,
+                                             group_by=("host",)), "sum_energy_j")
+    _close(_by(store, q, "sum_energy_j"), want)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

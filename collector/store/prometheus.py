@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +24,7 @@ from typing import Any
 from collector.errors import ConfigError, StoreRejected, StoreUnavailable
 from collector.schema import Point
 from collector.store.base import AggregateQuery, Row
-from collector.store.prommap import KEYS, combine
+from collector.store.prommap import combine
 from collector.store.promql import RANGE, Expr, Merger, plan
 
 NS = 1_000_000_000
@@ -151,7 +152,7 @@ class PrometheusStore:
             return " or ".join(template.format(sel="{__name__=" + json.dumps(m) + "}")
                                for m in metrics)
 
-        now_ns = _now_ns()
+        now_ns = time.time_ns()
         hour = 3600 * NS
         last_step = -(-now_ns // hour) * hour
         coarse = self._range(each("count(count_over_time({sel}[1h]))"), last_step - LOOKBACK_S * NS,
@@ -232,12 +233,6 @@ def _seconds(ns: int) -> str:
     return f"{ns / NS:.3f}"
 
 
-def _now_ns() -> int:
-    import time
-
-    return time.time_ns()
-
-
 def _error_text(exc: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(exc.read())
@@ -282,4 +277,4 @@ def _positive(name: str, text: str) -> float:
     return value
 
 
-__all__ = ["KEYS", "PrometheusStore", "from_url"]
+__all__ = ["PrometheusStore", "from_url"]

@@ -109,10 +109,8 @@ class PrometheusStore:
         jobs = [(e, span) for e in p.exprs for span in spans(q)]
         for expr, span, result in self._pool.map(lambda j: (*j, self._run(*j)), jobs):
             for series in result:
-                metric = series.get("metric") or {}
-                for t_s, v in _values(series):
-                    bucket = span.bucket_of(t_s)
-                    merger.add(expr, bucket, metric, float(v))
+                merger.add_series(expr, series.get("metric") or {},
+                                  [(span.bucket_of(t_s), float(v)) for t_s, v in _values(series)])
         return merger.result()
 
     def _run(self, expr: Expr, span: Span) -> list[dict[str, Any]]:

@@ -114,7 +114,11 @@ class Plan:
 def plan(q: AggregateQuery, mm: MeasurementMap) -> Plan:
     """Expressions for every (aggregate, field) of ``q`` over the mapping's sources."""
     sources = [src for _, f in q.aggregates for src in mm.fields.get(f, ())]
-    covered = all(t in s.labels or t in s.constants for s in sources for t in q.group_by)
+    # Rows need joining only when sources know different tags of the groups: a tag no
+    # source knows is "" in every row alike.
+    provided = {frozenset(t for t in q.group_by if t in s.labels or t in s.constants)
+                for s in sources}
+    covered = len(provided) <= 1
     keys = KEYS.get(q.measurement, ())
     group_by = q.group_by if covered else tuple(dict.fromkeys((*q.group_by, *keys)))
     exprs: list[Expr] = []
@@ -141,13 +145,23 @@ class Merger:
 
     def add(self, expr: Expr, bucket_ns: int | None, metric: Mapping[str, str], value: float
             ) -> None:
-        if value != value:  # NaN: no samples behind it
-            return
+        self.add_series(expr, metric, [(bucket_ns, value)])
+
+    def add_series(self, expr: Expr, metric: Mapping[str, str],
+                   points: Iterable[tuple[int | None, float]]) -> None:
+        """One answered series: its tags are worked out once, then each (bucket, value) added."""
         src = expr.source
         tags = tuple(metric.get(src.labels[t], "") if t in src.labels else src.constants.get(t)
                      for t in self.plan.group_by)
-        comps = self.rows.setdefault((bucket_ns, tags), {})
-        _combine(comps, expr.part, expr.op, value)
+        rows, part, op = self.rows, expr.part, expr.op
+        for bucket_ns, value in points:
+            if value != value:  # NaN: no samples behind it
+                continue
+            comps = rows.get((bucket_ns, tags))
+            if comps is None:
+                rows[(bucket_ns, tags)] = {part: value}
+            else:
+                _combine(comps, part, op, value)
 
     def result(self) -> list[Row]:
         rows = self._joined() if self.plan.rollup else self.rows

@@ -31,8 +31,8 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for tests.*
 

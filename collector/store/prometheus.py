@@ -109,8 +109,7 @@ class PrometheusStore:
         jobs = [(e, span) for e in p.exprs for span in spans(q)]
         for expr, span, result in self._pool.map(lambda j: (*j, self._run(*j)), jobs):
             for series in result:
-                merger.add_series(expr, series.get("metric") or {},
-                                  [(span.bucket_of(t_s), float(v)) for t_s, v in _values(series)])
+                merger.add_series(expr, series.get("metric") or {}, span.points(series))
         return merger.result()
 
     def _run(self, expr: Expr, span: Span) -> list[dict[str, Any]]:
@@ -187,11 +186,13 @@ class Span:
         self.range_ns = range_ns
         self.bucket_start_ns = bucket_start_ns  # for a single edge bucket; None: end - step
 
-    def bucket_of(self, t_s: float) -> int | None:
+    def points(self, series: dict[str, Any]) -> list[tuple[int | None, float]]:
+        """(bucket start, value) of one answered series: a bucket ends at each evaluation time."""
         if self.step_ns == 0:
-            return self.bucket_start_ns
-        end_ns = round(t_s * 1e3) * 1_000_000
-        return end_ns - self.step_ns
+            return [(self.bucket_start_ns, float(series["value"][1]))]
+        step = self.step_ns
+        # Evaluation times are whole milliseconds here (bucket ends on an epoch grid).
+        return [(int(t * 1000 + 0.5) * 1_000_000 - step, float(v)) for t, v in series["values"]]
 
 
 def spans(q: AggregateQuery) -> list[Span]:
@@ -218,13 +219,6 @@ def spans(q: AggregateQuery) -> list[Span]:
         out.append(Span((k + 1) * b, n, b, b, None))
         k += n
     return out
-
-
-def _values(series: dict[str, Any]) -> list[tuple[float, str]]:
-    if "values" in series:
-        return [(float(t), v) for t, v in series["values"]]
-    t, v = series["value"]
-    return [(float(t), v)]
 
 
 def _seconds(ns: int) -> str:

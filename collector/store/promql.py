@@ -165,15 +165,19 @@ class Merger:
 
     def result(self) -> list[Row]:
         rows = self._joined() if self.plan.rollup else self.rows
-        final: dict[Key, dict[str, float]] = {}
-        index = [self.plan.group_by.index(t) for t in self.q.group_by]
-        ops = {e.part: e.op for e in self.plan.exprs}
-        for (bucket, tags), comps in rows.items():
-            key = (bucket, tuple(tags[i] for i in index))
-            target = final.setdefault(key, {})
-            for part, value in comps.items():
-                _combine(target, part, ops[part], value)
-        out = [self._row(bucket, tags, comps) for (bucket, tags), comps in final.items()]
+        if self.plan.group_by == self.q.group_by:
+            final = rows
+        else:  # roll the join keys back up into the groups asked for
+            final = {}
+            index = [self.plan.group_by.index(t) for t in self.q.group_by]
+            ops = {e.part: e.op for e in self.plan.exprs}
+            for (bucket, tags), comps in rows.items():
+                key = (bucket, tuple(tags[i] for i in index))
+                target = final.setdefault(key, {})
+                for part, value in comps.items():
+                    _combine(target, part, ops[part], value)
+        cols: list[tuple[str, str]] = [(column(agg, f), agg) for agg, f in self.q.aggregates]
+        out = [self._row(bucket, tags, comps, cols) for (bucket, tags), comps in final.items()]
         out.sort(key=lambda r: (r.time_ns or 0, *(r.tags[t] for t in self.q.group_by)))
         return out
 
@@ -198,11 +202,10 @@ class Merger:
                 _combine(merged, part, ops[part], value)
         return {(b, tuple(t)): c for (b, _), (t, c) in joined.items()}
 
-    def _row(self, bucket: int | None, tags: tuple[str | None, ...], comps: dict[str, float]
-             ) -> Row:
+    def _row(self, bucket: int | None, tags: tuple[str | None, ...], comps: dict[str, float],
+             cols: list[tuple[str, str]]) -> Row:
         values: dict[str, float | None] = {}
-        for agg, field_name in self.q.aggregates:
-            col = column(agg, field_name)
+        for col, agg in cols:
             if agg == "mean":
                 s, c = comps.get(col + "#s"), comps.get(col + "#c")
                 values[col] = s / c if s is not None and c else None

@@ -165,7 +165,12 @@ def test_bucketed_power_and_gauges_match(session: Session, engine: str) -> None:
     assert len(got) <= w.seconds // 10 + 2
     truth = session.truth.query(AggregateQuery("gpu", aggs, w.start_ns + NS, w.end_ns + NS))
     total = sum(r.values["sum_energy_j"] or 0.0 for r in got)
-    assert total == pytest.approx(truth[0].values["sum_energy_j"], rel=0.01)
+    # VictoriaMetrics' increase() starts from the sample before each bucket: exact. Prometheus'
+    # starts from the first sample inside it and extrapolates at most half a scrape interval,
+    # so a late scrape at a bucket edge loses up to that gap: of the order of scrape / bucket
+    # (1 s / 10 s here, on a loaded machine; a report's 5 min buckets make it 0.3 %).
+    rel = 0.01 if engine == "victoria-metrics" else 0.05
+    assert total == pytest.approx(truth[0].values["sum_energy_j"], rel=rel)
     assert max(r.values["max_power_limit_w"] or 0 for r in got) == truth[0].values[
         "max_power_limit_w"]
 

@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "objective",
     "alerts",
     "carbon",
+    "simulate",
 )
 
 

@@ -17,9 +17,9 @@ from analytics.frontier import (
     best_cap,
     break_even_lambda,
     build_frontiers,
+    mask_gpus,
     max_power_by_model,
     point_cost,
-    workload_of,
 )
 from analytics.levels import JobAggregate
 from analytics.objective import check_lambda
@@ -27,6 +27,7 @@ from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
 from analytics.predict import predict_job
 from analytics.queries import GpuBucket, JobBucket
 from analytics.timeutil import Window, fmt_time
+from collector.sim.models import GPU_SPECS
 from collector.store.base import Store
 
 J_PER_KWH = 3.6e6
@@ -168,13 +169,52 @@ def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float 
     return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
 
 
-def _idle_w(ctx: Context) -> dict[str, float]:
-    """Each model's idle draw: the lowest bucket-minimum power its GPUs showed."""
-    out: dict[str, float] = {}
+IDLE_UTIL_MAX_PCT = 2.0
+
+
+def _idle_w(ctx: Context) -> dict[str, tuple[float, str]]:
+    """Each model's idle draw and where it comes from: the lowest power its GPUs drew in buckets at
+    ≤ 2 % utilisation, else the model's published idle figure (collector/sim/models.py)."""
+    out: dict[str, tuple[float, str]] = {}
     for g in ctx.gpus:
-        if g.power_min_w is not None:
-            out[g.model] = min(out.get(g.model, g.power_min_w), g.power_min_w)
+        if (g.power_min_w is not None and g.util_max_pct is not None
+                and g.util_max_pct <= IDLE_UTIL_MAX_PCT
+                and (g.model not in out or g.power_min_w < out[g.model][0])):
+            out[g.model] = (g.power_min_w, f"the lowest power this model drew at ≤ "
+                                           f"{IDLE_UTIL_MAX_PCT:g}% utilisation in the window")
+    for model in {g.model for g in ctx.gpus} - set(out):
+        spec = GPU_SPECS.get(model)
+        if spec is not None:
+            out[model] = (spec.idle_w, "the model's typical idle figure (none of its GPUs was idle "
+                                       "in the window)")
     return out
+
+
+def _job_gpus(ctx: Context, names: Iterable[str], model: str,
+              cap_w: float | None = None) -> dict[str, list[str]]:
+    """host -> GPU indices the jobs ran on: from their gpu_mask where reported, else the GPUs of that
+    model (and limit) on their hosts whose mean utilisation over the job's run is closest to the job's."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for name in names:
+        j = ctx.job_aggs.get(name)
+        if j is None:
+            continue
+        for host in j.hosts:
+            mask = j.gpu_masks.get(host)
+            if mask is not None:
+                out[host].update(g.rpartition("/")[2] for g in mask_gpus(host, mask))
+                continue
+            cands = _gpus_matching(ctx, [host], model, cap_w if cap_w is not None else j.power_limit_w)
+            util: dict[str, list[float]] = defaultdict(list)
+            for g in ctx.gpus:
+                if (g.host == host and g.gpu in cands.get(host, []) and g.util_mean_pct is not None
+                        and j.first_ns <= g.time_ns <= j.last_ns):
+                    util[g.gpu].append(g.util_mean_pct)
+            want = max(1, j.gpus // max(1, len(j.hosts)))
+            ranked = sorted(cands.get(host, []), key=lambda x: (abs(
+                (sum(util[x]) / len(util[x]) if util[x] else 0.0) - (j.util_pct or 0.0)), len(x), x))
+            out[host].update(ranked[:want])
+    return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
 
 
 def _flat(d: Mapping[str, list[str]]) -> tuple[str, ...]:
@@ -256,7 +296,7 @@ def idle_gpus(ctx: Context) -> list[Recommendation]:
 
 def _class_buckets(ctx: Context, f: Frontier) -> list[JobBucket]:
     return [b for b in ctx.jobs if b.gpu_model == f.gpu_model and b.kind == f.kind
-            and b.precision == f.precision and workload_of(b.job) == f.workload
+            and b.precision == f.precision and b.workload_class == f.workload
             and b.power_limit_w is not None]
 
 
@@ -292,7 +332,7 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
         hosts = sorted({h for p in above for h in p.hosts})
         gpus: dict[str, list[str]] = {}
         for p in above:
-            for h, gs in _gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w).items():
+            for h, gs in _job_gpus(ctx, p.jobs, f.gpu_model, p.cap_w).items():
                 gpus[h] = sorted(set(gpus.get(h, [])) | set(gs), key=lambda x: (len(x), x))
         slow = max(best.time_s_per_unit / p.time_s_per_unit - 1 for p in above)
         lam_be = [x for p in above if (x := break_even_lambda(p, best, f.p_max_w)) is not None]
@@ -325,22 +365,20 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
 
 
 def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
-                idle_w: Mapping[str, float]) -> Recommendation | None:
+                idle_w: Mapping[str, tuple[float, str]]) -> Recommendation | None:
     st = ctx.settings
     active = sum(b.active_s for b in buckets)
     util = (sum((b.util_pct or 0.0) * b.active_s for b in buckets) / active) if active else 0.0
     if util < max(st.clock_lock_min_util_pct, st.low_util_pct):
         return None  # lightly used: consolidation is the better advice
-    idle = idle_w.get(f.gpu_model, 0.0)
+    idle, idle_src = idle_w.get(f.gpu_model, (0.0, "unknown"))
     saved = [(b.time_ns, st.clock_lock_saving_frac
               * max(0.0, b.energy_j - idle * b.active_s * max(b.gpus, 1))) for b in buckets]
     s = value_energy(ctx, _by_hour(saved))
     if not _worth(ctx, s):
         return None
     hosts = sorted({h for p in f.points for h in p.hosts})
-    gpus: dict[str, list[str]] = {}
-    for p in f.points:
-        gpus.update(_gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w))
+    gpus = _job_gpus(ctx, sorted({j for p in f.points for j in p.jobs}), f.gpu_model)
     peak = max(p.peak_power_w / p.cap_w for p in f.points)
     return Recommendation(
         id=f"clock_lock:{_slug(f.key)}", kind="clock_lock", target=f.label,
@@ -356,7 +394,7 @@ def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
         savings_cost_per_day=s.cost_per_day,
         estimate_method=(f"estimate, not measured in this fleet: assumes locked clocks save "
                          f"{100 * st.clock_lock_saving_frac:.0f}% of the energy above idle "
-                         f"({idle:.0f} W per GPU, the lowest this model drew); {s.note}"),
+                         f"({idle:.0f} W per GPU: {idle_src}); {s.note}"),
         action={"type": "lock_clocks", "gpu_model": f.gpu_model, "hosts": hosts, "gpus": gpus,
                 "sm_clock_fraction": 0.8},
         currency=st.tariff.currency, measured=False, gpus=_flat(gpus),
@@ -376,12 +414,14 @@ def consolidate(ctx: Context) -> list[Recommendation]:
         freed = j.gpus - need
         if freed < 1:
             continue
-        idle = idle_w.get(j.gpu_model, 0.0)
+        if j.gpu_model not in idle_w:
+            continue  # no idle figure for this model: nothing to estimate the saving from
+        idle, idle_src = idle_w[j.gpu_model]
         buckets = ctx.job_buckets_of(j.job)
         s = value_energy(ctx, _by_hour((b.time_ns, freed * idle * b.active_s) for b in buckets))
         if not _worth(ctx, s):
             continue
-        gpus = _gpus_matching(ctx, j.hosts, j.gpu_model, j.power_limit_w)
+        gpus = _job_gpus(ctx, [j.job], j.gpu_model)
         out.append(Recommendation(
             id=f"consolidate:{_slug(j.job)}", kind="consolidate", target=j.job,
             title=f"Consolidate {j.job}: {j.gpus} GPUs at {j.util_pct:.0f}% utilisation",
@@ -393,8 +433,8 @@ def consolidate(ctx: Context) -> list[Recommendation]:
                       "gpus": j.gpus, "gpus_needed": need, "idle_power_w": idle},
             savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
             savings_cost_per_day=s.cost_per_day,
-            estimate_method=(f"estimate: the freed GPUs' idle draw ({idle:.0f} W each, the lowest this "
-                             f"model drew) over the job's run time; the work's own dynamic energy is "
+            estimate_method=(f"estimate: the freed GPUs' idle draw ({idle:.0f} W each: {idle_src}) "
+                             f"over the job's run time; the work's own dynamic energy is "
                              f"assumed unchanged; {s.note}"),
             action={"type": "consolidate", "job": j.job, "hosts": list(j.hosts), "gpus_now": j.gpus,
                     "gpus_needed": need},
@@ -407,7 +447,7 @@ def _group_by_workload(aggs: Iterable[JobAggregate]) -> dict[tuple[str, str, str
     out: dict[tuple[str, str, str, str], list[JobAggregate]] = defaultdict(list)
     for j in aggs:
         if j.energy_j > 0 and primary_unit(j.work):
-            out[(j.gpu_model, j.kind, base_workload(workload_of(j.job)), j.precision)].append(j)
+            out[(j.gpu_model, j.kind, base_workload(j.workload or j.job), j.precision)].append(j)
     return out
 
 
@@ -440,12 +480,17 @@ def precision(ctx: Context) -> list[Recommendation]:
         gain, measured, twin_note = assumed, False, ""
         if twins:
             twin_prec, twin_jobs = sorted(twins, key=lambda t: t[0])[0]
+            # Compare at the same power limit where the twin ran at one: the cap changes PER too.
+            limits = {round(j.power_limit_w) for j in jobs if j.power_limit_w is not None}
+            same_cap = [t for t in twin_jobs if t.power_limit_w is not None
+                        and round(t.power_limit_w) in limits]
+            twin_jobs = same_cap or twin_jobs
             twin_per = _class_per(twin_jobs, unit)
             if twin_per is not None and twin_per > base:
                 gain, measured, to = twin_per / base, True, twin_prec
                 twin_note = (f"{twin_prec} runs of {workload} on {model} measured {twin_per:.4g} "
                              f"{PER_UNITS[unit]} vs {base:.4g} in {prec} ({len(twin_jobs)} vs "
-                             f"{len(jobs)} jobs)")
+                             f"{len(jobs)} jobs{', at the same power limit' if same_cap else ''})")
         frac = 1 - 1 / gain
         buckets = [b for j in jobs for b in ctx.job_buckets_of(j.job)]
         s = value_energy(ctx, _by_hour((b.time_ns, b.energy_j * frac) for b in buckets))
@@ -490,7 +535,7 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
     now = ctx.now_ns
     groups: dict[str, list[JobAggregate]] = defaultdict(list)
     for j in deferrable:
-        groups[workload_of(j.job)].append(j)
+        groups[j.workload or j.job].append(j)
     out = []
     message = None
     for workload, jobs in sorted(groups.items()):

@@ -16,6 +16,7 @@ Sources (each figure is the vendor's datasheet unless marked):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -85,6 +86,10 @@ def find_model(text: str) -> GpuSpec:
     """The one model whose name contains ``text`` (case-insensitive): "V100-PCIE", "A100-SXM4", "H100"."""
     needle = text.strip().lower()
     hits = [s for name, s in GPU_SPECS.items() if needle and needle in name.lower()]
+    if len(hits) > 1:  # "L4" is in "L40S" too: a whole-word match decides
+        words = [s for s in hits if re.search(rf"(?<![a-z0-9]){re.escape(needle)}(?![a-z0-9])",
+                                              s.model.lower())]
+        hits = words if len(words) == 1 else hits
     if len(hits) != 1:
         known = ", ".join(sorted(GPU_SPECS))
         what = "matches none" if not hits else "is ambiguous: " + ", ".join(s.model for s in hits)

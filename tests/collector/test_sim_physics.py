@@ -105,6 +105,7 @@ def test_model_lookup_by_substring() -> None:
     assert find_model("v100-pcie").model == "Tesla V100-PCIE-32GB"
     assert find_model("H100").tdp_w == 700
     assert find_model("mi300x").vendor == "amd"
+    assert find_model("L4").model == "NVIDIA L4" and find_model("l40s").model == "NVIDIA L40S"
     with pytest.raises(ValueError, match="ambiguous"):
         find_model("A100")
     with pytest.raises(ValueError, match="matches none"):

@@ -17,6 +17,7 @@ Prints a Markdown table (for README / docs/benchmarks.md) and the JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -45,8 +46,9 @@ def one(scenario: str, seed: int, hours: float, tmp: Path) -> list[dict[str, Any
     db = tmp / f"{scenario}-{seed}.db"
     argv = ["simulate", "write", "--hours", f"{hours:g}", "--end", END, "--scenario", scenario,
             "--seed", str(seed), "--store", f"sqlite:///{db}"]
-    if main(argv) != 0:
-        raise SystemExit(f"simulate write failed: {argv}")
+    with contextlib.redirect_stdout(sys.stderr):  # its summary line: not part of the report
+        if main(argv) != 0:
+            raise SystemExit(f"simulate write failed: {argv}")
     end = parse_time_ns(END, "end")
     start = end - int(hours * 3600) * NS
     t0 = time.perf_counter()

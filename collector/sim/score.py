@@ -44,7 +44,10 @@ def score(truth: Mapping[str, Any], recs: Sequence[Mapping[str, Any]], lam: floa
     """recall, false_positives, unmatched and savings errors of ``recs`` at ``lam``, with the details."""
     items = [i for i in truth["items"] if i["lam"] is None or abs(i["lam"] - lam) < 1e-9]
     healthy_gpus, healthy_jobs = set(truth["healthy_gpus"]), set(truth["healthy_jobs"])
-    found, errors, est_errors, missed = 0, [], [], []
+    found = 0
+    errors: list[tuple[float, float, str]] = []
+    est_errors: list[tuple[float, float, str]] = []
+    missed: list[str] = []
     used: set[int] = set()
     for item in items:
         hit = next((k for k, r in enumerate(recs) if k not in used and _matches(r, item)), None)

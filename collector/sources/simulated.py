@@ -146,6 +146,10 @@ class SimulatedFleet:
             (grp.host, i): _uuid(seed, grp.host, i) for grp in self.groups for i in grp.gpu_indices
         }
 
+    def uuid(self, host: str, gpu: int) -> str:
+        """The GPU's simulated UUID (the ``uuid`` tag of its points)."""
+        return self._uuid[(host, gpu)]
+
     # --- Source protocol -----------------------------------------------------
     def probe(self) -> Probe:
         n = sum(len(g.gpu_indices) for g in self.groups)

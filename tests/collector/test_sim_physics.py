@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,12 +44,12 @@ def test_power_within_the_limit_and_work_within_the_datasheet_peak(
 def test_energy_per_work_is_u_shaped_and_time_never_falls_as_the_cap_falls(model: str, kind: str) -> None:
     rows = cap_table(GPU_SPECS[model], KINDS[kind], step_w=GPU_SPECS[model].tdp_w / 100)
     times = [r.time_per_work_s for r in rows]  # by rising cap
-    assert all(a >= b - 1e-12 for a, b in zip(times, times[1:], strict=False))
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(times))
     energy = [r.energy_per_work_j for r in rows]
     low = energy.index(min(energy))
     # Falls (or stays) from the lowest cap to the minimum, rises (or stays) from there to TDP.
-    assert all(a >= b - 1e-9 for a, b in zip(energy[:low + 1], energy[1:low + 1], strict=False))
-    assert all(a <= b + 1e-9 for a, b in zip(energy[low:], energy[low + 1:], strict=False))
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(energy[:low + 1]))
+    assert all(a <= b + 1e-9 for a, b in itertools.pairwise(energy[low:]))
     assert all(r.power_w <= r.cap_w + 1e-9 for r in rows)
 
 

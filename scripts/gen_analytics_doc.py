@@ -119,7 +119,12 @@ def apply(text: str, blocks: dict[str, str]) -> str:
         pat = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)
         if not pat.search(text):
             raise SystemExit(f"docs/analytics.md: marker <!-- generated:{name} --> missing")
-        text = pat.sub(lambda m, b=body: m.group(1) + b.rstrip() + "\n" + m.group(2), text)
+        replacement = body.rstrip() + "\n"
+
+        def _sub(m: re.Match[str], text: str = replacement) -> str:
+            return m.group(1) + text + m.group(2)
+
+        text = pat.sub(_sub, text)
     return text
 
 

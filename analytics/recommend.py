@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics import carbon
-from analytics.context import HOUR_NS, NS, Context, Settings, load_context
+from analytics.context import NS, Context, Settings, load_context
 from analytics.frontier import (
     Frontier,
     base_workload,
     best_cap,
     break_even_lambda,
     build_frontiers,
-    mask_gpus,
     max_power_by_model,
     point_cost,
 )
@@ -26,11 +25,24 @@ from analytics.objective import check_lambda
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
 from analytics.predict import predict_job
 from analytics.queries import GpuBucket, JobBucket
+from analytics.recommendation import (
+    J_PER_KWH,
+    Recommendation,
+    _by_hour,
+    _sig,
+    _slug,
+    _window_evidence,
+    _worth,
+    value_energy,
+)
+from analytics.targets import (
+    _flat,
+    _idle_w,
+    _job_gpus,
+    _job_gpus_any,
+)
 from analytics.timeutil import Window, fmt_time
-from collector.sim.models import GPU_SPECS
 from collector.store.base import Store
-
-J_PER_KWH = 3.6e6
 
 # GPU families with tensor cores (Volta and later), and those with FP8 (Ada, Hopper, Blackwell)
 # or only INT8 tensor math (Turing, Ampere) for inference.
@@ -42,183 +54,6 @@ HIGH_PRECISION = ("fp32", "tf32")
 MIXED = ("bf16", "fp16")
 LOW = ("fp8", "int8", "int4")
 INFER_KINDS = ("infer", "batch")
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One thing to change, why (evidence), what it would save per day, and how that was estimated.
-
-    Savings are None where they cannot be computed (kg CO2 without carbon data):
-    ``estimate_method`` says so. ``gpus`` are "host/index" strings and ``jobs``
-    job ids the recommendation concerns; ``action`` is machine-readable.
-    """
-
-    id: str
-    kind: str
-    target: str
-    title: str
-    detail: str
-    evidence: Mapping[str, Any]
-    savings_kwh_per_day: float
-    savings_kg_co2_per_day: float | None
-    savings_cost_per_day: float
-    estimate_method: str
-    action: Mapping[str, Any] | None = None
-    currency: str = "USD"
-    measured: bool = True  # False: the gain is an assumption, not measured in this fleet
-    gpus: tuple[str, ...] = ()
-    jobs: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (tuples and sets become lists)."""
-        return {"id": self.id, "kind": self.kind, "target": self.target, "title": self.title,
-                "detail": self.detail, "evidence": _plain(self.evidence),
-                "savings_kwh_per_day": self.savings_kwh_per_day,
-                "savings_kg_co2_per_day": self.savings_kg_co2_per_day,
-                "savings_cost_per_day": self.savings_cost_per_day, "currency": self.currency,
-                "estimate_method": self.estimate_method, "measured": self.measured,
-                "action": _plain(self.action) if self.action is not None else None,
-                "gpus": list(self.gpus), "jobs": list(self.jobs)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value) if isinstance(value, (set, frozenset)) else value
-        return [_plain(v) for v in items]
-    return value
-
-
-def _sig(x: float, digits: int = 3) -> float:
-    """Round to significant digits: savings are estimates, and rounding keeps the ranking stable."""
-    if x == 0 or not math.isfinite(x):
-        return 0.0 if not math.isfinite(x) else x
-    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-
-# --- valuing saved energy ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Savings:
-    kwh_per_day: float
-    kg_co2_per_day: float | None
-    cost_per_day: float
-    note: str
-
-
-def value_energy(ctx: Context, saved_by_hour: Mapping[int, float], *, at_meter: bool = False) -> Savings:
-    """Per-day kWh, kg CO2 and cost of IT energy saved (J per hour over the window).
-
-    kWh are IT energy (what the GPUs would not draw); CO2 and cost add the
-    facility overhead (× the hour's PUE) where the facility measurement exists,
-    and use the hour's grid intensity and tariff. ``at_meter``: the energy is
-    already facility energy (no PUE applied).
-    """
-    scale = 86400 / ctx.span_s
-    grid: dict[int, float] = {}
-    for t, e in saved_by_hour.items():
-        pue = 1.0 if at_meter else (ctx.pue_at(t) or 1.0)
-        grid[t] = e * pue
-    kwh = sum(saved_by_hour.values()) / J_PER_KWH * scale
-    em = carbon.emissions(grid, ctx.carbon)
-    kg = em.kg_co2 * scale if em.kg_co2 is not None else None
-    cost = sum(e / J_PER_KWH * ctx.settings.tariff.price_at(t) for t, e in grid.items()) * scale
-    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data"]
-    notes.append("CO2 and cost include facility overhead (× PUE)" if ctx.fac.pue and not at_meter
-                 else "CO2 and cost on IT energy (no PUE known)" if not at_meter else
-                 "facility energy")
-    if kg is None:
-        notes.append(f"kg CO2 unknown: {em.message}")
-    elif em.message:
-        notes.append(em.message)
-    return Savings(_sig(kwh), _sig(kg) if kg is not None else None, _sig(cost), "; ".join(notes))
-
-
-def _by_hour(items: Iterable[tuple[int, float]]) -> dict[int, float]:
-    out: dict[int, float] = defaultdict(float)
-    for t, e in items:
-        out[t // HOUR_NS * HOUR_NS] += e
-    return dict(out)
-
-
-def _worth(ctx: Context, s: Savings) -> bool:
-    st = ctx.settings
-    return s.kwh_per_day >= st.min_kwh_per_day or (s.kg_co2_per_day or 0.0) >= st.min_kg_co2_per_day
-
-
-def _window_evidence(ctx: Context) -> dict[str, str]:
-    return {"window": f"{fmt_time(ctx.window.start_ns)} .. {fmt_time(ctx.window.end_ns)}",
-            "bucket_s": str(ctx.bucket_s)}
-
-
-# --- helpers over the context --------------------------------------------------------------------
-def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float | None) -> dict[str, list[str]]:
-    """GPU indices per host of a model (and power limit), from the GPU buckets."""
-    want = set(hosts)
-    out: dict[str, list[str]] = defaultdict(list)
-    for (host, gpu), (m, limit) in ctx.gpu_info().items():
-        if host not in want or m != model:
-            continue
-        if cap_w is not None and (limit is None or abs(limit - cap_w) >= 1.0):
-            continue
-        out[host].append(gpu)
-    return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
-
-
-IDLE_UTIL_MAX_PCT = 2.0
-
-
-def _idle_w(ctx: Context) -> dict[str, tuple[float, str]]:
-    """Each model's idle draw and where it comes from: the lowest power its GPUs drew in buckets at
-    ≤ 2 % utilisation, else the model's published idle figure (collector/sim/models.py)."""
-    out: dict[str, tuple[float, str]] = {}
-    for g in ctx.gpus:
-        if (g.power_min_w is not None and g.util_max_pct is not None
-                and g.util_max_pct <= IDLE_UTIL_MAX_PCT
-                and (g.model not in out or g.power_min_w < out[g.model][0])):
-            out[g.model] = (g.power_min_w, f"the lowest power this model drew at ≤ "
-                                           f"{IDLE_UTIL_MAX_PCT:g}% utilisation in the window")
-    for model in {g.model for g in ctx.gpus} - set(out):
-        spec = GPU_SPECS.get(model)
-        if spec is not None:
-            out[model] = (spec.idle_w, "the model's typical idle figure (none of its GPUs was idle "
-                                       "in the window)")
-    return out
-
-
-def _job_gpus(ctx: Context, names: Iterable[str], model: str,
-              cap_w: float | None = None) -> dict[str, list[str]]:
-    """host -> GPU indices the jobs ran on: from their gpu_mask where reported, else the GPUs of that
-    model (and limit) on their hosts whose mean utilisation over the job's run is closest to the job's."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for name in names:
-        j = ctx.job_aggs.get(name)
-        if j is None:
-            continue
-        for host in j.hosts:
-            mask = j.gpu_masks.get(host)
-            if mask is not None:
-                out[host].update(g.rpartition("/")[2] for g in mask_gpus(host, mask))
-                continue
-            cands = _gpus_matching(ctx, [host], model, cap_w if cap_w is not None else j.power_limit_w)
-            util: dict[str, list[float]] = defaultdict(list)
-            for g in ctx.gpus:
-                if (g.host == host and g.gpu in cands.get(host, []) and g.util_mean_pct is not None
-                        and j.first_ns <= g.time_ns <= j.last_ns):
-                    util[g.gpu].append(g.util_mean_pct)
-            want = max(1, j.gpus // max(1, len(j.hosts)))
-            ranked = sorted(cands.get(host, []), key=lambda x: (abs(
-                (sum(util[x]) / len(util[x]) if util[x] else 0.0) - (j.util_pct or 0.0)), len(x), x))
-            out[host].update(ranked[:want])
-    return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
-
-
-def _flat(d: Mapping[str, list[str]]) -> tuple[str, ...]:
-    return tuple(f"{h}/{g}" for h, gs in d.items() for g in gs)
 
 
 # --- the recommenders ---------------------------------------------------------------------------
@@ -520,7 +355,8 @@ def precision(ctx: Context) -> list[Recommendation]:
             savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
             savings_cost_per_day=s.cost_per_day, estimate_method=f"{method}; {s.note}",
             action={"type": kind_name, "precision": to, "jobs": list(names), "hosts": hosts},
-            currency=st.tariff.currency, measured=measured, jobs=names))
+            currency=st.tariff.currency, measured=measured, jobs=names,
+            gpus=_flat(_job_gpus(ctx, names, model))))
     return out
 
 
@@ -610,7 +446,8 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
                              f"day averaged over the past days; the energy itself is unchanged"),
             action={"type": "schedule", "workload": workload, "hosts": hosts,
                     "start_utc": start_txt, "duration_s": duration},
-            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs)))
+            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs),
+            gpus=_flat(_job_gpus_any(ctx, runs))))
     return out, message
 
 

@@ -292,7 +292,9 @@ def build_fleet(nodes: int, gpus_per_node: int, scenario: str = "default", seed:
     sites: dict[str, Site] = {}
     for i in range(nodes):
         host = _host(i, nodes)
-        groups += builder(i, host, gpus_per_node, (i // 4) * 1800 + shift)
+        for grp in builder(i, host, gpus_per_node, (i // 4) * 1800 + shift):
+            GPU_SPECS[grp.model].check_cap(grp.cap_w)  # a limit NVML would refuse is a layout bug
+            groups.append(grp)
         sites[host] = site(i)
     return Fleet(scenario, tuple(groups), sites)
 

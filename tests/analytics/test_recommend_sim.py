@@ -230,3 +230,25 @@ def test_without_carbon_data_savings_say_why(tmp_path_factory: pytest.TempPathFa
     ctx_fr = load_context(store, no_carbon.window, dataclasses.replace(Settings(), country="FR"))
     fr = recommend_from(ctx_fr, 0.8).items
     assert fr and all(r.savings_kg_co2_per_day is not None for r in fr if r.savings_kwh_per_day > 0)
+
+
+def test_without_gpu_mask_the_gpus_are_matched_by_utilisation(tmp_path: Any) -> None:
+    """Job reporters that do not send gpu_mask: the GPUs of the job's model and limit on its host
+    whose utilisation follows the job's are named, not every GPU there."""
+    store = SQLiteStore(tmp_path / "nomask.db")
+    fleet = SimulatedFleet()
+    start = END_NS - 6 * 3600 * NS
+    t = start
+    while t < END_NS:
+        pts = []
+        for p in fleet.points_between(t, t + 60 * NS):
+            if p.measurement == "job":
+                p = point("job", dict(p.tags), {k: v for k, v in p.fields if k != "gpu_mask"}, p.time_ns)
+            pts.append(p)
+        store.write(pts)
+        t += 60 * NS
+    recs = recommendations(store, Window(start + 1, END_NS + 1), lam=0.5)
+    (cons,) = by_kind(recs, "consolidate")
+    assert cons.gpus == ("node-03/6", "node-03/7")
+    chat = next(r for r in by_kind(recs, "clock_lock") if "chat-7b" in r.target)
+    assert chat.gpus == tuple(f"node-03/{i}" for i in range(6))

@@ -84,3 +84,26 @@ def test_write_refuses_a_bad_scenario_and_hours(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "write", "--hours", "-1", "--store", f"sqlite:///{tmp_path}/x.db"])
     assert exc.value.code == 2 and "--hours" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_write_into_influxdb_agrees_with_sqlite(influx_url: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`simulate write` takes any store URL: the same window into InfluxDB and SQLite reads back
+    the same energy per host and the same job work."""
+    sqlite_url = f"sqlite:///{tmp_path / 'sim.db'}"
+    for url in (influx_url, sqlite_url):
+        assert main(["simulate", "write", "--hours", "0.5", "--end", END, "--store", url,
+                     "--scenario", "mixed"]) == 0
+    capsys.readouterr()
+    end = parse_time_ns(END, "end")
+    window = Window(end - 1800 * NS + 1, end + 1)
+    a, b = open_store(influx_url), open_store(sqlite_url)
+    ea = queries.energy_by(a, window, "gpu", ("host",))
+    eb = queries.energy_by(b, window, "gpu", ("host",))
+    assert set(ea) == set(eb) and len(ea) == 4
+    for host, e in eb.items():
+        assert ea[host] == pytest.approx(e, rel=1e-9)
+    ja = {j.job: j.work["tokens"] for j in queries.job_summaries(a, window)}
+    jb = {j.job: j.work["tokens"] for j in queries.job_summaries(b, window)}
+    assert ja.keys() == jb.keys() and all(ja[k] == pytest.approx(v, rel=1e-9) for k, v in jb.items())

@@ -82,6 +82,9 @@ def _totals(ctx: Context, fac: levels.FacilityEnergy) -> tuple[dict[str, Any], l
     if est_j > 0:
         notes.append(f"{est_j / J_PER_KWH:.3g} kWh of the energy is estimated (method=estimated: a "
                      f"model, not a meter); rows that include it are labelled")
+    elif any(j.estimated_j > 0 for j in ctx.job_aggs.values()):  # wattlens.job without an agent
+        notes.append("job energy is estimated (the CPU estimate: a model, not a meter); "
+                     "the jobs it affects are labelled")
     em = carbon.emissions(ctx.grid_by_hour, ctx.carbon)
     if em.message:
         notes.append(f"carbon: {em.message}")
@@ -215,10 +218,10 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
-    trends = [tr for tr in report.trends if tr.change_pct is not None]
+    trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{tr.change_pct:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 f"{round(tr.change_pct or 0.0, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]

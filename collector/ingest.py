@@ -45,7 +45,7 @@ from collector.attribution import (
     split_energy,
 )
 from collector.logutil import LogOnce
-from collector.schema import FieldValue, Point, point
+from collector.schema import ESTIMATED, FieldValue, Point, point
 from collector.sources.base import Probe, Source, Tick
 from collector.sources.rapl import is_additive_cpu_domain
 
@@ -315,6 +315,7 @@ class JobTracker:
         # The attribution method each job was last measured with: a job keeps one series even
         # in a round where its energy share is momentarily zero.
         self._methods: dict[str, str] = {}
+        self._cpu_estimated_share = 0.0  # of this round's CPU energy, the part a model estimated
         self._held: dict[str, int] = {}  # rounds a job's work waited for its first energy share
         self._seqs: OrderedDict[tuple[str, int | None], int] = OrderedDict()
         self._last_s: float | None = None
@@ -495,9 +496,11 @@ class JobTracker:
             has_cpu = cpu_split is not None and self.attribute_cpu and bool(
                 j.pids or any(o == name for o in pid_owner.values()))
             energy: float | None = None
+            estimated_j: float | None = None
             method = _weakest(gpu_methods.get(name, ()))
             if measured_gpu or has_cpu:
                 cpu_j = cpu_split.shares_j.get(name, 0.0) if cpu_split is not None else 0.0
+                estimated_j = cpu_j * self._cpu_estimated_share or None
                 energy = gpu_share.get(name, 0.0) + cpu_j
                 if method is None and cpu_j > 0:
                     method = CPU_TIME
@@ -529,7 +532,8 @@ class JobTracker:
                     "gpu_model": models.most_common(1)[0][0] if models else "",
                     "method": method or ""}
             fields: dict[str, FieldValue | None] = {
-                "energy_j": energy, **work, "active_s": active_s, "gpus": len(used),
+                "energy_j": energy, "estimated_j": estimated_j, **work, "active_s": active_s,
+                "gpus": len(used),
                 "batch_size": j.batch_size, "planned_samples": j.planned_samples,
                 "deferrable": None if j.deferrable is None else int(j.deferrable),
                 "util_pct": _mean(r.util_pct for r in readings),
@@ -544,8 +548,9 @@ class JobTracker:
                                     tick.wall_ns))
         if cpu_split is not None and cpu_split.unattributed_j > 0:
             points.append(point("job", {"job": UNATTRIBUTED, "host": self.host, "kind": "cpu"},
-                                {"energy_j": cpu_split.unattributed_j, "active_s": interval_s},
-                                tick.wall_ns))
+                                {"energy_j": cpu_split.unattributed_j, "active_s": interval_s,
+                                 "estimated_j": cpu_split.unattributed_j * self._cpu_estimated_share
+                                 or None}, tick.wall_ns))
         return points
 
     # --- inputs ----------------------------------------------------------------------------
@@ -570,11 +575,16 @@ class JobTracker:
         return out
 
     def _cpu_energy(self, tick: Tick) -> float | None:
-        values = [_num(p.field("energy_j")) for tap in self.taps for p in tap.points_at(tick)
+        """This host's CPU energy this round; sets the share of it that a model estimated."""
+        values = [(_num(p.field("energy_j")), p.tag("method") == ESTIMATED)
+                  for tap in self.taps for p in tap.points_at(tick)
                   if p.measurement == "cpu" and p.tag("host") == self.host
                   and is_additive_cpu_domain(p.tag("domain") or "")]
-        known = [v for v in values if v is not None]
-        return math.fsum(known) if known else None
+        known = [(v, est) for v, est in values if v is not None]
+        total = math.fsum(v for v, _ in known)
+        self._cpu_estimated_share = (math.fsum(v for v, est in known if est) / total
+                                     if total > 0 else float(any(est for _, est in known)))
+        return total if known else None
 
     def _gpu_processes(self) -> tuple[dict[int, list[int]] | None, dict[int, dict[int, float]]]:
         if self.processes is None:

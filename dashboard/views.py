@@ -112,7 +112,9 @@ def status(store: Store, range_key: str | None, now_ns: int) -> Status:
     w = range_window(store, range_key, end)
     methods = queries.methods_seen(store, w, "gpu") | queries.methods_seen(store, w, "cpu")
     firing = sum(1 for a in alert_lanes(store, end) if a.firing)
-    return Status("simulated" in methods, "estimated" in methods, end - 1,
+    # jobs metered in-process carry their estimate on the job points, up to the newest one
+    estimated = "estimated" in methods or queries.estimated_job_energy_j(store, Window(w.start_ns, end)) > 0
+    return Status("simulated" in methods, estimated, end - 1,
                   max(0.0, (now_ns - end) / NS), firing)
 
 
@@ -549,7 +551,7 @@ def jobs_rows(ctx: Context, lam: float) -> list[dict[str, Any]]:
             "work": units.count(j.work.get(unit), unit) if unit else units.DASH,
             "per": units.per(value, PER_UNITS[unit]) if unit else units.DASH,
             "per_value": value,
-            "per_trend_pct": round(tr.change_pct, 1) if tr and tr.change_pct is not None else None,
+            "per_trend_pct": round(tr.change_pct, 1) + 0.0 if tr and tr.change_pct is not None else None,
             "cost_mj": round(obj.cost_j / 1e6, 2) if obj.cost_j is not None else None,
             "excess_mj": round(obj.excess_j / 1e6, 2) if obj.excess_j is not None else None,
             "excess_pct": round(obj.excess_pct, 1) if obj.excess_pct is not None else None,

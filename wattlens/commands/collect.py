@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "write it to a store; serve Prometheus /metrics.")
     add_agent_options(p)
     option(p, "--source", default="auto",
-           help="comma-separated sources: auto, sim, nvml, rapl, hwmon, cpu-estimate")
+           help="comma-separated sources: auto, sim, nvml, rapl, hwmon, cpu-estimate, promscrape "
+                "(promscrape reads the --scrape file)")
     option(p, "--once", action="store_true", default=False,
            help="print one round of samples as a table and exit")
     option(p, "--duration", type=positive_float, default=None,
@@ -61,8 +62,8 @@ def _scenario(text: str) -> str:
     return text
 
 
-def add_agent_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `collect` and `demo`."""
+def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
+    """Options shared by `collect` and `demo` (the demo spools to its own ``demo-spool``)."""
     option(p, "--store", default=default_store_url(),
            help="store URL: sqlite:///path.db, influxdb://host:8086/DB, "
                 "influxdb2://host:8086/BUCKET?org=ORG")
@@ -78,7 +79,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
     option(p, "--scenario", default="default", type=_scenario,
            help="simulated fleet scenario (sim source; docs/simulator.md)")
-    option(p, "--spool-dir", default=str(state_dir() / "spool"),
+    option(p, "--spool-dir", default=str(state_dir() / spool),
            help="on-disk spool for points the store could not take yet")
     option(p, "--spool-max-mb", type=positive_float, default=256.0,
            help="spool size bound in MiB; beyond it the oldest points are dropped and counted")

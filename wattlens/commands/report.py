@@ -68,6 +68,8 @@ def open_existing_store(url: str) -> Any:
 
     if "://" not in url or url.startswith("sqlite:"):
         path = url if "://" not in url else unquote(urlsplit(url).netloc + urlsplit(url).path)
+        if path.startswith("//"):  # sqlite:////abs/x.db: the path is /abs/x.db, shown so
+            path = "/" + path.lstrip("/")
         if path and not Path(path).exists():
             raise ConfigError(f"--store: SQLite file {path!r} does not exist; run `wattlens collect` "
                               f"or `wattlens demo` first, or pass --store")

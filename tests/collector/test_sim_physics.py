@@ -41,8 +41,10 @@ def test_power_within_the_limit_and_work_within_the_datasheet_peak(
 
 @pytest.mark.parametrize("model", sorted(GPU_SPECS))
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_energy_per_work_is_u_shaped_and_time_never_falls_as_the_cap_falls(model: str, kind: str) -> None:
-    rows = cap_table(GPU_SPECS[model], KINDS[kind], step_w=GPU_SPECS[model].tdp_w / 100)
+@pytest.mark.parametrize("util", [1.0, 0.5])
+def test_energy_per_work_is_u_shaped_and_time_never_falls_as_the_cap_falls(
+        model: str, kind: str, util: float) -> None:
+    rows = cap_table(GPU_SPECS[model], KINDS[kind], step_w=GPU_SPECS[model].tdp_w / 100, util=util)
     times = [r.time_per_work_s for r in rows]  # by rising cap
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(times))
     energy = [r.energy_per_work_j for r in rows]

@@ -35,7 +35,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
-    "carbon": (("region",), ("intensity_g_per_kwh", "renewable_pct")),
+    "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),
     # Data-quality signals per device and minute (docs/sensors.md): how far to trust each number.
     "quality": (

@@ -11,12 +11,14 @@ from typing import Any
 from analytics import carbon, queries
 from analytics.context import Context, Settings, load_carbon, load_context
 from analytics.cost import energy_cost
+from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap, build_frontiers, max_power_by_model, point_cost
 from analytics.levels import per_trends
 from analytics.objective import tradeoff_cost
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
 from analytics.queries import Series
 from analytics.recommend import Recommendation, recommend_from
+from analytics.sci import fleet_sci
 from analytics.timeutil import NS, Window, bucket_for
 from collector.store.base import Store
 from dashboard import units
@@ -709,6 +711,7 @@ class CarbonView:
     grid_basis: str
     deferrable: list[str]
     recs: list[Recommendation]
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci, as in the report
 
 
 def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
@@ -759,7 +762,8 @@ def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
     return CarbonView(ctx.window, series.describe() if series else None,
                       total.message or ctx.carbon_message, hist, fc, windows, shade,
                       by_job, by_node, total.g_co2, total.mean_g_per_kwh, total.renewable_pct,
-                      ctx.grid_basis, deferrable, recs)
+                      ctx.grid_basis, deferrable, recs,
+                      fleet_sci(ctx, total.g_co2, parse_overrides(ctx.settings.embodied), ctx.settings.sci_unit))
 
 
 # --- recommendations ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "objective",
     "alerts",
     "simulate",
+    "carbon",
 )
 
 

@@ -127,6 +127,9 @@ def test_deferrable_job_gets_a_lower_carbon_start_window(recs_default: list[Reco
     assert ev["usual_start"].endswith("17:00:00Z")
     assert win[0].savings_kwh_per_day == 0.0  # shifting saves carbon, not energy
     assert win[0].savings_kg_co2_per_day is not None and win[0].savings_kg_co2_per_day > 0
+    assert win[0].action is not None and win[0].action["type"] == "schedule"
+    assert ev["confidence"] in ("low", "medium", "high") and ev["confidence_basis"].startswith("intensity: ")
+    assert f"Confidence {ev['confidence']}" in win[0].detail
 
 
 def test_caps_that_never_bind_get_locked_clocks_on_exactly_their_gpus(

@@ -59,19 +59,11 @@ DAY_NS = 86400 * NS
 
 
 def fill(store: Store, fleet: SimulatedFleet, start_ns: int, end_ns: int, interval_s: int) -> int:
-    """Write the fleet's points for [start, end) through the store, one round per interval."""
-    batch: list[Any] = []
-    n = 0
-    t = start_ns
-    while t < end_ns:
-        batch.extend(fleet.points_between(t, t + interval_s * NS))
-        t += interval_s * NS
-        if len(batch) >= 50_000:
-            store.write(batch)
-            n += len(batch)
-            batch = []
-    store.write(batch)
-    return n + len(batch)
+    """Write the fleet's points for [start, end) through the store, one round per interval
+    (`wattlens simulate write`'s code path)."""
+    from wattlens.commands.simulate import write_history
+
+    return write_history(store, fleet, start_ns, end_ns, interval_s, label="fill")
 
 
 # --- the three ways to refresh the Fleet page -------------------------------------------------
@@ -80,7 +72,7 @@ def view_refresh(store: Store, state: dict[str, Any], settings: Settings,
     """What the Fleet page's interval callbacks compute, through the dashboard's views."""
     end = views.data_end_ns(store)
     assert end is not None
-    views.fleet_kpis(store, end, settings)
+    views.fleet_kpis(store, "24h", end, settings)
     update = views.fleet_power_update(store, "24h", state, end)
     if update is None:  # first refresh, or the groups changed: a full chart
         chart = views.fleet_power(store, views.window_for(store, "24h", end), "host")

@@ -28,7 +28,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from collector.attribution import (
     CPU_TIME,
@@ -266,12 +266,6 @@ class _Gpu:
     energy_j: float | None
     util_pct: float | None
     power_limit_w: float | None
-
-
-class WorkFeed(Protocol):
-    """A source of job work the tracker samples with it (e.g. a scraped inference server)."""
-
-    def attach(self, tracker: JobTracker) -> None: ...
 
 
 class JobTracker:

@@ -8,7 +8,6 @@ not carry. https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -108,10 +107,6 @@ _DEFAULT = LineEncoder()
 def to_line(p: Point) -> str:
     """Serialize one point as a line of InfluxDB line protocol (ns precision)."""
     return _DEFAULT.line(p)
-
-
-def to_lines(points: Iterable[Point]) -> str:
-    return "\n".join(to_line(p) for p in points)
 
 
 # --- parsing ----------------------------------------------------------------

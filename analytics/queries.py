@@ -543,3 +543,10 @@ def work_buckets(store: Store, window: Window, bucket_s: int) -> list[tuple[int,
                                       window.start_ns, window.end_ns, bucket_s=bucket_s))
     return [(r.time_ns, {f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS})
             for r in rows if r.time_ns is not None]
+
+
+def cached(store: Store) -> Store:
+    """``store`` behind the store layer's read-through rollup cache (what the dashboard reads)."""
+    from collector.store.cache import CachedStore
+
+    return CachedStore(store)

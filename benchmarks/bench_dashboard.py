@@ -19,7 +19,7 @@ refresh is what its interval callbacks compute: the six KPI cards against the
   interval, pulled through the store, aggregated in Python);
 - ``pushdown``: the dashboard's views straight on the store (aggregation in
   SQL/InfluxQL, no rollup cache): what a cold page load costs;
-- ``cached``: the views through ``dashboard.cache.CachedStore``, as the app
+- ``cached``: the views through ``collector.store.cache.CachedStore``, as the app
   runs them, refreshing every ``--refresh-s`` while an agent writes every
   ``--interval-s``; the cache's clock follows the agent's, so the newest two
   minutes are live (read from the store on every refresh), as in production.
@@ -51,8 +51,8 @@ from analytics.context import Settings
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
 from collector.store.base import AggregateQuery, Store
+from collector.store.cache import CachedStore
 from dashboard import views
-from dashboard.cache import CachedStore
 
 NS = 1_000_000_000
 DAY_NS = 86400 * NS

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from collector.errors import ConfigError, StoreRejected, StoreUnavailable
+from collector.lineprotocol import LineEncoder, parse_line
 from collector.logutil import LogOnce
-from collector.schema import FieldValue, Point
+from collector.schema import Point
 from collector.store.base import Sink
 
 log = logging.getLogger("wattlens.spool")
@@ -131,8 +132,6 @@ class SpoolingSink:
         self.points_spooled = 0
         self.points_replayed = 0
         self.points_delivered = 0  # accepted by the inner sink, directly or by replay
-
-        from collector.store.influx import LineEncoder
 
         self._encoder = LineEncoder()
         self._warn = LogOnce(log)
@@ -609,75 +608,4 @@ class SpoolingSink:
                 self._write_ack(self._segments[0])
 
 
-# --- reading the spool back -------------------------------------------------------------
-# The spool holds line protocol as collector.schema.to_line writes it: a backslash
-# before a separator is always an escape (schema refuses the ambiguous cases).
-
-_MEASUREMENT_RE = re.compile(r"(?:\\[, ]|[^, ])+")
-_KEY_RE = re.compile(r"(?:\\[,= ]|[^,= ])+")
-_UNESCAPE_KEY = re.compile(r"\\([,= ])")
-_UNESCAPE_STR = re.compile(r'\\([\\"])')
-
-
-def parse_line(line: str) -> Point:
-    """One line of our line protocol back into a Point; ValueError naming the line if malformed."""
-    try:
-        return _parse(line)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"spool line {line[:120]!r}: {exc}") from None
-
-
-def _parse(line: str) -> Point:
-    m = _MEASUREMENT_RE.match(line)
-    if not m:
-        raise ValueError("no measurement")
-    measurement = m.group().replace("\\,", ",").replace("\\ ", " ")
-    pos = m.end()
-    tags: list[tuple[str, str]] = []
-    while line[pos] == ",":
-        k = _KEY_RE.match(line, pos + 1)
-        if not k or line[k.end()] != "=":
-            raise ValueError(f"bad tag at {pos}")
-        v = _KEY_RE.match(line, k.end() + 1)
-        if not v:
-            raise ValueError(f"bad tag value at {k.end()}")
-        tags.append((_UNESCAPE_KEY.sub(r"\1", k.group()), _UNESCAPE_KEY.sub(r"\1", v.group())))
-        pos = v.end()
-    if line[pos] != " ":
-        raise ValueError(f"expected a space at {pos}")
-    space = line.rfind(" ")
-    time_ns = int(line[space + 1:])
-    fields: list[tuple[str, FieldValue]] = []
-    pos += 1
-    while True:
-        k = _KEY_RE.match(line, pos)
-        if not k or line[k.end()] != "=":
-            raise ValueError(f"bad field at {pos}")
-        key = _UNESCAPE_KEY.sub(r"\1", k.group())
-        pos = k.end() + 1
-        value: FieldValue
-        if line[pos] == '"':
-            end = pos + 1
-            while line[end] != '"':
-                end += 2 if line[end] == "\\" else 1
-            value = _UNESCAPE_STR.sub(r"\1", line[pos + 1:end])
-            pos = end + 1
-        else:
-            end = pos
-            while end < space and line[end] != ",":
-                end += 1
-            raw = line[pos:end]
-            if raw in ("true", "false"):
-                value = raw == "true"
-            elif raw.endswith("i"):
-                value = int(raw[:-1])
-            else:
-                value = float(raw)
-            pos = end
-        fields.append((key, value))
-        if pos == space:
-            break
-        if line[pos] != ",":
-            raise ValueError(f"expected a comma at {pos}")
-        pos += 1
-    return Point(measurement, tuple(tags), tuple(fields), time_ns)
+# The spool holds line protocol; collector.lineprotocol writes and parses it.

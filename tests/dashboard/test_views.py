@@ -18,9 +18,9 @@ from analytics.report import build_report
 from analytics.savings import combined
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
+from collector.store.cache import CachedStore
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
-from dashboard.cache import CachedStore
 from dashboard.pages.fleet import power_patch
 from tests.dashboard.conftest import write_fleet
 

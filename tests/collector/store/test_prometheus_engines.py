@@ -295,7 +295,7 @@ def test_time_range_and_tag_values(session: Session) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_dashboard_fleet_page_renders_from_the_engine(session: Session, engine: str) -> None:
     """The Fleet page's whole first render (KPIs, power chart, heatmap) through the dashboard's cache."""
-    from dashboard.cache import CachedStore
+    from collector.store.cache import CachedStore
     from dashboard.views import fleet_view
 
     # Each page's window ends at the last settled five minutes of its own store's data; the

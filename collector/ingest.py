@@ -2,7 +2,7 @@
 
 Any program, in any language, reports what it got done::
 
-    curl -X POST http://127.0.0.1:9464/v1/jobs/bert-ft/progress \\
+    curl --unix-socket /run/wattlens/ingest.sock -X POST http://agent/v1/jobs/bert-ft/progress \\
          -H 'Content-Type: application/json' -d '{"samples": 64, "tokens": 32768, "steps": 1}'
 
 Counts are increments since the caller's previous report. The :class:`JobTracker`
@@ -16,8 +16,6 @@ thread beyond one short lock.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -44,6 +42,8 @@ from collector.attribution import (
     split_by_ticks,
     split_energy,
 )
+from collector.auth import check_request
+from collector.http_server import Peer, Request, Response
 from collector.logutil import LogOnce
 from collector.schema import FieldValue, Point, point
 from collector.sources.base import Probe, Source, Tick
@@ -243,6 +243,7 @@ class _Job:
     tags: dict[str, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)
     work: dict[str, float] = field(default_factory=lambda: dict.fromkeys(WORK_FIELDS, 0.0))
+    owner: int | None = None  # the UID that first posted (Unix socket); None: a token holder
 
     def apply(self, p: Progress) -> None:
         for f in WORK_FIELDS:
@@ -324,13 +325,21 @@ class JobTracker:
         self._warn = LogOnce(log)
 
     # --- ingest side (any thread) ------------------------------------------------------
-    def record(self, progress: Progress) -> bool:
+    def record(self, progress: Progress, owner: int | None = None) -> bool:
         """Add one report; False when it repeats one already counted (same pid and seq).
 
-        Raises IngestError(429) when ``max_jobs`` jobs are already active.
+        ``owner`` is the poster's UID where the kernel told it (Unix socket), None for a
+        token holder. A job belongs to the first UID that posts to it; raises
+        IngestError(403) for another non-root UID, and IngestError(429) when
+        ``max_jobs`` jobs are already active.
         """
         now = self.clock()
         with self._lock:
+            job = self._jobs.get(progress.job)
+            if (job is not None and owner not in (None, 0) and job.owner is not None
+                    and job.owner != owner):
+                raise IngestError(403, f"job: {progress.job!r} belongs to another user "
+                                       f"(uid {job.owner}); choose another job name")
             key = (progress.job, progress.pid)
             if progress.seq is not None:
                 last = self._seqs.get(key)
@@ -342,7 +351,10 @@ class JobTracker:
                 if sum(1 for j in self._jobs.values() if j.reported) >= self.max_jobs:
                     raise IngestError(429, f"job: {self.max_jobs} jobs are active on this agent, "
                                            f"the limit; end some (final: true) or wait")
-                job = self._jobs[progress.job] = _Job(progress.job, first_s=now, last_s=now)
+                job = self._jobs[progress.job] = _Job(progress.job, first_s=now, last_s=now,
+                                                      owner=owner)
+            elif job.owner is None and job.reported:
+                job.owner = owner
             job.apply(progress)
             job.last_s = now
             job.end_s = now if progress.final else None
@@ -627,7 +639,7 @@ class JobTracker:
 def _snapshot(j: _Job) -> _Job:
     return _Job(j.name, j.first_s, j.last_s, j.reported, j.end_s, j.kind, j.precision,
                 j.batch_size, j.planned_samples, j.deferrable, j.gpus, dict(j.tags), set(j.pids),
-                dict(j.work))
+                dict(j.work), j.owner)
 
 
 def _num(value: object) -> float | None:
@@ -644,16 +656,6 @@ def _mean(values: Iterable[float | None]) -> float | None:
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-def _is_loopback(ip: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
-
-
 Reply = tuple[int, dict[str, str], bytes]
 
 
@@ -668,54 +670,51 @@ class IngestApp:
     - ``POST /v1/jobs/{id}/progress``: a progress report (see :func:`parse_progress`).
     - ``GET /v1/jobs``: the jobs the agent is tracking.
 
-    From loopback no credentials are needed; from anywhere else the request
-    must carry ``Authorization: Bearer $WATTLENS_AGENT_TOKEN`` (compared in
-    constant time), and without a configured token it is refused (403). A
-    wrong token is refused from anywhere. The token is never logged.
+    Over the agent's Unix socket (the jobs API's default) no token is needed: the
+    kernel says which UID posts (``peer``), a process may claim only PIDs of its own
+    UID, and a job belongs to the UID that first posted to it (root may do both).
+    Over TCP every request needs ``Authorization: Bearer $WATTLENS_AGENT_TOKEN``,
+    from loopback too; an agent without a token refuses job ingest over TCP (403).
     """
 
     PROGRESS = re.compile(r"/v1/jobs/([^/]*)/progress")
 
-    def __init__(self, tracker: JobTracker, *, token: str | None = None) -> None:
+    def __init__(self, tracker: JobTracker, *, token: str | None = None, proc_root: str = "/proc",
+                 socket_path: str | None = None) -> None:
         self.tracker = tracker
         if token is None:
             token = os.environ.get("WATTLENS_AGENT_TOKEN") or None
-        self._token = token.encode() if token else None
+        self._token = token or None
+        self.proc_root = proc_root
+        self.socket_path = socket_path
         self.rejected = 0
 
-    def _auth(self, headers: Mapping[str, str], peer_ip: str) -> Reply | None:
-        given = headers.get("authorization")
-        if given is not None:
-            scheme, _, credential = given.strip().partition(" ")
-            if self._token is None:
-                if _is_loopback(peer_ip):
-                    return None
-                return _json(403, {"error": "authorization: this agent has no WATTLENS_AGENT_TOKEN; "
-                                            "ingest is accepted from loopback only"})
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    credential.strip().encode("utf-8", "replace"), self._token):
-                return _json(401, {"error": "authorization: bearer token does not match "
-                                            "WATTLENS_AGENT_TOKEN"}, {"WWW-Authenticate": "Bearer"})
-            return None
-        if _is_loopback(peer_ip):
+    def _auth(self, headers: Mapping[str, str], peer: Peer | None, client: str) -> Reply | None:
+        if peer is not None:
             return None
         if self._token is None:
-            return _json(403, {"error": f"client {peer_ip}: ingest beyond loopback needs "
-                                        "WATTLENS_AGENT_TOKEN on the agent and a bearer token"})
-        return _json(401, {"error": "authorization: missing; send Authorization: Bearer <token>"},
-                     {"WWW-Authenticate": "Bearer"})
+            where = f" over the Unix socket {self.socket_path}" if self.socket_path else \
+                " over the agent's Unix socket"
+            return _json(403, {"error": "job ingest over TCP is off: this agent has no "
+                                        f"WATTLENS_AGENT_TOKEN; local jobs post{where}"})
+        denied = check_request(client, headers.get("authorization"), self._token,
+                               loopback_free=False, what="job ingest over TCP")
+        if denied is None:
+            return None
+        return _json(denied.status, {"error": denied.message},
+                     {"WWW-Authenticate": "Bearer"} if denied.status == 401 else None)
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-               peer_ip: str) -> Reply:
+               client: str, peer: Peer | None = None) -> Reply:
         """Answer one request: (status, headers, body). Never raises for bad input."""
         reply = self._handle(method, path.split("?", 1)[0], {k.lower(): v for k, v in headers.items()},
-                             body, peer_ip)
+                             body, client, peer)
         if 400 <= reply[0] < 500:
             self.rejected += 1
         return reply
 
     def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                peer_ip: str) -> Reply:
+                client: str, peer: Peer | None) -> Reply:
         match = self.PROGRESS.fullmatch(path)
         if match is None and path != "/v1/jobs":
             return _json(404, {"error": f"path: no such endpoint {path[:80]!r}; "
@@ -724,7 +723,7 @@ class IngestApp:
         if method != want:
             return _json(405, {"error": f"method: {method[:16]!r} not allowed on {path[:80]}; "
                                         f"use {want}"}, {"Allow": want})
-        denied = self._auth(headers, peer_ip)
+        denied = self._auth(headers, peer, client)
         if denied is not None:
             return denied
         if match is None:
@@ -735,8 +734,14 @@ class IngestApp:
                                         f"got {content_type[:40]!r}"})
         try:
             progress = parse_progress(match.group(1), body)
-            counted = self.tracker.record(progress)
+            uid = peer.uid if peer is not None else None
+            if uid is not None and uid != 0 and progress.pid is not None:
+                check_pid_owner(progress.pid, uid, self.proc_root)
+            counted = self.tracker.record(progress, owner=uid)
         except IngestError as exc:
+            if exc.status == 403:
+                log.warning("ingest: refused %s from uid %s: %s", match.group(1)[:64],
+                            peer.uid if peer else client, exc)
             return _json(exc.status, {"error": str(exc)})
         return _json(200, {"ok": True, "duplicate": not counted})
 
@@ -746,13 +751,24 @@ class IngestApp:
         server.route("POST", "/v1/jobs/{id}/progress", self._route)
         server.route("GET", "/v1/jobs", self._route)
 
-    def _route(self, request: Any) -> Any:
-        from collector.exporter import Response
-
+    def _route(self, request: Request) -> Response:
         status, headers, body = self.handle(request.method, request.path, request.headers,
-                                            request.body, request.client)
+                                            request.body, request.client, request.peer)
         content_type = headers.pop("Content-Type", "application/json")
         return Response(status, body, content_type, headers)
+
+
+def check_pid_owner(pid: int, uid: int, proc_root: str = "/proc") -> None:
+    """Raise IngestError unless process ``pid`` exists and belongs to ``uid``."""
+    try:
+        owner = os.stat(os.path.join(proc_root, str(pid))).st_uid
+    except FileNotFoundError:
+        raise IngestError(400, f"pid: no process {pid} on this host") from None
+    except OSError as exc:
+        raise IngestError(400, f"pid: cannot read process {pid}: {exc.strerror}") from None
+    if owner != uid:
+        raise IngestError(403, f"pid: process {pid} belongs to another user; a job may claim "
+                               f"only its own processes (uid {uid})")
 
 
 def with_jobs(

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.auth import check_request, is_loopback
+from collector.auth import check_request, check_token, is_loopback
 from collector.errors import DeviceLost, SourceUnavailable
 from collector.http_server import Request, Response
 from collector.sources import nvml as nvml_source
@@ -66,7 +66,7 @@ class PowerCapActuator:
                  nvml: Any = None, is_root: Callable[[], bool] | None = None) -> None:
         self.host = host
         self.enabled = enabled
-        self._token = token or ""
+        self._token = check_token(token or None) or ""
         self.audit_path = Path(audit_path)
         self._nvml = nvml
         self._is_root = is_root or (lambda: os.geteuid() == 0)

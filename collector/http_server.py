@@ -28,7 +28,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import WSGITask
 
-from collector.auth import check_request
+from collector.auth import check_request, check_token
 
 log = logging.getLogger("wattlens.http")
 
@@ -124,7 +124,7 @@ class RouteServer:
         self.channel_timeout_s = channel_timeout_s
         self.connection_limit = connection_limit
         self.threads = threads
-        self._token = token or None
+        self._token = check_token(token or None)
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []

@@ -42,7 +42,7 @@ from collector.attribution import (
     split_by_ticks,
     split_energy,
 )
-from collector.auth import check_request
+from collector.auth import check_request, check_token
 from collector.http_server import Peer, Request, Response
 from collector.logutil import LogOnce
 from collector.schema import FieldValue, Point, point
@@ -684,7 +684,7 @@ class IngestApp:
         self.tracker = tracker
         if token is None:
             token = os.environ.get("WATTLENS_AGENT_TOKEN") or None
-        self._token = token or None
+        self._token = check_token(token or None)
         self.proc_root = proc_root
         self.socket_path = socket_path
         self.rejected = 0

@@ -105,8 +105,13 @@ def test_http_endpoint_checks_token_and_input_then_applies(tmp_path: Path) -> No
     exporter.start()
     try:
         url = exporter.url + "/v1/cap"
-        assert _post(url, {"gpu": 0, "watts": 450}, None)[0] == 401
-        assert _post(url, {"gpu": 0, "watts": 450}, "wrong")[0] == 401
+        status, body = _post(url, {"gpu": 0, "watts": 450}, None)  # a dry run from loopback
+        assert status == 200 and body["dry_run"] and (body["before_w"], body["after_w"],
+                                                      body["min_w"], body["max_w"]) == (700, 450, 200, 700)
+        assert nv.gpus[0].limit_mw == 700_000
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, None)[0] == 401
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, "wrong")[0] == 401
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, TOKEN + "x")[0] == 401
         status, body = _post(url, {"gpu": "0", "watts": 450}, TOKEN)
         assert status == 400 and body["error"].startswith("gpu:")
         status, body = _post(url, {"gpu": 0, "watts": "lots"}, TOKEN)

@@ -72,6 +72,8 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
     option(p, "--spool-dir", default=str(state_dir() / "spool"),
            help="on-disk spool for points the store could not take yet")
+    option(p, "--http-timeout", type=positive_float, default=30.0,
+           help="seconds the agent's HTTP server keeps a silent connection open")
     option(p, "--ingest-socket", default="auto",
            help="Unix socket for local job reports (the jobs API's default): auto is "
                 "/run/wattlens/ingest.sock for root, else $XDG_RUNTIME_DIR/wattlens/ingest.sock; "
@@ -224,7 +226,8 @@ class AgentProcess:
 
             sock = ingest_socket(getattr(args, "ingest_socket", "auto"))
             exporter = Exporter(agent.stats, spool, host=args.bind, port=args.prometheus_port,
-                                token=token, unix_socket=sock)
+                                token=token, unix_socket=sock,
+                                http_timeout_s=float(getattr(args, "http_timeout", None) or 30.0))
             observers.append(exporter)
             IngestApp(tracker, token=token, proc_root=getattr(args, "procfs_root", None) or "/proc",
                       socket_path=str(sock) if sock else None).mount(exporter)

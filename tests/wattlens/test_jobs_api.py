@@ -24,7 +24,6 @@ from collector.store.base import AggregateQuery
 from collector.store.sqlite import SQLiteStore
 from tests.servers import free_port
 
-
 AGENT_TOKEN = "jobs-api-test-token-0123456"
 
 

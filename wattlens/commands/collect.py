@@ -287,8 +287,13 @@ class AgentProcess:
 
     def close(self) -> None:
         stats = self.agent.stats
-        log.info("stopped: %d rounds, %d points written, %d dropped, %d spooled", stats.rounds,
-                 stats.points_written, stats.points_dropped, self.spool.depth_points)
+        spool = self.spool
+        # The same counters /metrics exports, each named, so the two always agree.
+        log.info("stopped: %d rounds, %d points written, %d spooled; lost: %d in the write queue "
+                 "(agent_dropped_points), %d to a full spool (spool_dropped_points), %d refused by "
+                 "the store (spool_rejected_points)", stats.rounds, stats.points_written,
+                 spool.depth_points, stats.points_dropped, spool.points_dropped,
+                 spool.points_rejected)
         if self.exporter is not None:
             self.exporter.stop()
         for s in self.sources:

@@ -320,13 +320,13 @@ class Exporter:
                  host: str = "127.0.0.1", port: int = 9464, *, stale_after_s: float = 300.0,
                  counter_idle_s: float = 3600.0, max_series: int = 200_000,
                  token: str | None = None, unix_socket: str | Path | None = None,
-                 http_timeout_s: float = 30.0) -> None:
+                 http_timeout_s: float = 30.0, unix_optional: bool = False) -> None:
         self.collector = FleetCollector(stats, spool, stale_after_s=stale_after_s,
                                         counter_idle_s=counter_idle_s, max_series=max_series)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self.server = RouteServer(host, port, token=token, unix_socket=unix_socket,
-                                  channel_timeout_s=http_timeout_s)
+                                  channel_timeout_s=http_timeout_s, unix_optional=unix_optional)
         self.server.route("GET", "/metrics", self._metrics)
         self.server.route("GET", "/", self._index)
         if not is_loopback(host):

@@ -110,17 +110,20 @@ class RouteServer:
     the handler receives them in ``request.params``. Unknown paths answer 404,
     known paths with another method 405, bodies above ``max_body_bytes`` 413
     (before they are read). Requests from other hosts need the bearer token.
-    ``unix_socket`` adds a Unix-socket listener (mode 0666; handlers see ``request.peer``).
+    ``unix_socket`` adds a Unix-socket listener (mode 0666; handlers see ``request.peer``);
+    with ``unix_optional`` one that cannot be bound is logged and skipped.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  max_body_bytes: int = MAX_BODY_BYTES, token: str | None = None,
                  unix_socket: str | Path | None = None, channel_timeout_s: float = CHANNEL_TIMEOUT_S,
-                 connection_limit: int = CONNECTION_LIMIT, threads: int = THREADS) -> None:
+                 connection_limit: int = CONNECTION_LIMIT, threads: int = THREADS,
+                 unix_optional: bool = False) -> None:
         self.host = "127.0.0.1" if host == "localhost" else host
         self.port = port
         self.max_body_bytes = max_body_bytes
         self.unix_socket = Path(unix_socket) if unix_socket else None
+        self.unix_optional = unix_optional  # a socket that cannot be bound is skipped, not fatal
         self.channel_timeout_s = channel_timeout_s
         self.connection_limit = connection_limit
         self.threads = threads
@@ -128,6 +131,7 @@ class RouteServer:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
+        self._bound_unix: Path | None = None
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         regex = re.compile(
@@ -233,7 +237,18 @@ class RouteServer:
         self.port = int(sock.getsockname()[1])
         self._serve(sock, "wattlens-http", peers=False)
         if self.unix_socket is not None:
-            self._serve(bind_unix_socket(self.unix_socket), "wattlens-http-unix", peers=True)
+            try:
+                unix = bind_unix_socket(self.unix_socket)
+            except OSError as exc:
+                if not self.unix_optional:
+                    self.stop()
+                    raise
+                log.warning("no local job ingest: cannot listen on %s (%s); set --ingest-socket",
+                            self.unix_socket, exc.strerror or exc)
+                self.unix_socket = None
+            else:
+                self._bound_unix = self.unix_socket
+                self._serve(unix, "wattlens-http-unix", peers=True)
 
     def stop(self) -> None:
         servers, self._servers = self._servers, []
@@ -243,11 +258,9 @@ class RouteServer:
         for thread in self._threads:
             thread.join(5)
         self._threads = []
-        if self.unix_socket is not None:
-            try:
-                self.unix_socket.unlink()
-            except FileNotFoundError:
-                pass
+        bound, self._bound_unix = self._bound_unix, None
+        if bound is not None:  # only the socket this server made: never another agent's
+            bound.unlink(missing_ok=True)
 
 
 def bind_unix_socket(path: Path) -> socket.socket:

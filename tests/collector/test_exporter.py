@@ -218,3 +218,30 @@ def test_prometheus_scrapes_power_and_a_rising_energy_counter(
         runner.join(30)
         exp.stop()
         store.close()
+
+
+def test_a_second_agent_on_the_same_socket_never_takes_or_removes_the_first_ones() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from collector.http_server import RouteServer
+
+    sock = Path(tempfile.mkdtemp(prefix="wl-")) / "ingest.sock"
+    first = RouteServer(unix_socket=sock)
+    first.start()
+    try:
+        optional = RouteServer(unix_socket=sock, unix_optional=True)
+        optional.start()  # goes on without local ingest
+        assert optional.unix_socket is None
+        optional.stop()
+        required = RouteServer(unix_socket=sock)
+        with pytest.raises(OSError, match="another agent is listening"):
+            required.start()
+        assert sock.exists()  # still the first agent's
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(str(sock))
+        probe.close()
+    finally:
+        first.stop()
+    assert not sock.exists()
+    sock.parent.rmdir()

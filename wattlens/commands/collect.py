@@ -227,7 +227,8 @@ class AgentProcess:
             sock = ingest_socket(getattr(args, "ingest_socket", "auto"))
             exporter = Exporter(agent.stats, spool, host=args.bind, port=args.prometheus_port,
                                 token=token, unix_socket=sock,
-                                http_timeout_s=float(getattr(args, "http_timeout", None) or 30.0))
+                                http_timeout_s=float(getattr(args, "http_timeout", None) or 30.0),
+                                unix_optional=str(getattr(args, "ingest_socket", "auto")) == "auto")
             observers.append(exporter)
             IngestApp(tracker, token=token, proc_root=getattr(args, "procfs_root", None) or "/proc",
                       socket_path=str(sock) if sock else None).mount(exporter)

@@ -34,7 +34,7 @@ log = logging.getLogger("wattlens.http")
 
 # Server limits (docs/decisions.md): generous for Prometheus and job clients, bounded for attackers.
 BACKLOG = 1024
-CONNECTION_LIMIT = 1000
+CONNECTION_LIMIT = 4096
 THREADS = 4
 CHANNEL_TIMEOUT_S = 30.0
 MAX_HEADER_BYTES = 16 * 1024
@@ -212,7 +212,8 @@ class RouteServer:
     def _serve(self, sock: socket.socket, name: str, *, peers: bool) -> None:
         server = create_server(
             self, sockets=[sock], threads=self.threads, backlog=BACKLOG,
-            connection_limit=self.connection_limit, channel_timeout=int(max(1, self.channel_timeout_s)),
+            connection_limit=connection_limit(self.connection_limit),
+            channel_timeout=int(max(1, self.channel_timeout_s)),
             cleanup_interval=max(1, int(self.channel_timeout_s // 2) or 1),
             max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=self.max_body_bytes,
             asyncore_use_poll=True, ident="wattlens", expose_tracebacks=False)
@@ -261,6 +262,23 @@ class RouteServer:
         bound, self._bound_unix = self._bound_unix, None
         if bound is not None:  # only the socket this server made: never another agent's
             bound.unlink(missing_ok=True)
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted`` open connections, raising this process's open-file limit toward it (never past
+    the hard limit); fewer when the limit cannot be raised, keeping 64 descriptors spare."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = wanted + 256
+        if soft != resource.RLIM_INFINITY and soft < need:
+            new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    except (ImportError, ValueError, OSError):
+        return wanted
+    return max(16, min(wanted, int(soft) - 64)) if soft != resource.RLIM_INFINITY else wanted
 
 
 def bind_unix_socket(path: Path) -> socket.socket:

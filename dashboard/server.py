@@ -12,6 +12,8 @@ from typing import Any
 
 from waitress.server import create_server
 
+from collector import http_server
+
 log = logging.getLogger("wattlens.dashboard")
 
 COMPRESSIBLE = ("text/", "application/json", "application/javascript", "image/svg+xml")
@@ -93,7 +95,7 @@ class DashboardServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8050, *,
-                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 1000) -> None:
+                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 4096) -> None:
         self.host = "127.0.0.1" if host == "localhost" else host
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -107,7 +109,8 @@ class DashboardServer:
         wsgi = GzipMiddleware(getattr(app, "server", app))
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._server = create_server(
-            wsgi, sockets=[sock], threads=threads, backlog=1024, connection_limit=connection_limit,
+            wsgi, sockets=[sock], threads=threads, backlog=1024,
+            connection_limit=http_server.connection_limit(connection_limit),
             channel_timeout=channel_timeout_s, cleanup_interval=max(1, channel_timeout_s // 2),
             max_request_header_size=16 * 1024, max_request_body_size=1024 * 1024,
             asyncore_use_poll=True, ident="wattlens", expose_tracebacks=False)

@@ -234,8 +234,12 @@ class AgentProcess:
                       socket_path=str(sock) if sock else None).mount(exporter)
             nvml = next((s.nvml_module for s in sources if getattr(s, "name", "") == "nvml"), None)
             audit = getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl"
-            PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
-                             audit_path=Path(audit), nvml=nvml).mount(exporter)
+            try:
+                actuator = PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
+                                            audit_path=Path(audit), nvml=nvml)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            actuator.mount(exporter)
         elif enable_actuation:
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")

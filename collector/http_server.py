@@ -286,7 +286,13 @@ def bind_unix_socket(path: Path) -> socket.socket:
 
     A stale socket file (no listener) is replaced; a live one or any other file is an error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    folder = path.parent.lstat()
+    if (not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.geteuid()
+            or folder.st_mode & 0o022):
+        # Someone else's folder (a /tmp squatter) could swap the socket for their own.
+        raise OSError(1, f"{path.parent} must be a folder owned by this user and writable by "
+                         "no one else")
     if path.exists() or path.is_symlink():
         mode = path.lstat().st_mode
         if not stat.S_ISSOCK(mode):

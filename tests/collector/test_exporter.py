@@ -245,3 +245,19 @@ def test_a_second_agent_on_the_same_socket_never_takes_or_removes_the_first_ones
         first.stop()
     assert not sock.exists()
     sock.parent.rmdir()
+
+
+def test_the_socket_is_never_made_in_a_folder_others_can_write() -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from collector.http_server import RouteServer
+
+    folder = Path(tempfile.mkdtemp(prefix="wl-"))
+    os.chmod(folder, 0o777)  # noqa: S103 - the squatted folder under test
+    server = RouteServer(unix_socket=folder / "ingest.sock")
+    with pytest.raises(OSError, match="writable by no one else"):
+        server.start()
+    assert not (folder / "ingest.sock").exists()
+    folder.rmdir()

@@ -198,7 +198,24 @@ class JobTracker:
         claimed = {pid for j in jobs.values() for pid in j.pids}
         pids = {pid for p in (pids_now or {}).values() for pid in p}
         pids |= {pid for p in self._prev_pids.values() for pid in p}
-        return {pid: self.proc.job_of(pid) for pid in sorted(pids - claimed)}
+        found: dict[int, str | None] = {}
+        for pid in sorted(pids - claimed):
+            name = self.proc.job_of(pid)
+            owner = jobs[name].owner if name is not None and name in jobs else None
+            if name is not None and owner is not None and self._uid_of(pid) not in (owner, 0):
+                # Its environment names a job another user owns: not that job's energy.
+                self._warn.warning(f"foreign {name}", f"job {name}: process {pid} of another "
+                                   f"user names it in its environment; not counted for it")
+                name = None
+            found[pid] = name
+        return found
+
+    def _uid_of(self, pid: int) -> int | None:
+        assert self.proc is not None
+        try:
+            return (self.proc.root / str(pid)).stat().st_uid
+        except OSError:
+            return None
 
     def _roots(self, jobs: Mapping[str, JobState], pids_now: Mapping[int, list[int]] | None,
                pid_job: Mapping[int, str | None], *, first: bool = False) -> dict[int, str]:

@@ -409,3 +409,20 @@ def test_a_flood_of_bad_reports_is_refused_and_sampling_goes_on(running_agent: R
     stats = running_agent.agent.stats
     assert rounds_during > 0 and stats.source_errors == 0 and stats.points_dropped == 0
     assert math.isfinite(stats.last_round_s)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown of the fake /proc needs root")
+def test_a_process_of_another_user_cannot_join_a_job_by_naming_it_in_its_environment(
+        tmp_path: Path) -> None:
+    from collector.attribution import ProcTree
+    from tests.collector.test_attribution import write_host, write_proc
+
+    root = tmp_path / "proc"
+    write_host(root, uptime_s=100.0, busy=10, idle=10)
+    for pid, uid in ((500, 1001), (600, 1000)):
+        write_proc(root, pid, environ={"WATTLENS_JOB": "victim"})
+        os.chown(root / str(pid), uid, uid)
+    tracker = JobTracker("h", proc=ProcTree(root))
+    tracker.record(Progress("victim", samples=1), owner=1000)
+    jobs = {n: j.snapshot() for n, j in tracker._jobs.items()}
+    assert tracker._proc_jobs(jobs, {0: [500, 600]}) == {500: None, 600: "victim"}

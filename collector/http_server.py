@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -88,6 +89,38 @@ def peer_of(sock: socket.socket) -> Peer | None:
     return Peer(pid, uid, gid)
 
 
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    """Notes when each request starts to arrive, so one that trickles in can be cut off."""
+
+    wattlens_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:  # the first bytes of a new request
+            self.wattlens_started = time.time()  # waitress's own activity clock
+        return bool(super().received(data))
+
+
+def deadline_requests(server: Any, deadline_s: float) -> None:
+    """Make ``server`` close any connection whose request has not arrived whole within
+    ``deadline_s`` of its first byte: waitress's own timeout only counts silence, so a client
+    sending a header line every few seconds (slowloris) would otherwise be kept forever."""
+    servers = getattr(server, "map", None)
+    targets = [s for s in servers.values() if hasattr(s, "maintenance")] if servers else [server]
+    for target in targets:
+        if target.channel_class is HTTPChannel:
+            target.channel_class = _Channel
+        waitress_maintenance = target.maintenance
+
+        def maintenance(now: float, _target: Any = target, _inner: Any = waitress_maintenance) -> None:
+            _inner(now)
+            cutoff = now - deadline_s
+            for channel in list(_target.active_channels.values()):
+                if channel.request is not None and getattr(channel, "wattlens_started", now) < cutoff:
+                    channel.will_close = True
+
+        target.maintenance = maintenance
+
+
 class _PeerTask(WSGITask):
     def get_environment(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environment()
@@ -95,7 +128,7 @@ class _PeerTask(WSGITask):
         return environ
 
 
-class _PeerChannel(HTTPChannel):  # type: ignore[misc]
+class _PeerChannel(_Channel):
     task_class = _PeerTask
 
     def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any, map: Any = None) -> None:
@@ -219,6 +252,7 @@ class RouteServer:
             asyncore_use_poll=True, ident="wattlens", expose_tracebacks=False)
         if peers:
             server.channel_class = _PeerChannel
+        deadline_requests(server, self.channel_timeout_s)
         self._servers.append(server)
         thread = threading.Thread(target=server.run, name=name, daemon=True)
         self._threads.append(thread)

@@ -114,6 +114,7 @@ class DashboardServer:
             channel_timeout=channel_timeout_s, cleanup_interval=max(1, channel_timeout_s // 2),
             max_request_header_size=16 * 1024, max_request_body_size=1024 * 1024,
             asyncore_use_poll=True, ident="wattlens", expose_tracebacks=False)
+        http_server.deadline_requests(self._server, channel_timeout_s)
         self._thread = threading.Thread(target=self._server.run, name="wattlens-dashboard",
                                         daemon=True)
 

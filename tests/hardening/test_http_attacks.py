@@ -197,6 +197,30 @@ def test_slowloris_connections_are_closed_after_the_timeout_while_sampling_goes_
             s.close()
 
 
+def test_a_slowloris_that_keeps_sending_header_lines_is_cut_off_too(agent: RunningAgent) -> None:
+    # The classic tool sends one more header line every few seconds, so the connection is never
+    # silent: it is closed because its request has not arrived whole within the timeout.
+    socks = [socket.create_connection(("127.0.0.1", agent.port), timeout=30) for _ in range(50)]
+    alive = set(range(50))
+    try:
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+        for i in range(int(HTTP_TIMEOUT_S * 20)):  # at most 20 timeouts, a line every 0.5 s
+            time.sleep(0.5)
+            for n in sorted(alive):
+                try:
+                    socks[n].sendall(b"X-Trickle-%d: 1\r\n" % i)
+                except OSError:  # reset or broken pipe: the agent closed it
+                    alive.discard(n)
+            if not alive:
+                break
+        assert agent.get("/metrics")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+    assert alive == set()
+
+
 def test_an_oversized_body_is_refused_on_its_headers(agent: RunningAgent) -> None:
     with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
         s.sendall(_post_head("/v1/jobs/big/progress", "Content-Length: 10485760\r\n\r\n"))

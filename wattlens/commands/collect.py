@@ -310,9 +310,6 @@ class AgentProcess:
         self.store.close()
 
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
 def ingest_socket(setting: str | None) -> Path | None:
     """The Unix socket for local job reports: ``auto`` (the default place), ``off``, or a path."""
     from collector.http_server import agent_socket

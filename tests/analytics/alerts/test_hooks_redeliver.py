@@ -66,7 +66,7 @@ def test_the_dispatcher_marks_resolved_batches_as_owed(tmp_path: Path) -> None:
     receiver = Receiver(secret=SECRET, script=[503])
     delivery = HookDelivery(spec(max_attempts=1, backoff_max_s=0.2), receiver.url,
                             tmp_path / "dead.jsonl", secret=SECRET)
-    dispatcher = Dispatcher(RuleSet.__new__(RuleSet), {"ops": delivery})
+    dispatcher = Dispatcher(RuleSet(rules=(), hooks=(delivery.spec,)), {"ops": delivery})
     try:
         dispatcher.submit("ops", [event("resolved")], time.time_ns())
         assert _wait(lambda: len(receiver.accepted) == 1)

@@ -7,9 +7,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
+from analytics import grid_table
 from collector.errors import ConfigError, WattlensError
 
 NS = 1_000_000_000
@@ -46,6 +46,8 @@ class IntensitySeries:
     hourly: dict[int, Intensity] = field(default_factory=dict)
     annual: Intensity | None = None
     max_gap_s: float = MAX_GAP_S
+    signal: str | None = None  # "average" or "marginal" when the source says which
+    forecast_hours: frozenset[int] = frozenset()  # hours whose value is a provider's forecast
 
     def at(self, t_ns: int) -> Intensity | None:
         """The intensity for the hour containing ``t_ns``; the nearest known hour within the gap limit."""
@@ -56,13 +58,14 @@ class IntensitySeries:
         for k in range(1, int(self.max_gap_s // 3600) + 1):
             for h in (hour - k * HOUR_NS, hour + k * HOUR_NS):
                 got = self.hourly.get(h)
-                if got is not None:
+                if got is not None and h not in self.forecast_hours:  # a forecast speaks for its hour only
                     return got
         return self.annual
 
     def describe(self) -> str:
         """The region and where its numbers came from, for messages and evidence."""
-        return f"{self.region} ({self.source})"
+        kind = f"{self.signal}, " if self.signal and self.signal not in self.source else ""
+        return f"{self.region} ({kind}{self.source})"
 
 
 def from_store_rows(rows: Mapping[str, Mapping[int, tuple[float, float | None]]],
@@ -79,7 +82,7 @@ def from_store_rows(rows: Mapping[str, Mapping[int, tuple[float, float | None]]]
     if not hours:
         return None
     return IntensitySeries(region, "store: carbon measurement",
-                           {h: Intensity(g, r) for h, (g, r) in hours.items()})
+                           {h: Intensity(g, r) for h, (g, r) in hours.items()}, signal="average")
 
 
 def _parse_time(text: str, where: str) -> int:
@@ -158,46 +161,23 @@ def load_intensity_csv(path: str | Path) -> dict[str, IntensitySeries]:
             rens = [r for _, r in vals if r is not None]
             series[h] = Intensity(sum(g for g, _ in vals) / len(vals),
                                   sum(rens) / len(rens) if rens else None)
-        out[region] = IntensitySeries(region, f"csv: {p.name}", series)
+        out[region] = IntensitySeries(region, f"csv: {p.name}", series, signal="average")
     return out
 
 
-@dataclass(frozen=True)
-class AnnualIntensity:
-    """One row of the bundled table of annual averages."""
-
-    country_code: str
-    country: str
-    g_per_kwh: float
-    renewable_pct: float | None
-    year: int
-    source: str
+def bundled_table() -> dict[str, grid_table.GridRow]:
+    """The bundled annual averages (analytics/data/grid_intensity.csv), by upper-case code."""
+    return grid_table.rows()
 
 
-def bundled_table() -> dict[str, AnnualIntensity]:
-    """The bundled annual averages (analytics/data/grid_intensity_annual.csv), by upper-case code."""
-    text = resources.files("analytics").joinpath("data/grid_intensity_annual.csv").read_text(
-        encoding="utf-8")
-    rows = [r for r in csv.DictReader(line for line in text.splitlines()
-                                      if line.strip() and not line.startswith("#"))]
-    out = {}
-    for r in rows:
-        ren = r.get("renewable_pct") or ""
-        out[r["country_code"].upper()] = AnnualIntensity(
-            r["country_code"].upper(), r["country"], float(r["g_per_kwh"]),
-            float(ren) if ren.strip() else None, int(r["year"]), r["source"])
-    return out
+is_listed = grid_table.is_listed
 
 
-def annual_series(country_code: str) -> IntensitySeries:
-    """A flat series from the bundled annual average of one country (or WORLD)."""
-    table = bundled_table()
-    row = table.get(country_code.strip().upper())
-    if row is None:
-        raise ConfigError(f"--country: no bundled annual intensity for {country_code!r}; known: "
-                          f"{', '.join(sorted(table))}; or pass --carbon-csv FILE")
-    return IntensitySeries(row.country_code, f"annual average {row.year}, {row.source}",
-                           annual=Intensity(row.g_per_kwh, row.renewable_pct))
+def annual_series(code: str, option: str = "--country") -> IntensitySeries:
+    """A flat series from the bundled annual average of one listed code (country, US state grid,
+    cloud region or WORLD); `wattlens carbon list` shows them."""
+    row = grid_table.lookup(code, option)
+    return IntensitySeries(row.code, row.describe(), annual=Intensity(row.g_per_kwh), signal=row.signal)
 
 
 @dataclass(frozen=True)
@@ -291,6 +271,52 @@ def forecast(series: IntensitySeries, now_ns: int, horizon_s: float = 86400) -> 
                                     f"{datetime.fromtimestamp(h / NS, UTC):%H:00Z} in "
                                     f"{series.describe()}; {NO_CARBON_HINT}")
     return out
+
+
+def forecast_basis(series: IntensitySeries, hours: list[int], now_ns: int) -> dict[str, int]:
+    """How each future hour of a forecast was made, counted: ``provider`` (a provider's forecast),
+    ``given`` (a value from the CSV or the store), ``persistence`` (same hour on past days) or
+    ``annual`` (the flat table figure)."""
+    profile = hourly_profile(series)
+    out = {"provider": 0, "given": 0, "persistence": 0, "annual": 0}
+    for h in hours:
+        if h in series.forecast_hours:
+            out["provider"] += 1
+        elif h in series.hourly and h + HOUR_NS > now_ns:
+            out["given"] += 1
+        elif (h // HOUR_NS) % 24 in profile:
+            out["persistence"] += 1
+        else:
+            out["annual"] += 1
+    return out
+
+
+def history_days(series: IntensitySeries, now_ns: int) -> float:
+    """Days of measured hours before ``now_ns`` (what a persistence forecast stands on)."""
+    past = [h for h in series.hourly if h < now_ns and h not in series.forecast_hours]
+    return len(past) / 24
+
+
+def window_confidence(basis: Mapping[str, int], days: float, energy_predicted: bool) -> tuple[str, str]:
+    """(high | medium | low, why) for a carbon-aware window, from how its intensity was forecast
+    and whether the job's energy is predicted from its own progress.
+
+    high: every hour a provider forecast (or given values) and the energy predicted;
+    medium: provider/given hours, or persistence over at least 3 days of history;
+    low: anything resting on the flat annual figure or less than 3 days of history.
+    """
+    total = sum(basis.values()) or 1
+    given = basis.get("provider", 0) + basis.get("given", 0)
+    parts = [f"{n} h {k}" for k, n in basis.items() if n]
+    why = f"intensity: {', '.join(parts) or 'none'}; history {days:.1f} d; energy " \
+          f"{'predicted from progress' if energy_predicted else 'measured from past runs'}"
+    if basis.get("annual", 0):
+        return "low", why + " (flat annual figure: every window looks alike)"
+    if given == total:
+        return ("high" if energy_predicted else "medium"), why
+    if days >= 3:
+        return "medium", why
+    return "low", why + " (under 3 days of history for the persistence forecast)"
 
 
 def window_mean(hourly: list[tuple[int, float]], start_ns: int, duration_s: float) -> float | None:

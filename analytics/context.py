@@ -28,7 +28,10 @@ class Settings:
     tariff: Tariff = field(default_factory=lambda: Tariff(0.15))
     carbon_csv: str | None = None
     country: str | None = None  # bundled annual average: fallback for hours with no hourly data
-    region: str | None = None  # which carbon region of the store or CSV
+    region: str | None = None  # which carbon region of the store or CSV, or any bundled code
+    carbon_live: str | None = None  # PROVIDER:ZONE whose forecast fills future hours (analytics.carbon_live)
+    embodied: str | None = None  # MODEL=KG:YEARS overrides of the embodied table (analytics.embodied)
+    sci_unit: str | None = None  # R for SCI: tokens, samples or steps (default: the first a job reports)
     busy_util_pct: float = 5.0
     idle_util_pct: float = 5.0
     idle_min_s: float = 900.0
@@ -65,6 +68,8 @@ class Settings:
         for name in ("mixed_precision_assumed_gain", "low_precision_assumed_gain"):
             if getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be > 1, got {getattr(self, name)!r}")
+        if self.sci_unit is not None and self.sci_unit not in ("tokens", "samples", "steps"):
+            raise ConfigError(f"--sci-unit: expected tokens, samples or steps, got {self.sci_unit!r}")
         if self.bucket_s is not None and (self.bucket_s <= 0 or 3600 % self.bucket_s):
             raise ConfigError(f"bucket_s: must divide an hour (60, 300, 900, ...), got {self.bucket_s!r}")
 
@@ -186,10 +191,16 @@ def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbo
     else:
         wide = Window(window.start_ns - CARBON_LOOKBACK_S * NS, window.end_ns + CARBON_LOOKAHEAD_S * NS)
         rows = queries.carbon_hourly(store, wide)
-        if settings.region is not None and rows and settings.region not in rows:
-            raise ConfigError(f"--region: the store has no carbon data for {settings.region!r}; "
-                              f"it has {', '.join(sorted(rows))}")
-        series = carbon.from_store_rows(rows, settings.region)
+        if settings.region is not None and settings.region not in rows:
+            if carbon.is_listed(settings.region) or not rows:
+                # Not in the store: a listed code (`wattlens carbon list`) uses the bundled figure.
+                series = carbon.annual_series(settings.region, "--region")
+            else:
+                raise ConfigError(f"--region: the store has no carbon data for {settings.region!r}; "
+                                  f"it has {', '.join(sorted(rows))}; or use a code from "
+                                  f"`wattlens carbon list`")
+        else:
+            series = carbon.from_store_rows(rows, settings.region)
     if settings.country:
         annual = carbon.annual_series(settings.country)
         if series is None:
@@ -197,9 +208,14 @@ def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbo
         else:
             series.annual = annual.annual
             series.source += f"; gaps: {annual.source}"
+    note = None
+    if settings.carbon_live:
+        from analytics.carbon_live import load_forecast
+
+        series, note = load_forecast(settings.carbon_live, series)
     if series is None:
         return None, f"no carbon intensity data for this window; {carbon.NO_CARBON_HINT}"
-    return series, None
+    return series, note
 
 
 def load_context(store: Store, window: Window, settings: Settings | None = None,

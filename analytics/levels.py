@@ -147,6 +147,7 @@ class JobAggregate:
     planned_samples: float | None
     first_ns: int
     last_ns: int
+    estimated_j: float = 0.0  # the part of energy_j a model estimated
 
     @property
     def gpu_seconds(self) -> float:
@@ -171,6 +172,7 @@ def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:
         h["active"] += b.active_s
         h["gpus"] = max(h["gpus"], b.gpus)
         a["energy"] += b.energy_j
+        a["estimated"] = a.get("estimated", 0.0) + b.estimated_j
         for unit, w in b.work.items():
             a["work"][unit] = a["work"].get(unit, 0.0) + w
         weight = b.active_s if b.active_s > 0 else 0.0
@@ -198,7 +200,7 @@ def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:
             sum(h["gpus"] for h in a["hosts"].values()), a["batch"],
             a["limit"] / a["limit_w"] if a["limit_w"] else None,
             a["util"] / a["util_w"] if a["util_w"] else None, a["util_max"], a["deferrable"],
-            a["planned"], a["first"], a["last"])
+            a["planned"], a["first"], a["last"], estimated_j=a.get("estimated", 0.0))
     return out
 
 
@@ -206,7 +208,7 @@ def job_per(jobs: Mapping[str, JobAggregate]) -> list[PerRow]:
     """One row per job, most energy first (ties by name)."""
     rows = []
     for j in sorted(jobs.values(), key=lambda j: (-j.energy_j, j.job)):
-        rows.append(_row("job", j.job, j.energy_j, j.work, kind=j.kind, precision=j.precision,
+        rows.append(_row("job", j.job, j.energy_j, j.work, j.estimated_j, kind=j.kind, precision=j.precision,
                          gpu_model=j.gpu_model, hosts=list(j.hosts), gpus=j.gpus,
                          active_s=j.active_s, power_limit_w=j.power_limit_w, util_pct=j.util_pct,
                          mean_power_w=j.mean_power_w))

@@ -238,6 +238,7 @@ class JobBucket:
     util_max_pct: float | None
     deferrable: bool
     planned_samples: float | None
+    estimated_j: float = 0.0  # the part of energy_j a model estimated (the CPU estimate)
 
 
 def job_buckets(store: Store, window: Window, bucket_s: int,
@@ -247,6 +248,7 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
         ("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS), ("sum", "active_s"),
         ("max", "gpus"), ("max", "batch_size"), ("mean", "power_limit_w"), ("mean", "util_pct"),
         ("max", "util_pct"), ("max", "deferrable"), ("max", "planned_samples"),
+        ("sum", "estimated_j"),
     )
     rows = store.query(AggregateQuery(
         "job", aggs, window.start_ns, window.end_ns,  # type: ignore[arg-type]
@@ -263,7 +265,7 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
             {f: v.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS}, v.get("sum_active_s") or 0.0,
             int(v.get("max_gpus") or 0), v.get("max_batch_size"), v.get("mean_power_limit_w"),
             v.get("mean_util_pct"), v.get("max_util_pct"), bool(v.get("max_deferrable")),
-            v.get("max_planned_samples")))
+            v.get("max_planned_samples"), estimated_j=v.get("sum_estimated_j") or 0.0))
     return out
 
 
@@ -332,6 +334,21 @@ def group_means(store: Store, window: Window, measurement: str, fields: tuple[st
                                       where=where or {}))
     return {tuple(r.tags[t] for t in by): {f: r.values.get(f"mean_{f}") for f in fields}
             for r in rows}
+
+
+def group_mean_buckets(store: Store, window: Window, measurement: str, fields: tuple[str, ...],
+                       by: tuple[str, ...], bucket_s: int, where: dict[str, str] | None = None,
+                       ) -> dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]]:
+    """Means per group and ``bucket_s`` bucket, oldest first: {(tag values...): [(bucket start, {field: mean})]}."""
+    rows = store.query(AggregateQuery(measurement, tuple(("mean", f) for f in fields),
+                                      window.start_ns, window.end_ns, group_by=by,
+                                      bucket_s=bucket_s, where=where or {}))
+    out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
+    for r in rows:
+        if r.time_ns is not None:
+            out[tuple(r.tags[t] for t in by)].append(
+                (r.time_ns, {f: r.values.get(f"mean_{f}") for f in fields}))
+    return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
 
 
 def last_seen_ns(store: Store, window: Window, measurement: str, field_name: str,
@@ -457,6 +474,14 @@ def power_series(store: Store, window: Window, bucket_s: int, by: tuple[str, ...
                 values[-1] = points[-1][1] / (bucket_s * fill)
         out.append(Series(name, [t for t, _, _ in points], values))
     return out
+
+
+def estimated_job_energy_j(store: Store, window: Window) -> float:
+    """Job energy in the window that a model estimated (field estimated_j): a job metered in-process
+    with only the CPU estimate writes no cpu points, so this is where its estimate shows."""
+    rows = store.query(AggregateQuery("job", (("sum", "estimated_j"),), window.start_ns,
+                                      window.end_ns))
+    return sum(r.values.get("sum_estimated_j") or 0.0 for r in rows)
 
 
 def methods_seen(store: Store, window: Window, measurement: str) -> set[str]:

@@ -532,6 +532,10 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
         gain = (cur - best[1]) / cur if cur > 0 else 0.0
         if gain * 100 < st.carbon_min_gain_pct:
             continue
+        used = sorted({h for h, _ in horizon for s0 in (usual, best[0])
+                       if h + HOUR_NS > s0 and h < s0 + duration * NS})
+        confidence, conf_why = carbon.window_confidence(
+            carbon.forecast_basis(ctx.carbon, used, now), carbon.history_days(ctx.carbon, now), predicted)
         # Runs per day from the measured energy; the per-run energy is the predicted one.
         class_energy = sum(j.energy_j for j in jobs)
         per_day = max(1.0, class_energy * 86400 / ctx.span_s / energy_run) if energy_run else 1.0
@@ -549,14 +553,16 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
             detail=(f"{workload} is deferrable and runs {duration / 3600:.1f} h using "
                     f"{energy_run / J_PER_KWH:.1f} kWh ({'predicted' if predicted else 'measured'}). "
                     f"Over the next 24 h the grid averages {best[1]:.0f} g/kWh in the window from "
-                    f"{start_txt} against {cur:.0f} g/kWh at its usual start: {100 * gain:.0f}% less CO2."),
+                    f"{start_txt} against {cur:.0f} g/kWh at its usual start: {100 * gain:.0f}% less CO2. "
+                    f"Confidence {confidence}: {conf_why}."),
             evidence={**_window_evidence(ctx), "series": f"carbon.intensity_g_per_kwh ({ctx.carbon.describe()}), "
                       f"job.energy_j of {', '.join(j.job for j in runs)}",
                       "forecast_g_per_kwh": [[fmt_time(h), g] for h, g in day],
                       "usual_start": fmt_time(usual), "best_start": fmt_time(best[0]),
                       "usual_g_per_kwh": cur, "best_g_per_kwh": best[1], "duration_s": duration,
                       "energy_per_run_kwh": energy_run / J_PER_KWH, "runs_per_day": per_day,
-                      "energy_predicted": predicted},
+                      "energy_predicted": predicted, "confidence": confidence,
+                      "confidence_basis": conf_why},
             savings_kwh_per_day=0.0, savings_kg_co2_per_day=_sig(kg), savings_cost_per_day=_sig(cost),
             estimate_method=(f"estimate (the intensity is a forecast): energy per run "
                              f"({'predicted from progress' if predicted else 'measured'}) × "

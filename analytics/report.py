@@ -10,11 +10,14 @@ from typing import Any
 from analytics import carbon, levels
 from analytics.context import Context, Progress, Settings, load_context
 from analytics.cost import energy_cost
+from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap
 from analytics.objective import JobTerms, check_lambda, energy_model, job_terms, objective_j, tradeoff_cost
 from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
+from analytics.sci import fleet_sci
+from analytics.sci import table_rows as sci_table_rows
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -38,6 +41,7 @@ class Report:
     predictions: list[Prediction]
     recommendations: list[Recommendation]
     notes: list[str] = field(default_factory=list)
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class Report:
             "predictions": [p.to_dict() for p in self.predictions],
             "recommendations": [r.to_dict() for r in self.recommendations],
             "notes": list(self.notes),
+            "sci": self.sci,
         }
 
     def to_json(self) -> str:
@@ -82,6 +87,9 @@ def _totals(ctx: Context, fac: levels.FacilityEnergy) -> tuple[dict[str, Any], l
     if est_j > 0:
         notes.append(f"{est_j / J_PER_KWH:.3g} kWh of the energy is estimated (method=estimated: a "
                      f"model, not a meter); rows that include it are labelled")
+    elif any(j.estimated_j > 0 for j in ctx.job_aggs.values()):  # wattlens.job without an agent
+        notes.append("job energy is estimated (the CPU estimate: a model, not a meter); "
+                     "the jobs it affects are labelled")
     em = carbon.emissions(ctx.grid_by_hour, ctx.carbon)
     if em.message:
         notes.append(f"carbon: {em.message}")
@@ -148,8 +156,12 @@ def report_from(ctx: Context, lam: float) -> Report:
         objectives.append(job_objective(terms, j.gpus, p_max.get(j.gpu_model), lam))
     predictions = predict_all(ctx.jobs, ctx.carbon,
                               running_since_ns=ctx.now_ns - 2 * ctx.bucket_s * NS)
+    if ctx.carbon is not None and ctx.carbon_message:
+        notes.append(f"carbon: {ctx.carbon_message}")
+    sci = fleet_sci(ctx, totals["emissions"]["g_co2"], parse_overrides(ctx.settings.embodied),
+                    ctx.settings.sci_unit)
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
-                  recs.items, notes)
+                  recs.items, notes, sci)
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -215,10 +227,10 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
-    trends = [tr for tr in report.trends if tr.change_pct is not None]
+    trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{tr.change_pct:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 f"{round(tr.change_pct or 0.0, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]
@@ -241,6 +253,9 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
                 for p in report.predictions[:max_rows]]
         lines += [h("Predictions (running jobs with a plan)"),
                   *_table(["job", "progress", "energy [95% interval]", "finish", "CO2"], body, md)]
+    if report.sci.get("jobs"):
+        headers, body = sci_table_rows(report.sci, max_rows)
+        lines += [h("SCI: (E·I + M) per unit of work"), *_table(headers, body, md)]
     lines.append(h("Recommendations"))
     if not report.recommendations:
         lines.append("none")

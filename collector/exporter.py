@@ -95,6 +95,8 @@ GAUGES: dict[str, tuple[Gauge, ...]] = {
               "grams_per_kilowatt_hour", "Carbon intensity of the grid region (gCO2e/kWh)."),
         Gauge("renewable_pct", "wattlens_grid_renewable_ratio", "ratio",
               "Share of renewable generation in the grid region (0-1).", 0.01),
+        Gauge("marginal_g_per_kwh", "wattlens_grid_marginal_carbon_intensity_grams_per_kilowatt_hour",
+              "grams_per_kilowatt_hour", "Marginal operating emissions rate of the grid region (gCO2/kWh)."),
     ),
 }
 

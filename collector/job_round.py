@@ -94,6 +94,7 @@ class RoundInput:
     methods: Mapping[str, str]  # each job's last attribution method
     held: Mapping[str, int]  # rounds each job's work has waited
     live: frozenset[str]  # jobs still tracked (held work goes back to them)
+    cpu_estimated_share: float = 0.0  # of the CPU energy, the part a model estimated
 
     @property
     def interval_s(self) -> float:
@@ -220,8 +221,9 @@ def job_round(r: RoundInput) -> RoundResult:
                                        r.wall_ns))
     if cpu_split is not None and cpu_split.unattributed_j > 0:
         result.points.append(point("job", {"job": UNATTRIBUTED, "host": r.host, "kind": "cpu"},
-                                   {"energy_j": cpu_split.unattributed_j, "active_s": r.interval_s},
-                                   r.wall_ns))
+                                   {"energy_j": cpu_split.unattributed_j, "active_s": r.interval_s,
+                                    "estimated_j": cpu_split.unattributed_j * r.cpu_estimated_share
+                                    or None}, r.wall_ns))
     return result
 
 
@@ -239,9 +241,11 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
     has_cpu = cpu_split is not None and r.attribute_cpu and bool(
         j.pids or any(o == name for o in pid_owner.values()))
     energy: float | None = None
+    estimated_j: float | None = None
     method = _weakest(gpu.methods.get(name, ()))
     if measured_gpu or has_cpu:
         cpu_j = cpu_split.shares_j.get(name, 0.0) if cpu_split is not None else 0.0
+        estimated_j = cpu_j * r.cpu_estimated_share or None
         energy = gpu.share_j.get(name, 0.0) + cpu_j
         if method is None and cpu_j > 0:
             method = CPU_TIME
@@ -268,7 +272,8 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
     tags = {**j.tags, "job": name, "host": r.host, "kind": j.kind, "precision": j.precision,
             "gpu_model": models.most_common(1)[0][0] if models else "", "method": method or ""}
     fields: dict[str, FieldValue | None] = {
-        "energy_j": energy, **work, "active_s": active_s, "gpus": len(used),
+        "energy_j": energy, "estimated_j": estimated_j, **work, "active_s": active_s,
+        "gpus": len(used),
         "batch_size": j.batch_size, "planned_samples": j.planned_samples,
         "deferrable": None if j.deferrable is None else int(j.deferrable),
         "util_pct": _mean(x.util_pct for x in readings),

@@ -29,10 +29,12 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
+            # the part of energy_j that came from a model (method=estimated), e.g. the CPU estimate
+            "estimated_j",
         ),
     ),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
-    "carbon": (("region",), ("intensity_g_per_kwh", "renewable_pct")),
+    "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),
     # Data-quality signals per device and minute (docs/sensors.md): how far to trust each number.
     "quality": (
@@ -46,12 +48,13 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # window's total is a plain SUM (DESIGN §2).
 # `active_s` is the wall time a job ran during the interval, so SUM(active_s) is its run time.
 INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
-                              "it_energy_j", "facility_energy_j"})
+                              "it_energy_j", "facility_energy_j", "estimated_j"})
 
 # Work units in the order PER prefers to report them.
 WORK_UNITS = ("samples", "tokens", "flops", "steps")
 
 METHODS = ("counter", "integrated", "estimated", "simulated")
+ESTIMATED = "estimated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from collector.attribution import EnergyTap, GpuProcesses, NvmlProcesses, ProcTr
 from collector.job_report import WORK_FIELDS, IngestError, Progress
 from collector.job_round import GpuReading, JobState, RoundInput, job_round
 from collector.logutil import LogOnce
-from collector.schema import Point
+from collector.schema import ESTIMATED, Point
 from collector.sources.base import Probe, Source, Tick
 from collector.sources.rapl import is_additive_cpu_domain
 
@@ -75,6 +75,7 @@ class JobTracker:
         # The attribution method each job was last measured with: a job keeps one series even
         # in a round where its energy share is momentarily zero.
         self._methods: dict[str, str] = {}
+        self._cpu_estimated_share = 0.0  # of this round's CPU energy, the part a model estimated
         self._held: dict[str, int] = {}  # rounds a job's work waited for its first energy share
         self._seqs: OrderedDict[tuple[str, int | None], int] = OrderedDict()
         self._last_s: float | None = None
@@ -177,7 +178,7 @@ class JobTracker:
         result = job_round(RoundInput(
             self.host, tick.wall_ns, t0, now, jobs, gpus, cpu_energy_j, pids_now,
             self._prev_pids, utils, pid_job, ages, job_ticks, busy_ticks, self.attribute_cpu,
-            bool(self.taps), self._methods, self._held, live))
+            bool(self.taps), self._methods, self._held, live, self._cpu_estimated_share))
         self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
         self._prev_busy = busy
         self._methods, self._held = result.methods, result.held
@@ -259,11 +260,16 @@ class JobTracker:
         return out
 
     def _cpu_energy(self, tick: Tick) -> float | None:
-        values = [_num(p.field("energy_j")) for tap in self.taps for p in tap.points_at(tick)
+        """This host's CPU energy this round; sets the share of it that a model estimated."""
+        values = [(_num(p.field("energy_j")), p.tag("method") == ESTIMATED)
+                  for tap in self.taps for p in tap.points_at(tick)
                   if p.measurement == "cpu" and p.tag("host") == self.host
                   and is_additive_cpu_domain(p.tag("domain") or "")]
-        known = [v for v in values if v is not None]
-        return math.fsum(known) if known else None
+        known = [(v, est) for v, est in values if v is not None]
+        total = math.fsum(v for v, _ in known)
+        self._cpu_estimated_share = (math.fsum(v for v, est in known if est) / total
+                                     if total > 0 else float(any(est for _, est in known)))
+        return total if known else None
 
     def _gpu_processes(self) -> tuple[dict[int, list[int]] | None, dict[int, dict[int, float]]]:
         if self.processes is None:

@@ -389,6 +389,29 @@ def emissions_bar(items: Sequence[tuple[str, float]], *, what: str, limit: int =
     return fig
 
 
+def sci_bars(jobs: Sequence[dict], *, limit: int = 15) -> go.Figure:
+    """SCI per job, g CO₂e per 1,000 units of work, stacked: operational (E·I) and embodied (M).
+
+    ``jobs`` are the report's ``sci.jobs`` rows; jobs with an unknown term are left out."""
+    rows = [j for j in jobs if j.get("sci_g_per_unit") is not None and j.get("r")]
+    rows = sorted(rows, key=lambda j: -j["sci_g_per_unit"])[:limit]
+    if not rows:
+        return empty("No job with every SCI term known", x_title="g CO₂e per 1,000 units",
+                     y_title="job", height=280)
+    rows.reverse()
+    names = [f"{j['job']} (per 1k {j['unit']})" for j in rows]
+    fig = go.Figure()
+    for key, label, color in (("operational_g", "operational E·I", "#0f766e"),
+                              ("embodied_g", "embodied M", "#a16207")):
+        fig.add_trace(go.Bar(y=names, x=[1000 * (j[key] or 0.0) / j["r"] for j in rows], name=label,
+                             orientation="h", marker={"color": color},
+                             hovertemplate="%{y}: %{x:.4g} g CO₂e<extra>" + label + "</extra>"))
+    base_layout(fig, x_title="g CO₂e per 1,000 units of work", y_title=None,
+                height=max(260, 80 + 28 * len(rows)))
+    fig.update_layout(barmode="stack", margin={"l": min(300, 24 + 7 * max(len(n) for n in names))})
+    return fig
+
+
 # --- alerts --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AlertSpan:

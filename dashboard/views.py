@@ -11,12 +11,14 @@ from typing import Any
 from analytics import carbon, queries
 from analytics.context import Context, Settings, load_carbon, load_context
 from analytics.cost import energy_cost
+from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap, build_frontiers, max_power_by_model, point_cost
 from analytics.levels import per_trends
 from analytics.objective import tradeoff_cost
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
 from analytics.queries import Series
 from analytics.recommend import Recommendation, recommend_from
+from analytics.sci import fleet_sci
 from analytics.timeutil import NS, Window, bucket_for
 from collector.store.base import Store
 from dashboard import units
@@ -112,7 +114,9 @@ def status(store: Store, range_key: str | None, now_ns: int) -> Status:
     w = range_window(store, range_key, end)
     methods = queries.methods_seen(store, w, "gpu") | queries.methods_seen(store, w, "cpu")
     firing = sum(1 for a in alert_lanes(store, end) if a.firing)
-    return Status("simulated" in methods, "estimated" in methods, end - 1,
+    # jobs metered in-process carry their estimate on the job points, up to the newest one
+    estimated = "estimated" in methods or queries.estimated_job_energy_j(store, Window(w.start_ns, end)) > 0
+    return Status("simulated" in methods, estimated, end - 1,
                   max(0.0, (now_ns - end) / NS), firing)
 
 
@@ -549,7 +553,7 @@ def jobs_rows(ctx: Context, lam: float) -> list[dict[str, Any]]:
             "work": units.count(j.work.get(unit), unit) if unit else units.DASH,
             "per": units.per(value, PER_UNITS[unit]) if unit else units.DASH,
             "per_value": value,
-            "per_trend_pct": round(tr.change_pct, 1) if tr and tr.change_pct is not None else None,
+            "per_trend_pct": round(tr.change_pct, 1) + 0.0 if tr and tr.change_pct is not None else None,
             "cost_mj": round(obj.cost_j / 1e6, 2) if obj.cost_j is not None else None,
             "excess_mj": round(obj.excess_j / 1e6, 2) if obj.excess_j is not None else None,
             "excess_pct": round(obj.excess_pct, 1) if obj.excess_pct is not None else None,
@@ -707,6 +711,7 @@ class CarbonView:
     grid_basis: str
     deferrable: list[str]
     recs: list[Recommendation]
+    sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci, as in the report
 
 
 def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
@@ -757,7 +762,8 @@ def carbon_view(ctx: Context, lam: float = 0.5) -> CarbonView:
     return CarbonView(ctx.window, series.describe() if series else None,
                       total.message or ctx.carbon_message, hist, fc, windows, shade,
                       by_job, by_node, total.g_co2, total.mean_g_per_kwh, total.renewable_pct,
-                      ctx.grid_basis, deferrable, recs)
+                      ctx.grid_basis, deferrable, recs,
+                      fleet_sci(ctx, total.g_co2, parse_overrides(ctx.settings.embodied), ctx.settings.sci_unit))
 
 
 # --- recommendations ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from collector.store.base import Store
 
 NS = 1_000_000_000
 J_PER_KWH = 3.6e6
+MAX_HISTORY_BUCKETS = 720  # the history behind a long `for` is read in at most this many buckets
 
 
 @dataclass(frozen=True)
@@ -56,48 +58,109 @@ def gpu_target(host: str, gpu: str) -> str:
     return f"{host}/gpu{gpu}"
 
 
+def _cap_limit(p: Mapping[str, object], means: Mapping[str, float | None]) -> float | None:
+    """A threshold rule's limit in W for one GPU: ``above_w``, or a percentage of its power limit."""
+    if p.get("above_w") is not None:
+        return float(p["above_w"])  # type: ignore[arg-type]
+    cap = means.get("power_limit_w")
+    if cap is None:
+        return None  # no power limit reported: a cap-relative rule cannot judge this GPU
+    return cap * float(p["above_cap_pct"]) / 100  # type: ignore[arg-type]
+
+
+def _threshold_enters(p: Mapping[str, object]) -> Callable[[Mapping[str, float | None]], bool]:
+    def enters(means: Mapping[str, float | None]) -> bool:
+        power, limit = means.get("power_w"), _cap_limit(p, means)
+        return power is not None and limit is not None and power > limit
+    return enters
+
+
+def _idle_enters(p: Mapping[str, object]) -> Callable[[Mapping[str, float | None]], bool]:
+    limit, util_below = float(p["above_w"]), float(p["util_below_pct"])  # type: ignore[arg-type]
+
+    def enters(means: Mapping[str, float | None]) -> bool:
+        power, util = means.get("power_w"), means.get("util_pct")
+        return power is not None and util is not None and util < util_below and power > limit
+    return enters
+
+
+def _held_since(rule: Rule, store: Store, now_ns: int, fields: tuple[str, ...],
+                keys: set[tuple[str, ...]], enters: Callable[[Mapping[str, float | None]], bool],
+                ) -> dict[tuple[str, ...], int]:
+    """Per GPU, since when the stored history shows the condition held without a break (up to ``for`` back).
+
+    So ``for`` is judged against the data already there: a GPU idle all day
+    fires at the first evaluation instead of waiting ``for`` in pending. The
+    history is read in buckets of the rule's ``window`` (coarser for a long
+    ``for``); a missing bucket or one that does not breach ends the run.
+    """
+    if rule.for_s <= 0 or not keys:
+        return {}
+    p = rule.params
+    lookback_s = rule.for_s + float(p["window"])
+    bucket_s = max(1, int(p["window"]), math.ceil(lookback_s / MAX_HISTORY_BUCKETS))
+    window = _window(now_ns, lookback_s)
+    match = dict(p.get("match") or {})
+    where = match if "host" in match else {**match, "host": tuple(sorted({k[0] for k in keys}))}
+    history = queries.group_mean_buckets(store, window, "gpu", fields, ("host", "gpu", "model"),
+                                         bucket_s, where=where)
+    step = bucket_s * NS
+    out: dict[tuple[str, ...], int] = {}
+    for key in keys:
+        since, expected = None, None
+        for t, means in reversed(history.get(key, [])):
+            if (t + 2 * step < now_ns) if expected is None else (t != expected):
+                break  # a gap in the data: the condition is not known to have held through it
+            if not enters(means):
+                break
+            since, expected = max(t, window.start_ns), t - step
+        if since is not None:
+            out[key] = since
+    return out
+
+
+def _gpu_rule(rule: Rule, store: Store, now_ns: int, fields: tuple[str, ...],
+              enters: Callable[[Mapping[str, float | None]], bool],
+              stays: Callable[[Mapping[str, float | None]], bool],
+              describe: Callable[[str, Mapping[str, float | None], float], str]) -> list[Observation]:
+    """Threshold and idle waste: per GPU the mean over ``window``, and since when the breach held."""
+    p = rule.params
+    data = queries.group_means(store, _window(now_ns, p["window"]), "gpu", fields,
+                               ("host", "gpu", "model"), where=dict(p.get("match") or {}))
+    # a GPU without the readings the rule needs is not judged (power_limit_w: only for above_cap_pct)
+    judged = {k: v for k, v in data.items() if _cap_limit(p, v) is not None
+              and all(v.get(f) is not None for f in fields if f != "power_limit_w")}
+    since = _held_since(rule, store, now_ns, fields, {k for k, v in judged.items() if enters(v)},
+                        enters)
+    out = []
+    for key, v in sorted(judged.items()):
+        host, gpu, model = key
+        limit = _cap_limit(p, v)
+        assert limit is not None and v["power_w"] is not None
+        target = gpu_target(host, gpu)
+        out.append(Observation(target, v["power_w"], enters(v), stays(v),
+                               {"host": host, "gpu": gpu, "model": model}, limit,
+                               describe(target, v, limit), since_ns=since.get(key)))
+    return out
+
+
 def _threshold(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
     p = rule.params
-    data = queries.group_means(store, _window(now_ns, p["window"]), "gpu",
-                               ("power_w", "power_limit_w"), ("host", "gpu", "model"),
-                               where=dict(p.get("match") or {}))
-    out = []
-    for (host, gpu, model), v in sorted(data.items()):
-        power = v["power_w"]
-        if power is None:
-            continue
-        if p.get("above_w") is not None:
-            limit = float(p["above_w"])
-        else:
-            cap = v["power_limit_w"]
-            if cap is None:
-                continue  # no power limit reported: a cap-relative rule cannot judge this GPU
-            limit = cap * float(p["above_cap_pct"]) / 100
-        out.append(Observation(
-            gpu_target(host, gpu), power, power > limit, power > limit - rule.hysteresis,
-            {"host": host, "gpu": gpu, "model": model}, limit,
-            f"{gpu_target(host, gpu)} drew {power:.0f} W (limit {limit:.0f} W)"))
-    return out
+
+    def stays(v: Mapping[str, float | None]) -> bool:
+        limit = _cap_limit(p, v)
+        return limit is not None and (v["power_w"] or 0.0) > limit - rule.hysteresis
+
+    return _gpu_rule(rule, store, now_ns, ("power_w", "power_limit_w"), _threshold_enters(p), stays,
+                     lambda t, v, limit: f"{t} drew {v['power_w']:.0f} W (limit {limit:.0f} W)")
 
 
 def _idle_waste(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
     p = rule.params
-    data = queries.group_means(store, _window(now_ns, p["window"]), "gpu", ("power_w", "util_pct"),
-                               ("host", "gpu", "model"), where=dict(p.get("match") or {}))
-    limit = float(p["above_w"])
-    util_below = float(p["util_below_pct"])
-    out = []
-    for (host, gpu, model), v in sorted(data.items()):
-        power, util = v["power_w"], v["util_pct"]
-        if power is None or util is None:
-            continue
-        idle = util < util_below
-        out.append(Observation(
-            gpu_target(host, gpu), power, idle and power > limit,
-            idle and power > limit - rule.hysteresis,
-            {"host": host, "gpu": gpu, "model": model}, limit,
-            f"{gpu_target(host, gpu)} idle ({util:.1f} % util) drawing {power:.0f} W"))
-    return out
+    stays = _idle_enters({**p, "above_w": float(p["above_w"]) - rule.hysteresis})
+    return _gpu_rule(rule, store, now_ns, ("power_w", "util_pct"), _idle_enters(p), stays,
+                     lambda t, v, _limit: f"{t} idle ({v['util_pct']:.1f} % util) drawing "
+                                          f"{v['power_w']:.0f} W")
 
 
 def _trend(rule: Rule, store: Store, now_ns: int) -> list[Observation]:

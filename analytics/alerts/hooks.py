@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from analytics.alerts.filehook import FileDelivery
 from analytics.alerts.rules import HookSpec, RuleSet
 
 log = logging.getLogger("wattlens.alerts.hooks")
@@ -478,7 +479,7 @@ def _retry_after(value: str | None) -> float | None:
 class Dispatcher:
     """All hooks of a rule file: formats each batch of events for its hook type and queues it."""
 
-    def __init__(self, ruleset: RuleSet, deliveries: Mapping[str, HookDelivery]) -> None:
+    def __init__(self, ruleset: RuleSet, deliveries: Mapping[str, Any]) -> None:
         self.ruleset = ruleset
         self.deliveries = dict(deliveries)
 
@@ -486,9 +487,13 @@ class Dispatcher:
     def from_ruleset(cls, ruleset: RuleSet, state_dir: Path, env: Mapping[str, str] | None = None,
                      rng: random.Random | None = None) -> Dispatcher:
         """Start one delivery thread per hook; URLs, secrets and tokens are read from the environment."""
-        deliveries: dict[str, HookDelivery] = {}
+        deliveries: dict[str, Any] = {}
         try:
             for spec in ruleset.hooks:
+                if spec.type == "file":
+                    deliveries[spec.name] = FileDelivery(spec, Path(spec.path) if spec.path else (
+                        state_dir / f"alerts-{spec.name}.jsonl"))
+                    continue
                 url = spec.resolve_url(env)
                 if spec.type == "alertmanager":
                     url = url.rstrip("/") + "/api/v2/alerts"

@@ -17,7 +17,9 @@ from collector.errors import ConfigError
 
 KINDS = ("threshold", "trend", "absence", "idle_waste", "carbon", "budget")
 SEVERITIES = ("info", "warning", "critical")
-HOOK_TYPES = ("webhook", "slack", "alertmanager")
+# The rules `wattlens demo` evaluates (examples/alerts-local.toml is this file): no secret needed.
+DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
+HOOK_TYPES = ("webhook", "slack", "alertmanager", "file")
 WORK_UNIT_CHOICES = ("auto", "samples", "tokens", "steps", "flops")
 CALENDAR_PERIODS = ("day", "week", "month")
 GPU_MATCH_TAGS = ("host", "gpu", "model", "uuid")
@@ -286,6 +288,7 @@ _HOOK_FIELDS: dict[str, _Field] = {
     "backoff_s": _Field(_number(minimum=0, maximum=3600, exclusive_min=True), 1.0),
     "backoff_max_s": _Field(_number(minimum=0, maximum=86400, exclusive_min=True), 60.0),
     "dead_letter": _Field(_string(what="a file path")),
+    "path": _Field(_string(what="a file path")),
     "queue_max": _Field(_number(minimum=1, maximum=1_000_000, integer=True), 1000),
     "resend_interval": _Field(_duration(positive=True)),
     "send_resolved": _Field(_bool, True),
@@ -313,6 +316,7 @@ class HookSpec:
     queue_max: int = 1000
     resend_interval_s: float | None = None  # alertmanager: re-push firing alerts this often
     send_resolved: bool = True
+    path: str | None = None  # file hooks: the JSON-lines file (default: next to the state file)
     line: int | None = None
 
     def resolve_url(self, env: Mapping[str, str] | None = None) -> str:
@@ -337,6 +341,8 @@ class HookSpec:
 
     def display_url(self) -> str:
         """The URL as safe to log: scheme and host only when it comes from the environment."""
+        if self.type == "file":
+            return self.path or "(next to the state file)"
         if self.url is None:
             return f"${self.url_env}"
         return redact(self.url)
@@ -607,7 +613,10 @@ def _parse_hooks(raw: Any, errs: _Errors) -> list[HookSpec]:
             continue
         hline = errs.loc.key("hook", i, None)
         htype = values["type"]
-        if ("url" in values) == ("url_env" in values):
+        if htype == "file" or "path" in values:
+            if _file_hook_problem(what, htype, values, errs, i):
+                continue
+        elif ("url" in values) == ("url_env" in values):
             errs.add(what, "url", "give exactly one of url or url_env (url_env when the URL "
                      "itself is a secret, as Slack's are)", hline)
             continue
@@ -650,8 +659,23 @@ def _parse_hooks(raw: Any, errs: _Errors) -> list[HookSpec]:
             timeout_s=values.get("timeout_s", 5.0), max_attempts=values.get("max_attempts", 5),
             backoff_s=values.get("backoff_s", 1.0), backoff_max_s=values.get("backoff_max_s", 60.0),
             dead_letter=values.get("dead_letter"), queue_max=values.get("queue_max", 1000),
-            resend_interval_s=resend, send_resolved=values.get("send_resolved", True), line=hline))
+            resend_interval_s=resend, send_resolved=values.get("send_resolved", True),
+            path=values.get("path"), line=hline))
     return hooks
+
+
+def _file_hook_problem(what: str, htype: str, values: Mapping[str, Any], errs: _Errors, i: int) -> bool:
+    """A file hook takes a path and nothing network-related; other hooks take no path. True: error added."""
+    if htype != "file":
+        errs.add(what, "path", f"only file hooks write to a path; a {htype} hook takes url or url_env",
+                 errs.loc.key("hook", i, "path"))
+        return True
+    for key in ("url", "url_env", "secret_env", "token_env", "resend_interval"):
+        if key in values:
+            errs.add(what, key, "a file hook writes JSON lines to `path` and takes no "
+                     f"{key}", errs.loc.key("hook", i, key))
+            return True
+    return False
 
 
 def _parse_rule_list(raw: Any, defaults: Mapping[str, Any], hook_names: set[str],

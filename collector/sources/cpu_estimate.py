@@ -177,9 +177,9 @@ class CpuEstimateSource:
         except SourceUnavailable as exc:
             return Probe.skipped(str(exc))
         packages = len(set(info.package_of.values())) or 1
-        hint = "" if self._tdp_from != "default" else "; unknown model: pass tdp_w= for a better one"
+        hint = "" if self._tdp_from != "default" else "; unknown model: pass --tdp-w for a better one"
         if info.virtual:
-            hint += "; virtual machine: this counts whole packages, pass tdp_w= for your share"
+            hint += "; virtual machine: this counts whole packages, pass --tdp-w for your share"
         return Probe.found(
             f"estimating {packages} package(s) x {self._package_tdp_w:g} W TDP "
             f"({info.model}, from {self._tdp_from}), idle floor {self.idle_fraction:.0%}{hint}"

@@ -29,6 +29,9 @@ def layout() -> list[Any]:
                                note="GPU + CPU energy × hourly intensity × PUE",
                                id="card-carbon-nodes"),
         ]),
+        components.section("Carbon per unit of work (SCI)", components.graph("carbon-sci"),
+                           note="(E·I + M) / R per job: operational and embodied, g CO₂e per 1,000 "
+                                "tokens or samples; see docs/carbon.md", id="card-carbon-sci"),
     ]
 
 
@@ -62,14 +65,14 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("carbon-kpis", "children"), Output("carbon-intensity", "figure"),
                   Output("carbon-windows", "children"), Output("carbon-jobs", "figure"),
-                  Output("carbon-nodes", "figure"),
+                  Output("carbon-nodes", "figure"), Output("carbon-sci", "figure"),
                   Input("page-carbon", "title"), Input("range", "value"), Input("tick", "n_intervals"),
                   State("lam", "data"))
     def update(_page: str, range_key: str, _n: int | None, lam: float | None) -> tuple[Any, ...]:
         if views.data_end_ns(store) is None:
             msg = "No data yet"
             return ([components.empty_state(msg, "Nothing has been collected.")], figures.empty(msg),
-                    "", figures.empty(msg), figures.empty(msg))
+                    "", figures.empty(msg), figures.empty(msg), figures.empty(msg))
         v = views.carbon_view(deps.memo.get(store, range_key), float(lam if lam is not None else 0.5))
         kpis = [
             views.Kpi("co2", "Emissions in range", units.mass_co2(v.total_g),
@@ -87,4 +90,4 @@ def register(app: Dash, deps: Deps) -> None:
             card.children = [c for c in card.children if "wl-delta" not in str(getattr(c, "className", ""))]
         return (cards, figures.carbon_intensity(v.hist, v.forecast, v.shade, v.window.end_ns),
                 _windows(v), figures.emissions_bar(v.by_job, what="job"),
-                figures.emissions_bar(v.by_node, what="node"))
+                figures.emissions_bar(v.by_node, what="node"), figures.sci_bars(v.sci.get("jobs", [])))

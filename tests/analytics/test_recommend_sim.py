@@ -94,6 +94,8 @@ def test_deferrable_job_gets_a_lower_carbon_start_window(recs_default: list[Reco
     assert win[0].savings_kwh_per_day == 0.0  # shifting saves carbon, not energy
     assert win[0].savings_kg_co2_per_day is not None and win[0].savings_kg_co2_per_day > 0
     assert win[0].action is not None and win[0].action["type"] == "schedule"
+    assert ev["confidence"] in ("low", "medium", "high") and ev["confidence_basis"].startswith("intensity: ")
+    assert f"Confidence {ev['confidence']}" in win[0].detail
 
 
 def test_cap_that_never_binds_gets_locked_clocks_not_a_cap(recs_default: list[Recommendation]) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,3 +65,89 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "stopped" in out
+
+
+TOKEN = "demo-test-token-0123456789abcdef"
+
+
+def _get_with(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_demo_runs_the_default_alert_rules_and_passes_auth_to_the_dashboard(tmp_path: Path) -> None:
+    from dashboard.views import alert_lanes
+    from tests.analytics.alerts.helpers import IDLE_GPUS
+
+    port = free_port()
+    db = tmp_path / "demo.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(tmp_path / "state"),
+           "WATTLENS_DASHBOARD_TOKEN": TOKEN}
+    # 9 h: longer than a training run's 8 h period, so some at-cap alert has fired and resolved
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattlens", "demo", "--backfill", "9h", "--port", str(port),
+         "--store", f"sqlite:///{db}", "--prometheus-port", "0", "--auth", "token"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the dashboard serves while the history is judged
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "over the history; evaluated every minute" in line:
+                break
+        out = "".join(lines)
+        assert f"http://127.0.0.1:{port}/" in out, out
+        assert "wattlens demo: alerts: 5 rules from" in out
+        assert "judging 9.0 h of history in the background" in out
+        assert "firing after 108 rounds over the history" in out  # 9 h in 5-minute rounds
+        assert f"(spool {tmp_path / 'state' / 'wattlens' / 'demo-spool'})" in out  # as --help says
+        assert _get_with(f"http://127.0.0.1:{port}/", None) == 401  # --auth token reached it
+        assert _get_with(f"http://127.0.0.1:{port}/", TOKEN) == 200
+        store = open_store(f"sqlite:///{db}")
+        end = store.time_range("gpu")
+        assert end is not None
+        lanes = alert_lanes(store, end[1] + 1)
+        store.close()
+        firing = {(a.rule, a.target) for a in lanes if a.firing}
+        # the two idle A100s fire at the first evaluation of the history, and stay firing
+        assert {t for r, t in firing if r == "idle-gpu-waste"} == IDLE_GPUS
+        assert any(len(a.spans) >= 2 or not a.firing for a in lanes)  # something also resolved
+        state = next((tmp_path / "state" / "wattlens" / "demo-alerts").glob("state-*.json"))
+        status = subprocess.run([sys.executable, "-m", "wattlens", "alerts", "status",
+                                 "--state-file", str(state)], capture_output=True, text=True,
+                                timeout=60, env=env)
+        engine_firing = {(row.split()[1], row.split()[2]) for row in status.stdout.splitlines()
+                         if row.startswith("firing")}
+        assert engine_firing == firing  # the page shows what the engine holds
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + rest
+
+
+def test_demo_on_a_busy_port_fails_before_any_work(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        db = tmp_path / "demo.db"
+        res = subprocess.run(
+            [sys.executable, "-m", "wattlens", "demo", "--port", str(port), "--store",
+             f"sqlite:///{db}", "--prometheus-port", "0"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        f"wattlens: error: --port: cannot serve on 127.0.0.1:{port}: Address already in use; "
+        f"choose another port with --port"]
+    assert res.stdout == "" and not db.exists()  # no store opened, nothing backfilled

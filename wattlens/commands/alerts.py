@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                        "keep state in --state-file; notify hooks.")
     option(r, "--store", default=default_store_url(), help="store URL to read (and write alert "
                                                            "transitions to)")
-    option(r, "--rules", default=None, help="rule file (TOML), e.g. examples/alerts.toml")
+    _rules_arguments(r, env=False)
     option(r, "--interval", type=positive_float, default=60.0, help="seconds between evaluations")
     option(r, "--once", action="store_true", default=False,
            help="evaluate once, wait for deliveries, print the alerts and exit")
@@ -50,8 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = actions.add_parser("check", help="validate a rule file",
                            description="Validate a rule file; every problem is printed as "
                                        "FILE:LINE: rule 'NAME': FIELD: why.")
-    c.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
-                   help="rule file (TOML) (env WATTLENS_RULES)")
+    _rules_arguments(c)
     c.set_defaults(func=check)
 
     s = actions.add_parser("status", help="show the alerts kept in the state file")
@@ -64,11 +63,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            description="Write Prometheus alerting rules over the agent's /metrics "
                                        "that match the rule file; rules PromQL cannot express "
                                        "are listed, not guessed.")
-    e.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
-                   help="rule file (TOML) (env WATTLENS_RULES)")
+    _rules_arguments(e)
     e.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     e.add_argument("--group", default="wattlens", help="Prometheus rule group name")
     e.set_defaults(func=export)
+
+
+def _rules_arguments(p: argparse.ArgumentParser, env: bool = True) -> None:
+    """The rule file, as a positional FILE or as --rules (FILE wins when both are given)."""
+    p.add_argument("rules_file", nargs="?", metavar="FILE",
+                   help="rule file (TOML), e.g. examples/alerts-local.toml")
+    if env:  # `run` reads --rules through option(), so it also comes from a --config file
+        p.add_argument("--rules", default=os.environ.get("WATTLENS_RULES"),
+                       help="rule file, the same as FILE (env WATTLENS_RULES)")
+    else:
+        option(p, "--rules", default=None, help="rule file, the same as FILE")
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -79,9 +88,11 @@ def _usage(p: argparse.ArgumentParser) -> int:
 def _need_rules(args: argparse.Namespace) -> str:
     from collector.errors import ConfigError
 
-    if not args.rules:
-        raise ConfigError("--rules: a rule file is needed (see examples/alerts.toml), got none")
-    return str(args.rules)
+    rules = getattr(args, "rules_file", None) or args.rules  # FILE, else --rules (or its env)
+    if not rules:
+        raise ConfigError("FILE: a rule file is needed, e.g. `wattlens alerts run "
+                          "examples/alerts-local.toml` (or --rules FILE), got none")
+    return str(rules)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.store)
         engine = Engine(store, ruleset, state_path, dispatcher)
-        hooks = ", ".join(f"{h.name} ({h.type} {h.display_url()})" for h in ruleset.hooks) or "none"
+        hooks = ", ".join(f"{h.name} ({h.type} {_where(h, dispatcher)})" for h in ruleset.hooks) or "none"
         log.info("%d rules over %s; hooks: %s; state in %s", len(ruleset.rules),
                  redact_url(store.url), hooks, state_path)
         if args.once:
@@ -129,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
             store.close()
 
 
+def _where(hook: Any, dispatcher: Any) -> str:
+    """Where a hook's notifications go, safe to log: a file hook's path, else the redacted URL."""
+    path = getattr(dispatcher.deliveries.get(hook.name), "path", None)
+    return str(path) if path is not None else str(hook.display_url())
+
+
 def format_states(states: Any) -> str:
     """A table of alert states: state, rule, target, value, since."""
     from analytics.alerts.hooks import iso
@@ -137,9 +154,9 @@ def format_states(states: Any) -> str:
                                          s.target))
     if not rows:
         return "no alerts"
-    lines = [f"{'STATE':<9} {'RULE':<28} {'TARGET':<28} {'VALUE':>12}  SINCE"]
+    lines = [f"{'STATE':<9} {'RULE':<28} {'TARGET':<28} {'VALUE':>12}     SINCE"]
     for s in rows:
-        lines.append(f"{s.state:<9} {s.rule:<28} {s.target:<28} {s.value:>10.4g} {s.unit:<3} "
+        lines.append(f"{s.state:<9} {s.rule:<28} {s.target:<28} {s.value:>10.4g} {s.unit:<6} "
                      f"{iso(s.active_since_ns)}")
     return "\n".join(lines)
 

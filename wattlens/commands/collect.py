@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "write it to a store; serve Prometheus /metrics.")
     add_agent_options(p)
     option(p, "--source", default="auto",
-           help="comma-separated sources: auto, sim, nvml, rapl, hwmon, cpu-estimate")
+           help="comma-separated sources: auto, sim, nvml, rapl, hwmon, cpu-estimate, promscrape "
+                "(promscrape reads the --scrape file)")
     option(p, "--once", action="store_true", default=False,
            help="print one round of samples as a table and exit")
     option(p, "--duration", type=positive_float, default=None,
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="where the host's /sys is mounted (containers: /host/sys)")
     option(p, "--procfs-root", default="/proc",
            help="where the host's /proc is mounted (containers: /host/proc)")
+    option(p, "--carbon-live", default=None,
+           help="also write the `carbon` measurement from PROVIDER:ZONE every 5 min (electricitymaps:DE, "
+                "watttime:CAISO_NORTH; key from the environment, see docs/carbon.md)")
     option(p, "--tdp-w", type=positive_float, default=None,
            help="CPU package TDP in W for the CPU estimate when no power sensor exists")
     option(p, "--enable-actuation", action="store_true", default=False,
@@ -54,8 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, _parser=p, _section="collect")
 
 
-def add_agent_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `collect` and `demo`."""
+def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
+    """Options shared by `collect` and `demo` (the demo spools to its own ``demo-spool``)."""
     option(p, "--store", default=default_store_url(),
            help="store URL: sqlite:///path.db, influxdb://host:8086/DB, "
                 "influxdb2://host:8086/BUCKET?org=ORG")
@@ -70,7 +74,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     option(p, "--nodes", type=positive_int, default=4, help="simulated nodes (sim source)")
     option(p, "--gpus", type=positive_int, default=8, help="simulated GPUs per node (sim source)")
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
-    option(p, "--spool-dir", default=str(state_dir() / "spool"),
+    option(p, "--spool-dir", default=str(state_dir() / spool),
            help="on-disk spool for points the store could not take yet")
     option(p, "--http-timeout", type=positive_float, default=30.0,
            help="seconds the agent's HTTP server keeps a silent connection open")
@@ -131,6 +135,13 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
             raise SourceUnavailable(f"source {name}: {probe.detail}")
         log.info("source %s: %s", name, probe.detail)
         built.append(source)
+    if getattr(args, "carbon_live", None):
+        from analytics.grid_table import live_spec  # a cloud region code -> its Electricity Maps zone
+        from collector.sources.carbon_live import live_source
+
+        spec = live_spec(args.carbon_live)
+        # Points keep the code the operator gave (aws:us-east-1), so `--region` finds them.
+        built.append(live_source(spec, region=str(args.carbon_live).partition(":")[2].strip()))
     return built
 
 
@@ -159,10 +170,12 @@ def run(args: argparse.Namespace) -> int:
         from collector.agent import SystemClock
 
         clock = SystemClock()
-        for s in sources:  # the first round primes counters; the second has increments
-            s.sample(Tick(clock.wall_ns(), clock.monotonic()))
+        # The first round primes counters; the second has increments. A source that samples
+        # less often than every round (--carbon-live) shows its first round's point instead.
+        first = [s.sample(Tick(clock.wall_ns(), clock.monotonic())) for s in sources]
         time.sleep(min(args.interval, 1.0))
-        points = [p for s in sources for p in s.sample(Tick(clock.wall_ns(), clock.monotonic()))]
+        points = [p for s, got in zip(sources, first, strict=True)
+                  for p in (s.sample(Tick(clock.wall_ns(), clock.monotonic())) or got)]
         print(format_points(points))
         return 0
     agent = AgentProcess.build(args, sources, counter_state=state)

@@ -91,6 +91,24 @@ def resolve_auth(bind: str, mode: str, env: dict[str, str] | None = None) -> str
     return token or None
 
 
+def check_port_free(bind: str, port: int) -> None:
+    """ConfigError naming --port when ``bind:port`` cannot be listened on; checked before long work."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug's server does
+        try:
+            probe.bind((bind, port))
+        except OSError as exc:
+            from collector.errors import ConfigError
+
+            raise ConfigError(f"--port: cannot serve on {bind}:{port}: {exc.strerror}; choose "
+                              f"another port with --port") from None
+
+
 def serve_until_signal(app: Any, bind: str, port: int, on_start: str = "", auth: str = "auto") -> None:
     """Serve ``app`` until SIGINT/SIGTERM; returns after a clean shutdown.
 
@@ -111,7 +129,7 @@ def serve_until_signal(app: Any, bind: str, port: int, on_start: str = "", auth:
         from collector.errors import ConfigError
 
         raise ConfigError(f"--port: cannot serve on {bind}:{port}: {exc.strerror}; "
-                          f"choose another port") from None
+                          f"choose another port with --port") from None
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

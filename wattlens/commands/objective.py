@@ -193,12 +193,6 @@ def num(x: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def exact(x: float) -> str:
-    """Up to six decimals, so that a small λ·P still shows next to a large E."""
-    text = f"{x:,.6f}"
-    return text.rstrip("0").rstrip(".")
-
-
 def _j(x: float | None) -> str:
     if x is None:
         return "undefined"
@@ -230,8 +224,9 @@ def format_text(r: dict[str, Any]) -> str:
         lines.append("J       = E + λ·P: undefined (P is undefined)")
     else:
         lines.append(f"P       = E_inf / E = {num(r['p_inf_share'])} (inference share of energy, no unit)")
-        lines.append(f"J       = E + λ·P = {exact(r['e_j'])} + {lam:g} × {num(r['p_inf_share'])} = "
-                     f"{exact(r['j'])} (J; λ carries joules)")
+        # J at E's precision; the λ·P term is shown on its own, so a small one is not lost
+        lines.append(f"J       = E + λ·P = {num(r['e_j'])} + {lam:g} × {num(r['p_inf_share'])} = "
+                     f"{num(r['j'])} J (λ·P = {num(lam * r['p_inf_share'])} J; λ carries joules)")
     if "tradeoff" in r:
         t = r["tradeoff"]
         lines.append(f"cost(λ) = λ·E + (1−λ)·P_max·T = {lam:g} × {num(t['energy_j'])} J + {1 - lam:g} × "

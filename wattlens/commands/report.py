@@ -58,7 +58,13 @@ def add_carbon_cost_options(p: argparse.ArgumentParser) -> None:
            help="hourly grid intensity: CSV timestamp,region,g_per_kwh[,renewable_pct]")
     option(p, "--country", default=None,
            help="bundled annual average for hours with no hourly intensity (DE, FR, WORLD, ...)")
-    option(p, "--region", default=None, help="carbon region to use when the data has several")
+    option(p, "--region", default=None,
+           help="carbon region of the store or CSV, or any code of `wattlens carbon list` (aws:us-east-1)")
+    option(p, "--embodied", default=None,
+           help="embodied carbon per GPU model for SCI, MODEL=KG:YEARS[,...] (H100=1200:5); overrides the table")
+    option(p, "--sci-unit", default=None, help="SCI functional unit R: tokens, samples or steps")
+    option(p, "--carbon-live", default=None,
+           help="PROVIDER:ZONE forecast for future hours (electricitymaps:DE; key from the environment)")
 
 
 def open_existing_store(url: str) -> Any:
@@ -68,6 +74,8 @@ def open_existing_store(url: str) -> Any:
 
     if "://" not in url or url.startswith("sqlite:"):
         path = url if "://" not in url else unquote(urlsplit(url).netloc + urlsplit(url).path)
+        if path.startswith("//"):  # sqlite:////abs/x.db: the path is /abs/x.db, shown so
+            path = "/" + path.lstrip("/")
         if path and not Path(path).exists():
             raise ConfigError(f"--store: SQLite file {path!r} does not exist; run `wattlens collect` "
                               f"or `wattlens demo` first, or pass --store")
@@ -103,9 +111,19 @@ def resolve_window(store: Any, since: str, until: str) -> Any:
 def build_settings(args: argparse.Namespace) -> Any:
     from analytics.context import Settings
     from analytics.cost import parse_tariff
+    from analytics.embodied import parse_overrides
+    from analytics.grid_table import lookup
+    from collector.errors import ConfigError
+
+    parse_overrides(args.embodied)  # a bad --embodied or --country fails before the store is read
+    if args.country:
+        lookup(args.country, "--country")
+    if args.carbon_csv and not Path(args.carbon_csv).exists():
+        raise ConfigError(f"--carbon-csv: file {str(args.carbon_csv)!r} does not exist")
 
     return Settings(tariff=parse_tariff(args.price, args.currency, args.utc_offset),
-                    carbon_csv=args.carbon_csv, country=args.country, region=args.region)
+                    carbon_csv=args.carbon_csv, country=args.country, region=args.region,
+                    carbon_live=args.carbon_live, embodied=args.embodied, sci_unit=args.sci_unit)
 
 
 class LazyProgress:

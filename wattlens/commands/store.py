@@ -41,7 +41,7 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from collector.store import open_store
+    from collector.store import open_store, redact_url
     from collector.store.influx import check_duration, init_store
 
     for flag in ("--raw-retention", "--rollup-1m-retention", "--rollup-1h-retention"):
@@ -58,6 +58,8 @@ def run_init(args: argparse.Namespace) -> int:
             lines += backfill(end_ns - int(args.backfill_hours * 3600e9), end_ns)
     finally:
         store.close()
+    print(f"{redact_url(store.url)}:")  # the URL once (password hidden), then what was done
+    prefix = f"{store.url}: "
     for line in lines:
-        print(f"{store.url}: {line}")
+        print(f"  {line.removeprefix(prefix)}")
     return 0

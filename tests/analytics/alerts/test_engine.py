@@ -352,3 +352,46 @@ def test_a_corrupt_state_file_is_set_aside(store: SQLiteStore, tmp_path: Path) -
                                        'above_w = 40\n'), state)
     assert engine.states == {}
     assert [p.name.startswith("state.json.corrupt-") for p in tmp_path.iterdir()].count(True) == 1
+
+
+def test_for_is_judged_against_the_history_already_stored(store: SQLiteStore) -> None:
+    # 40 min of the simulated fleet before T: the first evaluation already knows that
+    # node-01's spare A100s idled the whole time, and that node-00's GPUs idled only
+    # 07:50-08:00 between runs (10 min < 15 min: pending at most, never firing).
+    write_fleet(store, T - 40 * MIN, T)
+    rs = parse_rules('[[rule]]\nname = "idle"\nkind = "idle_waste"\nabove_w = 40\nfor = "15m"\n')
+    engine = Engine(store, rs)
+    at = T - 7 * MIN  # 07:58, inside node-00's gap, after 8 idle minutes
+    res = engine.evaluate(at)
+    assert fired([res])[FIRING] == {f"idle:{g}" for g in IDLE_GPUS}
+    pending = {s.target: s for s in engine.states.values() if s.state == PENDING}
+    assert {f"node-00/gpu{i}" for i in range(4)} <= set(pending)
+    for s in pending.values():  # pending from when the gap began (to a minute), not from now
+        assert 7 * MIN <= at - s.active_since_ns <= 9 * MIN
+    for s in engine.firing():
+        assert s.fired_ns == at
+        assert s.fired_ns - s.active_since_ns >= 15 * MIN
+
+
+def test_a_break_in_the_history_restarts_the_for_clock(store: SQLiteStore) -> None:
+    # idle for 30 min, except a 5-minute busy stretch that ended 8 min ago; a second GPU idle
+    # for 30 min, but with no data at all for 4 minutes that ended 10 min ago
+    store.write(gpu_points("n", "0", T - 30 * MIN, T - 13 * MIN, power_w=55, util_pct=0))
+    store.write(gpu_points("n", "0", T - 13 * MIN, T - 8 * MIN, power_w=300, util_pct=90))
+    store.write(gpu_points("n", "0", T - 8 * MIN, T, power_w=55, util_pct=0))
+    store.write(gpu_points("n", "1", T - 30 * MIN, T - 14 * MIN, power_w=55, util_pct=0))
+    store.write(gpu_points("n", "1", T - 10 * MIN, T, power_w=55, util_pct=0))
+    store.write(gpu_points("n", "2", T - 30 * MIN, T, power_w=55, util_pct=0))
+    rs = parse_rules('[[rule]]\nname = "idle"\nkind = "idle_waste"\nabove_w = 40\nfor = "15m"\n')
+    engine = Engine(store, rs)
+    engine.evaluate(T)
+    states = {s.target: s for s in engine.states.values()}
+    assert states["n/gpu2"].state == FIRING
+    assert states["n/gpu0"].state == PENDING and states["n/gpu1"].state == PENDING
+    assert 7 * MIN <= T - states["n/gpu0"].active_since_ns <= 8 * MIN
+    assert 9 * MIN <= T - states["n/gpu1"].active_since_ns <= 10 * MIN
+    # and it fires once the run reaches `for`, measured from that start
+    engine.evaluate(T + 8 * MIN)  # no new data: the GPUs went quiet, so nothing is observed
+    store.write(gpu_points("n", "0", T, T + 8 * MIN, power_w=55, util_pct=0))
+    engine.evaluate(T + 8 * MIN)
+    assert engine.states[("idle", "n/gpu0")].state == FIRING

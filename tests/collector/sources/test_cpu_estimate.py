@@ -67,7 +67,7 @@ def test_power_per_package_from_utilisation_above_the_idle_floor(tmp_path: Path)
 def test_tdp_override_and_unknown_model_default(tmp_path: Path) -> None:
     root = proc(tmp_path, "Some Future CPU", [0])
     default = CpuEstimateSource(host="h", proc_root=root)
-    assert "unknown model: pass tdp_w=" in default.probe().detail
+    assert "unknown model: pass --tdp-w " in default.probe().detail
     assert default.package_tdp_w == DEFAULT_TDP_W
     override = create("cpu-estimate", host="h", proc_root=str(root), tdp_w=95, interval_s=1.0)
     assert "95 W TDP" in override.probe().detail and "from tdp_w option" in override.probe().detail

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import pairwise
 
 from analytics import carbon, queries
 from analytics.cost import Tariff
+from analytics.headline import Headline, grid_energy, headline, hour_of
 from analytics.levels import FacilityEnergy, JobAggregate, aggregate_jobs, facility_energy
 from analytics.timeutil import Window
 from collector.errors import ConfigError
@@ -138,31 +138,39 @@ class Context:
 
     @property
     def span_s(self) -> float:
-        """Seconds of the window the data covers; per-day savings scale by 86400 / this.
+        """Seconds of the window the data covers; per-day figures scale by 86400 / this.
 
-        Each point covers the interval before it, so a series covers (its point count ×
-        its sampling interval); the interval is bucket / points per bucket, or the gap
-        between buckets when the agent samples more slowly than the bucket. The
-        longest-covered GPU series counts, capped at the window.
+        Per GPU, each bucket's points × their sampling interval (ΣE / ΣP, see
+        ``queries.Coverage``), summed; the longest-covered GPU counts, capped at the
+        window. A bucket without power readings counts as fully covered.
         """
         if self._span_s is None:
-            series: dict[tuple[str, str], list[queries.GpuBucket]] = defaultdict(list)
+            per_series: dict[tuple[str, str], float] = defaultdict(float)
             for g in self.gpus:
                 if g.count > 0:
-                    series[(g.host, g.gpu)].append(g)
-            best = 0.0
-            for buckets in series.values():
-                buckets.sort(key=lambda b: b.time_ns)
-                counts = sorted(b.count for b in buckets)
-                median = counts[len(counts) // 2]
-                if median >= 2 or len(buckets) < 2:
-                    interval = self.bucket_s / median
-                else:
-                    gaps = sorted((b.time_ns - a.time_ns) / NS for a, b in pairwise(buckets))
-                    interval = gaps[len(gaps) // 2]
-                best = max(best, sum(counts) * interval)
+                    covered = g.covered_s
+                    per_series[(g.host, g.gpu)] += covered if covered is not None else self.bucket_s
+            best = max(per_series.values(), default=0.0)
             self._span_s = min(self.window.seconds, best) if best > 0 else self.window.seconds
         return max(1.0, self._span_s)
+
+    def headline(self) -> Headline:
+        """The window's headline figures (analytics.headline), from the buckets already read."""
+        gpu: dict[int, float] = defaultdict(float)
+        cpu: dict[int, float] = defaultdict(float)
+        estimated = 0.0
+        for g in self.gpus:
+            gpu[hour_of(g.time_ns)] += g.energy_j
+            estimated += g.energy_j if g.method == "estimated" else 0.0
+        for (_host, method), t, e in self.cpu:
+            cpu[hour_of(t)] += e
+            estimated += e if method == "estimated" else 0.0
+        work: dict[str, float] = defaultdict(float)
+        for j in self.jobs:
+            for unit, w in j.work.items():
+                work[unit] += w
+        return headline(self.window, self.span_s, gpu, cpu, estimated, self.facility, work,
+                        self.carbon, self.carbon_message, self.settings.tariff)
 
     def pue_at(self, t_ns: int) -> float | None:
         hour = t_ns // HOUR_NS * HOUR_NS
@@ -240,32 +248,31 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     ctx.fac = facility_energy(fac_rows, it_j)
     it_by_hour: dict[int, float] = defaultdict(float)
     for g in gpus:
-        it_by_hour[g.time_ns // HOUR_NS * HOUR_NS] += g.energy_j
+        it_by_hour[hour_of(g.time_ns)] += g.energy_j
     for _k, t, e in cpu:
-        it_by_hour[t // HOUR_NS * HOUR_NS] += e
+        it_by_hour[hour_of(t)] += e
     ctx.it_by_hour = dict(it_by_hour)
-    fac_it: dict[int, float] = defaultdict(float)
-    fac_total: dict[int, float] = defaultdict(float)
-    for b in fac_rows:
-        if b.it_energy_j and b.facility_energy_j:
-            fac_it[b.time_ns] += b.it_energy_j
-            fac_total[b.time_ns] += b.facility_energy_j
-        elif b.it_power_w and b.facility_power_w:
-            fac_it[b.time_ns] += b.it_power_w
-            fac_total[b.time_ns] += b.facility_power_w
-    ctx.pue_by_hour = {h: fac_total[h] / fac_it[h] for h in fac_it if fac_it[h] > 0}
-    # The energy the grid supplied, per hour: the facility's own meter where it has energy,
-    # else our GPU + CPU energy × PUE, else GPU + CPU energy alone (said in grid_basis).
-    if any(b.facility_energy_j for b in fac_rows):
-        grid: dict[int, float] = defaultdict(float)
-        for b in fac_rows:
-            grid[b.time_ns] += b.facility_energy_j or 0.0
-        ctx.grid_by_hour = dict(grid)
-        ctx.grid_basis = "facility energy (facility measurement)"
-    elif ctx.fac.pue is not None:
-        ctx.grid_by_hour = {h: e * (ctx.pue_at(h) or 1.0) for h, e in ctx.it_by_hour.items()}
-        ctx.grid_basis = "GPU + CPU energy × PUE (facility power)"
-    else:
-        ctx.grid_by_hour = dict(ctx.it_by_hour)
-        ctx.grid_basis = "GPU + CPU energy (no facility data: cooling and power losses not counted)"
+    grid = grid_energy(ctx.it_by_hour, fac_rows, ctx.fac)
+    ctx.pue_by_hour, ctx.grid_by_hour, ctx.grid_basis = grid.pue_by_hour, grid.by_hour, grid.basis
     return ctx
+
+
+def load_headline(store: Store, window: Window, settings: Settings | None = None) -> Headline:
+    """The headline figures of a window from hourly aggregates alone (the dashboard's cards):
+    the same definition as ``Context.headline()``, at a fraction of the read."""
+    settings = settings or Settings()
+    gpu: dict[int, float] = defaultdict(float)
+    cpu: dict[int, float] = defaultdict(float)
+    estimated = 0.0
+    for measurement, acc in (("gpu", gpu), ("cpu", cpu)):
+        for (method,), t, e in queries.energy_buckets(store, window, measurement, 3600, ("method",)):
+            acc[hour_of(t)] += e
+            estimated += e if method == "estimated" else 0.0
+    work: dict[str, float] = defaultdict(float)
+    for _t, w in queries.work_buckets(store, window, 3600):
+        for unit, v in w.items():
+            work[unit] += v
+    fac_rows = queries.facility_buckets(store, window, 3600)
+    series, message = load_carbon(store, window, settings)
+    return headline(window, queries.covered_s(store, window), gpu, cpu, estimated, fac_rows, work,
+                    series, message, settings.tariff)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +23,7 @@ class Embodied:
     kg_co2e: float
     lifetime_years: float
     source: str
+    scope: str = ""  # what the figure covers (the card alone, or with a share of the host)
 
     @property
     def g_per_gpu_hour(self) -> float:
@@ -30,7 +32,7 @@ class Embodied:
 
     def to_dict(self) -> dict[str, object]:
         return {"match": self.match, "kg_co2e": self.kg_co2e, "lifetime_years": self.lifetime_years,
-                "g_per_gpu_hour": self.g_per_gpu_hour, "source": self.source}
+                "g_per_gpu_hour": self.g_per_gpu_hour, "scope": self.scope, "source": self.source}
 
 
 @lru_cache(maxsize=1)
@@ -39,7 +41,7 @@ def bundled() -> dict[str, Embodied]:
     text = resources.files("analytics").joinpath("data/gpu_embodied.csv").read_text(encoding="utf-8")
     lines = (line for line in text.splitlines() if line.strip() and not line.startswith("#"))
     return {r["match"].upper(): Embodied(r["match"], float(r["kg_co2e"]), float(r["lifetime_years"]),
-                                         r["source"]) for r in csv.DictReader(lines)}
+                                         r["source"], r.get("scope") or "") for r in csv.DictReader(lines)}
 
 
 def parse_overrides(text: str | None) -> dict[str, Embodied]:
@@ -60,11 +62,17 @@ def parse_overrides(text: str | None) -> dict[str, Embodied]:
     return out
 
 
+def matches(match: str, model: str) -> bool:
+    """Whether ``match`` is a token of the model name, case-insensitive: not run into a letter or digit on
+    either side, so ``L4`` matches ``NVIDIA L4`` but not ``NVIDIA L40S``, and ``V100-PCIE-32GB`` matches
+    ``Tesla V100-PCIE-32GB``."""
+    return re.search(rf"(?<![A-Z0-9]){re.escape(match.upper())}(?![A-Z0-9])", model.upper()) is not None
+
+
 def lookup(model: str, overrides: Mapping[str, Embodied] | None = None) -> Embodied | None:
     """The figure for a GPU model name: the longest matching override, else the longest bundled match."""
-    name = model.upper()
     for table in (overrides or {}, bundled()):
-        hits = [k for k in table if k in name]
+        hits = [k for k in table if matches(k, model)]
         if hits:
             return table[max(hits, key=len)]
     return None

@@ -1,4 +1,5 @@
-"""The bundled annual grid intensity: countries, US state grids, cloud regions; source, year, licence each."""
+"""The bundled annual grid intensity: countries, US state grids, US eGRID subregions, cloud regions; source,
+year, licence each."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from importlib import resources
 
 from collector.errors import ConfigError
 
-KINDS = ("world", "country", "us_state", "cloud")
+KINDS = ("world", "country", "us_state", "egrid", "cloud")
 
 
 @dataclass(frozen=True)
 class GridRow:
-    """One bundled figure: ``code`` (ISO 3166 country or subdivision, ``provider:region`` for
-    clouds, WORLD), the ``grid`` it stands for, g CO2e/kWh, what kind of signal it is
-    (always ``average`` here: a yearly mean of the generation mix, not a marginal rate) and
+    """One bundled figure: ``code`` (ISO 3166 country or subdivision, ``egrid:CAMX`` for a US eGRID
+    subregion, ``provider:region`` for clouds, WORLD), the ``grid`` it stands for, g CO2e/kWh, what
+    kind of signal it is (always ``average`` here: a yearly mean of the generation mix, not a marginal rate) and
     where it comes from."""
 
     code: str
@@ -61,7 +62,8 @@ def rows() -> dict[str, GridRow]:
 
 def lookup(code: str, option: str = "--country") -> GridRow:
     """The row for a listed code (case-insensitive; ISO 3166 alpha-3 and UK accepted for countries,
-    ``aws/us-east-1`` for ``aws:us-east-1``); a clear error naming the option otherwise."""
+    the bare acronym ``CAMX`` for ``egrid:CAMX``, ``aws/us-east-1`` for ``aws:us-east-1``); a clear
+    error naming the option otherwise."""
     key = code.strip().upper().replace("/", ":")
     table, aliases = _load()
     row = table.get(aliases.get(key, key))
@@ -95,7 +97,7 @@ def live_spec(spec: str) -> str:
 
 
 def listing(kind: str | None = None) -> list[GridRow]:
-    """Rows in table order (world, countries, US states, cloud regions), optionally one kind."""
+    """Rows in table order (world, countries, US states, eGRID subregions, cloud regions), optionally one kind."""
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     return [r for r in rows().values() if kind is None or r.kind == kind]

@@ -7,6 +7,14 @@ from dataclasses import asdict, dataclass
 
 from collector.errors import ConfigError
 
+# The seed objective's λ_J (joules per unit of the inference share P) used by `wattlens report`
+# and `wattlens objective` unless given: one kWh. P lies in [0, 1], so a λ_J of a few joules
+# adds nothing visible to E (megajoules for any real job); at 1 kWh a job that is all inference
+# scores 3.6 MJ above the same energy spent training, on the scale of a job's own energy.
+DEFAULT_OBJECTIVE_LAMBDA_J = 3.6e6
+# The trade-off weight η (zeus's η, 0..1) in cost = η·E + (1−η)·P_max·T.
+DEFAULT_TRADEOFF_WEIGHT = 0.5
+
 
 def _check(name: str, value: float, *, positive: bool = False) -> float:
     """A finite, non-negative (or positive) number, else ConfigError naming the field and value."""
@@ -69,9 +77,9 @@ def energy_model(c_train_w: float, t_train_s: float, n_train: float, c_inf_w: fl
 
 
 def objective_j(e_j: float, p_inf_share: float | None, lam: float) -> float | None:
-    """J = E + λ·P. None when P is undefined (E = 0): never a silent 0."""
+    """J = E + λ_J·P, with λ_J in joules (P is a share). None when P is undefined (E = 0)."""
     e = _check("E", e_j)
-    lam = check_lambda(lam)
+    lam = check_lambda(lam, "objective_lambda_j")
     if p_inf_share is None:
         return None
     p = _check("P", p_inf_share)
@@ -81,11 +89,12 @@ def objective_j(e_j: float, p_inf_share: float | None, lam: float) -> float | No
 
 
 def tradeoff_cost(energy_j: float, time_s: float, max_power_w: float, lam: float) -> float:
-    """zeus's cost: λ·E + (1−λ)·P_max·T, in joules. λ=1 minimises energy, λ=0 time."""
+    """zeus's cost: η·E + (1−η)·P_max·T, in joules, with the trade-off weight η (``lam``) in
+    [0, 1]: η=1 minimises energy, η=0 time. Not the seed objective's λ_J, which is in joules."""
     e = _check("energy_j", energy_j)
     t = _check("time_s", time_s)
     p_max = _check("max_power_w", max_power_w, positive=True)
-    lam = check_lambda(lam, unit_interval=True)
+    lam = check_lambda(lam, "tradeoff_weight", unit_interval=True)
     return lam * e + (1 - lam) * p_max * t
 
 

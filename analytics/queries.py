@@ -15,11 +15,13 @@ WORK_FIELDS = tuple(WORK_UNITS)
 
 @dataclass(frozen=True)
 class Series:
-    """A named time series of (bucket start ns, value)."""
+    """A named time series of (bucket start ns, value); ``covered_s`` is, per bucket, the time
+    the data in it covers (empty when the series is not a power series)."""
 
     name: str
     times_ns: list[int]
     values: list[float]
+    covered_s: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -47,49 +49,12 @@ class JobSummary:
         return self.energy_j / self.active_s if self.active_s > 0 else None
 
 
-def fleet_power(store: Store, window: Window, bucket_s: int, by: str = "host",
-                measurement: str = "gpu") -> list[Series]:
-    """Average power per bucket (W), one series per value of tag ``by``, computed in the store.
-
-    Power is SUM(energy_j) / bucket width, exact for every complete bucket. The
-    newest bucket is usually still filling: its width is scaled by how many
-    points it holds against the bucket before it, so the line does not dip.
-    """
-    rows = store.query(AggregateQuery(
-        measurement, (("sum", "energy_j"), ("count", "energy_j")), window.start_ns,
-        window.end_ns, group_by=(by,), bucket_s=bucket_s))
-    grouped: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    for r in rows:
-        energy = r.values.get("sum_energy_j")
-        if energy is None or r.time_ns is None:
-            continue
-        grouped[r.tags[by]].append((r.time_ns, energy, r.values.get("count_energy_j") or 0.0))
-    out = []
-    for name in sorted(grouped):
-        points = grouped[name]
-        values = [e / bucket_s for _, e, _ in points]
-        if len(points) >= 2 and points[-2][2] > 0:
-            fill = min(1.0, points[-1][2] / points[-2][2])
-            values[-1] = points[-1][1] / (bucket_s * fill) if fill > 0 else values[-1]
-        out.append(Series(name, [t for t, _, _ in points], values))
-    return out
-
-
 def energy_by(store: Store, window: Window, measurement: str, by: tuple[str, ...]) -> dict[
         tuple[str, ...], float]:
     """Total energy (J) per group over the window."""
     rows = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
                                       window.end_ns, group_by=by))
     return {tuple(r.tags[t] for t in by): r.values.get("sum_energy_j") or 0.0 for r in rows}
-
-
-def latest_power_w(store: Store, window: Window, measurement: str = "gpu",
-                   by: tuple[str, ...] = ("host", "gpu")) -> dict[tuple[str, ...], float]:
-    """The last power reading of each series in the window."""
-    rows = store.query(AggregateQuery(measurement, (("last", "power_w"),), window.start_ns,
-                                      window.end_ns, group_by=by))
-    return {tuple(r.tags[t] for t in by): v for r in rows
-            if (v := r.values.get("last_power_w")) is not None}
 
 
 def job_summaries(store: Store, window: Window) -> list[JobSummary]:
@@ -126,55 +91,6 @@ def job_summaries(store: Store, window: Window) -> list[JobSummary]:
     return sorted(jobs.values(), key=lambda j: -j.energy_j)
 
 
-@dataclass(frozen=True)
-class FleetTotals:
-    """Energy and work over a window, for fleet and facility PER."""
-
-    gpu_energy_j: float
-    cpu_energy_j: float
-    it_energy_j: float | None
-    facility_energy_j: float | None
-    work: dict[str, float]
-    estimated_cpu_energy_j: float = 0.0
-
-
-def fleet_totals(store: Store, window: Window) -> FleetTotals:
-    gpu = sum(energy_by(store, window, "gpu", ()).values())
-    cpu_rows = energy_by(store, window, "cpu", ("method",))
-    cpu = sum(cpu_rows.values())
-    estimated = sum(v for k, v in cpu_rows.items() if k[0] == "estimated")
-    fac_rows = store.query(AggregateQuery(
-        "facility", (("sum", "it_energy_j"), ("sum", "facility_energy_j")),
-        window.start_ns, window.end_ns))
-    it = fac_rows[0].values.get("sum_it_energy_j") if fac_rows else None
-    facility = fac_rows[0].values.get("sum_facility_energy_j") if fac_rows else None
-    work_rows = store.query(AggregateQuery(
-        "job", tuple(("sum", f) for f in WORK_FIELDS), window.start_ns, window.end_ns))
-    work = {f: (work_rows[0].values.get(f"sum_{f}") or 0.0) if work_rows else 0.0
-            for f in WORK_FIELDS}
-    return FleetTotals(gpu, cpu, it, facility, work, estimated)
-
-
-def node_summaries(store: Store, window: Window) -> list[dict[str, object]]:
-    """Per node: GPU and CPU energy, the work of jobs that ran there, and PER on GPU+CPU energy."""
-    gpu = energy_by(store, window, "gpu", ("host",))
-    cpu = energy_by(store, window, "cpu", ("host",))
-    rows = store.query(AggregateQuery(
-        "job", tuple(("sum", f) for f in WORK_FIELDS), window.start_ns, window.end_ns,
-        group_by=("host",)))
-    work: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in rows:
-        work[r.tags["host"]] = {f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS}
-    out = []
-    for (host,) in sorted(set(gpu) | set(cpu)):
-        energy = gpu.get((host,), 0.0) + cpu.get((host,), 0.0)
-        w = work.get(host, {})
-        out.append({"host": host, "gpu_energy_j": gpu.get((host,), 0.0),
-                    "cpu_energy_j": cpu.get((host,), 0.0), "energy_j": energy,
-                    "work": w, "per": per_by_unit(w, energy)})
-    return out
-
-
 # --- bucketed reads for the report, recommendations, frontier and carbon ----------------------
 # Each function runs one aggregate query pushed down to the store and returns
 # plain dataclasses; everything after that is pure functions in analytics/.
@@ -196,13 +112,21 @@ class GpuBucket:
     power_min_w: float | None
     power_limit_w: float | None
     count: int
+    power_mean_w: float | None = None
+
+    @property
+    def covered_s(self) -> float | None:
+        """Seconds this GPU's points in the bucket cover (:class:`Coverage`)."""
+        power_sum = self.power_mean_w * self.count if self.power_mean_w is not None else None
+        return Coverage(self.energy_j, power_sum, self.count, 1).covered_s
 
 
 def gpu_buckets(store: Store, window: Window, bucket_s: int) -> list[GpuBucket]:
     """Every GPU's buckets over the window, computed in the store (one scan of `gpu`)."""
     rows = store.query(AggregateQuery(
         "gpu", (("sum", "energy_j"), ("mean", "util_pct"), ("max", "util_pct"), ("max", "power_w"),
-                ("min", "power_w"), ("mean", "power_limit_w"), ("count", "energy_j")),
+                ("min", "power_w"), ("mean", "power_limit_w"), ("count", "energy_j"),
+                ("mean", "power_w")),
         window.start_ns, window.end_ns, group_by=("host", "gpu", "model", "method"),
         bucket_s=bucket_s))
     out = []
@@ -214,7 +138,7 @@ def gpu_buckets(store: Store, window: Window, bucket_s: int) -> list[GpuBucket]:
             r.tags["host"], r.tags["gpu"], r.tags["model"], r.tags["method"], r.time_ns,
             v.get("sum_energy_j") or 0.0, v.get("mean_util_pct"), v.get("max_util_pct"),
             v.get("max_power_w"), v.get("min_power_w"), v.get("mean_power_limit_w"),
-            int(v.get("count_energy_j") or 0)))
+            int(v.get("count_energy_j") or 0), v.get("mean_power_w")))
     return out
 
 
@@ -446,34 +370,118 @@ def gpu_cells(store: Store, window: Window) -> list[GpuCell]:
                     r.values.get("sum_energy_j") or 0.0) for r in rows]
 
 
+# The tags that identify one power series (one GPU, one CPU domain) of a measurement.
+SERIES_TAGS: dict[str, tuple[str, ...]] = {"gpu": ("host", "gpu"), "cpu": ("host", "domain")}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Energy, power and point count of one group over one bucket, and the time its data covers.
+
+    Each point's ``energy_j`` is what was used since the series' previous point, and
+    ``power_w`` its power, so energy / power is the interval a point covers. ΣE / ΣP is
+    then the (power-weighted) sampling interval, and a series covers (its points ×
+    that interval); with ``series`` series in the group, each holds count / series points.
+    """
+
+    energy_j: float
+    power_sum_w: float | None
+    count: int
+    series: int
+
+    @property
+    def interval_s(self) -> float | None:
+        if not self.power_sum_w or self.power_sum_w <= 0 or self.energy_j <= 0:
+            return None
+        return self.energy_j / self.power_sum_w
+
+    @property
+    def covered_s(self) -> float | None:
+        """Seconds the group's data covers (per series), None when it has no power readings."""
+        dt = self.interval_s
+        if dt is None or self.count <= 0:
+            return None
+        return self.count / max(1, self.series) * dt
+
+
+def series_per_group(store: Store, window: Window, measurement: str, by: tuple[str, ...],
+                     where: dict[str, str | tuple[str, ...]] | None = None) -> dict[str, int]:
+    """How many series (GPUs, CPU domains) each group of ``by`` holds in the window."""
+    ident = tuple(dict.fromkeys((*by, *SERIES_TAGS.get(measurement, ()))))
+    rows = store.query(AggregateQuery(measurement, (("count", "energy_j"),), window.start_ns,
+                                      window.end_ns, group_by=ident, where=where or {}))
+    out: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r.values.get("count_energy_j"):
+            out[" / ".join(r.tags[t] for t in by) or "total"] += 1
+    return dict(out)
+
+
+def _coverage_rows(store: Store, window: Window, measurement: str, bucket_s: int | None,
+                   by: tuple[str, ...], where: dict[str, str | tuple[str, ...]] | None,
+                   ) -> list[tuple[str, int | None, float, float | None, int]]:
+    rows = store.query(AggregateQuery(
+        measurement, (("sum", "energy_j"), ("count", "energy_j"), ("mean", "power_w"),
+                      ("count", "power_w")), window.start_ns, window.end_ns,
+        group_by=by, bucket_s=bucket_s, where=where or {}))
+    out = []
+    for r in rows:
+        energy = r.values.get("sum_energy_j")
+        if energy is None:
+            continue
+        mean_p, n_p = r.values.get("mean_power_w"), r.values.get("count_power_w")
+        power_sum = mean_p * n_p if mean_p is not None and n_p else None
+        out.append((" / ".join(r.tags[t] for t in by) or "total", r.time_ns, energy, power_sum,
+                    int(r.values.get("count_energy_j") or 0)))
+    return out
+
+
 def power_series(store: Store, window: Window, bucket_s: int, by: tuple[str, ...] = (),
                  where: dict[str, str | tuple[str, ...]] | None = None,
                  measurement: str = "gpu") -> list[Series]:
     """Average power (W) per bucket, one series per group of ``by`` (one named "total" for ``()``).
 
-    As in :func:`fleet_power`: SUM(energy_j) / bucket width, with the newest,
-    still-filling bucket scaled by its point count against the bucket before it.
+    A bucket's power is its energy over the time its data covers (:class:`Coverage`), not
+    over the bucket's width: the bucket still filling does not dip, a bucket holding the
+    last backfilled point and the first live ones does not spike, and a bucket narrower
+    than the sampling interval does not swing between 0 and several times the truth.
+    Without power readings a bucket falls back to energy / width.
     """
-    rows = store.query(AggregateQuery(
-        measurement, (("sum", "energy_j"), ("count", "energy_j")), window.start_ns,
-        window.end_ns, group_by=by, bucket_s=bucket_s, where=where or {}))
+    counts = series_per_group(store, window, measurement, by, where)
     grouped: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    for r in rows:
-        energy = r.values.get("sum_energy_j")
-        if energy is None or r.time_ns is None:
+    for name, t, energy, power_sum, n in _coverage_rows(store, window, measurement, bucket_s,
+                                                         by, where):
+        if t is None:
             continue
-        name = " / ".join(r.tags[t] for t in by) or "total"
-        grouped[name].append((r.time_ns, energy, r.values.get("count_energy_j") or 0.0))
-    out = []
-    for name in sorted(grouped):
-        points = grouped[name]
-        values = [e / bucket_s for _, e, _ in points]
-        if len(points) >= 2 and points[-2][2] > 0 and points[-1][0] - points[-2][0] == bucket_s * 1_000_000_000:
-            fill = min(1.0, points[-1][2] / points[-2][2])
-            if fill > 0:
-                values[-1] = points[-1][1] / (bucket_s * fill)
-        out.append(Series(name, [t for t, _, _ in points], values))
-    return out
+        covered = Coverage(energy, power_sum, n, counts.get(name, 1)).covered_s
+        if covered is None or covered <= 0:
+            covered = float(bucket_s)
+        grouped[name].append((t, energy / covered, covered))
+    return [Series(name, [t for t, _, _ in pts], [v for _, v, _ in pts], [c for _, _, c in pts])
+            for name, pts in sorted(grouped.items())]
+
+
+def sampling_interval_s(store: Store, window: Window, bucket_s: int,
+                        measurement: str = "gpu") -> float | None:
+    """The longest sampling interval of the data in the window (the 90th percentile over
+    ``bucket_s`` buckets of ΣE / ΣP, which is robust to a few odd buckets), None without power."""
+    intervals = sorted(dt for _n, _t, e, p, c in _coverage_rows(store, window, measurement,
+                                                                 bucket_s, (), None)
+                       if (dt := Coverage(e, p, c, 1).interval_s) is not None)
+    if not intervals:
+        return None
+    return intervals[min(len(intervals) - 1, int(0.9 * len(intervals)))]
+
+
+def covered_s(store: Store, window: Window, measurement: str = "gpu") -> float:
+    """Seconds of the window the data covers: the longest-covered series (one GPU), capped at
+    the window. Per series: its points × its sampling interval (ΣE / ΣP), so a 20 s collection
+    covers about 20 s, whatever the bucket width of any chart or table."""
+    ident = SERIES_TAGS.get(measurement, ())
+    best = 0.0
+    for _name, _t, e, p, c in _coverage_rows(store, window, measurement, None, ident, None):
+        best = max(best, Coverage(e, p, c, 1).covered_s or 0.0)
+    return min(window.seconds, best)
 
 
 def estimated_job_energy_j(store: Store, window: Window) -> float:
@@ -518,13 +526,6 @@ def alert_events(store: Store, window: Window) -> list[AlertEvent]:
             out.append(AlertEvent(r.tags["rule"], r.tags["severity"], r.tags["target"], r.time_ns,
                                   state, r.values.get("max_value")))
     return sorted(out, key=lambda e: (e.time_ns, e.rule, e.target, -e.state))
-
-
-def work_totals(store: Store, window: Window) -> dict[str, float]:
-    """Work done by all jobs in the window, per unit (samples, tokens, flops, steps)."""
-    rows = store.query(AggregateQuery("job", tuple(("sum", f) for f in WORK_FIELDS),
-                                      window.start_ns, window.end_ns))
-    return {f: (rows[0].values.get(f"sum_{f}") or 0.0) if rows else 0.0 for f in WORK_FIELDS}
 
 
 def work_buckets(store: Store, window: Window, bucket_s: int) -> list[tuple[int, dict[str, float]]]:

@@ -126,7 +126,8 @@ def value_energy(ctx: Context, saved_by_hour: Mapping[int, float], *, at_meter: 
     em = carbon.emissions(grid, ctx.carbon)
     kg = em.kg_co2 * scale if em.kg_co2 is not None else None
     cost = sum(e / J_PER_KWH * ctx.settings.tariff.price_at(t) for t, e in grid.items()) * scale
-    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data"]
+    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data" if ctx.span_s >= 360
+             else f"scaled to a day from {ctx.span_s:.0f} s of data"]
     notes.append("CO2 and cost include facility overhead (× PUE)" if ctx.fac.pue and not at_meter
                  else "CO2 and cost on IT energy (no PUE known)" if not at_meter else
                  "facility energy")
@@ -191,8 +192,9 @@ def idle_gpus(ctx: Context) -> list[Recommendation]:
     # One missing bucket does not break a stretch (an agent sampling more slowly than the bucket).
     max_gap = 2 * ctx.bucket_s * NS
 
-    def span_s(run: list[GpuBucket]) -> float:
-        return (run[-1].time_ns - run[0].time_ns) / NS + ctx.bucket_s
+    def span_s(run: list[GpuBucket]) -> float:  # the time its points cover, at most the window
+        covered = sum(c if (c := b.covered_s) is not None else ctx.bucket_s for b in run)
+        return min(covered, ctx.window.seconds)
 
     by_host: dict[str, dict[str, Any]] = {}
     for (host, gpu), buckets in sorted(series.items()):

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics import carbon, levels
+from analytics import levels
 from analytics.context import Context, Progress, Settings, load_context
-from analytics.cost import energy_cost
 from analytics.embodied import parse_overrides
 from analytics.frontier import Frontier, best_cap
-from analytics.objective import JobTerms, check_lambda, energy_model, job_terms, objective_j, tradeoff_cost
+from analytics.objective import (
+    DEFAULT_OBJECTIVE_LAMBDA_J,
+    DEFAULT_TRADEOFF_WEIGHT,
+    JobTerms,
+    check_lambda,
+    energy_model,
+    job_terms,
+    objective_j,
+    tradeoff_cost,
+)
 from analytics.per import PER_UNITS, UNIT_SINGULAR, primary_unit
 from analytics.predict import Prediction, predict_all
 from analytics.recommend import Recommendation, recommend_from
+from analytics.savings import combined
 from analytics.sci import fleet_sci
 from analytics.sci import table_rows as sci_table_rows
 from analytics.timeutil import Window, fmt_time
@@ -24,6 +34,7 @@ from collector.store.base import Store
 
 J_PER_KWH = 3.6e6
 NS = 1_000_000_000
+MIN_EXTRAPOLATE_S = 3600.0  # under this much data, per-day figures are flagged as indicative
 STEPS = ("gpu", "job", "cpu", "facility", "carbon", "analyse")
 
 
@@ -32,7 +43,7 @@ class Report:
     """Everything `wattlens report` prints; ``to_dict()`` is JSON-serialisable."""
 
     window: Window
-    lam: float
+    lam: float  # the trade-off weight η (0..1) of cost = η·E + (1−η)·P_max·T
     totals: dict[str, Any]
     per: dict[str, list[levels.PerRow]]
     trends: list[levels.PerTrend]
@@ -42,12 +53,14 @@ class Report:
     recommendations: list[Recommendation]
     notes: list[str] = field(default_factory=list)
     sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
+    objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J  # λ_J of J = E + λ_J·P, in joules
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "window": {"start": fmt_time(self.window.start_ns), "end": fmt_time(self.window.end_ns),
                        "start_ns": self.window.start_ns, "end_ns": self.window.end_ns},
-            "lambda": self.lam,
+            "tradeoff_weight": self.lam,
+            "objective_lambda_j": self.objective_lambda_j,
             "totals": self.totals,
             "per": {level: [r.to_dict() for r in rows] for level, rows in self.per.items()},
             "trends": [t.to_dict() for t in self.trends],
@@ -55,6 +68,7 @@ class Report:
             "frontiers": [f.to_dict(self.lam) for f in self.frontiers],
             "predictions": [p.to_dict() for p in self.predictions],
             "recommendations": [r.to_dict() for r in self.recommendations],
+            "recommendations_total": combined(self.recommendations).to_dict(),
             "notes": list(self.notes),
             "sci": self.sci,
         }
@@ -63,69 +77,70 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
 
 
-def job_objective(terms: JobTerms, gpus: int, p_max_w: float | None, lam: float) -> dict[str, Any]:
-    """A job's E_train/E_inf/E/P/J at λ from its measured terms, and its cost(λ) with T = run time."""
+def job_objective(terms: JobTerms, gpus: int, p_max_w: float | None, lam: float,
+                  lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J) -> dict[str, Any]:
+    """A job's E_train/E_inf/E/P and J = E + λ_J·P from its measured terms, and its trade-off
+    cost η·E + (1−η)·P_max·T at the weight η = ``lam`` with T = run time."""
     if terms.phase == "train":
         model = energy_model(terms.c_w, terms.t_batch_s, terms.samples, 0, 0, 0, terms.batch)
     else:
         model = energy_model(0, 0, 0, terms.c_w, terms.t_batch_s, terms.samples, terms.batch)
     out: dict[str, Any] = {"job": terms.job, "terms": terms.to_dict(), **model.to_dict(),
-                           "lambda": lam, "j": objective_j(model.e_j, model.p_inf_share, lam)}
+                           "objective_lambda_j": lambda_j,
+                           "j": objective_j(model.e_j, model.p_inf_share, lambda_j)}
     if p_max_w and lam <= 1:
         p_max_job = p_max_w * max(gpus, 1)
-        out["tradeoff"] = {"max_power_w": p_max_job, "time_s": terms.active_s,
+        out["tradeoff"] = {"weight": lam, "max_power_w": p_max_job, "time_s": terms.active_s,
                            "cost_j": tradeoff_cost(terms.energy_j, terms.active_s, p_max_job, lam)}
     return out
 
 
-def _totals(ctx: Context, fac: levels.FacilityEnergy) -> tuple[dict[str, Any], list[str]]:
+def _totals(ctx: Context) -> tuple[dict[str, Any], list[str]]:
+    """The headline figures (analytics.headline, as on the dashboard's cards) and what they rest on."""
     notes = []
-    gpu_j = sum(g.energy_j for g in ctx.gpus)
-    cpu_j = sum(e for _k, _t, e in ctx.cpu)
-    est_j = sum(g.energy_j for g in ctx.gpus if g.method == levels.ESTIMATED) + sum(
-        e for (_h, m), _t, e in ctx.cpu if m == levels.ESTIMATED)
-    if est_j > 0:
-        notes.append(f"{est_j / J_PER_KWH:.3g} kWh of the energy is estimated (method=estimated: a "
-                     f"model, not a meter); rows that include it are labelled")
+    head = ctx.headline()
+    if head.estimated_energy_j > 0:
+        notes.append(f"{head.estimated_energy_j / J_PER_KWH:.3g} kWh of the energy is estimated "
+                     f"(method=estimated: a model, not a meter); rows that include it are labelled")
     elif any(j.estimated_j > 0 for j in ctx.job_aggs.values()):  # wattlens.job without an agent
         notes.append("job energy is estimated (the CPU estimate: a model, not a meter); "
                      "the jobs it affects are labelled")
-    em = carbon.emissions(ctx.grid_by_hour, ctx.carbon)
-    if em.message:
-        notes.append(f"carbon: {em.message}")
-    tariff = ctx.settings.tariff
-    cost = energy_cost(ctx.grid_by_hour, tariff)
+    if head.emissions.message:
+        notes.append(f"carbon: {head.emissions.message}")
     methods = sorted({g.method for g in ctx.gpus} | {m for (_h, m), _t, _e in ctx.cpu})
     if "simulated" in methods:
         notes.append("data from the simulated fleet (method=simulated)")
-    totals = {
-        "gpu_energy_j": gpu_j, "cpu_energy_j": cpu_j, "estimated_energy_j": est_j,
-        "it_energy_j": fac.it_energy_j if fac.it_energy_j is not None else gpu_j + cpu_j,
-        "facility_energy_j": fac.facility_energy_j, "pue": fac.pue, "pue_source": fac.source,
-        "grid_energy_j": sum(ctx.grid_by_hour.values()), "grid_energy_basis": ctx.grid_basis,
-        "emissions": em.to_dict(), "kg_co2": em.kg_co2,
-        "cost": cost, "currency": tariff.currency, "tariff": tariff.to_dict(),
-        "tariff_text": tariff.describe(), "methods": methods,
-        "gpus": len({(g.host, g.gpu) for g in ctx.gpus}), "jobs": len(ctx.job_aggs),
-        "span_s": ctx.span_s,
-    }
+    span = ctx.span_s
+    per_day = {"scaled_from_s": span, "factor": 86400 / span,
+               "too_short": span < MIN_EXTRAPOLATE_S}
+    if per_day["too_short"]:
+        notes.append(f"the data cover only {_duration(span)}: per-day savings are that span × "
+                     f"{sig(86400 / span)}, too short to extrapolate to a day reliably")
+    totals = {**head.to_dict(), "methods": methods, "per_day": per_day,
+              "gpus": len({(g.host, g.gpu) for g in ctx.gpus}), "jobs": len(ctx.job_aggs)}
     return totals, notes
 
 
-def build_report(store: Store, window: Window, lam: float = 0.5, settings: Settings | None = None,
-                 progress: Progress | None = None) -> Report:
-    """Read the window once (analytics.queries) and compute the whole report from it."""
-    lam = check_lambda(lam, unit_interval=True)
+def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEIGHT,
+                 settings: Settings | None = None, progress: Progress | None = None,
+                 objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J) -> Report:
+    """Read the window once (analytics.queries) and compute the whole report from it.
+
+    ``lam`` is the trade-off weight η (0..1); ``objective_lambda_j`` the seed objective's λ_J (J).
+    """
+    lam = check_lambda(lam, "tradeoff_weight", unit_interval=True)
+    objective_lambda_j = check_lambda(objective_lambda_j, "objective_lambda_j")
     ctx = load_context(store, window, settings, progress)
     if progress:
         progress("analyse")
-    return report_from(ctx, lam)
+    return report_from(ctx, lam, objective_lambda_j)
 
 
-def report_from(ctx: Context, lam: float) -> Report:
+def report_from(ctx: Context, lam: float,
+                objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J) -> Report:
     """The report from an already-loaded Context (pure)."""
     fac = ctx.fac
-    totals, notes = _totals(ctx, fac)
+    totals, notes = _totals(ctx)
     per = {
         "gpu": levels.gpu_per(ctx.gpus, ctx.jobs, ctx.settings.busy_util_pct),
         "job": levels.job_per(ctx.job_aggs),
@@ -153,7 +168,8 @@ def report_from(ctx: Context, lam: float) -> Report:
         except ConfigError as exc:
             objectives.append({"job": j.job, "error": str(exc)})
             continue
-        objectives.append(job_objective(terms, j.gpus, p_max.get(j.gpu_model), lam))
+        objectives.append(job_objective(terms, j.gpus, p_max.get(j.gpu_model), lam,
+                                        objective_lambda_j))
     predictions = predict_all(ctx.jobs, ctx.carbon,
                               running_since_ns=ctx.now_ns - 2 * ctx.bucket_s * NS)
     if ctx.carbon is not None and ctx.carbon_message:
@@ -161,17 +177,71 @@ def report_from(ctx: Context, lam: float) -> Report:
     sci = fleet_sci(ctx, totals["emissions"]["g_co2"], parse_overrides(ctx.settings.embodied),
                     ctx.settings.sci_unit)
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
-                  recs.items, notes, sci)
+                  recs.items, notes, sci=sci, objective_lambda_j=objective_lambda_j)
 
 
 # --- rendering ------------------------------------------------------------------------------------
+
+
+def sig(x: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits (at least the units place), thousands separators, never -0."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    if abs(x) < 1e-12:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    text = f"{x:,.{decimals}f}"
+    return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
+
+
+def _pct(x: float | None) -> str:
+    """A signed change in one decimal; a change that rounds to zero is ±0.0 %, never -0.0."""
+    if x is None:
+        return "–"
+    return "±0.0%" if round(x, 1) == 0 else f"{x:+.1f}%"
 
 
 def _kwh(j: float | None) -> str:
     if j is None:
         return "–"
     kwh = j / J_PER_KWH
-    return f"{kwh:,.2f} kWh" if abs(kwh) >= 1 or kwh == 0 else f"{kwh:.3g} kWh"
+    return f"{kwh:,.2f} kWh" if abs(kwh) >= 1 else f"{sig(kwh)} kWh"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _money(x: float) -> str:
+    """Cents from one unit up, three significant digits below (0.00167, not 0.00)."""
+    return f"{x:,.2f}" if abs(x) >= 1 else sig(x)
+
+
+def _mj(j: float | None) -> str:
+    """Joules in J, kJ, MJ or GJ, four significant digits."""
+    if j is None:
+        return "–"
+    factor, unit = next(((f, u) for f, u in ((1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ"))
+                         if abs(j) >= f), (1.0, "J"))
+    return f"{sig(j / factor, 4)} {unit}"
+
+
+def _objective_rows(report: Report, max_rows: int) -> list[list[str]]:
+    rows = []
+    for o in report.objectives[:max_rows]:
+        if "error" in o:
+            rows.append([o["job"], "–", "–", "–", "–", o["error"]])
+            continue
+        t = o.get("tradeoff")
+        p = o.get("p_inf_share")
+        rows.append([o["job"], _mj(o["e_j"]), "–" if p is None else f"{p:.2f}", _mj(o["j"]),
+                     _mj(t["cost_j"]) if t else "–",
+                     f"T {_duration(t['time_s'])}, P_max {t['max_power_w']:,.0f} W" if t else ""])
+    return rows
 
 
 def _per_text(row: levels.PerRow) -> str:
@@ -190,9 +260,19 @@ def _table(headers: list[str], rows: list[list[str]], md: bool) -> list[str]:
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return out
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return out
+
+
+def _fleet_per(t: dict[str, Any]) -> str:
+    fp = t["fleet_per"]
+    unit = fp["unit"]
+    if unit is None:
+        return "– (no job reported work)"
+    gpu_only = fp["gpu_only_per"].get(unit)
+    return (f"{sig(fp['per'].get(unit))} {PER_UNITS[unit]} (work ÷ {fp['energy']}); GPU-only "
+            f"{sig(gpu_only)} {PER_UNITS[unit]}")
 
 
 def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
@@ -201,10 +281,13 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     t = report.totals
     h = (lambda s: f"\n## {s}\n") if md else (lambda s: f"\n{s}\n{'-' * len(s)}")
     lines = ["# wattlens report" if md else "wattlens report",
-             f"window {fmt_time(report.window.start_ns)} .. {fmt_time(report.window.end_ns)}, "
-             f"λ = {report.lam:g}", ""]
+             f"window {fmt_time(report.window.start_ns)} .. {fmt_time(report.window.end_ns)} "
+             f"({_duration(report.window.seconds)}; data cover {_duration(t['span_s'])}), "
+             f"trade-off weight η = {report.lam:g}, objective λ_J = {sig(report.objective_lambda_j)} J",
+             ""]
     em = t["emissions"]
-    co2 = (f"{em['kg_co2']:,.1f} kg CO2 ({em['mean_g_per_kwh']:.0f} g/kWh, {em['source']})"
+    co2 = (f"{sig(em['kg_co2'])} kg CO2 ({em['mean_g_per_kwh']:.0f} g/kWh × "
+           f"{_kwh(t['grid_energy_j'])} {t['grid_energy_basis']}; {em['source']})"
            if em["kg_co2"] is not None else f"unknown: {em['message']}")
     if em.get("renewable_pct") is not None:
         co2 += f", renewable {em['renewable_pct']:.0f}%"
@@ -212,11 +295,15 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         ["GPU energy", _kwh(t["gpu_energy_j"])],
         ["CPU energy", _kwh(t["cpu_energy_j"]) + (f" (incl. {_kwh(t['estimated_energy_j'])} estimated)"
                                                  if t["estimated_energy_j"] else "")],
-        ["IT energy", _kwh(t["it_energy_j"])],
+        ["IT energy", f"{_kwh(t['it_energy_j'])} ({t['it_energy_basis']}"
+                      + (f"; GPU + CPU measured {_kwh(t['gpu_energy_j'] + t['cpu_energy_j'])})"
+                         if t["it_energy_basis"] == "facility meter" else ")")],
         ["facility energy", _kwh(t["facility_energy_j"])],
-        ["PUE", f"{t['pue']:.2f}" if t["pue"] else f"– ({t['pue_source']})"],
+        ["PUE", f"{t['pue']:.2f} (facility ÷ IT energy)" if t["pue"] else f"– ({t['pue_source']})"],
         ["carbon", co2],
-        ["cost", f"{t['cost']:,.2f} {t['currency']} ({t['tariff_text']}; on {t['grid_energy_basis']})"],
+        ["cost", f"{_money(t['cost'])} {t['currency']} ({t['tariff_text']} × "
+                 f"{_kwh(t['grid_energy_j'])} {t['grid_energy_basis']})"],
+        ["fleet PER", _fleet_per(t)],
     ], md))]
     for level, title in (("fleet", "Fleet PER"), ("facility", "Facility PER"), ("node", "Node PER"),
                          ("job", "Job PER"), ("gpu", "GPU PER (attributed)")):
@@ -230,7 +317,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 f"{round(tr.change_pct or 0.0, 1) + 0.0:+.1f}%", f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 _pct(tr.change_pct), f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]
@@ -243,28 +330,44 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
                             for p in f.points)
             body.append([f.label, pts, f"{best.cap_w:.0f} W" if best else "–"])
         lines += [h(f"Power-cap frontiers (GPU-seconds and joules per unit of work; best cap at "
-                    f"λ={report.lam:g})"),
+                    f"η={report.lam:g})"),
                   *_table(["class", "caps: time, energy per unit", "best cap"], body, md)]
     if report.predictions:
         body = [[p.job, f"{100 * p.progress:.0f}%",
                  f"{_kwh(p.energy_total_j)} [{p.energy_low_j / J_PER_KWH:,.2f}..{p.energy_high_j / J_PER_KWH:,.2f}]",
                  f"{fmt_time(p.finish_ns)}",
-                 f"{p.kg_co2:,.1f} kg" if p.kg_co2 is not None else "unknown"]
+                 f"{sig(p.kg_co2)} kg" if p.kg_co2 is not None else "unknown"]
                 for p in report.predictions[:max_rows]]
         lines += [h("Predictions (running jobs with a plan)"),
                   *_table(["job", "progress", "energy [95% interval]", "finish", "CO2"], body, md)]
+    objectives = _objective_rows(report, max_rows)
+    if objectives:
+        lines += [h(f"Objective J = E + λ_J·P (λ_J = {sig(report.objective_lambda_j)} J) and trade-off "
+                    f"cost η·E + (1−η)·P_max·T (η = {report.lam:g})"),
+                  *_table(["job", "E", "P", "J", "trade-off cost", "terms"], objectives, md)]
     if report.sci.get("jobs"):
         headers, body = sci_table_rows(report.sci, max_rows)
         lines += [h("SCI: (E·I + M) per unit of work"), *_table(headers, body, md)]
     lines.append(h("Recommendations"))
-    if not report.recommendations:
+    span = t["span_s"]
+    if report.recommendations:
+        factor = 86400 / span if span > 0 else 0.0
+        lines.append(f"savings per day, scaled from {_duration(span)} of data (× {sig(factor)})"
+                     + (": too short to extrapolate to a day reliably, treat as indicative"
+                        if span < MIN_EXTRAPOLATE_S else ""))
+        total = combined(report.recommendations)
+        kg = f"{sig(total.kg_co2_per_day)} kg CO2" if total.kg_co2_per_day is not None else \
+            "kg CO2 unknown"
+        lines.append(f"all together: {sig(total.kwh_per_day)} kWh, {kg}, {sig(total.cost_per_day)} "
+                     f"{t['currency']} per day ({total.note})")
+    else:
         lines.append("none")
     for i, r in enumerate(report.recommendations, 1):
-        kg = f"{r.savings_kg_co2_per_day:,.2f} kg CO2" if r.savings_kg_co2_per_day is not None \
+        kg = f"{sig(r.savings_kg_co2_per_day)} kg CO2" if r.savings_kg_co2_per_day is not None \
             else "kg CO2 unknown"
         lines.append(f"{i}. {r.title}" + ("" if r.measured else " [estimate]"))
-        lines.append(f"   saves {r.savings_kwh_per_day:,.2f} kWh, {kg}, "
-                     f"{r.savings_cost_per_day:,.2f} {r.currency} per day")
+        lines.append(f"   saves {sig(r.savings_kwh_per_day)} kWh, {kg}, "
+                     f"{sig(r.savings_cost_per_day)} {r.currency} per day")
         lines.append(f"   {r.detail}")
         lines.append(f"   how: {r.estimate_method}")
     if report.notes:

@@ -41,7 +41,10 @@ def parse_time_ns(text: str, field: str, now_ns: int | None = None) -> int:
             f"(24h), got {text!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * NS)
+    # Exact to the microsecond (a float timestamp × 1e9 is off by up to ~200 ns at today's
+    # epoch, enough to move a window's edge past a point stamped on the minute).
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * NS + delta.microseconds * 1000
 
 
 @dataclass(frozen=True)

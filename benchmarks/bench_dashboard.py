@@ -80,7 +80,7 @@ def view_refresh(store: Store, state: dict[str, Any], settings: Settings,
     """What the Fleet page's interval callbacks compute, through the dashboard's views."""
     end = views.data_end_ns(store)
     assert end is not None
-    views.fleet_kpis(store, end, settings)
+    views.fleet_kpis(store, "24h", end, settings)
     update = views.fleet_power_update(store, "24h", state, end)
     if update is None:  # first refresh, or the groups changed: a full chart
         chart = views.fleet_power(store, views.window_for(store, "24h", end), "host")

@@ -34,10 +34,10 @@ from collector.job_report import (
     check_tags,
     parse_progress,
 )
-from collector.tracker import MAX_JOBS, JobTracker, WorkFeed, with_jobs
+from collector.tracker import MAX_JOBS, JobTracker, with_jobs
 
 __all__ = ["KINDS", "MAX_BODY_BYTES", "MAX_JOBS", "PRECISIONS", "WORK_FIELDS", "IngestApp",
-           "IngestError", "JobTracker", "Progress", "WorkFeed", "check_job_id", "check_pid_owner",
+           "IngestError", "JobTracker", "Progress", "check_job_id", "check_pid_owner",
            "check_tags", "parse_progress", "with_jobs"]
 
 log = logging.getLogger("wattlens.ingest")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 FieldValue = float | int | bool | str
@@ -226,5 +226,3 @@ def to_line(p: Point) -> str:
     return f"{head} {body} {p.time_ns}"
 
 
-def to_lines(points: Iterable[Point]) -> str:
-    return "\n".join(to_line(p) for p in points)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from collector.attribution import EnergyTap, GpuProcesses, NvmlProcesses, ProcTree
 from collector.job_report import WORK_FIELDS, IngestError, Progress
@@ -26,12 +26,6 @@ from collector.sources.rapl import is_additive_cpu_domain
 log = logging.getLogger("wattlens.ingest")
 
 MAX_JOBS = 1024
-
-
-class WorkFeed(Protocol):
-    """A source of job work the tracker samples with it (e.g. a scraped inference server)."""
-
-    def attach(self, tracker: JobTracker) -> None: ...
 
 
 class JobTracker:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dash import dash_table, dcc, html
+from dash.dash_table.Format import Format, Group, Scheme
 
 from dashboard import units
 from dashboard.views import RANGES, Kpi, Status
@@ -91,7 +92,8 @@ def kpi_cards(kpis: Sequence[Kpi]) -> list[html.Div]:
     cards = []
     for k in kpis:
         if k.change_pct is None:
-            delta = html.Span(f"{units.DASH} {k.compare}", className="wl-delta wl-delta-none")
+            text = k.compare if k.compare.startswith("n/a") else f"{units.DASH} {k.compare}"
+            delta = html.Span(text, className="wl-delta wl-delta-none")
         else:
             flat = abs(k.change_pct) < 0.05  # shown as ±0.0 %
             arrow = "■" if flat else "▲" if k.change_pct > 0 else "▼"
@@ -107,6 +109,14 @@ def kpi_cards(kpis: Sequence[Kpi]) -> list[html.Div]:
             html.Div(k.note, className="wl-kpi-note", title=k.note),
         ]))
     return cards
+
+
+def window_caption(window: Any, id: str, prefix: str = "") -> html.Span:
+    """The window a page's figures cover, in words; ``title`` carries it in ns for tools and tests."""
+    from dashboard.views import window_text
+
+    return html.Span(f"{prefix}{window_text(window)}", id=id, className="wl-note wl-range-caption",
+                     title=f"{window.start_ns}/{window.end_ns}")
 
 
 def section(title: str, *children: Any, note: str | None = None, tools: Any = None,
@@ -150,25 +160,35 @@ TABLE_STYLE: dict[str, Any] = {
     "style_header": {"fontWeight": "600", "backgroundColor": "#f1f5f9", "color": "#334155",
                      "borderBottom": "2px solid #cbd5e1", "whiteSpace": "normal",
                      "height": "auto", "lineHeight": "16px", "verticalAlign": "bottom"},
-    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "290px"}],
+    "style_cell_conditional": [{"if": {"column_id": "job"}, "maxWidth": "290px"},
+                               {"if": {"column_type": "numeric"}, "textAlign": "right",
+                                "fontVariantNumeric": "tabular-nums"}],
     "style_filter": {"backgroundColor": "#ffffff"},
     "style_as_list_view": True,
 }
+
+def _num(name: str, col: str, decimals: int) -> dict[str, Any]:
+    """A numeric column: sorts and filters as a number, fixed decimals, unit in the header."""
+    return {"name": name, "id": col, "type": "numeric",
+            "format": Format(precision=decimals, scheme=Scheme.fixed, group=Group.yes)}
+
 
 JOB_COLUMNS: list[dict[str, Any]] = [
     {"name": "Job", "id": "job"},
     {"name": "Status", "id": "status"},
     {"name": "Kind", "id": "kind_text"},
     {"name": "GPUs", "id": "gpus_text"},
-    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
-    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
-    {"name": "Run h", "id": "runtime_h", "type": "numeric"},
-    {"name": "Power kW", "id": "power_kw", "type": "numeric"},
-    {"name": "Work", "id": "work"},
-    {"name": "PER", "id": "per"},
-    {"name": "PER Δ %", "id": "per_trend_pct", "type": "numeric"},
-    {"name": "Over best cap MJ", "id": "excess_mj", "type": "numeric"},
+    _num("Cap, W", "cap_w", 0),
+    _num("Energy, kWh", "energy_kwh", 2),
+    _num("Run, h", "runtime_h", 2),
+    _num("Power, kW", "power_kw", 2),
+    {"name": "Work unit", "id": "unit"},
+    _num("Work, M units", "work_m", 2),
+    _num("PER, units/J", "per_num", 2),
+    _num("PER Δ, %", "per_trend_pct", 1),
+    _num("Over best cap, MJ", "excess_mj", 2),
 ]
+
 
 
 def _data_table(**kwargs: Any) -> Any:
@@ -204,16 +224,17 @@ def job_table(table_id: str, *, page_size: int = 20, columns: list[dict[str, Any
 
 
 RANK_COLUMNS: list[dict[str, Any]] = [
-    {"name": "#", "id": "rank", "type": "numeric"},
+    _num("#", "rank", 0),
     {"name": "Job", "id": "job"},
     {"name": "GPUs", "id": "gpus_text"},
-    {"name": "Cap W", "id": "cap_w", "type": "numeric"},
-    {"name": "Best cap at λ, W", "id": "best_cap_w", "type": "numeric"},
-    {"name": "cost(λ) MJ", "id": "cost_mj", "type": "numeric"},
-    {"name": "Over best MJ", "id": "excess_mj", "type": "numeric"},
-    {"name": "Over best %", "id": "excess_pct", "type": "numeric"},
-    {"name": "Energy kWh", "id": "energy_kwh", "type": "numeric"},
-    {"name": "PER", "id": "per"},
+    _num("Cap, W", "cap_w", 0),
+    _num("Best cap at η, W", "best_cap_w", 0),
+    _num("Trade-off cost, MJ", "cost_mj", 2),
+    _num("Over best, MJ", "excess_mj", 2),
+    _num("Over best, %", "excess_pct", 1),
+    _num("Energy, kWh", "energy_kwh", 2),
+    {"name": "Work unit", "id": "unit"},
+    _num("PER, units/J", "per_num", 2),
 ]
 
 ALERT_COLUMNS: list[dict[str, Any]] = [

@@ -81,6 +81,9 @@ def base_layout(fig: go.Figure, *, x_title: str | None, y_title: str | None, hei
         plot_bgcolor="rgba(0,0,0,0)", showlegend=legend,
         legend={"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 12}},
         hoverlabel={"font": {"family": FONT}},
+        # Zoom, pan and legend choices survive a refresh: plotly keeps the UI state while
+        # uirevision stays the same (callbacks that change the range give it a new value).
+        uirevision="keep",
     )
     fig.update_xaxes(gridcolor=GRID, zeroline=False, title={"text": x_title} if x_title else None)
     fig.update_yaxes(gridcolor=GRID, zeroline=False, title={"text": y_title} if y_title else None)
@@ -250,7 +253,7 @@ class CapPoint:
 def pareto(points: Sequence[CapPoint], *, unit: str, best_cap_w: float | None, lam: float,
            p_max_w: float) -> go.Figure:
     """Time vs energy per unit of work over power caps: the frontier, dominated caps in grey, the
-    cap that minimises cost(λ) starred, and the iso-cost line of cost(λ) through it."""
+    cap that minimises cost(η) starred, and the iso-cost line of cost(η) through it."""
     if not points:
         return empty("No job ran at a known power cap in this range", x_title="time per unit",
                      y_title="energy per unit (J)", height=420)
@@ -278,11 +281,11 @@ def pareto(points: Sequence[CapPoint], *, unit: str, best_cap_w: float | None, l
     if best is not None:
         bx, by = best.time_s_per_unit * tf, best.energy_j_per_unit * ef
         fig.add_trace(go.Scatter(
-            x=[bx], y=[by], mode="markers", name=f"recommended at λ={lam:.2f}: {best.cap_w:.0f} W",
+            x=[bx], y=[by], mode="markers", name=f"recommended at η={lam:.2f}: {best.cap_w:.0f} W",
             marker={"symbol": "star", "size": 22, "color": GOOD, "line": {"color": INK, "width": 1}},
             hovertemplate=f"recommended cap {best.cap_w:.0f} W<extra></extra>"))
         if lam > 0:
-            # cost = λ·E + (1−λ)·P_max·T is constant along E = (C − (1−λ)·P_max·T) / λ.
+            # cost = η·E + (1−η)·P_max·T is constant along E = (C − (1−η)·P_max·T) / η.
             c = best.cost_j_per_unit
             ts = [p.time_s_per_unit for p in points]
             lo, hi = min(ts) * 0.9, max(ts) * 1.1
@@ -290,7 +293,7 @@ def pareto(points: Sequence[CapPoint], *, unit: str, best_cap_w: float | None, l
             line_y = [(c - (1 - lam) * p_max_w * t) / lam for t in line_x]
             fig.add_trace(go.Scatter(
                 x=[t * tf for t in line_x], y=[e * ef for e in line_y], mode="lines",
-                name="equal cost(λ) through the best cap", hoverinfo="skip",
+                name="equal cost(η) through the best cap", hoverinfo="skip",
                 line={"color": GOOD, "dash": "dot", "width": 1.2}))
     base_layout(fig, x_title=f"time: GPU-seconds {tlabel}", y_title=f"energy: J {elabel}",
                 height=460)
@@ -306,9 +309,9 @@ def pareto(points: Sequence[CapPoint], *, unit: str, best_cap_w: float | None, l
 
 def cost_by_cap(points: Sequence[CapPoint], *, unit: str, lam: float,
                 best_cap_w: float | None) -> go.Figure:
-    """cost(λ) per unit of work at each cap, the lowest in green: why the star sits where it does."""
+    """cost(η) per unit of work at each cap, the lowest in green: why the star sits where it does."""
     if not points:
-        return empty("No caps to compare", x_title="power cap (W)", y_title="cost(λ) per unit (J)",
+        return empty("No caps to compare", x_title="power cap (W)", y_title="cost(η) per unit (J)",
                      height=300)
     pts = sorted(points, key=lambda p: p.cap_w)
     f, label = units.scale_for([p.cost_j_per_unit for p in pts], unit)
@@ -317,7 +320,7 @@ def cost_by_cap(points: Sequence[CapPoint], *, unit: str, lam: float,
         marker={"color": [GOOD if p.cap_w == best_cap_w else OTHER for p in pts]},
         text=[f"{p.cost_j_per_unit * f:.3g}" for p in pts], textposition="outside",
         hovertemplate=f"%{{x}}: %{{y:.4g}} J {label}<extra></extra>"))
-    base_layout(fig, x_title="power cap (W)", y_title=f"cost(λ={lam:.2f}): J {label}", height=300,
+    base_layout(fig, x_title="power cap (W)", y_title=f"cost(η={lam:.2f}): J {label}", height=300,
                 legend=False)
     top = max(p.cost_j_per_unit * f for p in pts)
     fig.update_yaxes(range=[0, top * 1.2])

@@ -15,11 +15,11 @@ def _ok(value: float | None) -> bool:
 
 
 def _scaled(value: float, steps: tuple[tuple[float, str], ...], digits: int = 1) -> str:
-    for factor, unit in steps:
-        if abs(value) >= factor:
-            return f"{value / factor:,.{digits}f} {unit}"
-    factor, unit = steps[-1]
-    return f"{value / factor:,.{digits}f} {unit}"
+    factor, unit = next(((f, u) for f, u in steps if abs(value) >= f), steps[-1])
+    text = f"{value / factor:,.{digits}f}"
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        text = text[1:]  # a value that rounds to zero is 0, never -0
+    return f"{text} {unit}"
 
 
 def power(watts: float | None) -> str:
@@ -36,8 +36,10 @@ def energy(joules: float | None) -> str:
         return DASH
     assert joules is not None
     kwh = joules / J_PER_KWH
-    return _scaled(kwh, ((1e6, "GWh"), (1e3, "MWh"), (1.0, "kWh"), (1e-3, "Wh")),
-                   2 if abs(kwh) < 10 or 1e3 <= abs(kwh) < 1e4 else 1)
+    steps = ((1e6, "GWh"), (1e3, "MWh"), (1.0, "kWh"), (1e-3, "Wh"))
+    factor = next((f for f, _ in steps if abs(kwh) >= f), 1e-3)
+    scaled = abs(kwh) / factor  # three or four significant digits whatever the prefix
+    return _scaled(kwh, steps, 2 if scaled < 10 else 1 if scaled < 1000 or factor == 1e-3 else 0)
 
 
 def mass_co2(grams: float | None) -> str:

@@ -6,7 +6,8 @@ Usage (needs pycountry for ISO 3 -> ISO 2 codes; neither is a wattlens dependenc
     cd /tmp/cc && for w in *.whl; do mkdir -p ${w%%-py3*}; unzip -q -o $w -d ${w%%-py3*}; done
     npm pack @cloud-carbon-footprint/aws@0.15.0 @cloud-carbon-footprint/azure@1.8.0   # Apache-2.0
     (unpack each into /tmp/ccf/aws and /tmp/ccf/azure)
-    python scripts/build_carbon_table.py /tmp/cc/codecarbon-3.3.2 /tmp/cc/codecarbon-1.2.0 /tmp/ccf
+    python scripts/build_carbon_table.py /tmp/cc/codecarbon-3.3.2 /tmp/cc/codecarbon-1.2.0 /tmp/ccf \
+        [scripts/data/egrid2022_intensities.json]
 
 Figures are copied, never adjusted: countries from CodeCarbon's global_energy_mix.json
 (Ember / Our World in Data, the latest year per country), US states from its eGRID2023
@@ -16,6 +17,13 @@ carbon intensity per region). AWS and Azure regions are mapped to the grid they 
 the region's display name as Cloud Carbon Footprint lists it) and take that grid's figure.
 Cloud rows also carry the Electricity Maps zone Cloud Carbon Footprint maps the region to
 (`live_zone`), so `--carbon-live electricitymaps:aws:us-east-1` can ask for it.
+
+US eGRID subregions (`egrid:CAMX`, ...) come from scripts/data/egrid2022_intensities.json, kept
+byte for byte as e-mission-common (BSD-3-Clause) publishes it in
+src/emcommon/resources/egrid2022_intensities.json: EPA eGRID2022 field SRC2ERTA (subregion annual
+CO2e total output emission rate, sheet SRL22 of egrid2022_data.xlsx, public domain), lb/MWh
+x 0.45359237 = kg/MWh = g/kWh. Dividing back gives EPA's published lb/MWh to three decimals
+(CAMX 499.278, ERCT 774.298, NYUP 275.389), which tests/analytics/test_grid_table.py checks.
 """
 
 from __future__ import annotations
@@ -33,6 +41,18 @@ G_PER_LB = 453.59237
 CC3 = "CodeCarbon 3.3.2 (MIT)"
 HEADER = ("code", "name", "kind", "grid", "g_per_kwh", "signal", "year", "source", "licence", "live_zone", "aliases")
 CCF = "Cloud Carbon Footprint (Apache-2.0)"
+EGRID_JSON = Path(__file__).resolve().parent / "data" / "egrid2022_intensities.json"
+# eGRID subregion acronym -> EPA's subregion name (eGRID Technical Guide, subregion table).
+EGRID_NAMES = {
+    "AKGD": "ASCC Alaska Grid", "AKMS": "ASCC Miscellaneous", "AZNM": "WECC Southwest",
+    "CAMX": "WECC California", "ERCT": "ERCOT All", "FRCC": "FRCC All", "HIMS": "HICC Miscellaneous",
+    "HIOA": "HICC Oahu", "MROE": "MRO East", "MROW": "MRO West", "NEWE": "NPCC New England",
+    "NWPP": "WECC Northwest", "NYCW": "NPCC NYC/Westchester", "NYLI": "NPCC Long Island",
+    "NYUP": "NPCC Upstate NY", "PRMS": "Puerto Rico Miscellaneous", "RFCE": "RFC East",
+    "RFCM": "RFC Michigan", "RFCW": "RFC West", "RMPA": "WECC Rockies", "SPNO": "SPP North",
+    "SPSO": "SPP South", "SRMV": "SERC Mississippi Valley", "SRMW": "SERC Midwest",
+    "SRSO": "SERC South", "SRTV": "SERC Tennessee Valley", "SRVC": "SERC Virginia/Carolina",
+}
 # Regions CodeCarbon 1.2.0 does not list: the country named in their display name, as in Cloud
 # Carbon Footprint's AWSRegions.ts ('Africa (Cape Town)') and AzureRegions.ts (swedencentral, ...).
 EXTRA = {
@@ -95,6 +115,21 @@ def us_states(cc3: Path) -> list[tuple[str, ...]]:
     return rows
 
 
+def egrid_subregions(path: Path) -> list[tuple[str, ...]]:
+    """The 27 eGRID subregions: code ``egrid:CAMX`` (alias ``CAMX``), kg/MWh as published = g/kWh."""
+    data = json.loads(path.read_text())
+    year = int(data["metadata"]["year"])
+    rows = []
+    for sub, kg_per_mwh in sorted(data["regions_kg_per_mwh"].items()):
+        code = f"egrid:{sub}"
+        rows.append((code, f"{EGRID_NAMES[sub]} (eGRID subregion {sub})", "egrid", code,
+                     f"{kg_per_mwh:.2f}", "average", str(year),
+                     f"EPA eGRID{year} field SRC2ERTA (subregion CO2e total output rate, lb/MWh x 0.45359237), "
+                     "via e-mission-common (BSD-3-Clause) egrid2022_intensities.json",
+                     "public domain (US EPA); BSD-3-Clause (e-mission-common)", "", sub))
+    return rows
+
+
 def state_of(row: dict[str, str]) -> str | None:
     st = (row.get("state") or "").strip().lower().replace("northern ", "")
     return US_STATES.get(st) or CITY_STATE.get((row.get("city") or "").strip())
@@ -152,8 +187,8 @@ def cloud(cc3: Path, cc1: Path, grids: dict[str, tuple[str, ...]], zones: dict[s
     return rows
 
 
-def main(cc3: str, cc1: str, ccf: str) -> None:
-    base = countries(Path(cc3)) + us_states(Path(cc3))
+def main(cc3: str, cc1: str, ccf: str, egrid: str | None = None) -> None:
+    base = countries(Path(cc3)) + us_states(Path(cc3)) + egrid_subregions(Path(egrid) if egrid else EGRID_JSON)
     grids = {r[0]: r for r in base}
     rows = [WORLD, *base, *cloud(Path(cc3), Path(cc1), grids, em_zones(Path(ccf)))]
     with open(OUT, "w", newline="", encoding="utf-8") as f:
@@ -166,4 +201,4 @@ def main(cc3: str, cc1: str, ccf: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

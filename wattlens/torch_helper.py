@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -358,11 +357,3 @@ class WattlensCallback:
 
 def _noop(*args: Any, **kwargs: Any) -> None:
     return None
-
-
-def default_device() -> torch.device:
-    """CUDA when available (and not disabled with WATTLENS_DEVICE=cpu), else CPU."""
-    wanted = os.environ.get("WATTLENS_DEVICE", "")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

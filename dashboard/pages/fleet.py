@@ -16,6 +16,7 @@ BY_LABEL = {"host": "node", "model": "GPU model"}
 def layout() -> list[Any]:
     return [
         anchor("fleet"),
+        html.Div(id="fleet-window", className="wl-range-line"),
         html.Div(id="fleet-kpis", className="wl-kpis",
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(6)]),
         html.Div(className="wl-grid-main", children=[
@@ -63,15 +64,18 @@ def power_patch(update: views.PowerUpdate, names: list[str]) -> Patch:
 def register(app: Dash, deps: Deps) -> None:
     store = deps.store
 
-    @app.callback(Output("fleet-kpis", "children"),
-                  Input("page-fleet", "title"), Input("tick", "n_intervals"))
-    def kpis(_page: str, _n: int | None) -> list[Any]:
+    @app.callback(Output("fleet-kpis", "children"), Output("fleet-window", "children"),
+                  Input("page-fleet", "title"), Input("range", "value"), Input("tick", "n_intervals"))
+    def kpis(_page: str, range_key: str | None, _n: int | None) -> tuple[list[Any], Any]:
         end = views.data_end_ns(store)
         if end is None:
             return [components.empty_state(
                 "No data yet", "Start an agent (`wattlens collect --store …`) or run `wattlens demo`; "
-                "this page fills in as soon as the first points arrive.", id="fleet-empty")]
-        return components.kpi_cards(views.fleet_kpis(store, end, deps.settings))
+                "this page fills in as soon as the first points arrive.", id="fleet-empty")], ""
+        window = views.range_window(store, range_key, end)
+        return (components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings)),
+                components.window_caption(window, "fleet-window-text",
+                                          "cards cover, to the last settled five minutes: "))
 
     @app.callback(Output("fleet-power", "figure"), Output("fleet-power-state", "data"),
                   Input("range", "value"), Input("fleet-by", "value"), Input("tick", "n_intervals"),
@@ -84,11 +88,14 @@ def register(app: Dash, deps: Deps) -> None:
             if update is not None:
                 return power_patch(update, list(state["names"])), update.state
         chart = views.fleet_power(store, views.window_for(store, range_key), by)
-        return (figures.power_over_time(chart.series, stacked_by=BY_LABEL[by]),
-                chart.state(range_key))
+        fig = figures.power_over_time(chart.series, stacked_by=BY_LABEL[by])
+        fig.update_layout(uirevision=f"{range_key}/{by}")  # zoom and legend kept until these change
+        return fig, chart.state(range_key)
 
     @app.callback(Output("fleet-heat", "figure"),
                   Input("range", "value"), Input("heat-metric", "value"), Input("tick", "n_intervals"))
     def heat(range_key: str, metric: str, _n: int | None) -> Any:
         window = views.range_window(store, range_key)
-        return figures.gpu_heatmap(views.gpu_heat(store, window), metric or "util_pct")
+        fig = figures.gpu_heatmap(views.gpu_heat(store, window), metric or "util_pct")
+        fig.update_layout(uirevision=f"{range_key}/{metric}")
+        return fig

@@ -18,7 +18,7 @@ def layout() -> list[Any]:
             "Jobs", html.Div(id="jobs-summary", className="wl-summary"),
             dcc.Loading(components.JOBS_TABLE, delay_show=400, type="dot"),
             note="click a row for its power, throughput and PER over time · "
-                 "filter with e.g. >10 or train · \"over best cap\" uses the λ of the Trade-off page",
+                 "filter with e.g. >10 or train · \"over best cap\" uses the η of the Trade-off page",
             id="card-jobs"),
     ]
 
@@ -51,8 +51,9 @@ def register(app: Dash, deps: Deps) -> None:
                       key=lambda r: (-r["energy_kwh"], r["job"]))
         running = sum(1 for r in rows if r["status"] == "running")
         energy = sum(r["energy_kwh"] for r in rows)
-        return rows, (f"{len(rows)} jobs in the range · {running} running · "
-                      f"{energy:,.1f} kWh of GPU energy · λ = {float(lam or 0.5):.2f}")
+        return rows, [f"{len(rows)} jobs in the range · {running} running · "
+                      f"{energy:,.1f} kWh of GPU energy · η = {float(lam or 0.5):.2f} · ",
+                      components.window_caption(ctx.window, "jobs-window")]
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)

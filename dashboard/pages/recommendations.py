@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -27,7 +26,7 @@ def layout(actuation_enabled: bool) -> list[Any]:
         anchor("recs"),
         html.Div(id="recs-summary", className="wl-kpis wl-kpis-4",
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(4)]),
-        components.section("Recommendations", html.Div(id="recs-messages"),
+        components.section("Recommendations", html.Div(id="recs-window"), html.Div(id="recs-messages"),
                            dcc.Loading(html.Div(id="recs-list", className="wl-recs"), delay_show=400,
                                        type="dot"),
                            note=note, id="card-recs"),
@@ -50,12 +49,11 @@ def _savings(r: Recommendation) -> list[Any]:
 
 def _evidence(r: Recommendation) -> html.Details:
     rows = []
-    for k, v in r.evidence.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str)
+    for k, text in views.evidence_rows(r.evidence):
         if len(text) > 400:
             text = text[:400] + " …"
-        rows.append(html.Tr([html.Th(k), html.Td(text)]))
-    return html.Details(className="wl-evidence", children=[
+        rows.append(html.Tr([html.Th(k.replace("_", " ")), html.Td(text)]))
+    return html.Details(className="wl-evidence", id=f"evidence-{r.id}", children=[
         html.Summary("Evidence and how it was estimated"),
         html.Table(html.Tbody(rows), className="wl-evidence-table"),
         html.P(["How: ", r.estimate_method], className="wl-note"),
@@ -68,9 +66,8 @@ def _how(r: Recommendation, enabled: bool) -> Any:
         return html.Button("Apply…", id={"type": "apply-rec", "index": r.id}, n_clicks=0,
                            className="wl-button wl-button-primary")
     if steps:
-        s = steps[0]
-        return html.Code(f"wattlens cap apply --host {s.host} --gpu {s.gpu} --watts {s.watts:.0f} --apply",
-                         className="wl-cmd", title=f"{len(steps)} GPU(s); dry run without --apply")
+        return html.Div([html.Code(c, className="wl-cmd") for c in views.cap_commands(steps)],
+                        className="wl-cmds", title=f"{len(steps)} GPU(s); dry run without --apply")
     return None
 
 
@@ -99,22 +96,26 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("recs-summary", "children"), Output("recs-list", "children"),
                   Output("recs-messages", "children"), Output("recs-signature", "data"),
+                  Output("recs-window", "children"),
                   Input("page-recs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
                   State("lam", "data"), State("recs-signature", "data"))
     def update(_page: str, range_key: str, _n: int | None, lam: float | None,
                signature: Any) -> tuple[Any, ...]:
         lam = float(lam if lam is not None else 0.5)
         if views.data_end_ns(store) is None:
-            return ([], components.empty_state("No data yet", "Nothing has been collected."), "", None)
-        v = views.recommendations_view(deps.memo.get(store, range_key), lam)
-        sig = [range_key, lam, [(r.id, r.savings_kwh_per_day) for r in v.items]]
+            return ([], components.empty_state("No data yet", "Nothing has been collected."), "", None,
+                    "")
+        context = deps.memo.get(store, range_key)
+        v = views.recommendations_view(context, lam)
+        sig = v.signature(range_key, lam)
         if ctx.triggered_id == "tick" and sig == signature:
             raise PreventUpdate  # nothing changed: keep open evidence panels open
         kpis = components.kpi_cards([
-            views.Kpi("recs-count", "Recommendations", str(len(v.items)), f"at λ = {lam:.2f}",
+            views.Kpi("recs-count", "Recommendations", str(len(v.items)), f"at η = {lam:.2f}",
                       None, None, ""),
             views.Kpi("recs-kwh", "Energy saved", f"{v.kwh_per_day:,.1f} kWh/day",
-                      "if all were applied", None, None, ""),
+                      f"{v.total_note}; scaled from {units.duration(v.span_s)} of data", None,
+                      None, ""),
             views.Kpi("recs-co2", "CO₂ avoided",
                       units.mass_co2(v.kg_co2_per_day * 1000) + "/day" if v.kg_co2_per_day is not None
                       else units.DASH, "grid intensity × PUE", None, None, ""),
@@ -131,7 +132,8 @@ def register(app: Dash, deps: Deps) -> None:
         else:
             body = [rec_card(i, r, enabled) for i, r in enumerate(v.items, 1)]
         msgs = [html.Div(m, className="wl-banner wl-banner-est wl-inline") for m in v.messages]
-        return kpis, body, msgs, sig
+        return kpis, body, msgs, sig, components.window_caption(context.window, "recs-window-text",
+                                                                "from the data in ")
 
     @app.callback(Output("apply-confirm", "displayed"), Output("apply-confirm", "message"),
                   Output("apply-pending", "data"),

@@ -1,4 +1,4 @@
-"""Trade-off page: a λ slider that re-ranks jobs by cost(λ), and the Pareto chart of time vs energy over caps."""
+"""Trade-off page: a η slider that re-ranks jobs by cost(η), and the Pareto chart of time vs energy over caps."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ def layout(lam: float) -> list[Any]:
     return [
         anchor("tradeoff"),
         components.section(
-            "The objective",
+            "The trade-off weight η (0 to 1)",
             html.P(className="wl-explain", children=[
-                "cost(λ) = λ·E + (1 − λ)·P", html.Sub("max"), "·T  —  E is the energy a job used, "
+                "cost(η) = η·E + (1 − η)·P", html.Sub("max"), "·T  —  E is the energy a job used, "
                 "T its GPU-seconds and P", html.Sub("max"), " the GPU model's highest power limit, so "
-                "both terms are joules. λ = 1 minimises energy, λ = 0 minimises time. Moving λ "
+                "both terms are joules. η = 1 minimises energy, η = 0 minimises time. Moving η "
                 "re-ranks the jobs below and moves the recommended cap."]),
             html.Div(className="wl-slider", children=[
                 dcc.Slider(id="lam-slider", min=0, max=1, step=0.05, value=lam, marks=LAMBDA_MARKS,
                            updatemode="mouseup"),
                 html.Div(className="wl-slider-ends", children=[
-                    html.Span("← time first (λ = 0)"), html.Span("energy first (λ = 1) →")]),
+                    html.Span("← time first (η = 0)"), html.Span("energy first (η = 1) →")]),
             ]),
             id="card-lambda"),
         html.Div(className="wl-grid-2", children=[
@@ -39,13 +39,13 @@ def layout(lam: float) -> list[Any]:
                                    placeholder="largest class with several caps",
                                    className="wl-class-picker"),
                 id="card-pareto"),
-            components.section("cost(λ) at each cap", components.graph("tradeoff-cost"),
+            components.section("cost(η) at each cap", components.graph("tradeoff-cost"),
                                note="the lowest is the recommended cap", id="card-cost"),
         ]),
         components.section(
-            "Jobs ranked by cost(λ) over their best cap",
+            "Jobs ranked by cost(η) over their best cap",
             dcc.Loading(components.RANK_TABLE, delay_show=400, type="dot"),
-            note="how many joules of cost(λ) each job would save at its class's best cap; "
+            note="how many joules of cost(η) each job would save at its class's best cap; "
                  "click a row to open the job", id="card-rank"),
     ]
 

@@ -16,8 +16,21 @@ def test_energy_model_by_hand() -> None:
     assert m.e_inf_j == 117_187.5
     assert m.e_j == 2_460_937.5
     assert m.p_inf_share == pytest.approx(1 / 21)  # 117,187.5 / 2,460,937.5
-    assert objective_j(m.e_j, m.p_inf_share, 0.5) == pytest.approx(2_460_937.5 + 0.5 / 21)
     assert objective_j(m.e_j, m.p_inf_share, 0.0) == 2_460_937.5
+
+
+def test_j_minus_e_is_lambda_times_p_exactly() -> None:
+    # E_train = 100 W × (96 / 32) × 1 s = 300 J; E_inf = 100 W × (32 / 32) × 1 s = 100 J:
+    # E = 400 J and P = 1/4, both exact in binary, so J − E must equal λ_J·P to the bit.
+    m = energy_model(100, 1, 96, 100, 1, 32, 32)
+    assert (m.e_j, m.p_inf_share) == (400.0, 0.25)
+    for lam_j in (0.0, 1.0, 3.6e6, 2_000_000.0):
+        j = objective_j(m.e_j, m.p_inf_share, lam_j)
+        assert j is not None and j - m.e_j == lam_j * 0.25
+    # A λ_J of half a joule is invisible next to a megajoule job only if the test is blind to it:
+    big = energy_model(300, 0.25, 1_000_000, 150, 0.05, 500_000, 32)
+    j = objective_j(big.e_j, big.p_inf_share, 0.5)
+    assert j is not None and j != big.e_j and j - big.e_j == pytest.approx(0.5 / 21, abs=1e-9)
 
 
 def test_separate_inference_batch() -> None:
@@ -31,7 +44,7 @@ def test_a_single_sample() -> None:
     m = energy_model(250, 0.002, 1, 0, 0, 0, 1)
     assert m.e_j == pytest.approx(0.5)
     assert m.p_inf_share == 0.0
-    assert objective_j(m.e_j, m.p_inf_share, 3.0) == pytest.approx(0.5)
+    assert objective_j(m.e_j, m.p_inf_share, 3.0) == m.e_j  # P = 0: J = E exactly
 
 
 def test_zero_energy_leaves_p_and_j_undefined_not_zero() -> None:
@@ -74,7 +87,7 @@ def test_tradeoff_cost_by_hand() -> None:
 
 
 @pytest.mark.parametrize(("args", "field"), [
-    ((1000, 10, 300, 1.5), "lambda"), ((1000, 10, 0, 0.5), "max_power_w"),
+    ((1000, 10, 300, 1.5), "tradeoff_weight"), ((1000, 10, 0, 0.5), "max_power_w"),
     ((-1, 10, 300, 0.5), "energy_j"), ((1000, -2, 300, 0.5), "time_s"),
 ])
 def test_tradeoff_cost_bad_input(args: tuple[float, float, float, float], field: str) -> None:

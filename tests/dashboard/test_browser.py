@@ -136,7 +136,7 @@ def test_every_page_renders_with_data_and_no_console_errors(
     if page == "fleet":
         values = _texts(chrome, ".wl-kpi .wl-kpi-value")
         assert len(values) == 6 and all(v and v != "–" for v in values), values
-        units = ("kW", "kWh", "tokens/J", "CO₂", "", "$")
+        units = ("kW", "kWh", "kWh", "tokens/J", "CO₂", "$")
         for v, unit in zip(values, units, strict=True):
             assert unit in v
         power = _traces(chrome, "fleet-power")
@@ -150,12 +150,13 @@ def test_every_page_renders_with_data_and_no_console_errors(
     elif page == "tradeoff":
         assert len(chrome.find_elements(By.CSS_SELECTOR, '#rank-table td[data-dash-column="job"]')) >= 10
         names = [t["name"] for t in _traces(chrome, "tradeoff-pareto")]
-        assert "Pareto frontier" in names and any(n.startswith("recommended at λ=0.50") for n in names)
+        assert "Pareto frontier" in names and any(n.startswith("recommended at η=0.50") for n in names)
         assert len(_traces(chrome, "tradeoff-cost")[0]["x"]) == 3
     elif page == "carbon":
         assert len(chrome.find_elements(By.CSS_SELECTOR, "#carbon-window-list li")) == 3
         assert len(_traces(chrome, "carbon-intensity")) == 3
-        assert len(_traces(chrome, "carbon-nodes")[0]["y"]) == 4
+        nodes = _traces(chrome, "carbon-nodes")[0]["y"]
+        assert len(nodes) == 5 and views.UNATTRIBUTED_NODE in nodes  # 4 nodes + the named rest
     elif page == "recommendations":
         cards = chrome.find_elements(By.CSS_SELECTOR, ".wl-rec")
         assert len(cards) >= 5
@@ -222,13 +223,13 @@ def _set_lambda(driver: webdriver.Chrome, value: str) -> None:
 def test_lambda_slider_reranks_jobs_and_moves_the_recommended_cap(chrome: webdriver.Chrome, server: str) -> None:
     _open(chrome, server + "/tradeoff", "page-tradeoff")
     _set_lambda(chrome, "0")
-    _wait(chrome, lambda d: any(t["name"].startswith("recommended at λ=0.00")
+    _wait(chrome, lambda d: any(t["name"].startswith("recommended at η=0.00")
                                 for t in d.execute_script(TRACES_JS, "tradeoff-pareto") or []))
     _idle(chrome, "page-tradeoff")
     speed = _rank_order(chrome)
     star0 = next(t for t in _traces(chrome, "tradeoff-pareto") if t["name"].startswith("recommended"))
     _set_lambda(chrome, "1")
-    _wait(chrome, lambda d: any(t["name"].startswith("recommended at λ=1.00")
+    _wait(chrome, lambda d: any(t["name"].startswith("recommended at η=1.00")
                                 for t in d.execute_script(TRACES_JS, "tradeoff-pareto") or []))
     _idle(chrome, "page-tradeoff")
     energy = _rank_order(chrome)
@@ -239,7 +240,7 @@ def test_lambda_slider_reranks_jobs_and_moves_the_recommended_cap(chrome: webdri
     # λ is kept for the session: the jobs page computes cost(λ) with it.
     chrome.find_element(By.ID, "nav-jobs").click()
     _idle(chrome, "page-jobs")
-    _wait(chrome, lambda d: "λ = 1.00" in d.find_element(By.ID, "jobs-summary").text)
+    _wait(chrome, lambda d: "η = 1.00" in d.find_element(By.ID, "jobs-summary").text)
     assert _severe(chrome) == []
 
 
@@ -300,7 +301,7 @@ def test_apply_asks_for_confirmation_then_caps_the_gpus_through_the_agent(
     _exporter, nv = agent
     _open(chrome, server + "/tradeoff", "page-tradeoff")
     _set_lambda(chrome, "1")  # energy first: the 700 W runs get a power-cap recommendation
-    _wait(chrome, lambda d: any(t["name"].startswith("recommended at λ=1.00")
+    _wait(chrome, lambda d: any(t["name"].startswith("recommended at η=1.00")
                                 for t in d.execute_script(TRACES_JS, "tradeoff-pareto") or []))
     chrome.find_element(By.ID, "nav-recommendations").click()
     _wait(chrome, lambda d: d.find_elements(By.ID, "page-recs"))

@@ -83,9 +83,20 @@ def test_recommendation_card_offers_apply_only_with_actuation_else_the_cli_comma
     off = _json(rec_card(1, _rec(action), enabled=False))
     assert '"type": "apply-rec"' in on and "Apply…" in on
     assert "apply-rec" not in off
-    assert "wattlens cap apply --host node-00 --gpu 0 --watts 400 --apply" in off
+    assert ("for g in 0 1; do wattlens cap apply --host node-00 --gpu $g --watts 400 --apply; done"
+            in off)
     for text in (on, off):
         assert "12.3 kWh/day" in text and "4.5 kg CO₂/day" in text and "$1.80/day" in text
         assert "Evidence and how it was estimated" in text
     plain = _json(rec_card(2, _rec({"type": "consolidate", "job": "x"}), enabled=True))
     assert "apply-rec" not in plain and "wattlens cap" not in plain
+
+
+def test_quantities_have_sensible_precision_and_never_read_minus_zero() -> None:
+    from dashboard import units
+
+    assert units.energy(588.55 * 3600) == "588.5 Wh"  # not 588.55 Wh
+    assert units.energy(287.47 * 3.6e6) == "287.5 kWh" and units.energy(2.5 * 3.6e6) == "2.50 kWh"
+    assert units.energy(1234 * 3.6e6) == "1.23 MWh"
+    assert units.energy(-0.0) == "0.00 Wh" and units.power(-0.01) == "0.0 W"
+    assert units.mass_co2(-0.001) == "0.0 g CO₂" and units.energy(-5 * 3.6e6) == "-5.00 kWh"

@@ -126,7 +126,7 @@ def test_pareto_marks_frontier_dominated_and_recommended_cap_with_units() -> Non
     fig = figures.pareto(pts, unit="tokens", best_cap_w=500, lam=0.8, p_max_w=700)
     names = [t.name for t in fig.data]
     assert names[0] == "Pareto frontier" and names[1] == "dominated cap"
-    assert any(n.startswith("recommended at λ=0.80: 500 W") for n in names)
+    assert any(n.startswith("recommended at η=0.80: 500 W") for n in names)
     star = next(t for t in fig.data if t.name.startswith("recommended"))
     assert star.marker.symbol == "star"
     # scaled per 1M tokens for time (1e-5 s -> 10 s) and per 1k tokens for energy (7e-3 J -> 7 J)
@@ -154,7 +154,7 @@ def test_cost_by_cap_highlights_the_lowest() -> None:
     bar = fig.data[0]
     assert list(bar.x) == ["400 W", "700 W"]
     assert list(bar.marker.color) == [figures.GOOD, figures.OTHER]
-    assert "cost(λ=0.50): J per 1k tokens" in _axis_titles(fig)
+    assert "cost(η=0.50): J per 1k tokens" in _axis_titles(fig)
 
 
 def test_carbon_intensity_has_history_forecast_renewables_and_shaded_window() -> None:

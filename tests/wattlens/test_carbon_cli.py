@@ -39,6 +39,10 @@ def test_list_table_and_json_agree_with_the_bundled_rows(capsys: pytest.CaptureF
     assert "369.5" in us  # printed with one decimal and "average" in us and "2023" in us
     rc, out, _ = run(capsys, "carbon", "list", "--kind", "cloud", "--json")
     assert {r["kind"] for r in json.loads(out)} == {"cloud"}
+    rc, out, _ = run(capsys, "carbon", "list", "--kind", "egrid", "--json")
+    egrid = json.loads(out)
+    assert rc == 0 and len(egrid) == 27 and {r["kind"] for r in egrid} == {"egrid"}
+    assert {r["code"] for r in egrid} == {r.code for r in grid_table.listing("egrid")}
 
 
 @pytest.mark.parametrize("code", ["US", "GB", "JP", "SG"])
@@ -53,7 +57,7 @@ def test_report_country_uses_the_published_figure(store: str, code: str,
 
 
 def test_report_region_accepts_cloud_and_state_codes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
-    for code in ("aws:us-east-1", "US-VA", "gcp:europe-west4"):
+    for code in ("aws:us-east-1", "US-VA", "gcp:europe-west4", "egrid:CAMX", "ERCT"):
         rc, out, err = run(capsys, "report", "--store", store, "--format", "json", "--region", code)
         assert rc == 0, err
         em = json.loads(out)["totals"]["emissions"]

@@ -11,7 +11,7 @@ from tests.analytics.handmade import write_small_fleet
 from wattlens.cli import main
 
 MODEL = ["objective", "--c-train", "300", "--t-train", "0.25", "--n", "1000000", "--c-inf", "150",
-         "--t-inf", "0.05", "--m", "500000", "--batch", "32", "--lambda", "0.5"]
+         "--t-inf", "0.05", "--m", "500000", "--batch", "32", "--objective-lambda-j", "0.5"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -34,7 +34,8 @@ def test_model_json(capsys: pytest.CaptureFixture[str]) -> None:
     r = json.loads(out)
     assert rc == 0 and r["e_train_j"] == 2_343_750 and r["e_inf_j"] == 117_187.5
     assert r["e_j"] == 2_460_937.5 and r["p_inf_share"] == pytest.approx(1 / 21)
-    assert r["j"] == pytest.approx(2_460_937.5 + 0.5 / 21)
+    assert r["objective_lambda_j"] == 0.5 and r["j"] != r["e_j"]
+    assert r["j"] - r["e_j"] == pytest.approx(0.5 / 21, abs=1e-9)
 
 
 def test_training_only_and_zero_energy(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,17 +49,17 @@ def test_training_only_and_zero_energy(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_tradeoff(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "objective", "--energy-j", "1000", "--time-s", "10", "--max-power-w",
-                     "300", "--lambda", "0.25")
+                     "300", "--tradeoff-weight", "0.25")
     assert rc == 0
-    assert out.strip() == ("cost(λ) = λ·E + (1−λ)·P_max·T = 0.25 × 1,000 J + 0.75 × 300 W × 10 s "
+    assert out.strip() == ("cost = η·E + (1−η)·P_max·T = 0.25 × 1,000 J + 0.75 × 300 W × 10 s "
                            "= 2,500 J")
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--c-train", "300", "--batch", "32"], "--t-train: needed for the training term"),
     (["--c-train", "300", "--t-train", "1", "--n", "5"], "--batch: the batch size b is needed"),
-    (["--energy-j", "1", "--time-s", "1", "--max-power-w", "1", "--lambda", "1.5"],
-     "lambda: must be between 0 and 1, got 1.5"),
+    (["--energy-j", "1", "--time-s", "1", "--max-power-w", "1", "--tradeoff-weight", "1.5"],
+     "--tradeoff-weight: must be between 0 and 1, got 1.5"),
     (["--energy-j", "1", "--time-s", "1"], "--max-power-w: needed for the trade-off cost"),
     (["--energy-j", "1", "--n", "3"], "--n: the energy model and the trade-off cost"),
     ([], "nothing to compute"),
@@ -92,10 +93,11 @@ def test_job_fills_the_model_from_its_measurements(tmp_path: Path, capsys: pytes
     # cost(0.5) = 0.5 × 72,000 + 0.5 × 400 W × 7,200 s
     assert r["tradeoff"]["cost_j"] == pytest.approx(36_000 + 1_440_000)
     rc, out, _ = run(capsys, "objective", "--job", "job-b", "--store", url, "--json",
-                     "--lambda", "2")
+                     "--objective-lambda-j", "2", "--tradeoff-weight", "1")
     r = json.loads(out)
     assert r["e_inf_j"] == pytest.approx(14_400) and r["p_inf_share"] == 1.0
-    assert r["j"] == pytest.approx(14_400 + 2) and "tradeoff" not in r  # λ > 1: no trade-off
+    assert r["j"] - r["e_j"] == 2.0  # J − E = λ_J·P with P = 1
+    assert r["tradeoff"]["tradeoff_weight"] == 1 and r["tradeoff"]["cost_j"] == pytest.approx(r["e_j"])
     # The other phase from flags: 100 W × (80 / 10) × 0.5 s = 400 J of inference.
     rc, out, _ = run(capsys, "objective", "--job", "job-a", "--store", url, "--c-inf", "100",
                      "--t-inf", "0.5", "--m", "80", "--json")

@@ -56,7 +56,7 @@ def test_store_init_names_the_store_once_and_a_missing_file_with_one_slash(tmp_p
 
 def test_objective_prints_j_at_the_precision_of_e(tmp_path: Path) -> None:
     args = ("objective", "--c-train", "300", "--t-train", "0.25", "--n", "1000000", "--c-inf", "150",
-            "--t-inf", "0.05", "--m", "500000", "--batch", "32", "--lambda", "0.5")
+            "--t-inf", "0.05", "--m", "500000", "--batch", "32", "--objective-lambda-j", "0.5")
     text = wattlens(*args, tmp_path=tmp_path).stdout
     data = json.loads(wattlens(*args, "--json", tmp_path=tmp_path).stdout)
     line = next(x for x in text.splitlines() if x.startswith("J "))

@@ -33,7 +33,7 @@ def test_json_report_of_the_simulated_day(day: SimStore, capsys: pytest.CaptureF
     rc, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--lambda", "0.8")
     assert rc == 0
     r = json.loads(out)
-    assert r["lambda"] == 0.8
+    assert r["tradeoff_weight"] == 0.8
     assert r["window"]["end"] == "2026-11-28 00:00:00Z"  # 'latest': just after the newest point
     kinds = {rec["kind"] for rec in r["recommendations"]}
     assert {"idle_gpu", "mixed_precision", "power_cap", "carbon_window"} <= kinds
@@ -62,11 +62,13 @@ def test_explicit_window_and_prices(day: SimStore, capsys: pytest.CaptureFixture
 
 def test_lambda_from_environment_and_flag_beats_it(day: SimStore, capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATTLENS_LAMBDA", "0.8")
+    monkeypatch.setenv("WATTLENS_TRADEOFF_WEIGHT", "0.8")
     _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json")
-    assert json.loads(out)["lambda"] == 0.8
-    _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--lambda", "0.3")
-    assert json.loads(out)["lambda"] == 0.3
+    assert json.loads(out)["tradeoff_weight"] == 0.8
+    _, out, _ = run(capsys, "report", "--store", day.url, "--format", "json", "--tradeoff-weight",
+                    "0.3", "--objective-lambda-j", "1000")
+    r = json.loads(out)
+    assert r["tradeoff_weight"] == 0.3 and r["objective_lambda_j"] == 1000
 
 
 def test_carbon_csv_and_country(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,7 +114,7 @@ def test_missing_or_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert rc == 2 and "holds no gpu or job points" in err
     with pytest.raises(SystemExit):
         main(["report", "--store", str(tmp_path / "empty.db"), "--lambda", "1.5"])
-    assert "argument --lambda: must be between 0 and 1, got '1.5'" in capsys.readouterr().err
+    assert "must be between 0 and 1, got '1.5'" in capsys.readouterr().err
 
 
 def test_progress_bar_appears_only_after_the_delay() -> None:
@@ -134,3 +136,29 @@ def test_the_console_entry_point(tmp_path: Path) -> None:
                          timeout=120, env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert "## Recommendations" in out.stdout and "h1: GPU 1 idle but drawing power" in out.stdout
+
+
+def test_a_20_s_collection_reports_about_20_s_of_data(tmp_path: Path) -> None:
+    """A real agent run of 20 s, then `report`: span_s is the time the data covers (about 20 s),
+    not a bucket count × the bucket width, and per-day figures say they are scaled from it."""
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    env = {**os.environ, "WATTLENS_STATE_DIR": str(tmp_path / "state")}
+    collect = subprocess.run(
+        [sys.executable, "-m", "wattlens", "collect", "--source", "sim", "--nodes", "1", "--gpus",
+         "2", "--interval", "1", "--duration", "20", "--store", url, "--prometheus-port", "0",
+         "--spool-dir", str(tmp_path / "spool")],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert collect.returncode == 0, collect.stderr
+    report = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", url,
+                             "--since", "1h", "--until", "latest", "--format", "json"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)["totals"]
+    assert 16 <= totals["span_s"] <= 23, totals["span_s"]
+    assert totals["coverage"] < 0.01  # 20 s of a one-hour window
+    assert totals["per_day"]["too_short"] and totals["per_day"]["scaled_from_s"] == totals["span_s"]
+    text = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", url, "--since",
+                           "1h", "--until", "latest"], capture_output=True, text=True, timeout=120,
+                          env=env).stdout
+    assert "data cover 2" in text or "data cover 1" in text
+    assert "too short to extrapolate to a day reliably" in text

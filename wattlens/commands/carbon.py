@@ -8,13 +8,13 @@ import os
 import sys
 from datetime import UTC, datetime
 
-KINDS = ("world", "country", "us_state", "cloud")
+KINDS = ("world", "country", "us_state", "egrid", "cloud")  # analytics.grid_table.KINDS
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("carbon", help="bundled grid intensities; live and forecast intensity",
                        description="Grid carbon intensity. `list`: every bundled code (countries, US "
-                                   "state grids, AWS/Azure/GCP regions) with its figure, signal, "
+                                   "state grids, US eGRID subregions, AWS/Azure/GCP regions) with its figure, signal, "
                                    "year, source and licence; each is accepted by --country and "
                                    "--region. `live`: the current figure (and forecast) from "
                                    "Electricity Maps or WattTime, key from the environment, "
@@ -48,8 +48,8 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return 0
-    lines = [f"{'code':<28} {'g/kWh':>7}  {'signal':<8} {'year':<4}  {'grid':<6}  name; source; licence"]
-    lines += [f"{r.code:<28} {r.g_per_kwh:>7.1f}  {r.signal:<8} {r.year:<4}  {r.grid:<6}  "
+    lines = [f"{'code':<28} {'g/kWh':>7}  {'signal':<8} {'year':<4}  {'grid':<10}  name; source; licence"]
+    lines += [f"{r.code:<28} {r.g_per_kwh:>7.1f}  {r.signal:<8} {r.year:<4}  {r.grid:<10}  "
               f"{r.name}; {r.source}; {r.licence}" for r in rows]
     lines.append(f"{len(rows)} codes; each works with --country CODE or --region CODE")
     try:

@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    f"other address needs {TOKEN_ENV}. See docs/dashboard.md.")
     add_dashboard_options(p)
     option(p, "--store", default=default_store_url(), help="store URL to read")
-    option(p, "--lambda", dest="lambda", type=_unit_lambda, default=0.5,
-           help="initial trade-off weight λ in [0, 1] (1 minimises energy, 0 time)")
+    option(p, "--tradeoff-weight", "--lambda", dest="lambda", type=_unit_lambda, default=0.5,
+           help="initial trade-off weight η in [0, 1] (1 minimises energy, 0 time; --lambda is "
+                "its old name)")
     option(p, "--enable-actuation", action="store_true", default=False,
            help=f"show 'apply' on power-cap recommendations; needs {AGENT_TOKEN_ENV} and agents "
                 "started with --enable-actuation")

@@ -1,4 +1,4 @@
-"""`wattlens objective`: the energy model E_train + E_inf, P and J = E + λ·P, and the trade-off λ·E + (1−λ)·P_max·T."""
+"""`wattlens objective`: the energy model E_train + E_inf, P, J = E + λ_J·P, and the trade-off η·E + (1−η)·P_max·T."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def nonneg(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "objective", help="energy model and λ objective, or the λ trade-off cost",
+        "objective", help="energy model and objective J = E + λ_J·P, or the trade-off cost (weight η)",
         description="E_train = c_train·(N/b)·t_train, E_inf = c_inf·(M/b)·t_inf, E = E_train + "
-                    "E_inf, P = E_inf/E, J = E + λ·P. With --energy-j --time-s --max-power-w: "
-                    "cost(λ) = λ·E + (1−λ)·P_max·T. With --job: c, t, N or M and b measured "
+                    "E_inf, P = E_inf/E, J = E + λ_J·P. With --energy-j --time-s --max-power-w: "
+                    "cost = η·E + (1−η)·P_max·T. With --job: c, t, N or M and b measured "
                     "from a job in the store. See docs/analytics.md.")
     g = p.add_argument_group("energy model")
     g.add_argument("--c-train", type=nonneg, help="training power c_train, W")
@@ -53,8 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="with --job: window start (ISO time or a duration before --until; default: the "
                 "store's first job point)")
     option(p, "--until", default="latest", help="with --job: window end (ISO, 'now' or 'latest')")
-    p.add_argument("--lambda", dest="lambda", type=nonneg, default=0.5,
-                   help="λ: weight of P in J (>= 0), or of energy in the trade-off (0..1); default 0.5")
+    p.add_argument("--objective-lambda-j", dest="objective_lambda_j", type=nonneg, default=3.6e6,
+                   help="λ_J of J = E + λ_J·P, in joules (P is a share, 0..1); default 3.6e6 "
+                        "(1 kWh), as in `wattlens report`")
+    p.add_argument("--tradeoff-weight", dest="tradeoff_weight", type=nonneg, default=0.5,
+                   help="trade-off weight η in [0, 1] of cost = η·E + (1−η)·P_max·T; default 0.5")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--config", help="TOML config file; settings under [objective]")
     p.set_defaults(func=run, _parser=p, _section="objective")
@@ -80,7 +83,9 @@ def _require(args: argparse.Namespace, names: tuple[str, ...], what: str) -> Non
 def run(args: argparse.Namespace) -> int:
     from collector.errors import ConfigError
 
-    lam = getattr(args, "lambda")
+    lam, weight = args.objective_lambda_j, args.tradeoff_weight
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"--tradeoff-weight: must be between 0 and 1, got {weight!r}")
     trade = _given(args, TRADEOFF)
     model = _given(args, (*TRAIN, *INF, "batch", "batch_inf"))
     if args.job and trade:
@@ -91,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
                           f"({', '.join(_flag(n) for n in TRADEOFF)}) are separate; give one")
     if trade:
         _require(args, TRADEOFF, "the trade-off cost")
-        return _print(tradeoff_result(args.energy_j, args.time_s, args.max_power_w, lam), args.json)
+        return _print(tradeoff_result(args.energy_j, args.time_s, args.max_power_w, weight),
+                      args.json)
     if args.job:
-        return _print(job_result(args, lam), args.json)
+        return _print(job_result(args, lam, weight), args.json)
     train, inf = _given(args, TRAIN), _given(args, INF)
     if not train and not inf:
         raise ConfigError("objective: nothing to compute; give --c-train --t-train --n and/or "
@@ -116,18 +122,18 @@ def model_result(values: dict[str, float], batch: float, batch_inf: float | None
     m = energy_model(values["c_train"], values["t_train"], values["n"], values["c_inf"],
                      values["t_inf"], values["m"], batch, batch_inf)
     return {"mode": "model", "inputs": {**values, "batch": batch, "batch_inf": batch_inf},
-            "source": source or {}, "lambda": lam, "e_train_j": m.e_train_j, "e_inf_j": m.e_inf_j,
+            "source": source or {}, "objective_lambda_j": lam, "e_train_j": m.e_train_j, "e_inf_j": m.e_inf_j,
             "e_j": m.e_j, "p_inf_share": m.p_inf_share, "j": objective_j(m.e_j, m.p_inf_share, lam)}
 
 
 def tradeoff_result(energy_j: float, time_s: float, max_power_w: float, lam: float) -> dict[str, Any]:
     from analytics.objective import tradeoff_cost
 
-    return {"mode": "tradeoff", "lambda": lam, "energy_j": energy_j, "time_s": time_s,
+    return {"mode": "tradeoff", "tradeoff_weight": lam, "energy_j": energy_j, "time_s": time_s,
             "max_power_w": max_power_w, "cost_j": tradeoff_cost(energy_j, time_s, max_power_w, lam)}
 
 
-def job_result(args: argparse.Namespace, lam: float) -> dict[str, Any]:
+def job_result(args: argparse.Namespace, lam: float, weight: float) -> dict[str, Any]:
     """Fill the model from a job's data: see analytics.objective.job_terms for how."""
     from analytics import queries
     from analytics.levels import aggregate_jobs
@@ -172,9 +178,9 @@ def job_result(args: argparse.Namespace, lam: float) -> dict[str, Any]:
     out.update({"mode": "job", "job": agg.job, "kind": agg.kind, "gpus": agg.gpus,
                 "gpu_model": agg.gpu_model, "measured_energy_j": agg.energy_j,
                 "active_s": agg.active_s, "window": [window.start_ns, window.end_ns]})
-    if p_max and lam <= 1:
+    if p_max:
         p_job = p_max * max(agg.gpus, 1)
-        out["tradeoff"] = tradeoff_result(agg.energy_j, agg.active_s, p_job, lam)
+        out["tradeoff"] = tradeoff_result(agg.energy_j, agg.active_s, p_job, weight)
     return out
 
 
@@ -201,10 +207,10 @@ def _j(x: float | None) -> str:
 
 def format_text(r: dict[str, Any]) -> str:
     if r["mode"] == "tradeoff":
-        lam = r["lambda"]
-        return (f"cost(λ) = λ·E + (1−λ)·P_max·T = {lam:g} × {num(r['energy_j'])} J + {1 - lam:g} × "
+        w = r["tradeoff_weight"]
+        return (f"cost = η·E + (1−η)·P_max·T = {w:g} × {num(r['energy_j'])} J + {1 - w:g} × "
                 f"{num(r['max_power_w'])} W × {num(r['time_s'])} s = {num(r['cost_j'])} J\n")
-    i, lam = r["inputs"], r["lambda"]
+    i, lam = r["inputs"], r["objective_lambda_j"]
     b_inf = i["batch_inf"] if i["batch_inf"] is not None else i["batch"]
     lines = []
     if r["mode"] == "job":
@@ -221,15 +227,16 @@ def format_text(r: dict[str, Any]) -> str:
     ]
     if r["p_inf_share"] is None:
         lines.append("P       = E_inf / E: undefined (E = 0)")
-        lines.append("J       = E + λ·P: undefined (P is undefined)")
+        lines.append("J       = E + λ_J·P: undefined (P is undefined)")
     else:
         lines.append(f"P       = E_inf / E = {num(r['p_inf_share'])} (inference share of energy, no unit)")
-        # J at E's precision; the λ·P term is shown on its own, so a small one is not lost
-        lines.append(f"J       = E + λ·P = {num(r['e_j'])} + {lam:g} × {num(r['p_inf_share'])} = "
-                     f"{num(r['j'])} J (λ·P = {num(lam * r['p_inf_share'])} J; λ carries joules)")
+        # J at E's precision; the λ_J·P term is shown on its own, so a small one is not lost
+        lines.append(f"J       = E + λ_J·P = {num(r['e_j'])} + {num(lam)} J × {num(r['p_inf_share'])} = "
+                     f"{num(r['j'])} J (λ_J·P = {num(lam * r['p_inf_share'])} J)")
     if "tradeoff" in r:
         t = r["tradeoff"]
-        lines.append(f"cost(λ) = λ·E + (1−λ)·P_max·T = {lam:g} × {num(t['energy_j'])} J + {1 - lam:g} × "
+        w = t["tradeoff_weight"]
+        lines.append(f"cost    = η·E + (1−η)·P_max·T = {w:g} × {num(t['energy_j'])} J + {1 - w:g} × "
                      f"{num(t['max_power_w'])} W × {num(t['time_s'])} s = {num(t['cost_j'])} J")
     return "\n".join(lines) + "\n"
 

@@ -18,10 +18,18 @@ NS = 1_000_000_000
 
 
 def unit_lambda(text: str) -> float:
-    """λ for the trade-off cost: a number in [0, 1]."""
+    """The trade-off weight η: a number in [0, 1]."""
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def joules(text: str) -> float:
+    """The seed objective's λ_J: a finite number of joules, >= 0."""
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of joules >= 0, got {text!r}")
     return value
 
 
@@ -32,8 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "objective and trade-off, power-cap frontiers, predictions and "
                                    "ranked recommendations. See docs/analytics.md.")
     add_window_options(p)
-    option(p, "--lambda", dest="lambda", type=unit_lambda, default=0.5,
-           help="trade-off weight λ in [0, 1]: 1 minimises energy, 0 time")
+    option(p, "--tradeoff-weight", "--lambda", dest="tradeoff_weight", type=unit_lambda,
+           default=0.5, help="trade-off weight η in [0, 1] of cost = η·E + (1−η)·P_max·T: 1 "
+                             "minimises energy, 0 time (--lambda is its old name)")
+    option(p, "--objective-lambda-j", dest="objective_lambda_j", type=joules, default=3.6e6,
+           help="λ_J of the seed objective J = E + λ_J·P, in joules (P is the inference share, "
+                "0..1); the default, 1 kWh, keeps the P term visible next to a job's energy")
     option(p, "--format", choices=FORMATS, default="table", help="output format")
     add_carbon_cost_options(p)
     p.add_argument("--config", help="TOML config file; settings under [report] (env WATTLENS_CONFIG)")
@@ -106,6 +118,17 @@ def resolve_window(store: Any, since: str, until: str) -> Any:
     except ConfigError:
         start = parse_time_ns(since_text, "--since", now_ns=now)
     return Window(start, end)
+
+
+def check_carbon_options(settings: Any) -> None:
+    """Fail on a bad --country or --carbon-csv before reading the store (and before a progress
+    bar could start), so the error is the one line it should be."""
+    from analytics import carbon
+
+    if settings.country:
+        carbon.annual_series(settings.country)
+    if settings.carbon_csv:
+        carbon.load_intensity_csv(settings.carbon_csv)
 
 
 def build_settings(args: argparse.Namespace) -> Any:
@@ -191,11 +214,13 @@ def run(args: argparse.Namespace) -> int:
     from analytics.report import STEPS, build_report, render
 
     settings = build_settings(args)
+    check_carbon_options(settings)
     store = open_existing_store(args.store)
     try:
         window = resolve_window(store, args.since, args.until)
         with LazyProgress("report", STEPS) as bar:
-            report = build_report(store, window, getattr(args, "lambda"), settings, progress=bar.step)
+            report = build_report(store, window, args.tradeoff_weight, settings, progress=bar.step,
+                                  objective_lambda_j=args.objective_lambda_j)
     finally:
         store.close()
     if args.format == "json":

@@ -1,0 +1,53 @@
+"""View models: what each page shows, read through analytics and shaped for the components and
+figures; one module per page (fleet, jobs, tradeoff, carbon, recommendations, alerts), plus the
+shared time ranges (common) and the header's status."""
+
+from __future__ import annotations
+
+from dashboard import units
+from dashboard.views.alerts import AlertLane, AlertsView, alert_lanes, alerts_view
+from dashboard.views.carbon import UNATTRIBUTED_JOB, UNATTRIBUTED_NODE, CarbonView, carbon_view
+from dashboard.views.common import (
+    DEFAULT_RANGE,
+    MAX_BUCKETS,
+    RANGES,
+    ContextMemo,
+    Kpi,
+    data_end_ns,
+    range_seconds,
+    range_window,
+    settled_end_ns,
+    window_for,
+    window_text,
+)
+from dashboard.views.fleet import (
+    FleetView,
+    PowerChart,
+    PowerUpdate,
+    chart_bucket_s,
+    fleet_kpis,
+    fleet_power,
+    fleet_power_update,
+    fleet_view,
+    gpu_heat,
+)
+from dashboard.views.jobs import JobDetail, job_detail, jobs_rows, short_model
+from dashboard.views.recommendations import (
+    RecommendationsView,
+    cap_commands,
+    evidence_rows,
+    readable,
+    recommendations_view,
+)
+from dashboard.views.status import Status, status
+from dashboard.views.tradeoff import Tradeoff, tradeoff
+
+__all__ = [
+    "DEFAULT_RANGE", "MAX_BUCKETS", "RANGES", "UNATTRIBUTED_JOB", "UNATTRIBUTED_NODE", "AlertLane",
+    "AlertsView", "CarbonView", "ContextMemo", "FleetView", "JobDetail", "Kpi", "PowerChart",
+    "PowerUpdate", "RecommendationsView", "Status", "Tradeoff", "alert_lanes", "alerts_view",
+    "cap_commands", "carbon_view", "chart_bucket_s", "data_end_ns", "evidence_rows", "fleet_kpis",
+    "fleet_power", "fleet_power_update", "fleet_view", "gpu_heat", "job_detail", "jobs_rows",
+    "range_seconds", "range_window", "readable", "recommendations_view", "settled_end_ns",
+    "short_model", "status", "tradeoff", "units", "window_for", "window_text",
+]

@@ -59,19 +59,11 @@ DAY_NS = 86400 * NS
 
 
 def fill(store: Store, fleet: SimulatedFleet, start_ns: int, end_ns: int, interval_s: int) -> int:
-    """Write the fleet's points for [start, end) through the store, one round per interval."""
-    batch: list[Any] = []
-    n = 0
-    t = start_ns
-    while t < end_ns:
-        batch.extend(fleet.points_between(t, t + interval_s * NS))
-        t += interval_s * NS
-        if len(batch) >= 50_000:
-            store.write(batch)
-            n += len(batch)
-            batch = []
-    store.write(batch)
-    return n + len(batch)
+    """Write the fleet's points for [start, end) through the store, one round per interval
+    (`wattlens simulate write`'s code path)."""
+    from wattlens.commands.simulate import write_history
+
+    return write_history(store, fleet, start_ns, end_ns, interval_s, label="fill")
 
 
 # --- the three ways to refresh the Fleet page -------------------------------------------------

@@ -53,6 +53,8 @@ SUITE = (
            "60", "--refreshes", "20", "--naive-runs", "1"), 300),
     Bench("http-attacks", "agent RSS, threads and /metrics latency with 2,000 held connections "
                           "vs idle", ("benchmarks/bench_http_attacks.py",), 120),
+    Bench("recommendations", "recommendations vs the simulator's ground truth: recall, false "
+                             "positives, savings error", ("benchmarks/bench_recommendations.py",), 600),
 )
 
 

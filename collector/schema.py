@@ -25,12 +25,13 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        ("job", "host", "kind", "precision", "gpu_model"),
+        ("job", "host", "kind", "precision", "gpu_model", "workload"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
             # the part of energy_j that came from a model (method=estimated), e.g. the CPU estimate
             "estimated_j",
+            "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
         ),
     ),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),

@@ -20,7 +20,9 @@ COMMANDS: tuple[str, ...] = (
     "report",
     "objective",
     "alerts",
+    "simulate",
     "carbon",
+    "simulate",
 )
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -250,6 +251,8 @@ class Job:
         self._lock = threading.Lock()
         self._meta: dict[str, Any] = {"kind": kind}
         self._meta_dirty = True
+        if tags is None or ("workload" not in tags and len(tags) < 8):
+            tags = {"workload": default_workload(self.name), **(tags or {})}
         self.update(precision=precision, batch_size=batch_size, planned_samples=planned_samples,
                     gpus=gpus, tags=tags, deferrable=deferrable)
         self._pending = [0.0, 0.0, 0.0, 0.0]
@@ -465,6 +468,16 @@ class Job:
         self.finish()
 
 
+def default_workload(name: str) -> str:
+    """The job name without its run suffix: trailing ``-``/``_``/``.``/``:``-separated tokens that
+    contain a digit are dropped (``bert-ft-1128-0100`` -> ``bert-ft``, ``resnet50-run-42`` ->
+    ``resnet50-run``; ``resnet50`` and ``my-node-classifier`` stay as they are)."""
+    tokens = re.split(r"([-_.:])", name)
+    while len(tokens) > 2 and any(ch.isdigit() for ch in tokens[-1]):
+        del tokens[-2:]
+    return "".join(tokens)[:64]
+
+
 def job(
     name: str,
     *,
@@ -487,7 +500,9 @@ def job(
     precision (fp32, tf32, bf16, fp16, fp8, amp-bf16 for autocast to bf16, ...);
     ``gpus`` the NVML indices of the GPUs it uses, when the agent cannot see its
     processes (containers); ``tags`` a few low-cardinality labels (team,
-    model). ``mode``: ``auto`` reports to the agent if one answers at
+    model); ``workload`` (what the job is an instance of, which analytics compares like with
+    like) defaults to the name without its run suffix (``default_workload``). ``mode``:
+    ``auto`` reports to the agent if one answers at
     ``agent_url`` and measures in-process otherwise; ``agent`` or
     ``standalone`` force one. Bad arguments raise ValueError naming the field.
     """

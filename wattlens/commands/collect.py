@@ -58,6 +58,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, _parser=p, _section="collect")
 
 
+def _scenario(text: str) -> str:
+    from collector.sim.fleet import SCENARIOS
+
+    if text not in SCENARIOS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(SCENARIOS)}, got {text!r}")
+    return text
+
+
 def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
     """Options shared by `collect` and `demo` (the demo spools to its own ``demo-spool``)."""
     option(p, "--store", default=default_store_url(),
@@ -74,6 +82,8 @@ def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
     option(p, "--nodes", type=positive_int, default=4, help="simulated nodes (sim source)")
     option(p, "--gpus", type=positive_int, default=8, help="simulated GPUs per node (sim source)")
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
+    option(p, "--scenario", default="default", type=_scenario,
+           help="simulated fleet scenario (sim source; docs/simulator.md)")
     option(p, "--spool-dir", default=str(state_dir() / spool),
            help="on-disk spool for points the store could not take yet")
     option(p, "--http-timeout", type=positive_float, default=30.0,
@@ -113,7 +123,7 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
             continue
         if name == "sim":
             options_sim = {**options, "nodes": args.nodes, "gpus_per_node": args.gpus,
-                           "seed": args.seed}
+                           "seed": args.seed, "scenario": args.scenario}
             source = registry.create(name, **options_sim)
         elif name == "rapl":
             source = registry.create(name, **options, root=roots["powercap_root"],

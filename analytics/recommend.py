@@ -177,12 +177,12 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
         out.append(Recommendation(
             id=f"power_cap:{_slug(f.key)}", kind="power_cap", target=f.label,
             title=f"Cap {f.workload} on {f.gpu_model} at {best.cap_w:.0f} W (now {caps})",
-            detail=(f"At λ={lam:g} the cost λ·E + (1−λ)·P_max·T per {unit} (P_max {f.p_max_w:.0f} W) "
+            detail=(f"At trade-off weight η={lam:g} the cost η·E + (1−η)·P_max·T per {unit} (P_max {f.p_max_w:.0f} W) "
                     f"is lowest at {best.cap_w:.0f} W on the measured frontier: "
                     f"{best.energy_j_per_unit:.4g} J per {unit} vs "
                     + ", ".join(f"{p.energy_j_per_unit:.4g} J at {p.cap_w:.0f} W" for p in above)
                     + f"; each {unit} takes up to {100 * slow:.0f}% longer"
-                    + (f". A lower cap pays off for λ ≥ {min(lam_be):.2f}." if lam_be else ".")),
+                    + (f". A lower cap pays off for η ≥ {min(lam_be):.2f}." if lam_be else ".")),
             evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.{f.unit}, job.active_s, "
                       f"job.power_limit_w for {f.label}",
                       "frontier": [p.to_dict() for p in f.points], "best_cap_w": best.cap_w,
@@ -540,7 +540,7 @@ def recommend_from(ctx: Context, lam: float = 0.5) -> RecommendationSet:
 
 def recommendations(store: Store, window: Window, *, lam: float = 0.5,
                     settings: Settings | None = None) -> list[Recommendation]:
-    """Ranked, deduplicated recommendations for the window at the operator's λ (0 time .. 1 energy)."""
+    """Ranked, deduplicated recommendations for the window at the operator's trade-off weight η (0 time .. 1 energy)."""
     check_lambda(lam, unit_interval=True)
     return recommend_from(load_context(store, window, settings), lam).items
 

@@ -22,7 +22,6 @@ COMMANDS: tuple[str, ...] = (
     "alerts",
     "simulate",
     "carbon",
-    "simulate",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -126,6 +127,8 @@ class SpoolingSink:
         self.fsync = fsync
         # Counters the exporter reads.
         self.points_dropped = 0  # oldest points dropped because the spool was full
+        self._rejected_unlogged = 0
+        self._reject_logged_s = -math.inf
         self._rejected = 0  # points the store refused (4xx) or line protocol cannot carry
         self.write_errors = 0  # failed attempts to write to the inner sink
         self.last_good_write_wall_s = 0.0
@@ -262,9 +265,18 @@ class SpoolingSink:
                 self._note_success(len(part), replayed=False)
 
     def _reject(self, n: int, exc: BaseException) -> None:
+        # At most one line a minute however many are refused (all are counted in /metrics),
+        # with the reason made printable: a refused line may hold any bytes.
+        now = time.monotonic()
         with self._lock:
             self._rejected += n
-        self._warn.warning("rejected", f"store rejected {n} point(s), dropped: {exc}")
+            self._rejected_unlogged += n
+            if now - self._reject_logged_s < 60.0:
+                return
+            self._reject_logged_s, count, self._rejected_unlogged = now, self._rejected_unlogged, 0
+        log.warning("store rejected %d point(s), dropped: %s (further rejections are counted in "
+                    "wattlens_spool_rejected_points_total, logged at most once a minute)", count,
+                    _printable(str(exc)))
 
     def _note_failure(self, exc: BaseException) -> None:
         with self._lock:
@@ -350,10 +362,14 @@ class SpoolingSink:
                 with path.open("r+b") as fh:
                     fh.truncate(end)
                 data = data[:end]
+            start = ack_offset if seq == ack_seq and 0 < ack_offset <= len(data) else 0
+            cleaned = self._without_corrupt_lines(path, data, start)
+            if cleaned is not None:
+                data, start = cleaned, 0
             seg = _Segment(seq, path, size=len(data), lines=data.count(b"\n"))
-            if seq == ack_seq and 0 < ack_offset <= seg.size:
-                seg.offset = ack_offset
-                seg.acked = data.count(b"\n", 0, ack_offset)
+            if start:
+                seg.offset = start
+                seg.acked = data.count(b"\n", 0, start)
             self._segments.append(seg)
         pending = sum(s.pending_lines for s in self._segments)
         if pending:
@@ -362,6 +378,36 @@ class SpoolingSink:
             self._wake.set()
         else:
             self._reset_files()
+
+    def _without_corrupt_lines(self, path: Path, data: bytes, start: int) -> bytes | None:
+        """A segment we did not write as it is (disk damage, another program): keep the lines
+        that are UTF-8 line protocol, drop the rest as rejected, say so once with counts.
+        Returns the kept lines (the file is rewritten), or None when the file is sound."""
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return None
+        kept: list[bytes] = []
+        lines = [line + b"\n" for line in data[start:].split(b"\n")[:-1]]
+        for raw in lines:
+            try:
+                parse_line(raw.decode("utf-8").rstrip("\n"))
+            except ValueError:  # UnicodeDecodeError included
+                continue
+            kept.append(raw)
+        bad = len(lines) - len(kept)
+        with self._lock:
+            self._rejected += bad
+        log.warning("spool %s: %d of %d lines are not line protocol (a damaged file?): dropped, "
+                    "counted in wattlens_spool_rejected_points_total; %d kept for replay",
+                    path, bad, len(lines), len(kept))
+        body = b"".join(kept)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+        return body
 
     def _read_ack(self) -> tuple[int, int]:
         try:
@@ -498,7 +544,7 @@ class SpoolingSink:
             write_lines(body.rstrip(b"\n"))
             return
         points: list[Point] = []
-        for raw in body.decode("utf-8").splitlines():
+        for raw in body.decode("utf-8", "replace").splitlines():
             try:
                 points.append(parse_line(raw))
             except ValueError as exc:
@@ -609,3 +655,9 @@ class SpoolingSink:
 
 
 # The spool holds line protocol; collector.lineprotocol writes and parses it.
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters with anything unprintable escaped."""
+    text = text[:limit]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

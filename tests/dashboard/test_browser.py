@@ -376,6 +376,7 @@ def test_live_refresh_patches_the_power_chart_to_match_a_redraw(
         got = _traces(chrome, "fleet-power")
     finally:
         stop.set()
+        chrome.get("about:blank")  # stop the page's refresh timer before the server goes away
         srv.stop()
         store.close()
     assert got[0]["x"][0] > first[0]["x"][0]  # old buckets dropped off the front

@@ -18,7 +18,7 @@ def layout() -> list[Any]:
         html.Div(className="wl-grid-main", children=[
             components.section("Grid carbon intensity", components.graph("carbon-intensity"),
                                note="measured (solid) and forecast for the next 24 h (dotted); "
-                                    "the best 4 h window shaded", id="card-intensity"),
+                                    "the best 4 h window shaded blue", id="card-intensity"),
             components.section("Suggested low-carbon windows", html.Div(id="carbon-windows"),
                                note="for deferrable work, from the forecast", id="card-windows"),
         ]),

@@ -83,7 +83,8 @@ def register(app: Dash, deps: Deps) -> None:
     def power(range_key: str, by: str, n: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
         by = by or "host"
         if (ctx.triggered_id == "tick" and state and state.get("range") == range_key
-                and state.get("by") == by and (n or 0) % REDRAW_EVERY):
+                and state.get("by") == by and (n or 0) % REDRAW_EVERY
+                and views.custom_range(range_key) is None):  # an absolute range never slides
             update = views.fleet_power_update(store, range_key, state)
             if update is not None:
                 return power_patch(update, list(state["names"])), update.state

@@ -23,6 +23,7 @@ from dashboard.views.common import (
     RANGES,
     TOP_SERIES,
     Kpi,
+    custom_range,
     data_end_ns,
     range_window,
     window_for,
@@ -63,7 +64,8 @@ def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Setti
     length = window.end_ns - window.start_ns
     head = load_headline(store, window, settings)
     prior = load_headline(store, Window(window.start_ns - length, window.start_ns), settings)
-    label = RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", "")
+    label = ("window" if custom_range(range_key) else
+             RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", ""))
     ok = prior.enough_history
     vs = f"vs prior {label}" if ok else NOT_ENOUGH_HISTORY
     power_now, _cov = _power_now(store, window.end_ns)

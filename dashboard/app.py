@@ -73,7 +73,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
         return (components.banners(st), components.freshness(st),
                 components.nav_links(pathname or "/", st.firing, search or ""))
 
-    register_url_sync(app)
+    register_url_sync(app, reader)
     for page in (fleet, jobs, tradeoff, carbon, recommendations, alerts, gpus):
         page.register(app, deps)  # type: ignore[attr-defined]
     if auth_token:
@@ -86,7 +86,26 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     return app
 
 
-def register_url_sync(app: dash.Dash) -> None:
+PICKED = ("node", "model", "job")  # the filters with a picker (team lives in the URL only)
+
+
+def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:
+    """The picks for each filter over the state's range; a value from a link is always among them
+    (a picker drops a value missing from its options)."""
+    try:
+        found = views.filter_options(store, views.range_window(store, state.range))
+    except ValueError:
+        found = {k: [] for k in PICKED}
+    out = []
+    for k in PICKED:
+        values = list(found.get(k, []))
+        if getattr(state, k) and getattr(state, k) not in values:
+            values.insert(0, getattr(state, k))
+        out.append([{"label": v, "value": v} for v in values])
+    return out
+
+
+def register_url_sync(app: dash.Dash, store: Store) -> None:
     """Keep the URL query, the range picker, the filters and η in step, both ways: a link opens
     the view it names, and every change of the view rewrites the link (docs/dashboard.md)."""
 
@@ -94,19 +113,23 @@ def register_url_sync(app: dash.Dash) -> None:
                   Output("lam", "data", allow_duplicate=True), Output("view", "data"),
                   Output("url-error", "children"),
                   *(Output(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
+                  *(Output(f"filter-{k}", "options") for k in PICKED),
                   Input("url", "search"), Input("range", "value"), Input("lam", "data"),
                   *(Input(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
                   State("view", "data"), prevent_initial_call="initial_duplicate")
     def sync(search: str | None, range_key: str | None, lam_now: float | None,
              *rest: Any) -> tuple[Any, ...]:
         picked, current = rest[:-1], urlstate.from_dict(rest[-1])
+        # Until the URL has been read once (a fresh load), the URL wins over whatever fired:
+        # a tab's stored η arriving first must not overwrite a link's view.
+        from_url = ctx.triggered_id in (None, "url") or not (rest[-1] or {}).get("loaded")
         error: Any = ""
-        if ctx.triggered_id in (None, "url") and search:
+        if from_url and search:
             try:
                 state = urlstate.parse(search)
             except ValueError as exc:
                 state, error = current, f"This link has a bad parameter, ignored: {exc}"
-        elif ctx.triggered_id in (None, "url"):
+        elif from_url:
             state = current  # a bare page link (the menu): keep the view, write it into the URL
         else:
             fields = dict(zip(urlstate.FILTER_KEYS, (str(v or "") for v in picked), strict=True))
@@ -119,23 +142,14 @@ def register_url_sync(app: dash.Dash) -> None:
             return new if new != old else no_update
         return (changed(new_search, search), changed(state.range, range_key),
                 components.range_options(state.range), changed(state.eta, lam_now),
-                state.to_dict(), error,
+                {**state.to_dict(), "loaded": True}, error,
                 *(changed(getattr(state, k) or None, v or None)
-                  for k, v in zip(urlstate.FILTER_KEYS, picked, strict=True)))
+                  for k, v in zip(urlstate.FILTER_KEYS, picked, strict=True)),
+                *_filter_options(store, state))
 
     for graph_id in ZOOM_GRAPHS:
         app.callback(Output("range", "value", allow_duplicate=True), Input(graph_id, "relayoutData"),
                      prevent_initial_call=True)(zoom_to_range)
-
-    @app.callback(*(Output(f"filter-{k}", "options") for k in ("node", "model", "job")),
-                  Input("range", "value"), Input("tick", "n_intervals"))
-    def filter_options(range_key: str | None, _n: int | None) -> tuple[Any, ...]:
-        try:
-            window = views.range_window(app._wattlens_deps.store, range_key)  # type: ignore[attr-defined]
-        except ValueError:
-            return no_update, no_update, no_update
-        opts = views.filter_options(app._wattlens_deps.store, window)  # type: ignore[attr-defined]
-        return tuple([{"label": v, "value": v} for v in opts[k]] for k in ("node", "model", "job"))
 
 
 ZOOM_GRAPHS = ("fleet-power", *(f"gpus-{f}" for f in gpus.CHARTS))

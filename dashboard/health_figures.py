@@ -18,6 +18,9 @@ HEALTH_CHARTS: dict[str, tuple[str, float | None]] = {
     "throttle_pct": ("throttled (% of the time)", None),
 }
 
+EMPTY = {"throttle_pct": "No throttle reasons stored: NVML agents record them; the simulator and "
+                         "RAPL/hwmon sources do not"}
+
 
 def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Mapping[str, Sequence[float | None]]],
                  field: str, *, height: int = 300) -> go.Figure:
@@ -26,11 +29,11 @@ def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Map
     y_title, ref = HEALTH_CHARTS[field]
     names = [n for n in series if any(v is not None for v in series[n].get(field, []))]
     if not names:
-        return empty(f"No {y_title.split(' (')[0]} stored for these GPUs", x_title="time (UTC)",
+        return empty(EMPTY.get(field, "Nothing stored for these GPUs"), x_title="time (UTC)",
                      y_title=y_title, height=height)
     fig = go.Figure()
     for i, name in enumerate(names):
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=[iso(t) for t in times_ns[name]], y=list(series[name][field]), name=name, mode="lines",
             line={"width": 1.3, "color": PALETTE[i % len(PALETTE)]},
             hovertemplate=f"{name}<br>%{{x}}<br>%{{y:.1f}}<extra></extra>"))

@@ -7,7 +7,7 @@ from typing import Any
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html
 
 from dashboard import components, figures, views
-from dashboard.pages import Deps, anchor
+from dashboard.pages import Deps, anchor, view_filter
 
 REDRAW_EVERY = 60  # refreshes between full redraws of the power chart (re-ranks the top groups)
 BY_LABEL = {"host": "node", "model": "GPU model"}
@@ -65,17 +65,21 @@ def register(app: Dash, deps: Deps) -> None:
     store = deps.store
 
     @app.callback(Output("fleet-kpis", "children"), Output("fleet-window", "children"),
-                  Input("page-fleet", "title"), Input("range", "value"), Input("tick", "n_intervals"))
-    def kpis(_page: str, range_key: str | None, _n: int | None) -> tuple[list[Any], Any]:
+                  Input("page-fleet", "title"), Input("range", "value"), Input("tick", "n_intervals"),
+                  Input("view", "data"))
+    def kpis(_page: str, range_key: str | None, _n: int | None,
+             view: dict[str, Any] | None) -> tuple[list[Any], Any]:
         end = views.data_end_ns(store)
         if end is None:
             return [components.empty_state(
                 "No data yet", "Start an agent (`wattlens collect --store …`) or run `wattlens demo`; "
                 "this page fills in as soon as the first points arrive.", id="fleet-empty")], ""
         window = views.range_window(store, range_key, end)
-        return (components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings)),
+        flt = view_filter(view)
+        scope = f"{flt.text()}; " if flt.active else ""
+        return (components.kpi_cards(views.fleet_kpis(store, range_key, end, deps.settings, flt)),
                 components.window_caption(window, "fleet-window-text",
-                                          "cards cover, to the last settled five minutes: "))
+                                          f"cards cover {scope}to the last settled five minutes: "))
 
     @app.callback(Output("fleet-power", "figure"), Output("fleet-power-state", "data"),
                   Input("range", "value"), Input("fleet-by", "value"), Input("tick", "n_intervals"),

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from analytics import queries
-from analytics.context import Settings, load_headline
-from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY
+from analytics.context import Settings, load_context, load_headline
+from analytics.filters import Filter, filter_context
+from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY, Headline
 from analytics.per import PER_UNITS
 from analytics.queries import Series
 from analytics.timeutil import NS, Window, bucket_for
@@ -36,14 +37,19 @@ def _hhmm(t_ns: int) -> str:
     return iso(t_ns)[11:16]
 
 
-def _power_now(store: Store, end_ns: int) -> tuple[float | None, float]:
+Where = dict[str, str | tuple[str, ...]]
+
+
+def _power_now(store: Store, end_ns: int, wheres: tuple[Where, Where] = ({}, {}),
+               ) -> tuple[float | None, float]:
     """GPU + CPU power over the five minutes to ``end_ns`` (energy over the time the data
     covers), and the share of those five minutes the GPU data covers."""
     recent = Window(end_ns - NOW_LOOKBACK_S * NS, end_ns)
     total = 0.0
     seen = False
-    for measurement in ("gpu", "cpu"):
-        for s in queries.power_series(store, recent, NOW_LOOKBACK_S, (), measurement=measurement):
+    for measurement, where in zip(("gpu", "cpu"), wheres, strict=True):
+        for s in queries.power_series(store, recent, NOW_LOOKBACK_S, (), where or None,
+                                      measurement=measurement):
             total += sum(s.values)
             seen = seen or bool(s.values)
     return (total if seen else None), queries.covered_s(store, recent) / NOW_LOOKBACK_S
@@ -53,7 +59,32 @@ def _change(now: float | None, before: float | None, enough: bool) -> float | No
     return units.change_pct(now, before) if enough else None
 
 
-def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings) -> list[Kpi]:
+def filter_wheres(store: Store, window: Window, flt: Filter) -> tuple[Where, Where]:
+    """The store filters of ``flt`` for the gpu and the cpu measurement (cpu has hosts only)."""
+    gpu: Where = {}
+    if flt.node:
+        gpu["host"] = flt.node
+    if flt.model:
+        gpu["model"] = flt.model
+    if flt.job:
+        hosts = queries.hosts_of_job(store, window, flt.job)
+        gpu["host"] = tuple(h for h in hosts if not flt.node or h == flt.node) or ("",)
+    cpu_hosts = sorted({h for (h,) in queries.energy_by_where(store, window, "gpu", ("host",), gpu)})
+    return gpu, {"host": tuple(cpu_hosts) or ("",)}
+
+
+def _headlines(store: Store, window: Window, prior: Window, settings: Settings,
+               flt: Filter | None) -> tuple[Headline, Headline]:
+    if flt is None or not flt.active:
+        return load_headline(store, window, settings), load_headline(store, prior, settings)
+    # Filtered: the report's definition over the filtered Context (analytics.filters), so the
+    # cards equal `wattlens report --node/--model/--job` for the same window.
+    return tuple(filter_context(load_context(store, w, settings), flt).headline()  # type: ignore[return-value]
+                 for w in (window, prior))
+
+
+def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings,
+               flt: Filter | None = None) -> list[Kpi]:
     """The cards over the selected range (ending at :func:`settled_end_ns`), each against the
     range before it: the headline figures of analytics.headline, the same as ``wattlens report``.
 
@@ -62,16 +93,21 @@ def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Setti
     """
     window = range_window(store, range_key, end_ns)
     length = window.end_ns - window.start_ns
-    head = load_headline(store, window, settings)
-    prior = load_headline(store, Window(window.start_ns - length, window.start_ns), settings)
+    head, prior = _headlines(store, window, Window(window.start_ns - length, window.start_ns),
+                             settings, flt)
+    wheres: tuple[Where, Where] = ({}, {})
+    if flt is not None and flt.active:
+        wheres = filter_wheres(store, Window(window.end_ns - DAY_NS - NOW_LOOKBACK_S * NS,
+                                             window.end_ns), flt)
     label = ("window" if custom_range(range_key) else
              RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", ""))
     ok = prior.enough_history
     vs = f"vs prior {label}" if ok else NOT_ENOUGH_HISTORY
-    power_now, _cov = _power_now(store, window.end_ns)
-    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS)
-    gpus_now = len(queries.energy_by(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
-                                                   window.end_ns), "gpu", ("host", "gpu")))
+    power_now, _cov = _power_now(store, window.end_ns, wheres)
+    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS, wheres)
+    gpus_now = len(queries.energy_by_where(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
+                                                         window.end_ns), "gpu", ("host", "gpu"),
+                                           wheres[0]))
     unit = head.unit or prior.unit
     per_now = head.per.get(unit) if unit else None
     gpu_only = head.per_gpu_only.get(unit) if unit else None

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from analytics.per import PER_UNITS
 from collector.store.sqlite import SQLiteStore
-from dashboard import views
+from dashboard import units, views
 from dashboard.app import create_app
 from dashboard.server import DashboardServer
 from tests.dashboard.test_browser import TRACES_JS, _idle, _open, _shot, _texts, _traces, _wait
+from tests.dashboard.test_browser_reconcile import _card, _iso, _window
 
 pytestmark = pytest.mark.browser
 
@@ -199,3 +205,32 @@ def test_layout_menu_fits(chrome: webdriver.Chrome, server: str, artifacts_dir: 
             return b.left >= c.left - 1 && b.right <= c.right + 1 && b.bottom <= c.bottom + 1;""", card)
         assert inside, card
     _shot(chrome, artifacts_dir / f"layout-{width}.png", width=width)
+
+
+def _report(db: Path, window: tuple[int, int], *extra: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", f"sqlite:///{db}",
+                          "--since", _iso(window[0]), "--until", _iso(window[1]), "--format", "json",
+                          *extra], capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("flt", [("node", "node-01"), ("model", "NVIDIA L4")])
+def test_filtered_cards_change_and_equal_the_filtered_report(
+        chrome: webdriver.Chrome, server: str, demo_db: Path, flt: tuple[str, str]) -> None:
+    chrome.set_window_size(1440, 900)
+    _open(chrome, server + "/?range=6h", "page-fleet")
+    _wait(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, "#kpi-energy .wl-kpi-value"))
+    whole = _card(chrome, "energy")
+    _open(chrome, f"{server}/?range=6h&{flt[0]}={flt[1].replace(' ', '+')}", "page-fleet")
+    _wait(chrome, lambda d: flt[1] in d.find_element(By.ID, "fleet-window").text)
+    _idle(chrome, "page-fleet")
+    window = _window(chrome, "fleet-window-text")
+    t = _report(demo_db, window, f"--{flt[0]}", flt[1])["totals"]
+    assert _card(chrome, "energy") != whole  # the filter changes the numbers ...
+    unit = t["fleet_per"]["unit"]
+    # ... to the filtered report's, printed the same way
+    assert _card(chrome, "energy") == units.energy(t["it_energy_j"])
+    assert _card(chrome, "facility") == units.energy(t["facility_energy_j"])
+    assert _card(chrome, "per") == units.per3(t["fleet_per"]["per"][unit], PER_UNITS[unit])
+    assert _card(chrome, "carbon") == units.mass_co2(t["emissions"]["g_co2"])
+    assert _card(chrome, "cost") == units.money(t["cost"], t["currency"])

@@ -79,7 +79,9 @@ def base_layout(fig: go.Figure, *, x_title: str | None, y_title: str | None, hei
         template=TEMPLATE, height=height, font={"family": FONT, "size": 13, "color": INK},
         margin={"l": 64, "r": 24, "t": 28, "b": 48}, paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)", showlegend=legend,
-        legend={"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 12}},
+        # Above the plot, left: never on the x-axis title, and plotly grows the top margin to fit.
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0, "xanchor": "left",
+                "font": {"size": 12}},
         hoverlabel={"font": {"family": FONT}},
         # Zoom, pan and legend choices survive a refresh: plotly keeps the UI state while
         # uirevision stays the same (callbacks that change the range give it a new value).

@@ -61,3 +61,15 @@ def filter_context(ctx: Context, flt: Filter) -> Context:
     if out.grid_basis.startswith("facility energy"):
         out.grid_basis = f"{out.grid_basis.split(' (')[0]} (filtered IT energy × the site's PUE)"
     return out
+
+
+def no_match(ctx: Context, flt: Filter) -> str:
+    """One line for a filter that matches nothing in the window, naming the flag and what exists."""
+    seen = {"node": sorted({g.host for g in ctx.gpus}), "model": sorted({g.model for g in ctx.gpus}),
+            "job": sorted({j.job for j in ctx.jobs})}
+    for name in ("node", "model", "job"):
+        value = getattr(flt, name)
+        if value and value not in seen[name]:
+            some = ", ".join(seen[name][:8]) + (" …" if len(seen[name]) > 8 else "")
+            return f"--{name}: no data for {value!r} in this window; it has {some or 'none'}"
+    return f"no data for {flt.text()} in this window (the filters match nothing together)"

@@ -188,6 +188,7 @@ def test_layout_menu_fits(chrome: webdriver.Chrome, server: str, artifacts_dir: 
                                   "return [b.left, b.right, arguments[0].scrollWidth, arguments[0].clientWidth];",
                                   link)
         assert 0 <= r[0] and r[1] <= view_w and r[2] <= r[3] + 1, (link.text, r, view_w)
+    assert chrome.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     nav = chrome.find_element(By.ID, "nav")
     assert chrome.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth + 1", nav)
     assert "Recommendations" in nav.text and "Alerts" in nav.text and "GPU health" in nav.text

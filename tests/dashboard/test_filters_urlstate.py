@@ -88,3 +88,14 @@ def test_custom_range_is_the_window_it_names(demo_db: Path) -> None:
         assert views.range_label(key) == "2026-11-29 10:00 – 12:30 UTC"
     finally:
         store.close()
+
+
+def test_report_filter_that_matches_nothing_names_the_flag(demo_db: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "wattlens", "report", "--store", f"sqlite:///{demo_db}",
+                          "--since", "1h", "--node", "node-09", "--format", "json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "--node: no data for 'node-09' in this window; it has node-00, node-01" in out.stderr

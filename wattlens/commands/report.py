@@ -228,8 +228,12 @@ def run(args: argparse.Namespace) -> int:
                                   flt=Filter(args.node, args.model, args.job))
     finally:
         store.close()
+    flt = Filter(args.node, args.model, args.job)
     if args.format == "json":
         print(report.to_json())
     else:
+        if flt.active:
+            print(f"Filtered to {flt.text()}: facility energy, carbon and cost are its IT energy "
+                  f"× the site's PUE.\n")
         print(render(report, args.format), end="")
     return 0

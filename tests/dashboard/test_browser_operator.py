@@ -235,3 +235,26 @@ def test_filtered_cards_change_and_equal_the_filtered_report(
     assert _card(chrome, "per") == units.per3(t["fleet_per"]["per"][unit], PER_UNITS[unit])
     assert _card(chrome, "carbon") == units.mass_co2(t["emissions"]["g_co2"])
     assert _card(chrome, "cost") == units.money(t["cost"], t["currency"])
+
+
+def test_dark_theme_when_the_browser_asks(chrome: webdriver.Chrome, server: str, artifacts_dir: Path) -> None:
+    chrome.set_window_size(1440, 900)
+    chrome.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                           {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        _open(chrome, server + "/carbon?range=24h", "page-carbon")
+        _wait(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, "#carbon-intensity .scatterlayer path"))
+        colours = chrome.execute_script("""
+            const rgb = s => s.match(/\\d+/g).slice(0, 3).map(Number);
+            const lum = c => (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255;
+            const card = document.querySelector('.wl-card');
+            const line = document.querySelector('#carbon-intensity .scatterlayer .trace path.js-line');
+            return {bg: lum(rgb(getComputedStyle(document.body).backgroundColor)),
+                    card: lum(rgb(getComputedStyle(card).backgroundColor)),
+                    ink: lum(rgb(getComputedStyle(card).color)),
+                    line: lum(rgb(getComputedStyle(line).stroke))};""")
+        assert colours["bg"] < 0.15 and colours["card"] < 0.15, colours
+        assert colours["ink"] > 0.6 and colours["line"] > 0.6, colours  # text and the ink line turn light
+        _shot(chrome, artifacts_dir / "carbon-dark.png")
+    finally:
+        chrome.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})

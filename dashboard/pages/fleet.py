@@ -83,8 +83,9 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("fleet-power", "figure"), Output("fleet-power-state", "data"),
                   Input("range", "value"), Input("fleet-by", "value"), Input("tick", "n_intervals"),
-                  State("fleet-power-state", "data"))
-    def power(range_key: str, by: str, n: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
+                  State("fleet-power-state", "data"), Input("view", "data"))
+    def power(range_key: str, by: str, n: int | None, state: dict[str, Any] | None,
+              view: dict[str, Any] | None) -> tuple[Any, Any]:
         by = by or "host"
         if (ctx.triggered_id == "tick" and state and state.get("range") == range_key
                 and state.get("by") == by and (n or 0) % REDRAW_EVERY
@@ -92,15 +93,24 @@ def register(app: Dash, deps: Deps) -> None:
             update = views.fleet_power_update(store, range_key, state)
             if update is not None:
                 return power_patch(update, list(state["names"])), update.state
-        chart = views.fleet_power(store, views.window_for(store, range_key), by)
+        window = views.window_for(store, range_key)
+        chart = views.fleet_power(store, window, by, where=_where(store, window, view))
         fig = figures.power_over_time(chart.series, stacked_by=BY_LABEL[by])
-        fig.update_layout(uirevision=f"{range_key}/{by}")  # zoom and legend kept until these change
+        fig.update_layout(uirevision=f"{range_key}/{by}/{sorted(chart.where.items())}")  # kept until these change
         return fig, chart.state(range_key)
 
     @app.callback(Output("fleet-heat", "figure"),
-                  Input("range", "value"), Input("heat-metric", "value"), Input("tick", "n_intervals"))
-    def heat(range_key: str, metric: str, _n: int | None) -> Any:
+                  Input("range", "value"), Input("heat-metric", "value"), Input("tick", "n_intervals"),
+                  Input("view", "data"))
+    def heat(range_key: str, metric: str, _n: int | None, view: dict[str, Any] | None) -> Any:
         window = views.range_window(store, range_key)
-        fig = figures.gpu_heatmap(views.gpu_heat(store, window), metric or "util_pct")
+        fig = figures.gpu_heatmap(views.gpu_heat(store, window, _where(store, window, view)),
+                                  metric or "util_pct")
         fig.update_layout(uirevision=f"{range_key}/{metric}")
         return fig
+
+
+def _where(store: Any, window: Any, view: dict[str, Any] | None) -> dict[str, Any]:
+    """The store tags of the view's filter for the gpu measurement ({} for the whole fleet)."""
+    flt = view_filter(view)
+    return views.filter_wheres(store, window, flt)[0] if flt.active else {}

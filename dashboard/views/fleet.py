@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analytics import queries
@@ -159,13 +159,15 @@ class PowerChart:
     series: list[Series]
     groups: int
     top: list[str] | None  # named groups when the rest is summed into "other"
+    where: Where = field(default_factory=dict)  # the filter (analytics.filters) as store tags
 
     def state(self, range_key: str) -> dict[str, Any]:
         """What the browser keeps (dcc.Store) so the next refresh can fetch only new buckets."""
         times = self.series[0].times_ns if self.series else []
         return {"range": range_key, "by": self.by, "bucket_s": self.bucket_s,
                 "names": [s.name for s in self.series], "top": self.top,
-                "t0": times[0] if times else None, "t1": times[-1] if times else None}
+                "t0": times[0] if times else None, "t1": times[-1] if times else None,
+                "where": {k: list(v) if isinstance(v, tuple) else v for k, v in self.where.items()}}
 
 
 def _other_label(n: int, by: str) -> str:
@@ -186,11 +188,12 @@ def _grid(series: list[Series], t0: int, t1: int, bucket_s: int) -> list[Series]
 
 
 def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
-                  top: list[str] | None) -> list[Series]:
+                  top: list[str] | None, where: Where | None = None) -> list[Series]:
+    where = where or {}
     if top is None:
-        return queries.power_series(store, window, bucket_s, (by,))
-    named = queries.power_series(store, window, bucket_s, (by,), where={by: tuple(top)})
-    total = queries.power_series(store, window, bucket_s, ())
+        return queries.power_series(store, window, bucket_s, (by,), where=where or None)
+    named = queries.power_series(store, window, bucket_s, (by,), where={**where, by: tuple(top)})
+    total = queries.power_series(store, window, bucket_s, (), where=where or None)
     if not total:
         return named
     sums: dict[int, float] = defaultdict(float)
@@ -217,7 +220,7 @@ def chart_bucket_s(store: Store, window: Window) -> int:
 
 
 def fleet_power(store: Store, window: Window, by: str = "host",
-                max_series: int = TOP_SERIES) -> PowerChart:
+                max_series: int = TOP_SERIES, where: Where | None = None) -> PowerChart:
     """Average power per bucket stacked by node or GPU model; beyond ``max_series`` groups the
     smaller ones are summed as "other", so the chart stays readable and light at 1,000 GPUs."""
     if by not in ("host", "model"):
@@ -225,17 +228,17 @@ def fleet_power(store: Store, window: Window, by: str = "host",
     bucket = chart_bucket_s(store, window)
     step = bucket * NS
     aligned = Window(window.start_ns // step * step, window.end_ns)  # whole first bucket
-    ranking = queries.energy_by(store, aligned, "gpu", (by,))
+    ranking = queries.energy_by_where(store, aligned, "gpu", (by,), where or {})
     names = [k[0] for k, _ in sorted(ranking.items(), key=lambda kv: (-kv[1], kv[0]))]
     top = names[:max_series] if len(names) > max_series + 1 else None
-    series = _power_groups(store, aligned, bucket, by, top)
+    series = _power_groups(store, aligned, bucket, by, top, where)
     if top is not None and series and series[-1].name == "other":
         series[-1] = Series(_other_label(len(names) - len(top), by), series[-1].times_ns,
                             series[-1].values, series[-1].covered_s)
     times = sorted({t for s in series for t in s.times_ns})
     if times:
         series = _grid(series, times[0], times[-1], bucket)
-    return PowerChart(aligned, bucket, by, series, len(names), top)
+    return PowerChart(aligned, bucket, by, series, len(names), top, dict(where or {}))
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
         return None
     by = str(state["by"])
     top = state.get("top")
-    fresh = _power_groups(store, since, bucket, by, top)
+    where = {k: tuple(v) if isinstance(v, list) else v for k, v in (state.get("where") or {}).items()}
+    fresh = _power_groups(store, since, bucket, by, top, where)
     if top is not None and fresh and fresh[-1].name == "other":
         fresh[-1] = Series(state["names"][-1], fresh[-1].times_ns, fresh[-1].values)
     names = list(state["names"])
@@ -292,10 +296,14 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
     return PowerUpdate(int(drop), int(replace), grid, values, new_state)
 
 
-def gpu_heat(store: Store, window: Window) -> list[HeatCell]:
-    """One heatmap cell per GPU: means over the window, computed in the store in one grouped query."""
+def gpu_heat(store: Store, window: Window, where: Where | None = None) -> list[HeatCell]:
+    """One heatmap cell per GPU: means over the window, computed in the store in one grouped query;
+    ``where`` keeps the GPUs whose host/model match (a tuple: any of)."""
+    def keep(tag: str, value: str) -> bool:
+        want = (where or {}).get(tag)
+        return want is None or value == want or (isinstance(want, tuple) and value in want)
     return [HeatCell(c.host, c.gpu, c.model, c.util_pct, c.power_w, c.power_limit_w)
-            for c in queries.gpu_cells(store, window)]
+            for c in queries.gpu_cells(store, window) if keep("host", c.host) and keep("model", c.model)]
 
 
 @dataclass

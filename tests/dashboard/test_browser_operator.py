@@ -235,6 +235,9 @@ def test_filtered_cards_change_and_equal_the_filtered_report(
     assert _card(chrome, "per") == units.per3(t["fleet_per"]["per"][unit], PER_UNITS[unit])
     assert _card(chrome, "carbon") == units.mass_co2(t["emissions"]["g_co2"])
     assert _card(chrome, "cost") == units.money(t["cost"], t["currency"])
+    if flt[0] == "node":  # the power chart and the heatmap follow the filter too
+        assert [tr["name"] for tr in _traces(chrome, "fleet-power")] == [flt[1]]
+        assert set(_traces(chrome, "fleet-heat")[0]["x"]) == {flt[1]}
 
 
 def test_dark_theme_when_the_browser_asks(chrome: webdriver.Chrome, server: str, artifacts_dir: Path) -> None:

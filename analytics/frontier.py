@@ -17,22 +17,11 @@ from collector.store.base import Store
 _PRECISION_TOKENS = re.compile(r"-(fp32|fp16|bf16|fp8|int8|int4|tf32|amp|mixed)(?=-|$)")
 
 
-def workload_of(job: str) -> str:
-    """The workload a job id belongs to: the name before ``-node`` (the simulated fleet's
-    convention, e.g. ``llm-pretrain-node-00-a-1127-1600`` -> ``llm-pretrain``), else the id with
-    trailing tokens that contain digits (run numbers, dates) removed."""
-    if "-node" in job:
-        head = job.split("-node", 1)[0]
-        if head:
-            return head
-    tokens = job.split("-")
-    while len(tokens) > 1 and any(ch.isdigit() for ch in tokens[-1]):
-        tokens.pop()
-    return "-".join(tokens)
-
-
 def base_workload(workload: str) -> str:
-    """A workload without precision tokens, to compare like with like: ``bert-ft-fp32`` -> ``bert-ft``."""
+    """A workload tag without precision tokens, to compare like with like: ``bert-ft-fp32`` -> ``bert-ft``.
+
+    Applied to the explicit ``workload`` tag (never to a job id), so that a reporter that named its
+    workloads after their precision still has its twins found."""
     return _PRECISION_TOKENS.sub("", workload) or workload
 
 
@@ -49,6 +38,7 @@ class FrontierPoint:
     peak_power_w: float  # highest bucket-mean power per GPU seen at this cap
     jobs: tuple[str, ...]
     hosts: tuple[str, ...]
+    gpus: tuple[str, ...] = ()  # "host/index" the jobs ran on, where the job points say (gpu_mask)
 
     @property
     def mean_power_w(self) -> float:
@@ -59,7 +49,7 @@ class FrontierPoint:
                 "energy_j_per_unit": self.energy_j_per_unit, "work": self.work,
                 "energy_j": self.energy_j, "gpu_s": self.gpu_s, "peak_power_w": self.peak_power_w,
                 "mean_power_w": self.mean_power_w, "jobs": list(self.jobs),
-                "hosts": list(self.hosts)}
+                "hosts": list(self.hosts), "gpus": list(self.gpus)}
 
 
 @dataclass(frozen=True)
@@ -143,8 +133,19 @@ def break_even_lambda(a: FrontierPoint, b: FrontierPoint, p_max_w: float) -> flo
 
 
 def job_class(b: JobBucket) -> tuple[str, str, str, str]:
-    """(gpu_model, kind, workload, precision): what a frontier compares like with like."""
-    return (b.gpu_model, b.kind, workload_of(b.job), b.precision)
+    """(gpu_model, kind, workload, precision): what a frontier compares like with like. The workload
+    is the job's explicit ``workload`` tag (its own id where none was set); job ids are never parsed."""
+    return (b.gpu_model, b.kind, b.workload_class, b.precision)
+
+
+def mask_gpus(host: str, mask: int) -> list[str]:
+    """``host/index`` for each bit set in a job's ``gpu_mask``."""
+    return [f"{host}/{i}" for i in range(mask.bit_length()) if mask >> i & 1]
+
+
+def _gpu_key(g: str) -> tuple[str, int, str]:
+    host, _, idx = g.rpartition("/")
+    return (host, int(idx), "") if idx.isdigit() else (host, 1 << 30, idx)
 
 
 def max_power_by_model(gpus: Iterable[GpuBucket]) -> dict[str, float]:
@@ -162,8 +163,8 @@ def build_frontiers(jobs: Sequence[JobBucket], p_max_by_model: Mapping[str, floa
 
     Time per unit is GPU-seconds (active_s × gpus) per unit of the class's primary
     work unit; P_max is the model's highest power limit seen on its GPUs, else the
-    class's highest cap. ``classes`` maps a job id to a workload name (overrides
-    ``workload_of``).
+    class's highest cap. ``classes`` maps a job id to a workload name (overrides its
+    ``workload`` tag).
     """
     grouped: dict[tuple[str, str, str, str], list[JobBucket]] = defaultdict(list)
     for b in jobs:
@@ -186,7 +187,9 @@ def build_frontiers(jobs: Sequence[JobBucket], p_max_by_model: Mapping[str, floa
         for b in buckets:
             cap = float(round(b.power_limit_w or 0.0))
             c = caps.setdefault(cap, {"work": 0.0, "energy": 0.0, "gpu_s": 0.0, "peak": 0.0,
-                                      "jobs": set(), "hosts": set()})
+                                      "jobs": set(), "hosts": set(), "gpus": set()})
+            if b.gpu_mask is not None:
+                c["gpus"].update(mask_gpus(b.host, b.gpu_mask))
             gpu_s = b.active_s * max(b.gpus, 1)
             c["work"] += b.work.get(unit, 0.0)
             c["energy"] += b.energy_j
@@ -197,7 +200,7 @@ def build_frontiers(jobs: Sequence[JobBucket], p_max_by_model: Mapping[str, floa
         points = tuple(
             FrontierPoint(cap, c["gpu_s"] / c["work"], c["energy"] / c["work"], c["work"],
                           c["energy"], c["gpu_s"], c["peak"], tuple(sorted(c["jobs"])),
-                          tuple(sorted(c["hosts"])))
+                          tuple(sorted(c["hosts"])), tuple(sorted(c["gpus"], key=_gpu_key)))
             for cap, c in sorted(caps.items()) if c["work"] > 0 and c["energy"] > 0)
         if not points:
             continue

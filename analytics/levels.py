@@ -148,6 +148,8 @@ class JobAggregate:
     first_ns: int
     last_ns: int
     estimated_j: float = 0.0  # the part of energy_j a model estimated
+    workload: str = ""  # the workload tag (else the job id): see JobBucket.workload_class
+    gpu_masks: Mapping[str, int] = field(default_factory=dict)  # host -> GPUs it ran on, as bits
 
     @property
     def gpu_seconds(self) -> float:
@@ -168,7 +170,9 @@ def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:
                               "util": 0.0, "util_w": 0.0, "util_max": None, "limit": 0.0,
                               "limit_w": 0.0, "first": b.time_ns, "last": b.time_ns,
                               "batch": None, "planned": None, "deferrable": False}
-        h = a["hosts"].setdefault(b.host, {"active": 0.0, "gpus": 0})
+        h = a["hosts"].setdefault(b.host, {"active": 0.0, "gpus": 0, "mask": None})
+        if b.gpu_mask is not None:
+            h["mask"] = (h["mask"] or 0) | b.gpu_mask
         h["active"] += b.active_s
         h["gpus"] = max(h["gpus"], b.gpus)
         a["energy"] += b.energy_j
@@ -200,7 +204,9 @@ def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:
             sum(h["gpus"] for h in a["hosts"].values()), a["batch"],
             a["limit"] / a["limit_w"] if a["limit_w"] else None,
             a["util"] / a["util_w"] if a["util_w"] else None, a["util_max"], a["deferrable"],
-            a["planned"], a["first"], a["last"], estimated_j=a.get("estimated", 0.0))
+            a["planned"], a["first"], a["last"], estimated_j=a.get("estimated", 0.0),
+            workload=b.workload_class,
+            gpu_masks={host: h["mask"] for host, h in a["hosts"].items() if h["mask"] is not None})
     return out
 
 

@@ -162,7 +162,14 @@ class JobBucket:
     util_max_pct: float | None
     deferrable: bool
     planned_samples: float | None
+    workload: str = ""  # the job's explicit workload tag; "" where the reporter set none
+    gpu_mask: int | None = None  # bit i set: the job ran on the host's GPU i (where reported)
     estimated_j: float = 0.0  # the part of energy_j a model estimated (the CPU estimate)
+
+    @property
+    def workload_class(self) -> str:
+        """What the job is an instance of: its ``workload`` tag, else its own id (never parsed)."""
+        return self.workload or self.job
 
 
 def job_buckets(store: Store, window: Window, bucket_s: int,
@@ -172,11 +179,11 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
         ("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS), ("sum", "active_s"),
         ("max", "gpus"), ("max", "batch_size"), ("mean", "power_limit_w"), ("mean", "util_pct"),
         ("max", "util_pct"), ("max", "deferrable"), ("max", "planned_samples"),
-        ("sum", "estimated_j"),
+        ("sum", "estimated_j"), ("max", "gpu_mask"),
     )
     rows = store.query(AggregateQuery(
         "job", aggs, window.start_ns, window.end_ns,  # type: ignore[arg-type]
-        group_by=("job", "host", "kind", "precision", "gpu_model"), bucket_s=bucket_s,
+        group_by=("job", "host", "kind", "precision", "gpu_model", "workload"), bucket_s=bucket_s,
         where={"job": job} if job is not None else {}))
     out = []
     for r in rows:
@@ -189,7 +196,9 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
             {f: v.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS}, v.get("sum_active_s") or 0.0,
             int(v.get("max_gpus") or 0), v.get("max_batch_size"), v.get("mean_power_limit_w"),
             v.get("mean_util_pct"), v.get("max_util_pct"), bool(v.get("max_deferrable")),
-            v.get("max_planned_samples"), estimated_j=v.get("sum_estimated_j") or 0.0))
+            v.get("max_planned_samples"), workload=r.tags.get("workload") or "",
+            gpu_mask=int(m) if (m := v.get("max_gpu_mask")) is not None else None,
+            estimated_j=v.get("sum_estimated_j") or 0.0))
     return out
 
 
@@ -534,6 +543,13 @@ def work_buckets(store: Store, window: Window, bucket_s: int) -> list[tuple[int,
                                       window.start_ns, window.end_ns, bucket_s=bucket_s))
     return [(r.time_ns, {f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS})
             for r in rows if r.time_ns is not None]
+
+
+def cached(store: Store) -> Store:
+    """``store`` behind the store layer's read-through rollup cache (what the dashboard reads)."""
+    from collector.store.cache import CachedStore
+
+    return CachedStore(store)
 
 
 # --- GPU health and the dashboard's filters (analytics/health.py) -----------------------------

@@ -19,17 +19,30 @@ from analytics.frontier import (
     build_frontiers,
     max_power_by_model,
     point_cost,
-    workload_of,
 )
 from analytics.levels import JobAggregate
 from analytics.objective import check_lambda
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
 from analytics.predict import predict_job
 from analytics.queries import GpuBucket, JobBucket
+from analytics.recommendation import (
+    J_PER_KWH,
+    Recommendation,
+    _by_hour,
+    _sig,
+    _slug,
+    _window_evidence,
+    _worth,
+    value_energy,
+)
+from analytics.targets import (
+    _flat,
+    _idle_w,
+    _job_gpus,
+    _job_gpus_any,
+)
 from analytics.timeutil import Window, fmt_time
 from collector.store.base import Store
-
-J_PER_KWH = 3.6e6
 
 # GPU families with tensor cores (Volta and later), and those with FP8 (Ada, Hopper, Blackwell)
 # or only INT8 tensor math (Turing, Ampere) for inference.
@@ -41,145 +54,6 @@ HIGH_PRECISION = ("fp32", "tf32")
 MIXED = ("bf16", "fp16")
 LOW = ("fp8", "int8", "int4")
 INFER_KINDS = ("infer", "batch")
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One thing to change, why (evidence), what it would save per day, and how that was estimated.
-
-    Savings are None where they cannot be computed (kg CO2 without carbon data):
-    ``estimate_method`` says so. ``gpus`` are "host/index" strings and ``jobs``
-    job ids the recommendation concerns; ``action`` is machine-readable.
-    """
-
-    id: str
-    kind: str
-    target: str
-    title: str
-    detail: str
-    evidence: Mapping[str, Any]
-    savings_kwh_per_day: float
-    savings_kg_co2_per_day: float | None
-    savings_cost_per_day: float
-    estimate_method: str
-    action: Mapping[str, Any] | None = None
-    currency: str = "USD"
-    measured: bool = True  # False: the gain is an assumption, not measured in this fleet
-    gpus: tuple[str, ...] = ()
-    jobs: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (tuples and sets become lists)."""
-        return {"id": self.id, "kind": self.kind, "target": self.target, "title": self.title,
-                "detail": self.detail, "evidence": _plain(self.evidence),
-                "savings_kwh_per_day": self.savings_kwh_per_day,
-                "savings_kg_co2_per_day": self.savings_kg_co2_per_day,
-                "savings_cost_per_day": self.savings_cost_per_day, "currency": self.currency,
-                "estimate_method": self.estimate_method, "measured": self.measured,
-                "action": _plain(self.action) if self.action is not None else None,
-                "gpus": list(self.gpus), "jobs": list(self.jobs)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value) if isinstance(value, (set, frozenset)) else value
-        return [_plain(v) for v in items]
-    return value
-
-
-def _sig(x: float, digits: int = 3) -> float:
-    """Round to significant digits: savings are estimates, and rounding keeps the ranking stable."""
-    if x == 0 or not math.isfinite(x):
-        return 0.0 if not math.isfinite(x) else x
-    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-
-# --- valuing saved energy ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Savings:
-    kwh_per_day: float
-    kg_co2_per_day: float | None
-    cost_per_day: float
-    note: str
-
-
-def value_energy(ctx: Context, saved_by_hour: Mapping[int, float], *, at_meter: bool = False) -> Savings:
-    """Per-day kWh, kg CO2 and cost of IT energy saved (J per hour over the window).
-
-    kWh are IT energy (what the GPUs would not draw); CO2 and cost add the
-    facility overhead (× the hour's PUE) where the facility measurement exists,
-    and use the hour's grid intensity and tariff. ``at_meter``: the energy is
-    already facility energy (no PUE applied).
-    """
-    scale = 86400 / ctx.span_s
-    grid: dict[int, float] = {}
-    for t, e in saved_by_hour.items():
-        pue = 1.0 if at_meter else (ctx.pue_at(t) or 1.0)
-        grid[t] = e * pue
-    kwh = sum(saved_by_hour.values()) / J_PER_KWH * scale
-    em = carbon.emissions(grid, ctx.carbon)
-    kg = em.kg_co2 * scale if em.kg_co2 is not None else None
-    cost = sum(e / J_PER_KWH * ctx.settings.tariff.price_at(t) for t, e in grid.items()) * scale
-    notes = [f"scaled to a day from {ctx.span_s / 3600:.1f} h of data" if ctx.span_s >= 360
-             else f"scaled to a day from {ctx.span_s:.0f} s of data"]
-    notes.append("CO2 and cost include facility overhead (× PUE)" if ctx.fac.pue and not at_meter
-                 else "CO2 and cost on IT energy (no PUE known)" if not at_meter else
-                 "facility energy")
-    if kg is None:
-        notes.append(f"kg CO2 unknown: {em.message}")
-    elif em.message:
-        notes.append(em.message)
-    return Savings(_sig(kwh), _sig(kg) if kg is not None else None, _sig(cost), "; ".join(notes))
-
-
-def _by_hour(items: Iterable[tuple[int, float]]) -> dict[int, float]:
-    out: dict[int, float] = defaultdict(float)
-    for t, e in items:
-        out[t // HOUR_NS * HOUR_NS] += e
-    return dict(out)
-
-
-def _worth(ctx: Context, s: Savings) -> bool:
-    st = ctx.settings
-    return s.kwh_per_day >= st.min_kwh_per_day or (s.kg_co2_per_day or 0.0) >= st.min_kg_co2_per_day
-
-
-def _window_evidence(ctx: Context) -> dict[str, str]:
-    return {"window": f"{fmt_time(ctx.window.start_ns)} .. {fmt_time(ctx.window.end_ns)}",
-            "bucket_s": str(ctx.bucket_s)}
-
-
-# --- helpers over the context --------------------------------------------------------------------
-def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float | None) -> dict[str, list[str]]:
-    """GPU indices per host of a model (and power limit), from the GPU buckets."""
-    want = set(hosts)
-    out: dict[str, list[str]] = defaultdict(list)
-    for (host, gpu), (m, limit) in ctx.gpu_info().items():
-        if host not in want or m != model:
-            continue
-        if cap_w is not None and (limit is None or abs(limit - cap_w) >= 1.0):
-            continue
-        out[host].append(gpu)
-    return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
-
-
-def _idle_w(ctx: Context) -> dict[str, float]:
-    """Each model's idle draw: the lowest bucket-minimum power its GPUs showed."""
-    out: dict[str, float] = {}
-    for g in ctx.gpus:
-        if g.power_min_w is not None:
-            out[g.model] = min(out.get(g.model, g.power_min_w), g.power_min_w)
-    return out
-
-
-def _flat(d: Mapping[str, list[str]]) -> tuple[str, ...]:
-    return tuple(f"{h}/{g}" for h, gs in d.items() for g in gs)
 
 
 # --- the recommenders ---------------------------------------------------------------------------
@@ -258,7 +132,7 @@ def idle_gpus(ctx: Context) -> list[Recommendation]:
 
 def _class_buckets(ctx: Context, f: Frontier) -> list[JobBucket]:
     return [b for b in ctx.jobs if b.gpu_model == f.gpu_model and b.kind == f.kind
-            and b.precision == f.precision and workload_of(b.job) == f.workload
+            and b.precision == f.precision and b.workload_class == f.workload
             and b.power_limit_w is not None]
 
 
@@ -294,7 +168,7 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
         hosts = sorted({h for p in above for h in p.hosts})
         gpus: dict[str, list[str]] = {}
         for p in above:
-            for h, gs in _gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w).items():
+            for h, gs in _job_gpus(ctx, p.jobs, f.gpu_model, p.cap_w).items():
                 gpus[h] = sorted(set(gpus.get(h, [])) | set(gs), key=lambda x: (len(x), x))
         slow = max(best.time_s_per_unit / p.time_s_per_unit - 1 for p in above)
         lam_be = [x for p in above if (x := break_even_lambda(p, best, f.p_max_w)) is not None]
@@ -303,12 +177,12 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
         out.append(Recommendation(
             id=f"power_cap:{_slug(f.key)}", kind="power_cap", target=f.label,
             title=f"Cap {f.workload} on {f.gpu_model} at {best.cap_w:.0f} W (now {caps})",
-            detail=(f"At λ={lam:g} the cost λ·E + (1−λ)·P_max·T per {unit} (P_max {f.p_max_w:.0f} W) "
+            detail=(f"At trade-off weight η={lam:g} the cost η·E + (1−η)·P_max·T per {unit} (P_max {f.p_max_w:.0f} W) "
                     f"is lowest at {best.cap_w:.0f} W on the measured frontier: "
                     f"{best.energy_j_per_unit:.4g} J per {unit} vs "
                     + ", ".join(f"{p.energy_j_per_unit:.4g} J at {p.cap_w:.0f} W" for p in above)
                     + f"; each {unit} takes up to {100 * slow:.0f}% longer"
-                    + (f". A lower cap pays off for λ ≥ {min(lam_be):.2f}." if lam_be else ".")),
+                    + (f". A lower cap pays off for η ≥ {min(lam_be):.2f}." if lam_be else ".")),
             evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.{f.unit}, job.active_s, "
                       f"job.power_limit_w for {f.label}",
                       "frontier": [p.to_dict() for p in f.points], "best_cap_w": best.cap_w,
@@ -327,22 +201,20 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
 
 
 def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
-                idle_w: Mapping[str, float]) -> Recommendation | None:
+                idle_w: Mapping[str, tuple[float, str]]) -> Recommendation | None:
     st = ctx.settings
     active = sum(b.active_s for b in buckets)
     util = (sum((b.util_pct or 0.0) * b.active_s for b in buckets) / active) if active else 0.0
     if util < max(st.clock_lock_min_util_pct, st.low_util_pct):
         return None  # lightly used: consolidation is the better advice
-    idle = idle_w.get(f.gpu_model, 0.0)
+    idle, idle_src = idle_w.get(f.gpu_model, (0.0, "unknown"))
     saved = [(b.time_ns, st.clock_lock_saving_frac
               * max(0.0, b.energy_j - idle * b.active_s * max(b.gpus, 1))) for b in buckets]
     s = value_energy(ctx, _by_hour(saved))
     if not _worth(ctx, s):
         return None
     hosts = sorted({h for p in f.points for h in p.hosts})
-    gpus: dict[str, list[str]] = {}
-    for p in f.points:
-        gpus.update(_gpus_matching(ctx, p.hosts, f.gpu_model, p.cap_w))
+    gpus = _job_gpus(ctx, sorted({j for p in f.points for j in p.jobs}), f.gpu_model)
     peak = max(p.peak_power_w / p.cap_w for p in f.points)
     return Recommendation(
         id=f"clock_lock:{_slug(f.key)}", kind="clock_lock", target=f.label,
@@ -358,7 +230,7 @@ def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
         savings_cost_per_day=s.cost_per_day,
         estimate_method=(f"estimate, not measured in this fleet: assumes locked clocks save "
                          f"{100 * st.clock_lock_saving_frac:.0f}% of the energy above idle "
-                         f"({idle:.0f} W per GPU, the lowest this model drew); {s.note}"),
+                         f"({idle:.0f} W per GPU: {idle_src}); {s.note}"),
         action={"type": "lock_clocks", "gpu_model": f.gpu_model, "hosts": hosts, "gpus": gpus,
                 "sm_clock_fraction": 0.8},
         currency=st.tariff.currency, measured=False, gpus=_flat(gpus),
@@ -378,12 +250,14 @@ def consolidate(ctx: Context) -> list[Recommendation]:
         freed = j.gpus - need
         if freed < 1:
             continue
-        idle = idle_w.get(j.gpu_model, 0.0)
+        if j.gpu_model not in idle_w:
+            continue  # no idle figure for this model: nothing to estimate the saving from
+        idle, idle_src = idle_w[j.gpu_model]
         buckets = ctx.job_buckets_of(j.job)
         s = value_energy(ctx, _by_hour((b.time_ns, freed * idle * b.active_s) for b in buckets))
         if not _worth(ctx, s):
             continue
-        gpus = _gpus_matching(ctx, j.hosts, j.gpu_model, j.power_limit_w)
+        gpus = _job_gpus(ctx, [j.job], j.gpu_model)
         out.append(Recommendation(
             id=f"consolidate:{_slug(j.job)}", kind="consolidate", target=j.job,
             title=f"Consolidate {j.job}: {j.gpus} GPUs at {j.util_pct:.0f}% utilisation",
@@ -395,8 +269,8 @@ def consolidate(ctx: Context) -> list[Recommendation]:
                       "gpus": j.gpus, "gpus_needed": need, "idle_power_w": idle},
             savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
             savings_cost_per_day=s.cost_per_day,
-            estimate_method=(f"estimate: the freed GPUs' idle draw ({idle:.0f} W each, the lowest this "
-                             f"model drew) over the job's run time; the work's own dynamic energy is "
+            estimate_method=(f"estimate: the freed GPUs' idle draw ({idle:.0f} W each: {idle_src}) "
+                             f"over the job's run time; the work's own dynamic energy is "
                              f"assumed unchanged; {s.note}"),
             action={"type": "consolidate", "job": j.job, "hosts": list(j.hosts), "gpus_now": j.gpus,
                     "gpus_needed": need},
@@ -409,7 +283,7 @@ def _group_by_workload(aggs: Iterable[JobAggregate]) -> dict[tuple[str, str, str
     out: dict[tuple[str, str, str, str], list[JobAggregate]] = defaultdict(list)
     for j in aggs:
         if j.energy_j > 0 and primary_unit(j.work):
-            out[(j.gpu_model, j.kind, base_workload(workload_of(j.job)), j.precision)].append(j)
+            out[(j.gpu_model, j.kind, base_workload(j.workload or j.job), j.precision)].append(j)
     return out
 
 
@@ -442,12 +316,17 @@ def precision(ctx: Context) -> list[Recommendation]:
         gain, measured, twin_note = assumed, False, ""
         if twins:
             twin_prec, twin_jobs = sorted(twins, key=lambda t: t[0])[0]
+            # Compare at the same power limit where the twin ran at one: the cap changes PER too.
+            limits = {round(j.power_limit_w) for j in jobs if j.power_limit_w is not None}
+            same_cap = [t for t in twin_jobs if t.power_limit_w is not None
+                        and round(t.power_limit_w) in limits]
+            twin_jobs = same_cap or twin_jobs
             twin_per = _class_per(twin_jobs, unit)
             if twin_per is not None and twin_per > base:
                 gain, measured, to = twin_per / base, True, twin_prec
                 twin_note = (f"{twin_prec} runs of {workload} on {model} measured {twin_per:.4g} "
                              f"{PER_UNITS[unit]} vs {base:.4g} in {prec} ({len(twin_jobs)} vs "
-                             f"{len(jobs)} jobs)")
+                             f"{len(jobs)} jobs{', at the same power limit' if same_cap else ''})")
         frac = 1 - 1 / gain
         buckets = [b for j in jobs for b in ctx.job_buckets_of(j.job)]
         s = value_energy(ctx, _by_hour((b.time_ns, b.energy_j * frac) for b in buckets))
@@ -477,7 +356,8 @@ def precision(ctx: Context) -> list[Recommendation]:
             savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
             savings_cost_per_day=s.cost_per_day, estimate_method=f"{method}; {s.note}",
             action={"type": kind_name, "precision": to, "jobs": list(names), "hosts": hosts},
-            currency=st.tariff.currency, measured=measured, jobs=names))
+            currency=st.tariff.currency, measured=measured, jobs=names,
+            gpus=_flat(_job_gpus(ctx, names, model))))
     return out
 
 
@@ -492,7 +372,7 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
     now = ctx.now_ns
     groups: dict[str, list[JobAggregate]] = defaultdict(list)
     for j in deferrable:
-        groups[workload_of(j.job)].append(j)
+        groups[j.workload or j.job].append(j)
     out = []
     message = None
     for workload, jobs in sorted(groups.items()):
@@ -573,7 +453,8 @@ def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
                              f"day averaged over the past days; the energy itself is unchanged"),
             action={"type": "schedule", "workload": workload, "hosts": hosts,
                     "start_utc": start_txt, "duration_s": duration},
-            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs)))
+            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs),
+            gpus=_flat(_job_gpus_any(ctx, runs))))
     return out, message
 
 
@@ -659,7 +540,7 @@ def recommend_from(ctx: Context, lam: float = 0.5) -> RecommendationSet:
 
 def recommendations(store: Store, window: Window, *, lam: float = 0.5,
                     settings: Settings | None = None) -> list[Recommendation]:
-    """Ranked, deduplicated recommendations for the window at the operator's λ (0 time .. 1 energy)."""
+    """Ranked, deduplicated recommendations for the window at the operator's trade-off weight η (0 time .. 1 energy)."""
     check_lambda(lam, unit_interval=True)
     return recommend_from(load_context(store, window, settings), lam).items
 

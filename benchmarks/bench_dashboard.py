@@ -19,7 +19,7 @@ refresh is what its interval callbacks compute: the six KPI cards against the
   interval, pulled through the store, aggregated in Python);
 - ``pushdown``: the dashboard's views straight on the store (aggregation in
   SQL/InfluxQL, no rollup cache): what a cold page load costs;
-- ``cached``: the views through ``dashboard.cache.CachedStore``, as the app
+- ``cached``: the views through ``collector.store.cache.CachedStore``, as the app
   runs them, refreshing every ``--refresh-s`` while an agent writes every
   ``--interval-s``; the cache's clock follows the agent's, so the newest two
   minutes are live (read from the store on every refresh), as in production.
@@ -51,27 +51,19 @@ from analytics.context import Settings
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
 from collector.store.base import AggregateQuery, Store
+from collector.store.cache import CachedStore
 from dashboard import views
-from dashboard.cache import CachedStore
 
 NS = 1_000_000_000
 DAY_NS = 86400 * NS
 
 
 def fill(store: Store, fleet: SimulatedFleet, start_ns: int, end_ns: int, interval_s: int) -> int:
-    """Write the fleet's points for [start, end) through the store, one round per interval."""
-    batch: list[Any] = []
-    n = 0
-    t = start_ns
-    while t < end_ns:
-        batch.extend(fleet.points_between(t, t + interval_s * NS))
-        t += interval_s * NS
-        if len(batch) >= 50_000:
-            store.write(batch)
-            n += len(batch)
-            batch = []
-    store.write(batch)
-    return n + len(batch)
+    """Write the fleet's points for [start, end) through the store, one round per interval
+    (`wattlens simulate write`'s code path)."""
+    from wattlens.commands.simulate import write_history
+
+    return write_history(store, fleet, start_ns, end_ns, interval_s, label="fill")
 
 
 # --- the three ways to refresh the Fleet page -------------------------------------------------

@@ -122,6 +122,7 @@ def micro_step_cost(n: int = 100_000) -> dict[str, float]:
 # --- orchestration -----------------------------------------------------------------------
 
 
+BENCH_TOKEN = "bench-agent-token-0123456789"  # noqa: S105 - a throwaway loopback token
 AGENT_SCRIPT = """
 import sys, threading, signal
 sys.path.insert(0, {root!r})
@@ -133,9 +134,9 @@ from collector.store import open_store
 store = open_store({store!r})
 sources, tracker = with_jobs([CpuEstimateSource(host="bench")], "bench")
 agent = Agent(sources, store, 1.0)
-exporter = Exporter(agent.stats, host="127.0.0.1", port=0)
+exporter = Exporter(agent.stats, host="127.0.0.1", port=0, token={token!r})
 agent.observers.append(exporter)
-IngestApp(tracker, token="").mount(exporter)
+IngestApp(tracker, token={token!r}).mount(exporter)  # TCP ingest needs the token
 exporter.start()
 print(exporter.url, flush=True)
 signal.signal(signal.SIGTERM, lambda *a: agent.stop())
@@ -145,7 +146,8 @@ exporter.stop()
 
 
 def start_agent(tmp: Path) -> tuple[subprocess.Popen[str], str]:
-    script = AGENT_SCRIPT.format(root=str(ROOT), store=f"sqlite:///{tmp / 'agent.db'}")
+    script = AGENT_SCRIPT.format(root=str(ROOT), store=f"sqlite:///{tmp / 'agent.db'}",
+                                 token=BENCH_TOKEN)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -188,7 +190,8 @@ def run_worker(python: str, condition: str, steps: int, agent_url: str | None,
     cmd = [python, __file__, "--worker", condition, "--steps", str(steps), "--store", store_url]
     if agent_url:
         cmd += ["--agent-url", agent_url]
-    env = {**os.environ, "WATTLENS_INTERVAL": "1.0", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "WATTLENS_INTERVAL": "1.0", "PYTHONPATH": str(ROOT),
+           "WATTLENS_AGENT_TOKEN": BENCH_TOKEN}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"worker {condition} failed:\n{done.stderr[-2000:]}")

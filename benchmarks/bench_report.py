@@ -44,7 +44,7 @@ from analytics.report import build_report, render
 from analytics.timeutil import Window
 from collector.schema import INCREMENT_FIELDS, Point, escape_key, escape_measurement
 from collector.sources.simulated import SimulatedFleet
-from collector.store.sqlite import SQLiteStore, _field_col, _series_key, _table, _tag_col, qident
+from collector.store.sqlite import SQLiteStore
 
 NS = 1_000_000_000
 END_NS = 1_795_824_000 * NS  # 2026-11-28T00:00Z
@@ -61,40 +61,11 @@ def minutes(gpus: int, hours: float, end_ns: int) -> Iterator[tuple[int, list[Po
 
 
 def fill_sqlite(path: Path, gpus: int, hours: float, interval_s: float) -> int:
-    n = max(1, round(60 / interval_s))
-    step = int(60 * NS / n)
-    store = SQLiteStore(path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA journal_mode=WAL")
-    sql: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
-    rows = 0
-    for t, pts in minutes(gpus, hours, END_NS):
-        if not sql:
-            store.write(pts)  # creates the tables, columns and indexes the store uses
-            store.close()
-            for p in pts:
-                key = (p.measurement, tuple(k for k, _ in p.tags), tuple(k for k, _ in p.fields))
-                cols = ["time_ns", "series", *(_tag_col(k) for k in key[1]),
-                        *(_field_col(k) for k in key[2])]
-                sql[key] = (f"INSERT OR REPLACE INTO {_table(p.measurement)} "
-                            f"({','.join(qident(c) for c in cols)}) VALUES ({','.join('?' * len(cols))})")
-            # The expanded rows below replace these points (same series and time at t + 60 s).
-        batches: dict[str, list[tuple[object, ...]]] = {}
-        for p in pts:
-            key = (p.measurement, tuple(k for k, _ in p.tags), tuple(k for k, _ in p.fields))
-            head = (_series_key(p), *(v for _, v in p.tags))
-            values = tuple(v / n if k in INCREMENT_FIELDS and isinstance(v, float) else v
-                           for k, v in p.fields)
-            batch = batches.setdefault(sql[key], [])
-            for k in range(1, n + 1):
-                batch.append((t + k * step, *head, *values))
-        conn.execute("BEGIN")
-        for statement, batch in batches.items():
-            conn.executemany(statement, batch)
-            rows += len(batch)
-        conn.execute("COMMIT")
-    conn.close()
+    """Through the store's own write path (rollups included), one minute per batch."""
+    from benchmarks.bench_store import fill
+
+    n_min = int(hours * 60)
+    rows, _ = fill(SQLiteStore(path), gpus, END_NS - n_min * 60 * NS, n_min, interval_s)
     return rows
 
 
@@ -102,7 +73,8 @@ def read_raw_sqlite(path: Path, window: Window) -> int:
     conn = sqlite3.connect(path)
     n = 0
     for m in MEASUREMENTS:
-        cur = conn.execute(f"SELECT * FROM {_table(m)} WHERE time_ns >= ? AND time_ns < ?",
+        cur = conn.execute(f'SELECT * FROM "raw:{m}" d JOIN "series:{m}" s ON s.id = d.sid '
+                           f"WHERE d.time_ns >= ? AND d.time_ns < ?",
                            (window.start_ns, window.end_ns))
         while chunk := cur.fetchmany(50_000):
             n += len(chunk)

@@ -51,6 +51,10 @@ SUITE = (
     Bench("dashboard", "Fleet page refresh p50/p95 on 1,000 GPUs x 24 h vs pulling raw points",
           ("benchmarks/bench_dashboard.py", "--gpus", "1000", "--hours", "24", "--interval-s",
            "60", "--refreshes", "20", "--naive-runs", "1"), 300),
+    Bench("http-attacks", "agent RSS, threads and /metrics latency with 2,000 held connections "
+                          "vs idle", ("benchmarks/bench_http_attacks.py",), 120),
+    Bench("recommendations", "recommendations vs the simulator's ground truth: recall, false "
+                             "positives, savings error", ("benchmarks/bench_recommendations.py",), 600),
 )
 
 

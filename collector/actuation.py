@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -13,7 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.exporter import Request, Response
+from collector.auth import check_request, check_token, is_loopback
+from collector.errors import DeviceLost, SourceUnavailable
+from collector.http_server import Request, Response
 from collector.sources import nvml as nvml_source
 
 log = logging.getLogger("wattlens.actuation")
@@ -24,9 +25,14 @@ MAX_BODY_BYTES = 4096
 class ActuationRefused(Exception):
     """A cap change was refused; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.code = code  # machine-readable reason, e.g. "actuation_disabled"
+
+
+DISABLED = ("actuation is not enabled on this agent: start it with --enable-actuation "
+            "(root and a token needed)")
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,8 @@ class PowerCapActuator:
     """Sets NVML power limits for the agent, and only when every guard agrees.
 
     A real change needs all of: actuation enabled in the agent's config, the
-    agent's token on the request (compared in constant time), and root. A dry
-    run needs the token too and reports what would change. Every change and dry
+    agent's token on the request (collector.auth), and root. A dry run reports
+    what would change; from loopback it needs no token, from elsewhere the token. Every change and dry
     run is appended to a JSON-lines audit log (who, what, before, after), from
     which :meth:`revert` restores the limit a GPU had before its latest change.
     ``nvml`` is the binding module (a fake in tests); ``is_root`` the privilege check.
@@ -60,7 +66,7 @@ class PowerCapActuator:
                  nvml: Any = None, is_root: Callable[[], bool] | None = None) -> None:
         self.host = host
         self.enabled = enabled
-        self._token = token or ""
+        self._token = check_token(token or None) or ""
         self.audit_path = Path(audit_path)
         self._nvml = nvml
         self._is_root = is_root or (lambda: os.geteuid() == 0)
@@ -70,20 +76,24 @@ class PowerCapActuator:
                              "changes are refused without a token")
 
     # --- guards ----------------------------------------------------------------
-    def authorize(self, authorization: str | None) -> None:
-        """Check the bearer token in constant time; raise ActuationRefused(401/403)."""
+    def authorize(self, authorization: str | None, client: str = "", *, dry_run: bool = False) -> None:
+        """Raise ActuationRefused(401/403) unless the request may go on: a dry run from
+        loopback always may; anything else needs the agent's token."""
+        if dry_run and is_loopback(client):
+            return
         if not self._token:
-            raise ActuationRefused(403, "power-cap actuation is disabled on this agent: start it "
-                                        "with --enable-actuation and WATTLENS_AGENT_TOKEN set")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), self._token.encode()):
-            raise ActuationRefused(401, "missing or wrong agent token: send "
-                                        "'Authorization: Bearer $WATTLENS_AGENT_TOKEN'")
+            raise ActuationRefused(403, DISABLED if not dry_run else
+                                   "dry runs from other hosts need WATTLENS_AGENT_TOKEN on the "
+                                   "agent and 'Authorization: Bearer <token>'",
+                                   "actuation_disabled" if not dry_run else "no_token")
+        denied = check_request(client, authorization, self._token, loopback_free=False,
+                               what="power-cap actuation")
+        if denied is not None:
+            raise ActuationRefused(denied.status, denied.message)
 
     def _check_can_change(self) -> None:
         if not self.enabled:
-            raise ActuationRefused(403, "power-cap actuation is disabled on this agent: start it "
-                                        "with --enable-actuation (dry runs still work)")
+            raise ActuationRefused(403, DISABLED + "; dry runs still work", "actuation_disabled")
         if not self._is_root():
             raise ActuationRefused(403, "setting a GPU power limit needs root: run the agent as "
                                         "root (or in a privileged container) to apply caps")
@@ -164,8 +174,9 @@ class PowerCapActuator:
 
     def _handle(self, request: Request, *, revert: bool) -> Response:
         try:
-            self.authorize(request.headers.get("authorization"))
             body = _parse_body(request.body, need_watts=not revert)
+            self.authorize(request.headers.get("authorization"), request.client,
+                           dry_run=body["dry_run"])
             who = f"{body['who']}@{request.client}"
             if revert:
                 change = self.revert(body["gpu"], who=who, dry_run=body["dry_run"])
@@ -174,7 +185,10 @@ class PowerCapActuator:
         except ActuationRefused as exc:
             if exc.status in (401, 403):
                 log.warning("power cap request from %s refused: %s", request.client, exc)
-            return _json(exc.status, {"error": str(exc)})
+            return _json(exc.status, {"error": str(exc), **({"code": exc.code} if exc.code else {})})
+        except (SourceUnavailable, DeviceLost, ImportError) as exc:
+            return _json(503, {"error": f"power limits unavailable on this host: {exc}",
+                               "code": "no_nvml"})
         except (ValueError, PermissionError) as exc:
             return _json(400 if isinstance(exc, ValueError) else 403, {"error": str(exc)})
         return _json(200, asdict(change))

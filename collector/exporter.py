@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import gzip
-import hmac
 import logging
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from collector.agent import AgentStats
+from collector.auth import is_loopback
+from collector.http_server import Handler, Request, Response, RouteServer
 from collector.schema import Point
 
 if TYPE_CHECKING:
@@ -304,176 +303,10 @@ def _from_attributes(obj: object, specs: Iterable[tuple[str, str, str, str, str]
             yield _single(name, unit, help_text, value, kind)
 
 
-# --- HTTP --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a route handler gets: path parameters from ``{name}`` segments, query, headers, body."""
-
-    method: str
-    path: str
-    params: Mapping[str, str]
-    query: Mapping[str, list[str]]
-    headers: Mapping[str, str]  # lower-cased names
-    body: bytes
-    client: str
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Handler = Callable[[Request], Response]
-
-
-class RouteServer:
-    """A small threading HTTP server with a route table; routes may be added before or after start.
-
-    Patterns are paths with ``{name}`` segments, e.g. ``/v1/jobs/{id}/progress``;
-    the handler receives them in ``request.params``. Unknown paths answer 404,
-    known paths with another method 405, bodies above ``max_body_bytes`` 413.
-    """
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 max_body_bytes: int = 1024 * 1024, token: str | None = None) -> None:
-        self.host = host
-        self.port = port
-        self.max_body_bytes = max_body_bytes
-        # Requests from other hosts must carry this bearer token (checked in constant time).
-        self._token = token.encode() if token else None
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = re.compile(
-            "".join(f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}")
-                    else re.escape(part) for part in re.split(r"(\{[A-Za-z_]\w*\})", pattern)))
-        self._routes.append((method.upper(), regex, handler))
-
-    def authorized(self, client: str, authorization: str) -> bool:
-        """Loopback clients pass; others need ``Authorization: Bearer <token>`` when one is set."""
-        if client in ("127.0.0.1", "::1") or client.startswith("127."):
-            return True
-        if self._token is None:
-            return False
-        given = authorization.removeprefix("Bearer ").strip().encode()
-        return hmac.compare_digest(given, self._token)
-
-    def dispatch(self, request_line: tuple[str, str], make: Callable[[dict[str, str]], Request]
-                 ) -> Response:
-        method, path = request_line
-        allowed: list[str] = []
-        for m, regex, handler in self._routes:
-            match = regex.fullmatch(path)
-            if match is None:
-                continue
-            if m != method and not (method == "HEAD" and m == "GET"):
-                allowed.append(m)
-                continue
-            params = {k: unquote(v) for k, v in match.groupdict().items()}
-            try:
-                return handler(make(params))
-            except Exception:
-                log.exception("HTTP %s %s failed", method, path)
-                return Response(500, b"internal error; see the agent's log\n")
-        if allowed:
-            return Response(405, f"method {method} not allowed; use {', '.join(allowed)}\n"
-                            .encode(), headers={"Allow": ", ".join(sorted(set(allowed)))})
-        return Response(404, f"no such path: {path}\n".encode())
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> None:
-        server = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes: without this, a keep-alive client
-            # (Prometheus) waits for Nagle's delayed ACK, about 40 ms per request.
-            disable_nagle_algorithm = True
-            server_version = "wattlens"
-
-            def _handle(self) -> None:
-                parts = urlsplit(self.path)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                if not server.authorized(self.client_address[0], headers.get("authorization", "")):
-                    self._send(Response(401, b"this agent needs 'Authorization: Bearer <token>' "
-                                             b"from other hosts\n",
-                                        headers={"WWW-Authenticate": "Bearer"}), close=True)
-                    return
-                try:
-                    length = int(headers.get("content-length") or 0)
-                    if length < 0:
-                        raise ValueError(length)
-                except ValueError:
-                    self._send(Response(400, b"Content-Length: not a non-negative integer\n"),
-                               close=True)
-                    return
-                if length > server.max_body_bytes:
-                    # Read (and drop) a body of moderate size first: answering before the client
-                    # has sent it makes the client see a reset connection instead of the 413.
-                    if length <= 16 * server.max_body_bytes:
-                        left = length
-                        while left > 0:
-                            chunk = self.rfile.read(min(left, 65536))
-                            if not chunk:
-                                break
-                            left -= len(chunk)
-                    self._send(Response(413, f"body of {length} bytes is above the limit of "
-                                             f"{server.max_body_bytes}\n".encode()), close=True)
-                    return
-                body = self.rfile.read(length) if length else b""
-
-                def make(params: dict[str, str]) -> Request:
-                    return Request(self.command, parts.path, params, parse_qs(parts.query),
-                                   headers, body, self.client_address[0])
-
-                self._send(server.dispatch((self.command, parts.path), make))
-
-            def _send(self, resp: Response, close: bool = False) -> None:
-                self.send_response(resp.status)
-                self.send_header("Content-Type", resp.content_type)
-                self.send_header("Content-Length", str(len(resp.body)))
-                for k, v in resp.headers.items():
-                    self.send_header(k, v)
-                if close:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(resp.body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.client_address[0], *args)
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wattlens-http",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-
 # --- the exporter ---------------------------------------------------------------------------
+
+
+__all__ = ["Exporter", "FleetCollector", "Handler", "Request", "Response", "RouteServer"]
 
 
 class Exporter:
@@ -488,15 +321,17 @@ class Exporter:
     def __init__(self, stats: AgentStats, spool: SpoolingSink | None = None,
                  host: str = "127.0.0.1", port: int = 9464, *, stale_after_s: float = 300.0,
                  counter_idle_s: float = 3600.0, max_series: int = 200_000,
-                 token: str | None = None) -> None:
+                 token: str | None = None, unix_socket: str | Path | None = None,
+                 http_timeout_s: float = 30.0, unix_optional: bool = False) -> None:
         self.collector = FleetCollector(stats, spool, stale_after_s=stale_after_s,
                                         counter_idle_s=counter_idle_s, max_series=max_series)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
-        self.server = RouteServer(host, port, token=token)
+        self.server = RouteServer(host, port, token=token, unix_socket=unix_socket,
+                                  channel_timeout_s=http_timeout_s, unix_optional=unix_optional)
         self.server.route("GET", "/metrics", self._metrics)
         self.server.route("GET", "/", self._index)
-        if host not in ("127.0.0.1", "::1", "localhost"):
+        if not is_loopback(host):
             log.warning("exporter: serving /metrics on %s, reachable beyond this host", host)
 
     def __call__(self, points: Sequence[Point]) -> None:

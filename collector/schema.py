@@ -25,12 +25,13 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        ("job", "host", "kind", "precision", "gpu_model"),
+        ("job", "host", "kind", "precision", "gpu_model", "workload"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
             # the part of energy_j that came from a model (method=estimated), e.g. the CPU estimate
             "estimated_j",
+            "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
         ),
     ),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
@@ -163,66 +164,27 @@ def _check_no_newline(what: str, value: str) -> None:
         raise ValueError(f"{what}: newlines are not allowed, got {value!r}")
 
 
-# --- line protocol -----------------------------------------------------------
-# https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/
-# Measurement: escape comma and space. Tag keys/values and field keys: escape
-# comma, equals sign and space. String field values: escape double quote and
-# backslash. Checked against a real InfluxDB 1.6 (tests/collector/store): its
-# parser treats a separator as escaped when the byte before it is a backslash,
-# and never turns `\\` back into one backslash in a key or value. So a
-# backslash is written as is, and a key or value that ends with a backslash, or
-# has one right before a comma, equals sign or space, cannot be written at all
-# (doubling it only stores two): those raise ValueError naming the value.
+# Line protocol lives in collector.lineprotocol (the one implementation); these
+# names stay importable from here for the callers that know them.
+from collector.lineprotocol import (  # noqa: E402
+    escape_key,
+    escape_measurement,
+    escape_string_field,
+    format_field_value,
+    to_line,
+)
 
-_MEASUREMENT_SPECIAL = frozenset(", ")
-_KEY_SPECIAL = frozenset(",= ")
-
-
-def _escape(text: str, special: frozenset[str]) -> str:
-    if "\\" in text:
-        for i, ch in enumerate(text):
-            if ch == "\\" and (i + 1 == len(text) or text[i + 1] in special):
-                where = "at the end" if i + 1 == len(text) else f"before {text[i + 1]!r}"
-                raise ValueError(
-                    f"{text!r}: a backslash {where} cannot be written in InfluxDB line protocol "
-                    f"(InfluxDB would read it as an escape); remove or replace that backslash"
-                )
-    for ch in special:
-        if ch in text:
-            text = text.replace(ch, "\\" + ch)
-    return text
-
-
-def escape_measurement(name: str) -> str:
-    return _escape(name, _MEASUREMENT_SPECIAL)
-
-
-def escape_key(name: str) -> str:
-    """Escape a tag key, tag value or field key; ValueError if InfluxDB cannot store it as is."""
-    return _escape(name, _KEY_SPECIAL)
-
-
-def escape_string_field(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def format_field_value(value: FieldValue) -> str:
-    # bool before int: bool is a subclass of int.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    return escape_string_field(value)
-
-
-def to_line(p: Point) -> str:
-    """Serialize one point as a line of InfluxDB line protocol (ns precision)."""
-    head = escape_measurement(p.measurement)
-    if p.tags:
-        head += "," + ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in p.tags)
-    body = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in p.fields)
-    return f"{head} {body} {p.time_ns}"
-
-
+__all__ = [
+    "INCREMENT_FIELDS",
+    "MEASUREMENTS",
+    "METHODS",
+    "WORK_UNITS",
+    "FieldValue",
+    "Point",
+    "escape_key",
+    "escape_measurement",
+    "escape_string_field",
+    "format_field_value",
+    "point",
+    "to_line",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from collector.errors import ConfigError, StoreRejected, StoreUnavailable
+from collector.lineprotocol import LineEncoder, parse_line
 from collector.logutil import LogOnce
-from collector.schema import FieldValue, Point
+from collector.schema import Point
 from collector.store.base import Sink
 
 log = logging.getLogger("wattlens.spool")
@@ -125,14 +127,14 @@ class SpoolingSink:
         self.fsync = fsync
         # Counters the exporter reads.
         self.points_dropped = 0  # oldest points dropped because the spool was full
+        self._rejected_unlogged = 0
+        self._reject_logged_s = -math.inf
         self._rejected = 0  # points the store refused (4xx) or line protocol cannot carry
         self.write_errors = 0  # failed attempts to write to the inner sink
         self.last_good_write_wall_s = 0.0
         self.points_spooled = 0
         self.points_replayed = 0
         self.points_delivered = 0  # accepted by the inner sink, directly or by replay
-
-        from collector.store.influx import LineEncoder
 
         self._encoder = LineEncoder()
         self._warn = LogOnce(log)
@@ -263,9 +265,18 @@ class SpoolingSink:
                 self._note_success(len(part), replayed=False)
 
     def _reject(self, n: int, exc: BaseException) -> None:
+        # At most one line a minute however many are refused (all are counted in /metrics),
+        # with the reason made printable: a refused line may hold any bytes.
+        now = time.monotonic()
         with self._lock:
             self._rejected += n
-        self._warn.warning("rejected", f"store rejected {n} point(s), dropped: {exc}")
+            self._rejected_unlogged += n
+            if now - self._reject_logged_s < 60.0:
+                return
+            self._reject_logged_s, count, self._rejected_unlogged = now, self._rejected_unlogged, 0
+        log.warning("store rejected %d point(s), dropped: %s (further rejections are counted in "
+                    "wattlens_spool_rejected_points_total, logged at most once a minute)", count,
+                    _printable(str(exc)))
 
     def _note_failure(self, exc: BaseException) -> None:
         with self._lock:
@@ -351,10 +362,14 @@ class SpoolingSink:
                 with path.open("r+b") as fh:
                     fh.truncate(end)
                 data = data[:end]
+            start = ack_offset if seq == ack_seq and 0 < ack_offset <= len(data) else 0
+            cleaned = self._without_corrupt_lines(path, data, start)
+            if cleaned is not None:
+                data, start = cleaned, 0
             seg = _Segment(seq, path, size=len(data), lines=data.count(b"\n"))
-            if seq == ack_seq and 0 < ack_offset <= seg.size:
-                seg.offset = ack_offset
-                seg.acked = data.count(b"\n", 0, ack_offset)
+            if start:
+                seg.offset = start
+                seg.acked = data.count(b"\n", 0, start)
             self._segments.append(seg)
         pending = sum(s.pending_lines for s in self._segments)
         if pending:
@@ -363,6 +378,36 @@ class SpoolingSink:
             self._wake.set()
         else:
             self._reset_files()
+
+    def _without_corrupt_lines(self, path: Path, data: bytes, start: int) -> bytes | None:
+        """A segment we did not write as it is (disk damage, another program): keep the lines
+        that are UTF-8 line protocol, drop the rest as rejected, say so once with counts.
+        Returns the kept lines (the file is rewritten), or None when the file is sound."""
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return None
+        kept: list[bytes] = []
+        lines = [line + b"\n" for line in data[start:].split(b"\n")[:-1]]
+        for raw in lines:
+            try:
+                parse_line(raw.decode("utf-8").rstrip("\n"))
+            except ValueError:  # UnicodeDecodeError included
+                continue
+            kept.append(raw)
+        bad = len(lines) - len(kept)
+        with self._lock:
+            self._rejected += bad
+        log.warning("spool %s: %d of %d lines are not line protocol (a damaged file?): dropped, "
+                    "counted in wattlens_spool_rejected_points_total; %d kept for replay",
+                    path, bad, len(lines), len(kept))
+        body = b"".join(kept)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+        return body
 
     def _read_ack(self) -> tuple[int, int]:
         try:
@@ -499,7 +544,7 @@ class SpoolingSink:
             write_lines(body.rstrip(b"\n"))
             return
         points: list[Point] = []
-        for raw in body.decode("utf-8").splitlines():
+        for raw in body.decode("utf-8", "replace").splitlines():
             try:
                 points.append(parse_line(raw))
             except ValueError as exc:
@@ -609,75 +654,10 @@ class SpoolingSink:
                 self._write_ack(self._segments[0])
 
 
-# --- reading the spool back -------------------------------------------------------------
-# The spool holds line protocol as collector.schema.to_line writes it: a backslash
-# before a separator is always an escape (schema refuses the ambiguous cases).
-
-_MEASUREMENT_RE = re.compile(r"(?:\\[, ]|[^, ])+")
-_KEY_RE = re.compile(r"(?:\\[,= ]|[^,= ])+")
-_UNESCAPE_KEY = re.compile(r"\\([,= ])")
-_UNESCAPE_STR = re.compile(r'\\([\\"])')
+# The spool holds line protocol; collector.lineprotocol writes and parses it.
 
 
-def parse_line(line: str) -> Point:
-    """One line of our line protocol back into a Point; ValueError naming the line if malformed."""
-    try:
-        return _parse(line)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"spool line {line[:120]!r}: {exc}") from None
-
-
-def _parse(line: str) -> Point:
-    m = _MEASUREMENT_RE.match(line)
-    if not m:
-        raise ValueError("no measurement")
-    measurement = m.group().replace("\\,", ",").replace("\\ ", " ")
-    pos = m.end()
-    tags: list[tuple[str, str]] = []
-    while line[pos] == ",":
-        k = _KEY_RE.match(line, pos + 1)
-        if not k or line[k.end()] != "=":
-            raise ValueError(f"bad tag at {pos}")
-        v = _KEY_RE.match(line, k.end() + 1)
-        if not v:
-            raise ValueError(f"bad tag value at {k.end()}")
-        tags.append((_UNESCAPE_KEY.sub(r"\1", k.group()), _UNESCAPE_KEY.sub(r"\1", v.group())))
-        pos = v.end()
-    if line[pos] != " ":
-        raise ValueError(f"expected a space at {pos}")
-    space = line.rfind(" ")
-    time_ns = int(line[space + 1:])
-    fields: list[tuple[str, FieldValue]] = []
-    pos += 1
-    while True:
-        k = _KEY_RE.match(line, pos)
-        if not k or line[k.end()] != "=":
-            raise ValueError(f"bad field at {pos}")
-        key = _UNESCAPE_KEY.sub(r"\1", k.group())
-        pos = k.end() + 1
-        value: FieldValue
-        if line[pos] == '"':
-            end = pos + 1
-            while line[end] != '"':
-                end += 2 if line[end] == "\\" else 1
-            value = _UNESCAPE_STR.sub(r"\1", line[pos + 1:end])
-            pos = end + 1
-        else:
-            end = pos
-            while end < space and line[end] != ",":
-                end += 1
-            raw = line[pos:end]
-            if raw in ("true", "false"):
-                value = raw == "true"
-            elif raw.endswith("i"):
-                value = int(raw[:-1])
-            else:
-                value = float(raw)
-            pos = end
-        fields.append((key, value))
-        if pos == space:
-            break
-        if line[pos] != ",":
-            raise ValueError(f"expected a comma at {pos}")
-        pos += 1
-    return Point(measurement, tuple(tags), tuple(fields), time_ns)
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters with anything unprintable escaped."""
+    text = text[:limit]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

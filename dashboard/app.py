@@ -11,11 +11,11 @@ from urllib.parse import unquote
 import dash
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
+from analytics import queries
 from analytics.context import Settings
 from collector.store.base import Store
 from dashboard import components, urlstate, views
 from dashboard.actuation import AgentClient
-from dashboard.cache import CachedStore
 from dashboard.pages import Deps, alerts, carbon, fleet, gpus, jobs, recommendations, tradeoff
 
 log = logging.getLogger("wattlens.dashboard")
@@ -26,15 +26,15 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
                cache: bool = True, lam: float = 0.5, prewarm: bool = False) -> dash.Dash:
     """Build the dashboard over ``store`` (any wattlens store).
 
-    Reads go through a :class:`~dashboard.cache.CachedStore` unless ``cache`` is
-    False. ``actuation`` enables the "apply" buttons; ``auth_token`` requires the
-    token on every request (basic-auth password or bearer). ``prewarm`` fills the
+    Reads go through the store layer's rollup cache (:func:`analytics.queries.cached`)
+    unless ``cache`` is False. ``actuation`` enables the "apply" buttons; ``auth_token``
+    requires the token on every request (basic-auth password or bearer). ``prewarm`` fills the
     cache for the Fleet page and the analysis pages on a background thread, so the first
     visitor does not wait for a cold 24 h read.
     """
     if not refresh_s > 0:
         raise ValueError(f"refresh_s: must be positive, got {refresh_s!r}")
-    reader: Store = CachedStore(store) if cache else store
+    reader: Store = queries.cached(store) if cache else store
     deps = Deps(reader, settings or Settings(), refresh_s, actuation)
     app = dash.Dash(__name__, title="wattlens", update_title="",
                     suppress_callback_exceptions=True, serve_locally=True,

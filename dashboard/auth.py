@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import ipaddress
 import logging
 from typing import Any
+
+from collector.auth import check_token, is_loopback
+from collector.auth import token_matches as _token_matches
 
 log = logging.getLogger("wattlens.dashboard.auth")
 
 REALM = "wattlens"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach."""
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["REALM", "install", "is_loopback", "token_matches"]
 
 
 def token_matches(header: str | None, token: str) -> bool:
-    """Whether an Authorization header carries the token: ``Bearer TOKEN`` or basic auth with
-    any user name and the token as password. Compared in constant time."""
-    if not header or not token:
-        return False
-    scheme, _, value = header.partition(" ")
-    given = ""
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        given = decoded.partition(":")[2]
-    return hmac.compare_digest(given.encode(), token.encode())
+    """Whether an Authorization header carries the token: ``Bearer TOKEN`` (any case) or basic
+    auth with any user name and the token as password (collector.auth's rules)."""
+    return _token_matches(header, token, allow_basic=True)
 
 
 def install(server: Any, token: str) -> None:
@@ -49,8 +27,7 @@ def install(server: Any, token: str) -> None:
     scripts send ``Authorization: Bearer TOKEN``. Refusals are logged with the
     client address, never with what was sent.
     """
-    if not token:
-        raise ValueError("auth: the dashboard token is empty")
+    check_token(token, "dashboard token")
     from flask import Response, request
 
     @server.before_request

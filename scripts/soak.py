@@ -145,7 +145,8 @@ def run_soak(gpus: int, duration_s: float, *, interval_s: float = 1.0,
             agent.send_signal(signal.SIGTERM)
         agent.wait(120)
         output = log_path.read_text(errors="replace")
-        m = re.search(r"stopped: (\d+) rounds, (\d+) points written, (\d+) dropped", output)
+        m = re.search(r"stopped: (\d+) rounds, (\d+) points written, \d+ spooled; lost: (\d+) in "
+                      r"the write queue", output)
         if m:
             result.rounds, result.points_written, result.points_dropped = map(int, m.groups())
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -82,13 +83,28 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, section: 
             continue
         for key in (dest, dest.replace("_", "-")):
             if key in table:
-                value = table[key]
-                if convert is not None and isinstance(value, str):
-                    value = _convert(convert, value, f"[{section}] {key}")
-                setattr(args, dest, value)
+                setattr(args, dest, _from_file(convert, table[key], f"--config: [{section}] {key}"))
                 break
         else:
             setattr(args, dest, default)
+
+
+def _from_file(convert: Callable[[str], Any] | None, value: Any, where: str) -> Any:
+    """A config-file value checked by the same converter as its flag (TOML numbers included)."""
+    if convert is parse_bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _convert(convert, value, where)
+        raise ConfigError(f"{where}: invalid value {value!r}: expected true or false")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        kind = "a string" if convert is None else "a number"
+        raise ConfigError(f"{where}: invalid value {value!r}: expected {kind}")
+    if convert is None:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: invalid value {value!r}: expected a string")
+        return value
+    return _convert(convert, value if isinstance(value, str) else repr(value), where)
 
 
 def _convert(convert: Callable[[str], Any] | None, raw: str, where: str) -> Any:
@@ -126,24 +142,41 @@ def agent_token() -> str | None:
 
     Never a flag: a secret in argv shows in `ps` and shell history.
     """
+    from collector.auth import TokenError, check_token
+
     token = os.environ.get("WATTLENS_AGENT_TOKEN", "").strip()
-    if token:
-        return token
+    where = "WATTLENS_AGENT_TOKEN"
     path = os.environ.get("WATTLENS_AGENT_TOKEN_FILE", "").strip()
-    if path:
+    if not token and path:
+        where = f"WATTLENS_AGENT_TOKEN_FILE ({path})"
         try:
             token = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"WATTLENS_AGENT_TOKEN_FILE: cannot read {path!r}: "
                               f"{exc.strerror}") from None
-        return token or None
-    return None
+    try:
+        return check_token(token or None, where)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def positive_float(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+MIN_INTERVAL_S = 0.05
+
+
+def interval_seconds(text: str) -> float:
+    """A sampling interval: a finite number of seconds, at least MIN_INTERVAL_S."""
+    value = positive_float(text)
+    if value < MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S:g} s, got {text!r}")
     return value
 
 

@@ -1,9 +1,10 @@
 """The job API: `with wattlens.job("bert-ft") as job: job.step(samples=64)` reports work, and gets energy.
 
 The training thread only adds numbers under a lock; a background thread
-reports them every ``flush_interval_s``. Where a wattlens agent listens
-(``WATTLENS_AGENT_URL``, default http://127.0.0.1:9464) the reports go to its
-ingest endpoint and the agent attributes energy. Where none does, the job
+reports them every ``flush_interval_s``. Where a wattlens agent runs, the reports
+go to its Unix socket (``WATTLENS_AGENT_SOCKET``, default /run/wattlens/ingest.sock,
+or the one of an agent this user runs), or over TCP with the agent's token when
+``WATTLENS_AGENT_URL`` is set, and the agent attributes energy. Where none does, the job
 measures this machine itself (the sensors ``wattlens collect --source auto``
 would find) and writes its ``job`` points to the store (``WATTLENS_STORE``, or
 the default SQLite file).
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
 import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -76,6 +79,59 @@ class _AgentTransport:
             raise OSError(f"agent answered HTTP {exc.code}: {message}") from None
         except urllib.error.URLError as exc:
             raise OSError(f"agent at {self.url} unreachable: {exc.reason}") from None
+
+    def close(self) -> None:
+        pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the agent's Unix socket (the kernel tells the agent which user posts)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _SocketTransport:
+    """Reports to the agent over its Unix socket: no token, the agent checks who posts."""
+
+    mode = "agent"
+
+    def __init__(self, path: str, job: str, timeout_s: float) -> None:
+        self.path = path
+        self.target = f"/v1/jobs/{job}/progress"
+        self.timeout_s = timeout_s
+
+    def send(self, payload: dict[str, Any]) -> None:
+        conn = _UnixConnection(self.path, self.timeout_s)
+        try:
+            conn.request("POST", self.target, body=json.dumps(payload).encode(),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        except OSError as exc:
+            raise OSError(f"agent socket {self.path} unreachable: {exc}") from None
+        finally:
+            conn.close()
+        if resp.status < 300:
+            return
+        try:
+            message = json.loads(raw.decode()).get("error", "")
+        except (ValueError, AttributeError):
+            message = ""
+        if 400 <= resp.status < 500 and resp.status != 429:
+            raise ValueError(f"agent refused the report (HTTP {resp.status}): {message}")
+        raise OSError(f"agent answered HTTP {resp.status}: {message}")
 
     def close(self) -> None:
         pass
@@ -183,8 +239,9 @@ class Job:
         if not (isinstance(flush_interval_s, (int, float)) and 0 < flush_interval_s <= 3600):
             raise ValueError(f"flush_interval_s: must be in (0, 3600], got {flush_interval_s!r}")
         self.kind = kind
-        self.agent_url = agent_url or os.environ.get("WATTLENS_AGENT_URL") or DEFAULT_AGENT_URL
-        if not self.agent_url.startswith(("http://", "https://")):
+        # An explicit URL means TCP with the agent's token; otherwise the agent's Unix socket.
+        self.agent_url = agent_url or os.environ.get("WATTLENS_AGENT_URL") or None
+        if self.agent_url is not None and not self.agent_url.startswith(("http://", "https://")):
             raise ValueError(f"agent_url: must be an http:// or https:// URL, got {self.agent_url!r}")
         self.store_url = store_url
         self.requested_mode = mode
@@ -194,6 +251,8 @@ class Job:
         self._lock = threading.Lock()
         self._meta: dict[str, Any] = {"kind": kind}
         self._meta_dirty = True
+        if tags is None or ("workload" not in tags and len(tags) < 8):
+            tags = {"workload": default_workload(self.name), **(tags or {})}
         self.update(precision=precision, batch_size=batch_size, planned_samples=planned_samples,
                     gpus=gpus, tags=tags, deferrable=deferrable)
         self._pending = [0.0, 0.0, 0.0, 0.0]
@@ -289,7 +348,14 @@ class Job:
     def _connect(self) -> _Transport:
         token = os.environ.get("WATTLENS_AGENT_TOKEN") or None
         if self.requested_mode != "standalone":
-            agent = _AgentTransport(self.agent_url, self.name, token, self.timeout_s)
+            agent: _Transport
+            if self.agent_url is not None:
+                agent = _AgentTransport(self.agent_url, self.name, token, self.timeout_s)
+            else:
+                from collector.http_server import client_socket, user_socket
+
+                path = client_socket() or user_socket()
+                agent = _SocketTransport(str(path), self.name, self.timeout_s)
             try:
                 # The start report: the agent sees the job begin. A refusal here (bad
                 # metadata, a missing token) is raised before any training starts.
@@ -402,6 +468,16 @@ class Job:
         self.finish()
 
 
+def default_workload(name: str) -> str:
+    """The job name without its run suffix: trailing ``-``/``_``/``.``/``:``-separated tokens that
+    contain a digit are dropped (``bert-ft-1128-0100`` -> ``bert-ft``, ``resnet50-run-42`` ->
+    ``resnet50-run``; ``resnet50`` and ``my-node-classifier`` stay as they are)."""
+    tokens = re.split(r"([-_.:])", name)
+    while len(tokens) > 2 and any(ch.isdigit() for ch in tokens[-1]):
+        del tokens[-2:]
+    return "".join(tokens)[:64]
+
+
 def job(
     name: str,
     *,
@@ -424,7 +500,9 @@ def job(
     precision (fp32, tf32, bf16, fp16, fp8, amp-bf16 for autocast to bf16, ...);
     ``gpus`` the NVML indices of the GPUs it uses, when the agent cannot see its
     processes (containers); ``tags`` a few low-cardinality labels (team,
-    model). ``mode``: ``auto`` reports to the agent if one answers at
+    model); ``workload`` (what the job is an instance of, which analytics compares like with
+    like) defaults to the name without its run suffix (``default_workload``). ``mode``:
+    ``auto`` reports to the agent if one answers at
     ``agent_url`` and measures in-process otherwise; ``agent`` or
     ``standalone`` force one. Bad arguments raise ValueError naming the field.
     """

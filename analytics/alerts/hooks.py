@@ -228,6 +228,8 @@ class _Message:
     created_ns: int
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    owed: bool = False  # carries a "resolved" notice: re-sent once the receiver is back
+    dead_lettered: bool = False
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -253,6 +255,10 @@ class HookDelivery:
     A full queue dead-letters the new message instead of waiting. Retries
     re-sign each attempt with a fresh timestamp (the body, and so the
     ``X-Wattlens-Delivery`` id, stay the same: receivers de-duplicate on it).
+    A dead-lettered message marked ``owed`` (it tells that an alert resolved) is
+    also kept in memory and sent again, with the same id, after the next delivery
+    that succeeds or every ``backoff_max_s`` while idle: otherwise the receiver
+    would think the alert still fires. The dead-letter file keeps its record.
     """
 
     def __init__(self, spec: HookSpec, url: str, dead_letter: Path, *, secret: bytes | None = None,
@@ -268,6 +274,7 @@ class HookDelivery:
         self._content_type = content_type
         self._opener = _opener(url)
         self._queue: deque[_Message] = deque()
+        self._owed: deque[_Message] = deque(maxlen=max(1, spec.queue_max))
         self._cond = threading.Condition()
         self._busy = False
         self._closing = threading.Event()
@@ -277,9 +284,10 @@ class HookDelivery:
         self._thread.start()
 
     # --- producer side -----------------------------------------------------------
-    def submit(self, body: bytes) -> str:
-        """Queue one request body; returns its delivery id. Never blocks."""
-        msg = _Message(uuid.uuid4().hex, body, time.time_ns())
+    def submit(self, body: bytes, *, owed: bool = False) -> str:
+        """Queue one request body; returns its delivery id. Never blocks. ``owed``: re-send it
+        after a dead letter once the receiver answers again (resolved notices)."""
+        msg = _Message(uuid.uuid4().hex, body, time.time_ns(), owed=owed)
         with self._cond:
             self.stats.submitted += 1
             full = len(self._queue) >= self.spec.queue_max or self._closing.is_set()
@@ -314,12 +322,30 @@ class HookDelivery:
         with self._cond:
             return len(self._queue) + (1 if self._busy else 0)
 
+    @property
+    def owed(self) -> int:
+        """Dead-lettered resolved notices waiting for the receiver to come back."""
+        with self._cond:
+            return len(self._owed)
+
+    def _requeue_owed(self) -> None:
+        """Put the owed notices back in the queue (caller holds ``_cond``)."""
+        while self._owed:
+            msg = self._owed.popleft()
+            msg.attempts, msg.errors = 0, []
+            self._queue.append(msg)
+        self._cond.notify()
+
     # --- the thread --------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closing.is_set():
-                    self._cond.wait()
+                    if self._owed:  # idle with notices owed: probe the receiver now and then
+                        if not self._cond.wait(self.spec.backoff_max_s):
+                            self._requeue_owed()
+                    else:
+                        self._cond.wait()
                 if not self._queue:
                     return
                 msg = self._queue.popleft()
@@ -351,13 +377,19 @@ class HookDelivery:
             if ok:
                 with self._cond:
                     self.stats.delivered += 1
+                    if self._owed:  # the receiver is back: what it missed goes next
+                        self._requeue_owed()
+                if msg.dead_lettered:
+                    log.info("hook %s: delivery %s (a resolved notice) delivered now that the "
+                             "receiver is back; its dead-letter record can be ignored",
+                             self.spec.name, msg.id)
                 if msg.attempts > 1:
                     log.info("hook %s: delivery %s succeeded on attempt %d", self.spec.name,
                              msg.id, msg.attempts)
                 return
             msg.errors.append(detail)
             if not retryable:
-                self._dead_letter(msg, detail)
+                self._dead_letter(msg, detail, refused=True)
                 return
             if msg.attempts >= self.spec.max_attempts:
                 break
@@ -399,7 +431,17 @@ class HookDelivery:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             return False, True, f"{type(reason).__name__}: {reason}", None
 
-    def _dead_letter(self, msg: _Message, reason: str) -> None:
+    def _dead_letter(self, msg: _Message, reason: str, *, refused: bool = False) -> None:
+        """Record a failed delivery; keep an owed one for a re-send unless the receiver
+        ``refused`` it (a 4xx or redirect: sending it again would not help)."""
+        keep = msg.owed and not refused and not self._closing.is_set()
+        if keep:
+            with self._cond:
+                self._owed.append(msg)
+        if msg.dead_lettered:  # a re-send that failed again: its record is already there
+            log.debug("hook %s: owed delivery %s failed again: %s", self.spec.name, msg.id, reason)
+            return
+        msg.dead_lettered = True
         try:
             payload: Any = json.loads(msg.body)
         except ValueError:
@@ -419,9 +461,10 @@ class HookDelivery:
                 log.error("hook %s: cannot write dead-letter file %s: %s", self.spec.name,
                           self.dead_letter, exc)
                 return
-        log.warning("hook %s (%s): delivery %s failed after %d attempt(s): %s; kept in %s",
+        log.warning("hook %s (%s): delivery %s failed after %d attempt(s): %s; kept in %s%s",
                     self.spec.name, self.spec.display_url(), msg.id, msg.attempts, reason,
-                    self.dead_letter)
+                    self.dead_letter, "; this resolved notice is sent again once the receiver "
+                    "answers" if keep else "")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -487,7 +530,8 @@ class Dispatcher:
             payload = slack_payload(events, now_ns)
         else:
             payload = webhook_payload(events, now_ns)
-        return delivery.submit(json.dumps(payload, separators=(",", ":")).encode())
+        resolved = any(e.status == "resolved" for e in events)
+        return delivery.submit(json.dumps(payload, separators=(",", ":")).encode(), owed=resolved)
 
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

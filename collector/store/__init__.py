@@ -4,6 +4,8 @@
 - ``influxdb://[user:pass@]host:8086/DB``: InfluxDB v1 write API, InfluxQL reads.
 - ``influxdb2://host:8086/BUCKET?org=ORG``: v2 write API via influxdb-client, InfluxQL reads;
   the token comes from ``WATTLENS_INFLUX_TOKEN``.
+- ``prometheus://host:9090[/path]?mapping=NAME``: read-only PromQL (Prometheus, VictoriaMetrics,
+  Thanos, Mimir); the token comes from ``WATTLENS_PROMETHEUS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "sqlite": "collector.store.sqlite:from_url",
     "influxdb": "collector.store.influx:from_url",
     "influxdb2": "collector.store.influx:from_url_v2",
+    "prometheus": "collector.store.prometheus:from_url",
 }
 
 

@@ -1,46 +1,40 @@
-"""Embedded SQLite store (stdlib sqlite3, WAL): the zero-setup default, shared by agent and dashboard."""
+"""Embedded SQLite store (stdlib sqlite3, WAL): compact rows, 1m/1h rollups, retention, tiered reads.
+
+The layout is in :mod:`collector.store.sqlite_layout`, the write path in
+:mod:`collector.store.sqlite_write`, and the read plan in
+:mod:`collector.store.tiers`. An agent process writes while dashboard and
+report processes read (WAL); every process checks the file's identity each
+round, so a deleted or replaced database is noticed, logged and recreated.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from collections import defaultdict
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from collector.errors import ConfigError, StoreRejected, StoreUnavailable
-from collector.schema import Point
-from collector.store.base import AggregateQuery, Row, column
+from collector.schema import FieldValue, Point
+from collector.store import sqlite_layout as lay
+from collector.store.base import AggregateQuery, Row
+from collector.store.sqlite_write import write_measurement
+
+log = logging.getLogger("wattlens.store.sqlite")
 
 NS = 1_000_000_000
-_RESERVED = {"time_ns", "series"}
-
-_SQL_AGG = {"sum": "SUM", "mean": "AVG", "max": "MAX", "min": "MIN", "count": "COUNT"}
-
-
-def qident(name: str) -> str:
-    """Quote an SQL identifier: any string is safe inside double quotes with quotes doubled."""
-    if "\x00" in name:
-        raise ValueError(f"identifier: NUL is not allowed, got {name!r}")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _table(measurement: str) -> str:
-    return qident(f"m:{measurement}")
-
-
-def _tag_col(tag: str) -> str:
-    return f"t:{tag}"
-
-
-def _field_col(field_name: str) -> str:
-    return f"f:{field_name}"
+# Connections to a database file that was deleted or replaced. Closing one would
+# checkpoint and unlink "<path>-wal" by name, which by then may be the new file's
+# WAL; so they are kept open (one per replacement) until the process exits.
+_ABANDONED: list[sqlite3.Connection] = []
 
 
 class SQLiteStore:
-    """One table per measurement, a column per tag and per field, added as new keys appear.
+    """Compact rows keyed by (time, series id), rollups kept on write, reads from the coarsest tier.
 
     Each row is unique per (series, time_ns), as in InfluxDB: writing the same
     point twice (a spool replay) updates it instead of counting it twice, and a
@@ -48,24 +42,74 @@ class SQLiteStore:
     aligned, like InfluxDB's ``GROUP BY time()``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0,
+                 purge_every_s: float = 60.0, check_every_s: float = 1.0,
+                 tiered: bool = True, url: str | None = None) -> None:
         self.path = Path(path)
-        self.url = f"sqlite://{self.path}"  # sqlite:///abs/path.db or sqlite://rel.db
+        self.url = url or f"sqlite://{self.path}"  # as given, or sqlite:///abs/path.db
         if self.path.is_dir():
             raise ConfigError(f"--store: {self.path} is a directory; give a file path like "
                               f"sqlite:///{self.path / 'wattlens.db'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tiered = tiered  # False: read raw rows only (the benchmarks' reference)
+        self.reopened = 0  # times the file was found deleted or replaced and opened again
         self._timeout_s = timeout_s
-        self._write_lock = threading.Lock()
+        self._purge_every_ns = int(purge_every_s * NS)
+        self._check_every_ns = int(check_every_s * NS)
+        self._lock = threading.RLock()
         self._local = threading.local()
-        self._columns: dict[str, set[str]] = {}
+        self._generation = 0
+        self._conns: list[sqlite3.Connection] = []
+        self._identity: tuple[int, int] | None = None
+        self._journal_ids: dict[str, tuple[int, int] | None] = {}
+        self._checked_ns = 0
+        self._purged_ns = 0
+        self._reset_caches()
+        self._open_file()
+
+    def _reset_caches(self) -> None:
+        self._sids: dict[str, dict[str, int]] = {}
+        self._cols: dict[str, tuple[set[str], set[str]]] = {}  # m -> (tags, fields)
+        self._retention: dict[str, int] | None = None
+
+    # --- the file and its connections -------------------------------------------------
+    def _open_file(self) -> None:
+        for suffix in ("-wal", "-shm"):
+            stale = Path(f"{self.path}{suffix}")
+            # A deleted or replaced database's journal must not replay into the file now at
+            # the path: move it aside when there is no database, or when it is the very
+            # journal this process saw with the old file (another process's new one stays).
+            ident = _identity(stale)
+            if ident is not None and (not self.path.exists()
+                                      or ident == self._journal_ids.get(suffix)):
+                aside = stale.with_name(f"{stale.name}.orphaned-{time.time_ns()}")
+                stale.rename(aside)
+                log.error("SQLite store %s: moved the old database's %s aside to %s", self.path,
+                          suffix, aside)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                lay.create_meta(conn)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                conn.execute("ROLLBACK")
+                raise
+            old = lay.old_layout_tables(conn)
+            if old:
+                log.error("SQLite store %s holds tables of the first layout (%s) that this version "
+                          "does not read; run `wattlens store init --store %s` to move them into "
+                          "the current layout", self.path, ", ".join(old), self.url)
+            self._identity = _identity(self.path)
+            self._note_journal()
 
-    # --- connections -----------------------------------------------------------
+    def _note_journal(self) -> None:
+        self._journal_ids = {sfx: _identity(Path(f"{self.path}{sfx}")) for sfx in ("-wal", "-shm")}
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._local, "generation", -1) != self._generation:
             try:
                 conn = sqlite3.connect(self.path, timeout=self._timeout_s,
                                        isolation_level=None, check_same_thread=False)
@@ -74,220 +118,283 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self._timeout_s * 1000)}")
             self._local.conn = conn
+            self._local.generation = self._generation
+            with self._lock:
+                self._conns.append(conn)
         return conn
 
+    def check_file(self, *, force: bool = False) -> bool:
+        """Reopen (or recreate) the database if its file was deleted or replaced; True if it was.
+
+        Called before every write and, at most once per ``check_every_s``, before
+        reads. The error names the path, so an operator sees what happened.
+        """
+        now = time.monotonic_ns()
+        if not force and now - self._checked_ns < self._check_every_ns:
+            return False
+        self._checked_ns = now
+        identity = _identity(self.path)
+        if identity == self._identity:
+            self._note_journal()
+            return False
+        with self._lock:
+            what = "was deleted" if identity is None else "was replaced by another file"
+            log.error("SQLite store %s %s while open; %s it and writing on", self.path, what,
+                      "recreating" if identity is None else "reopening")
+            _ABANDONED.extend(self._conns)
+            self._conns = []
+            self._generation += 1
+            self._reset_caches()
+            self.reopened += 1
+            try:
+                self._open_file()
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: cannot recreate the "
+                                       f"database file: {exc}") from exc
+        return True
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
 
-    # --- schema ---------------------------------------------------------------
-    def _table_columns(self, measurement: str, refresh: bool = False) -> set[str]:
-        cols = self._columns.get(measurement)
-        if cols is None or refresh:
-            rows = self._conn().execute(f"PRAGMA table_info({_table(measurement)})").fetchall()
-            cols = {r[1] for r in rows}
-            self._columns[measurement] = cols
-        return cols
+    # --- settings -------------------------------------------------------------------
+    @property
+    def retention_s(self) -> dict[str, int]:
+        """Seconds kept per tier (raw, 1m, 1h); 0 means kept forever."""
+        if self._retention is None:
+            self._retention = lay.read_retention(self._conn())
+        return dict(self._retention)
 
-    def _ensure(self, conn: sqlite3.Connection, measurement: str, cols: set[str]) -> None:
-        have = self._table_columns(measurement, refresh=True)
-        table = _table(measurement)
-        if not have:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} "
-                         "(time_ns INTEGER NOT NULL, series TEXT NOT NULL)")
-            conn.execute(
-                f"CREATE UNIQUE INDEX IF NOT EXISTS {qident(f'ix:{measurement}:series_time')} "
-                f"ON {table} (series, time_ns)")
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {qident(f'ix:{measurement}:time')} "
-                         f"ON {table} (time_ns)")
-            have = {"time_ns", "series"}
-        for col in sorted(cols - have):
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {qident(col)}")
-        self._columns[measurement] = have | cols
+    def init(self, *, raw_retention: str = "7d", rollup_1m_retention: str = "90d",
+             rollup_1h_retention: str = "INF", rollups: bool = True) -> list[str]:
+        """Set the retention of each tier (``wattlens store init``); rollups are always kept."""
+        wanted = {"raw": lay.retention_seconds("--raw-retention", raw_retention),
+                  "1m": lay.retention_seconds("--rollup-1m-retention", rollup_1m_retention),
+                  "1h": lay.retention_seconds("--rollup-1h-retention", rollup_1h_retention)}
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            lay.write_retention(conn, wanted)
+            conn.execute("COMMIT")
+        self._retention = wanted
+        lines = [f"retention {tier}: {_days(s)}" for tier, s in wanted.items()]
+        if not rollups:
+            lines.append("rollups: the embedded store always keeps them (they are what makes "
+                         "long windows fast)")
+        lines += self.migrate()
+        removed = self.purge()
+        lines.append(f"purged {removed} rows past retention")
+        return lines
 
-    # --- writes ---------------------------------------------------------------
+    def migrate(self, batch: int = 50_000) -> list[str]:
+        """Move the rows of first-layout tables (``m:NAME``) through ``write``, then drop them."""
+        from collector.schema import Point
+
+        lines: list[str] = []
+        conn = self._conn()
+        for name in lay.old_layout_tables(conn):
+            measurement = name[2:]
+            cols = [c for c in lay.columns(conn, lay.qident(name)) if c not in ("series",)]
+            cur = conn.execute(f"SELECT {','.join(lay.qident(c) for c in cols)} "
+                               f"FROM {lay.qident(name)}")
+            moved = 0
+            while chunk := cur.fetchmany(batch):
+                pts = []
+                for row in chunk:
+                    values = dict(zip(cols, row, strict=True))
+                    tags = tuple(sorted((c[2:], v) for c, v in values.items()
+                                        if c.startswith("t:") and v not in (None, "")))
+                    fields = tuple(sorted((c[2:], v) for c, v in values.items()
+                                          if c.startswith("f:") and v is not None))
+                    if fields:
+                        pts.append(Point(measurement, tags, fields, int(values["time_ns"])))
+                self.write(pts)
+                moved += len(pts)
+            with self._lock:
+                conn.execute(f"DROP TABLE {lay.qident(name)}")
+            lines.append(f"moved {moved} {measurement} rows from the first layout")
+        return lines
+
+    # --- writes --------------------------------------------------------------------
     def write(self, points: Sequence[Point]) -> None:
         if not points:
             return
-        groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[Point]] = defaultdict(list)
-        for p in points:
-            groups[(p.measurement, tuple(k for k, _ in p.tags),
-                    tuple(k for k, _ in p.fields))].append(p)
-        with self._write_lock:
+        by_m: dict[str, dict[tuple[int, int], dict[str, FieldValue]]] = {}
+        with self._lock:
+            self.check_file(force=True)
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for (measurement, tag_keys, field_keys), pts in groups.items():
-                    tag_cols = [_tag_col(k) for k in tag_keys]
-                    field_cols = [_field_col(k) for k in field_keys]
-                    needed = set(tag_cols) | set(field_cols)
-                    if not needed <= self._columns.get(measurement, set()):
-                        self._ensure(conn, measurement, needed)
-                    cols = ["time_ns", "series", *tag_cols, *field_cols]
-                    placeholders = ",".join("?" * len(cols))
-                    updates = ",".join(f"{qident(c)}=excluded.{qident(c)}" for c in field_cols)
-                    sql = (f"INSERT INTO {_table(measurement)} "
-                           f"({','.join(qident(c) for c in cols)}) VALUES ({placeholders}) "
-                           f"ON CONFLICT(series, time_ns) DO UPDATE SET {updates}")
-                    conn.executemany(sql, (
-                        (p.time_ns, _series_key(p), *(v for _, v in p.tags),
-                         *(v for _, v in p.fields)) for p in pts
-                    ))
+                for p in points:
+                    rows = by_m.setdefault(p.measurement, {})
+                    sid = self._sid(conn, p)
+                    fields = rows.setdefault((p.time_ns, sid), {})
+                    fields.update(p.fields)
+                for m, rows in by_m.items():
+                    self._ensure_fields(conn, m, {k for f in rows.values() for k in f})
+                    write_measurement(conn, m, rows, sorted(self._cols[m][1]))
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                _rollback(conn)
+                self._abort(conn)
                 raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
-                _rollback(conn)
+                self._abort(conn)
                 raise StoreRejected(f"SQLite store {self.path} rejected points: {exc}") from exc
+            self._maybe_purge(max(p.time_ns for p in points))
 
-    # --- reads ----------------------------------------------------------------
-    def query(self, q: AggregateQuery) -> list[Row]:
-        have = self._table_columns(q.measurement, refresh=True)
-        if not have:
-            return []
-        params: list[object] = [q.start_ns, q.end_ns]
-        where = ["time_ns >= ?", "time_ns < ?"]
-        for tag, want in q.where.items():
-            col = _tag_col(tag)
-            values = (want,) if isinstance(want, str) else tuple(want)
-            if col not in have:
-                return []
-            if not values:
-                return []
-            where.append(f"{qident(col)} IN ({','.join('?' * len(values))})")
-            params.extend(values)
-        group_exprs: list[str] = []
-        select: list[str] = []
-        if q.bucket_s is not None:
-            width = int(q.bucket_s * NS)
-            select.append(f"(time_ns / {width}) * {width} AS bucket")
-            group_exprs.append("bucket")
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        self._reset_caches()  # a rolled-back transaction may have added columns or series
+
+    def _sid(self, conn: sqlite3.Connection, p: Point) -> int:
+        sids = self._sids.get(p.measurement)
+        if sids is None:
+            self._ensure_measurement(conn, p.measurement)
+            sids = self._sids[p.measurement]
+        key = repr(p.tags)  # unambiguous even for hostile tag values
+        sid = sids.get(key)
+        if sid is not None:
+            return sid
+        st = lay.series_table(p.measurement)
+        row = conn.execute(f"SELECT id FROM {st} WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            tags = dict(p.tags)
+            have = self._cols[p.measurement][0]
+            if set(tags) - have:
+                have |= {c[2:] for c in lay.columns(conn, st) if c.startswith("t:")}
+            for tag in sorted(set(tags) - have):
+                lay.add_tag(conn, p.measurement, tag)
+                have.add(tag)
+            cols = ["key", *(lay.tag_col(t) for t in tags)]
+            cur = conn.execute(f"INSERT INTO {st} ({','.join(cols)}) VALUES "
+                               f"({','.join('?' * len(cols))})", (key, *tags.values()))
+            sid = int(cur.lastrowid or 0)
         else:
-            select.append("NULL AS bucket")
-        for tag in q.group_by:
-            col = _tag_col(tag)
-            expr = f"COALESCE({qident(col)}, '')" if col in have else "''"
-            select.append(f"{expr} AS {qident(col)}")
-            group_exprs.append(qident(col))
-        plain: list[tuple[str, str]] = [(a, f) for a, f in q.aggregates if a != "last"]
-        lasts: list[tuple[str, str]] = [(a, f) for a, f in q.aggregates if a == "last"]
-        for agg, field_name in plain:
-            col = _field_col(field_name)
-            expr = (f"{_SQL_AGG[agg]}({qident(col)})" if col in have else
-                    ("0" if agg == "count" else "NULL"))
-            select.append(f"{expr} AS {qident(column(agg, field_name))}")
-        select.append("COUNT(*)")  # rows behind each result: 0 means no data (InfluxDB: no row)
-        sql = f"SELECT {', '.join(select)} FROM {_table(q.measurement)} WHERE {' AND '.join(where)}"
-        if group_exprs:
-            sql += f" GROUP BY {', '.join(group_exprs)}"
-        sql += " ORDER BY " + ", ".join(["bucket", *(qident(_tag_col(t)) for t in q.group_by)])
+            sid = int(row[0])
+        sids[key] = sid
+        return sid
+
+    def _ensure_measurement(self, conn: sqlite3.Connection, m: str) -> None:
+        lay.create_measurement(conn, m)
+        tags = {c[2:] for c in lay.columns(conn, lay.series_table(m)) if c.startswith("t:")}
+        fields = {c[2:] for c in lay.columns(conn, lay.table("raw", m)) if c.startswith("f:")}
+        self._cols[m] = (tags, fields)
+        self._sids[m] = {}
+
+    def _ensure_fields(self, conn: sqlite3.Connection, m: str, wanted: set[str]) -> None:
+        have = self._cols[m][1]
+        if wanted - have:  # another process may have added it: look before adding
+            have |= {c[2:] for c in lay.columns(conn, lay.table("raw", m)) if c.startswith("f:")}
+        for f in sorted(wanted - have):
+            lay.add_field(conn, m, f)
+            have.add(f)
+
+    def _maybe_purge(self, newest_ns: int) -> None:
+        now = time.monotonic_ns()
+        if now - self._purged_ns < self._purge_every_ns:
+            return
+        self._purged_ns = now
         try:
-            rows = self._conn().execute(sql, params).fetchall()
+            self.purge(newest_ns)
+        except sqlite3.Error as exc:
+            log.warning("SQLite store %s: retention purge failed, will retry: %s", self.path, exc)
+
+    def purge(self, newest_ns: int | None = None) -> int:
+        """Delete what is past each tier's retention, measured back from the newest point written
+        (or the wall clock if that is earlier: a point stamped in the future purges nothing early)."""
+        wall = time.time_ns()
+        now_ns = wall if newest_ns is None else min(wall, newest_ns)
+        measurements = self._measurements()
+        with self._lock:
+            return lay.purge(self._conn(), measurements, self.retention_s, now_ns)
+
+    def _measurements(self) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'raw:%'").fetchall()
+        return sorted(r[0][4:] for r in rows)
+
+    # --- reads ---------------------------------------------------------------------
+    def _read_cols(self, m: str) -> tuple[set[str], set[str]] | None:
+        self.check_file()
+        conn = self._conn()
+        st = lay.series_table(m)
+        tags = {c[2:] for c in lay.columns(conn, st) if c.startswith("t:")}
+        if not lay.columns(conn, st):
+            return None
+        fields = {c[2:] for c in lay.columns(conn, lay.table("raw", m)) if c.startswith("f:")}
+        return tags, fields
+
+    def query(self, q: AggregateQuery) -> list[Row]:
+        from collector.store.sqlite_read import run_query
+
+        cols = self._read_cols(q.measurement)
+        if cols is None:
+            return []
+        try:
+            return run_query(self._conn(), q, *cols, tiered=self.tiered)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: query failed: {exc}") from exc
-        n_tags = len(q.group_by)
-        out: list[Row] = []
-        for r in rows:
-            if not r[-1]:
-                continue
-            row_tags = {tag: r[1 + i] for i, tag in enumerate(q.group_by)}
-            row_values = {column(a, f): _num(r[1 + n_tags + i]) for i, (a, f) in enumerate(plain)}
-            out.append(Row(r[0], row_tags, row_values))
-        if lasts:
-            self._fill_lasts(q, lasts, have, where, params, out)
-        if not plain:
-            out = [r for r in out if any(v is not None for v in r.values.values())]
-        return out
-
-    def _fill_lasts(
-        self,
-        q: AggregateQuery,
-        lasts: list[tuple[str, str]],
-        have: set[str],
-        where: list[str],
-        params: list[object],
-        out: list[Row],
-    ) -> None:
-        """LAST(field) per group: the value at the latest time where the field is set."""
-        bucket = (f"(time_ns / {int(q.bucket_s * NS)}) * {int(q.bucket_s * NS)}"
-                  if q.bucket_s is not None else "NULL")
-        part = [bucket, *(f"COALESCE({qident(_tag_col(t))}, '')" if _tag_col(t) in have else "''"
-                          for t in q.group_by)]
-        index = {(r.time_ns, *(r.tags[t] for t in q.group_by)): r for r in out}
-        for agg, field_name in lasts:
-            col = _field_col(field_name)
-            name = column(agg, field_name)
-            if col not in have:
-                for r in out:
-                    r.values[name] = None  # type: ignore[index]
-                continue
-            sql = (f"SELECT b, {', '.join(f'g{i}' for i in range(len(q.group_by))) or 'NULL'}, v "
-                   f"FROM (SELECT {part[0]} AS b, "
-                   + "".join(f"{p} AS g{i}, " for i, p in enumerate(part[1:]))
-                   + f"{qident(col)} AS v, ROW_NUMBER() OVER (PARTITION BY {', '.join(part)} "
-                   f"ORDER BY time_ns DESC) AS rn FROM {_table(q.measurement)} "
-                   f"WHERE {' AND '.join(where)} AND {qident(col)} IS NOT NULL) WHERE rn = 1")
-            for r in self._conn().execute(sql, params).fetchall():
-                key = (r[0], *r[1:1 + len(q.group_by)])
-                row = index.get(key)
-                if row is None:
-                    row = Row(r[0], dict(zip(q.group_by, r[1:1 + len(q.group_by)], strict=True)),
-                              {column(a, f): None for a, f in q.aggregates})
-                    index[key] = row
-                    out.append(row)
-                row.values[name] = _num(r[-1])  # type: ignore[index]
-        out.sort(key=lambda r: (r.time_ns or 0, *(r.tags[t] for t in q.group_by)))
 
     def tag_values(self, measurement: str, tag: str, start_ns: int, end_ns: int) -> list[str]:
-        have = self._table_columns(measurement, refresh=True)
-        col = _tag_col(tag)
-        if col not in have:
+        from collector.store.sqlite_read import tag_values
+
+        cols = self._read_cols(measurement)
+        if cols is None or tag not in cols[0]:
             return []
-        rows = self._conn().execute(
-            f"SELECT DISTINCT {qident(col)} FROM {_table(measurement)} "
-            f"WHERE time_ns >= ? AND time_ns < ? AND {qident(col)} IS NOT NULL "
-            f"ORDER BY 1", (start_ns, end_ns)).fetchall()
-        return [r[0] for r in rows]
+        return tag_values(self._conn(), measurement, tag, start_ns, end_ns)
 
     def time_range(self, measurement: str) -> tuple[int, int] | None:
-        if not self._table_columns(measurement, refresh=True):
+        """(first, last) point time; past raw retention, first is the oldest rollup bucket's start."""
+        if self._read_cols(measurement) is None:
             return None
-        first, last = self._conn().execute(
-            # Two subqueries: SQLite answers a lone MIN or MAX from the time index in O(log n),
-            # but scans the whole index when both share one SELECT (116 ms at 1.4 M rows).
-            f"SELECT (SELECT MIN(time_ns) FROM {_table(measurement)}), "
-            f"(SELECT MAX(time_ns) FROM {_table(measurement)})").fetchone()
-        if first is None:
+        conn = self._conn()
+        first: int | None = None
+        last: int | None = None
+        for tier, width_s in (("raw", 0), ("1m", 60), ("1h", 3600)):
+            t = lay.table(tier, measurement)
+            # Two subqueries: each is one B-tree seek; MIN and MAX in one SELECT scan the table.
+            lo, hi = conn.execute(f"SELECT (SELECT MIN(time_ns) FROM {t}), "
+                                  f"(SELECT MAX(time_ns) FROM {t})").fetchone()
+            if lo is None:
+                continue
+            # A rollup row starts its bucket: it only moves `first` back when the finer
+            # tier lost whole buckets before it to retention.
+            if first is None or int(lo) + width_s * NS <= first:
+                first = int(lo)
+            last = max(last or int(hi), int(hi))
+        if first is None or last is None:
             return None
-        return int(first), int(last)
+        return first, last
 
-    def count(self, measurement: str) -> int:
-        """Rows stored for a measurement (for tests and `wattlens store` diagnostics)."""
-        if not self._table_columns(measurement, refresh=True):
+    def count(self, measurement: str, tier: str = "raw") -> int:
+        """Rows stored for a measurement in one tier (for tests and diagnostics)."""
+        if self._read_cols(measurement) is None:
             return 0
         return int(self._conn().execute(
-            f"SELECT COUNT(*) FROM {_table(measurement)}").fetchone()[0])
+            f"SELECT COUNT(*) FROM {lay.table(tier, measurement)}").fetchone()[0])
+
+    def file_bytes(self) -> int:
+        """Size of the database and its WAL on disk."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-
-
-def _series_key(p: Point) -> str:
-    # Unambiguous even for hostile tag values: JSON-like escaping via repr.
-    return repr(p.tags)
-
-
-def _num(value: object) -> float | None:
-    if value is None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None when there is none: what tells a new file from the old."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+    return st.st_dev, st.st_ino
+
+
+def _days(seconds: int) -> str:
+    if seconds == 0:
+        return "kept"
+    return f"{seconds / 86400:g} d" if seconds % 86400 == 0 else f"{seconds} s"
 
 
 def from_url(url: str) -> SQLiteStore:
@@ -296,6 +403,8 @@ def from_url(url: str) -> SQLiteStore:
         return SQLiteStore(url)
     parts = urlsplit(url)
     path = unquote(parts.netloc + parts.path)
+    if path.startswith("//"):  # sqlite:////abs/path.db, as f"sqlite:///{absolute}" writes it
+        path = path[1:]
     if not path:
         raise ConfigError(f"--store: {url!r} names no file; use sqlite:///path/to/wattlens.db")
-    return SQLiteStore(path)
+    return SQLiteStore(path, url=url)

@@ -25,11 +25,13 @@ class SimStore:
     url: str
     path: Path
     window: Window
+    scenario: str = "default"
 
 
 def build(path: Path, hours: float, step_s: int = 60, end_ns: int = END_NS,
-          keep: Callable[[Point], bool] | None = None, nodes: int = 4, gpus: int = 8) -> None:
-    fleet = SimulatedFleet(nodes=nodes, gpus_per_node=gpus, seed=1)
+          keep: Callable[[Point], bool] | None = None, nodes: int = 4, gpus: int = 8,
+          scenario: str = "default") -> None:
+    fleet = SimulatedFleet(nodes=nodes, gpus_per_node=gpus, seed=1, scenario=scenario)
     store = SQLiteStore(path)
     start = end_ns - int(hours * 3600) * NS
     batch: list[Point] = []
@@ -46,16 +48,17 @@ def build(path: Path, hours: float, step_s: int = 60, end_ns: int = END_NS,
 
 
 def sim_store(factory: pytest.TempPathFactory, hours: float, *, name: str = "sim",
-              keep: Callable[[Point], bool] | None = None) -> SimStore:
+              keep: Callable[[Point], bool] | None = None, scenario: str = "default") -> SimStore:
     """The store for ``hours`` (built on first use in this session under the session's base temp dir)."""
-    path = factory.getbasetemp() / f"{name}-{hours:g}h.db"
+    path = factory.getbasetemp() / f"{name}-{scenario}-{hours:g}h.db"
     if not path.exists():
         tmp = path.with_suffix(".building")
-        build(tmp, hours, keep=keep)
+        build(tmp, hours, keep=keep, scenario=scenario)
         tmp.rename(path)
         for extra in ("-wal", "-shm"):
             side = Path(str(tmp) + extra)
             if side.exists():
                 side.rename(Path(str(path) + extra))
     # The window ends just after the last point (stamped END_NS) and spans `hours`.
-    return SimStore(f"sqlite:///{path}", path, Window(END_NS - int(hours * 3600) * NS + 1, END_NS + 1))
+    return SimStore(f"sqlite:///{path}", path, Window(END_NS - int(hours * 3600) * NS + 1, END_NS + 1),
+                    scenario)

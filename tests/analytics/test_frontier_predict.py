@@ -28,10 +28,11 @@ def pt(cap: float, t: float, e: float) -> FrontierPoint:
 
 
 def jb(job: str, t: int, energy: float, samples: float, cap: float | None = 700.0,
-       active: float = 100.0, gpus: int = 2, planned: float | None = None) -> JobBucket:
+       active: float = 100.0, gpus: int = 2, planned: float | None = None,
+       workload: str = "llm") -> JobBucket:
     return JobBucket(job, "h", "train", "bf16", H100, t, energy,
                      {"samples": samples, "tokens": 0.0, "flops": 0.0, "steps": 0.0}, active, gpus,
-                     32.0, cap, 95.0, 96.0, False, planned)
+                     32.0, cap, 95.0, 96.0, False, planned, workload)
 
 
 def test_build_frontiers_by_hand() -> None:

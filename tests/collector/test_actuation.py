@@ -105,8 +105,13 @@ def test_http_endpoint_checks_token_and_input_then_applies(tmp_path: Path) -> No
     exporter.start()
     try:
         url = exporter.url + "/v1/cap"
-        assert _post(url, {"gpu": 0, "watts": 450}, None)[0] == 401
-        assert _post(url, {"gpu": 0, "watts": 450}, "wrong")[0] == 401
+        status, body = _post(url, {"gpu": 0, "watts": 450}, None)  # a dry run from loopback
+        assert status == 200 and body["dry_run"] and (body["before_w"], body["after_w"],
+                                                      body["min_w"], body["max_w"]) == (700, 450, 200, 700)
+        assert nv.gpus[0].limit_mw == 700_000
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, None)[0] == 401
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, "wrong")[0] == 401
+        assert _post(url, {"gpu": 0, "watts": 450, "dry_run": False}, TOKEN + "x")[0] == 401
         status, body = _post(url, {"gpu": "0", "watts": 450}, TOKEN)
         assert status == 400 and body["error"].startswith("gpu:")
         status, body = _post(url, {"gpu": 0, "watts": "lots"}, TOKEN)
@@ -154,3 +159,37 @@ def test_cli_dry_run_then_apply_through_a_real_agent_server(tmp_path: Path) -> N
         assert bad.returncode == 1 and "allowed range 200-700 W" in bad.stderr
     finally:
         exporter.stop()
+
+
+def test_cli_dry_run_on_loopback_needs_no_token_and_a_disabled_agent_says_how_to_enable(
+        tmp_path: Path) -> None:
+    nv = FakeNvml([FakeGpu(), FakeGpu(uuid="GPU-1")])
+    act = PowerCapActuator(host="node-a", enabled=False, token=None,
+                           audit_path=tmp_path / "audit.jsonl", nvml=nv, is_root=lambda: True)
+    exporter = Exporter(AgentStats(), port=0)
+    act.mount(exporter)
+    bare = Exporter(AgentStats(), port=0)  # an agent without /v1/cap at all
+    exporter.start()
+    bare.start()
+    env = {k: v for k, v in os.environ.items() if k != "WATTLENS_AGENT_TOKEN"}
+    base = [sys.executable, "-m", "wattlens", "cap", "apply", "--host", "127.0.0.1", "--gpu", "1",
+            "--watts", "450"]
+    try:
+        dry = subprocess.run([*base, "--agent-url", exporter.url], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        assert "power limit 700 W -> 450 W (allowed 200-700 W) [dry run" in dry.stdout
+        assert nv.gpus[1].limit_mw == 700_000
+        message = ("actuation is not enabled on that agent: start it with --enable-actuation "
+                   "(root and a token needed)")
+        for url in (exporter.url, bare.url):
+            real = subprocess.run([*base, "--agent-url", url, "--apply"], capture_output=True,
+                                  text=True, env={**env, "WATTLENS_AGENT_TOKEN": TOKEN}, timeout=60)
+            assert real.returncode == 1 and real.stderr.strip() == f"wattlens: error: {message}"
+        assert nv.gpus[1].limit_mw == 700_000
+        remote = subprocess.run([*base[:5], "--host", "node-b", *base[7:]], capture_output=True,
+                                text=True, env=env, timeout=60)
+        assert remote.returncode == 2 and "a dry run on another host needs" in remote.stderr
+    finally:
+        exporter.stop()
+        bare.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -147,11 +148,10 @@ def test_more_routes_mount_on_the_same_server(exporter: Exporter) -> None:
     assert seen[0].query == {"x": ["1"]}
     assert _get(exporter.url + "/v1/jobs/a/progress")[0] == 405
     assert _get(exporter.url + "/nope")[0] == 404
-    big = urllib.request.Request(exporter.url + "/v1/jobs/a/progress", method="POST",
-                                 data=b"x" * (2 << 20))
-    with pytest.raises(urllib.error.HTTPError) as too_big:
-        urllib.request.urlopen(big, timeout=10)
-    assert too_big.value.code == 413
+    # A body above the limit is refused on its headers, before a byte of it is read.
+    with socket.create_connection(("127.0.0.1", exporter.server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/jobs/a/progress HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413 ")
     status, body, _ = _get(exporter.url + "/")
     assert status == 200 and b"/metrics" in body
 
@@ -218,3 +218,46 @@ def test_prometheus_scrapes_power_and_a_rising_energy_counter(
         runner.join(30)
         exp.stop()
         store.close()
+
+
+def test_a_second_agent_on_the_same_socket_never_takes_or_removes_the_first_ones() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from collector.http_server import RouteServer
+
+    sock = Path(tempfile.mkdtemp(prefix="wl-")) / "ingest.sock"
+    first = RouteServer(unix_socket=sock)
+    first.start()
+    try:
+        optional = RouteServer(unix_socket=sock, unix_optional=True)
+        optional.start()  # goes on without local ingest
+        assert optional.unix_socket is None
+        optional.stop()
+        required = RouteServer(unix_socket=sock)
+        with pytest.raises(OSError, match="another agent is listening"):
+            required.start()
+        assert sock.exists()  # still the first agent's
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(str(sock))
+        probe.close()
+    finally:
+        first.stop()
+    assert not sock.exists()
+    sock.parent.rmdir()
+
+
+def test_the_socket_is_never_made_in_a_folder_others_can_write() -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from collector.http_server import RouteServer
+
+    folder = Path(tempfile.mkdtemp(prefix="wl-"))
+    os.chmod(folder, 0o777)  # noqa: S103 - the squatted folder under test
+    server = RouteServer(unix_socket=folder / "ingest.sock")
+    with pytest.raises(OSError, match="writable by no one else"):
+        server.start()
+    assert not (folder / "ingest.sock").exists()
+    folder.rmdir()

@@ -6,6 +6,7 @@ import http.client
 import json
 import math
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from collector.agent import Agent
 from collector.exporter import Exporter
+from collector.http_server import Peer
 from collector.ingest import (
     MAX_BODY_BYTES,
     IngestApp,
@@ -81,46 +83,86 @@ def test_bad_reports_are_refused_naming_the_field(job: str, body: bytes, status:
 # --- auth -----------------------------------------------------------------------------------
 
 
-def _post(app: IngestApp, peer: str, headers: dict[str, str] | None = None) -> int:
-    status, _, _ = app.handle("POST", "/v1/jobs/j1/progress", headers or {}, b'{"samples": 1}', peer)
+TOKEN = "s3cret-token-0123456789"
+
+
+def _post(app: IngestApp, client: str, headers: dict[str, str] | None = None, *,
+          peer: Peer | None = None, job: str = "j1", body: bytes = b'{"samples": 1}') -> int:
+    status, _, _ = app.handle("POST", f"/v1/jobs/{job}/progress", headers or {}, body, client, peer)
     return status
 
 
-def test_loopback_needs_no_token_and_anything_else_needs_the_right_one() -> None:
+def test_tcp_ingest_needs_the_token_even_from_loopback() -> None:
     tracker = JobTracker("h")
     open_app = IngestApp(tracker, token="")
-    assert _post(open_app, "127.0.0.1") == 200
-    assert _post(open_app, "::1") == 200
-    assert _post(open_app, "::ffff:127.0.0.1") == 200
-    assert _post(open_app, "10.0.0.7") == 403  # no token on the agent: loopback only
-    assert _post(open_app, "10.0.0.7", {"Authorization": "Bearer guess"}) == 403
-    app = IngestApp(tracker, token="s3cret-token")
+    for client in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.0.0.7"):
+        assert _post(open_app, client) == 403  # no token on the agent: TCP ingest is off
+    _, _, body = open_app.handle("POST", "/v1/jobs/j1/progress", {}, b"{}", "127.0.0.1")
+    assert b"Unix socket" in body
+    app = IngestApp(tracker, token=TOKEN)
+    assert _post(app, "127.0.0.1") == 401
     assert _post(app, "10.0.0.7") == 401
     assert _post(app, "10.0.0.7", {"Authorization": "Bearer wrong"}) == 401
-    assert _post(app, "10.0.0.7", {"Authorization": "Basic s3cret-token"}) == 401
-    assert _post(app, "10.0.0.7", {"Authorization": "Bearer s3cret-tokén"}) == 401
-    assert _post(app, "10.0.0.7", {"authorization": "Bearer s3cret-token"}) == 200
-    assert _post(app, "127.0.0.1", {"Authorization": "Bearer wrong"}) == 401  # wrong is wrong anywhere
+    assert _post(app, "10.0.0.7", {"Authorization": f"Basic {TOKEN}"}) == 401
+    assert _post(app, "10.0.0.7", {"Authorization": TOKEN}) == 401  # a raw token, no scheme
+    assert _post(app, "10.0.0.7", {"Authorization": f"Bearer {TOKEN}é"}) == 401
+    assert _post(app, "10.0.0.7", {"authorization": f"Bearer {TOKEN}"}) == 200
+    assert _post(app, "127.0.0.1", {"Authorization": f"bEARER {TOKEN}"}) == 200  # scheme: any case
     _, headers, body = app.handle("POST", "/v1/jobs/j1/progress", {}, b"{}", "10.0.0.7")
     assert headers.get("WWW-Authenticate") == "Bearer" and b"s3cret" not in body
 
 
+def test_a_token_shorter_than_16_characters_is_refused_where_it_is_configured() -> None:
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        IngestApp(JobTracker("h"), token="short-token")
+
+
 def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATTLENS_AGENT_TOKEN", "from-env")
+    monkeypatch.setenv("WATTLENS_AGENT_TOKEN", "from-env-0123456789")
     app = IngestApp(JobTracker("h"))
-    assert _post(app, "192.0.2.1", {"Authorization": "Bearer from-env"}) == 200
-    assert _post(app, "192.0.2.1", {"Authorization": "Bearer other"}) == 401
+    assert _post(app, "192.0.2.1", {"Authorization": "Bearer from-env-0123456789"}) == 200
+    assert _post(app, "192.0.2.1", {"Authorization": "Bearer other-0123456789abc"}) == 401
+
+
+def _proc_of(tmp_path: Path, owners: dict[int, int]) -> str:
+    """A /proc tree whose process directories belong to the given UIDs (needs root to chown)."""
+    root = tmp_path / "proc"
+    for pid, uid in owners.items():
+        (root / str(pid)).mkdir(parents=True)
+        os.chown(root / str(pid), uid, uid)
+    return str(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown of the fake /proc needs root")
+def test_a_unix_socket_peer_claims_only_its_own_pids_and_jobs(tmp_path: Path) -> None:
+    tracker = JobTracker("h")
+    app = IngestApp(tracker, token="", proc_root=_proc_of(tmp_path, {4242: 1000, 4343: 1001}))
+    alice, bob, root = Peer(4242, 1000, 1000), Peer(4343, 1001, 1001), Peer(1, 0, 0)
+    assert _post(app, "unix", peer=alice, job="a", body=b'{"samples": 1, "pid": 4242}') == 200
+    assert _post(app, "unix", peer=alice, job="a2", body=b'{"pid": 4343}') == 403  # bob's process
+    assert _post(app, "unix", peer=alice, job="a3", body=b'{"pid": 4444}') == 400  # no such process
+    assert _post(app, "unix", peer=bob, job="a", body=b'{"samples": 5}') == 403  # alice's job
+    assert _post(app, "unix", peer=bob, job="b", body=b'{"pid": 4343}') == 200
+    assert _post(app, "unix", peer=root, job="a", body=b'{"pid": 4343}') == 200  # root may
+    assert {j["job"] for j in tracker.active_jobs()} == {"a", "b"}
+    with tracker._lock:
+        assert tracker._jobs["a"].work["samples"] == 1 and tracker._jobs["a"].pids == {4242, 4343}
 
 
 def test_methods_paths_and_content_types() -> None:
-    app = IngestApp(JobTracker("h"))
-    assert app.handle("GET", "/v1/jobs/j/progress", {}, b"", "127.0.0.1")[0] == 405
-    assert app.handle("POST", "/v1/jobs/j/other", {}, b"{}", "127.0.0.1")[0] == 404
-    assert app.handle("POST", "/v1/jobs/j/progress", {"Content-Type": "text/plain"}, b"{}",
-                      "127.0.0.1")[0] == 415
-    assert app.handle("POST", "/v1/jobs/j/progress?x=1", {"Content-Type": "application/json; "
-                      "charset=utf-8"}, b"{}", "127.0.0.1")[0] == 200
-    status, _, body = app.handle("GET", "/v1/jobs", {}, b"", "127.0.0.1")
+    app = IngestApp(JobTracker("h"), token="")
+    me = Peer(os.getpid(), os.getuid(), os.getgid())
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        status, _, payload = app.handle(method, path, headers, body, "unix", me)
+        return status, payload
+
+    assert handle("GET", "/v1/jobs/j/progress", {}, b"")[0] == 405
+    assert handle("POST", "/v1/jobs/j/other", {}, b"{}")[0] == 404
+    assert handle("POST", "/v1/jobs/j/progress", {"Content-Type": "text/plain"}, b"{}")[0] == 415
+    assert handle("POST", "/v1/jobs/j/progress?x=1", {"Content-Type": "application/json; "
+                  "charset=utf-8"}, b"{}")[0] == 200
+    status, body = handle("GET", "/v1/jobs", {}, b"")
     assert status == 200 and json.loads(body)["jobs"][0]["job"] == "j"
 
 
@@ -175,15 +217,22 @@ class RunningAgent:
     def port(self) -> int:
         return self.exporter.server.port
 
+    def unix_connection(self) -> http.client.HTTPConnection:
+        from wattlens.jobs import _UnixConnection
+
+        assert self.exporter.server.unix_socket is not None
+        return _UnixConnection(str(self.exporter.server.unix_socket), 5)
+
 
 @pytest.fixture
 def running_agent(tmp_path: Path) -> Iterator[RunningAgent]:
     store = SQLiteStore(tmp_path / "w.db")
     sources, tracker = with_jobs([CpuEstimateSource(host="node-1")], "node-1")
     agent = Agent(sources, store, 0.05)
-    exporter = Exporter(agent.stats, host="127.0.0.1", port=0)
+    sock = Path(tempfile.mkdtemp(prefix="wl-")) / "ingest.sock"  # short: Unix paths are <108 bytes
+    exporter = Exporter(agent.stats, host="127.0.0.1", port=0, token=TOKEN, unix_socket=sock)
     agent.observers.append(exporter)
-    app = IngestApp(tracker, token="")
+    app = IngestApp(tracker, token=TOKEN, socket_path=str(sock))
     app.mount(exporter)
     exporter.start()
     thread = threading.Thread(target=agent.run, daemon=True)
@@ -195,6 +244,7 @@ def running_agent(tmp_path: Path) -> Iterator[RunningAgent]:
         thread.join(30)
         exporter.stop()
         store.close()
+        sock.parent.rmdir()
 
 
 def _job_sum(store: SQLiteStore, job: str, field: str) -> float:
@@ -210,8 +260,9 @@ def _wait(check: Any, what: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_reports_over_http_become_job_points_with_energy(running_agent: RunningAgent) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", running_agent.port, timeout=5)
+def test_reports_over_the_unix_socket_become_job_points_with_energy(
+        running_agent: RunningAgent) -> None:
+    conn = running_agent.unix_connection()
     sent = {"samples": 0.0, "tokens": 0.0}
     for seq in range(1, 21):
         body: dict[str, Any] = {"samples": 32, "tokens": 32 * 128, "seq": seq, "pid": os.getpid()}
@@ -332,7 +383,8 @@ def test_a_flood_of_bad_reports_is_refused_and_sampling_goes_on(running_agent: R
         # Nagle/delayed-ACK stall to every request, which tests nothing here).
         conn = http.client.HTTPConnection("127.0.0.1", running_agent.port, timeout=10)
         try:
-            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            conn.request("POST", path, body, {"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {TOKEN}"})
             resp = conn.getresponse()
             payload = resp.read()
         finally:
@@ -357,3 +409,20 @@ def test_a_flood_of_bad_reports_is_refused_and_sampling_goes_on(running_agent: R
     stats = running_agent.agent.stats
     assert rounds_during > 0 and stats.source_errors == 0 and stats.points_dropped == 0
     assert math.isfinite(stats.last_round_s)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown of the fake /proc needs root")
+def test_a_process_of_another_user_cannot_join_a_job_by_naming_it_in_its_environment(
+        tmp_path: Path) -> None:
+    from collector.attribution import ProcTree
+    from tests.collector.test_attribution import write_host, write_proc
+
+    root = tmp_path / "proc"
+    write_host(root, uptime_s=100.0, busy=10, idle=10)
+    for pid, uid in ((500, 1001), (600, 1000)):
+        write_proc(root, pid, environ={"WATTLENS_JOB": "victim"})
+        os.chown(root / str(pid), uid, uid)
+    tracker = JobTracker("h", proc=ProcTree(root))
+    tracker.record(Progress("victim", samples=1), owner=1000)
+    jobs = {n: j.snapshot() for n, j in tracker._jobs.items()}
+    assert tracker._proc_jobs(jobs, {0: [500, 600]}) == {500: None, 600: "victim"}

@@ -91,7 +91,7 @@ def test_spool_lines_read_back_as_the_same_points(tags: dict[str, str],
 
 
 def test_parse_line_names_the_bad_line() -> None:
-    with pytest.raises(ValueError, match="spool line 'gpu,host=h power_w=abc 1'"):
+    with pytest.raises(ValueError, match="line protocol 'gpu,host=h power_w=abc 1'"):
         parse_line("gpu,host=h power_w=abc 1")
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -32,15 +33,16 @@ TOKEN = "dash-token-for-tests-0123456789"
 AGENT_TOKEN = "agent-token-for-tests-0123456789"
 
 
-def _get(url: str, auth: str | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def _get(url: str, auth: str | None = None, data: bytes | None = None) -> tuple[int, Message, bytes]:
+    """(status, headers, body); header names are case-insensitive, as in HTTP."""
     req = urllib.request.Request(url, data=data, headers={"Authorization": auth} if auth else {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=15) as resp:
-            return int(resp.status), dict(resp.headers), resp.read()
+            return int(resp.status), resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
-        return int(exc.code), dict(exc.headers), exc.read()
+        return int(exc.code), exc.headers, exc.read()
 
 
 @pytest.mark.parametrize(("bind", "mode", "env", "expect"), [

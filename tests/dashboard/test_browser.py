@@ -21,7 +21,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from collector.actuation import PowerCapActuator
 from collector.agent import AgentStats
 from collector.exporter import Exporter
-from collector.sources.simulated import SimulatedFleet
+from collector.sources.simulated import SimulatedFleet, fleet_layout
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
 from dashboard.actuation import AgentClient
@@ -152,7 +152,9 @@ def test_every_page_renders_with_data_and_no_console_errors(
         assert len(chrome.find_elements(By.CSS_SELECTOR, '#rank-table td[data-dash-column="job"]')) >= 10
         names = [t["name"] for t in _traces(chrome, "tradeoff-pareto")]
         assert "Pareto frontier" in names and any(n.startswith("recommended at η=0.50") for n in names)
-        assert len(_traces(chrome, "tradeoff-cost")[0]["x"]) == 3
+        # One bar per cap the selected class (H100 LLM training) runs at in the simulated layout.
+        caps = {g.cap_w for g in fleet_layout(4, 8) if g.runs and g.runs[0].job.workload == "llm-1.3b"}
+        assert len(_traces(chrome, "tradeoff-cost")[0]["x"]) == len(caps) == 2
     elif page == "carbon":
         assert len(chrome.find_elements(By.CSS_SELECTOR, "#carbon-window-list li")) == 3
         assert len(_traces(chrome, "carbon-intensity")) == 3
@@ -308,7 +310,8 @@ def test_apply_asks_for_confirmation_then_caps_the_gpus_through_the_agent(
     _wait(chrome, lambda d: d.find_elements(By.ID, "page-recs"))
     _idle(chrome, "page-recs")
     card = next(c for c in chrome.find_elements(By.CSS_SELECTOR, ".wl-rec")
-                if "POWER CAP" in c.text.upper() and c.find_elements(By.TAG_NAME, "button"))
+                if "POWER CAP" in c.text.upper() and "llm-1.3b" in c.text
+                and c.find_elements(By.TAG_NAME, "button"))
     assert all(g.limit_mw == 700_000 for g in nv.gpus)
     # Cancel first: nothing changes.
     card.find_element(By.TAG_NAME, "button").click()
@@ -320,10 +323,11 @@ def test_apply_asks_for_confirmation_then_caps_the_gpus_through_the_agent(
     card.find_element(By.TAG_NAME, "button").click()
     _wait(chrome, EC.alert_is_present()).accept()
     toast = _wait(chrome, lambda d: d.find_elements(By.ID, "apply-toast"))[0]
-    # node-00 runs llm-pretrain at 700 W (GPUs 0-3) and 500 W (GPUs 4-7); at λ = 1 the frontier's
-    # best cap is 400 W, where node-02 already runs: all eight node-00 GPUs go to 400 W.
-    assert toast.text.startswith("Applied to 8 of 8 GPU(s).")
-    assert [g.limit_mw for g in nv.gpus] == [400_000] * 8
+    # node-00 runs llm-pretrain at 700 W on GPUs 0-3 and at 490 W on GPUs 4-7 (the layout); at
+    # λ = 1 the best cap is 490 W: exactly the 700 W job's four GPUs are capped, the others untouched.
+    low = min(g.cap_w for g in fleet_layout(4, 8) if g.host == "node-00")
+    assert toast.text.startswith("Applied to 4 of 4 GPU(s).")
+    assert [g.limit_mw for g in nv.gpus] == [int(low * 1000)] * 4 + [700_000] * 4
     assert _severe(chrome) == []
 
 
@@ -373,6 +377,7 @@ def test_live_refresh_patches_the_power_chart_to_match_a_redraw(
         got = _traces(chrome, "fleet-power")
     finally:
         stop.set()
+        chrome.get("about:blank")  # stop the page's refresh timer before the server goes away
         srv.stop()
         store.close()
     assert got[0]["x"][0] > first[0]["x"][0]  # old buckets dropped off the front

@@ -134,11 +134,17 @@ def test_jobs_table_sorts_numbers_as_numbers(chrome: webdriver.Chrome, plain_ser
     _open(chrome, plain_server + "/jobs", "page-jobs")
     header = _texts(chrome, '#jobs-table th[data-dash-column="per_num"]')[0]
     assert "units/J" in header
-    chrome.find_element(By.CSS_SELECTOR, 'th[data-dash-column="per_num"] .column-header--sort').click()
-    _idle(chrome, "page-jobs")
-    values = [float(v.replace(",", "")) for v in _column(chrome, "per_num") if v]
-    assert len(values) >= 10 and values in (sorted(values), sorted(values, reverse=True)), values
-    assert len({len(str(v).split(".")[0]) for v in values}) > 1  # mixed widths: a text sort would differ
+    widths: dict[str, int] = {}
+    for column in ("per_num", "work_m", "energy_kwh"):
+        chrome.find_element(By.CSS_SELECTOR,
+                            f'th[data-dash-column="{column}"] .column-header--sort').click()
+        _idle(chrome, "page-jobs")
+        texts = [v for v in _column(chrome, column) if v]
+        values = [float(v.replace(",", "")) for v in texts]
+        assert len(values) >= 10 and values in (sorted(values), sorted(values, reverse=True)), (column, values)
+        widths[column] = len({len(v.replace(",", "").split(".")[0]) for v in texts})
+    # At least one sorted column mixes integer widths, where a text sort would order differently.
+    assert max(widths.values()) > 1, widths
     cell = chrome.find_element(By.CSS_SELECTOR, '#jobs-table td[data-dash-column="per_num"]')
     assert cell.value_of_css_property("text-align") == "right"
     assert all(len(v.split(".")[1]) == 2 for v in _column(chrome, "energy_kwh"))  # even decimals

@@ -18,9 +18,9 @@ from analytics.report import build_report
 from analytics.savings import combined
 from analytics.timeutil import Window
 from collector.sources.simulated import SimulatedFleet
+from collector.store.cache import CachedStore
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
-from dashboard.cache import CachedStore
 from dashboard.pages.fleet import power_patch
 from tests.dashboard.conftest import write_fleet
 
@@ -217,9 +217,13 @@ def test_job_detail_series_and_baseline(cached: CachedStore, ctx: Any) -> None:
 def test_tradeoff_moves_the_recommended_cap_with_lambda(ctx: Any) -> None:
     fast = views.tradeoff(ctx, 0.0, None)
     frugal = views.tradeoff(ctx, 1.0, None)
-    assert fast.selected == frugal.selected and "llm-pretrain" in (fast.selected or "")
+    assert fast.selected == frugal.selected and "llm-1.3b" in (fast.selected or "")
     caps = sorted(p.cap_w for p in fast.points)
-    assert caps == [400, 500, 700]
+    from collector.sources.simulated import fleet_layout
+
+    # Every cap the simulated fleet runs that workload at, as the layout says.
+    assert caps == sorted({g.cap_w for g in fleet_layout(4, 8) if g.runs
+                           and g.runs[0].job.workload == "llm-1.3b"}) == [490, 700]
     assert fast.best_cap_w == 700
     lowest_energy = min(frugal.points, key=lambda p: p.energy_j_per_unit)
     assert frugal.best_cap_w == lowest_energy.cap_w

@@ -72,12 +72,50 @@ def test_three_outages_lose_nothing_and_metrics_stay_up(
         rc = agent.wait(60)
     output = log.read_text()
     assert rc == 0, output
-    m = re.search(r"stopped: (\d+) rounds, (\d+) points written, (\d+) dropped, (\d+) spooled",
-                  output)
+    m = re.search(r"stopped: (\d+) rounds, (\d+) points written, (\d+) spooled; lost: (\d+) in the "
+                  r"write queue \S+, (\d+) to a full spool \S+, (\d+) refused", output)
     assert m, output
-    rounds, _written, dropped, spooled = (int(g) for g in m.groups())
-    assert rounds >= rounds_before_stop and dropped == 0 and spooled == 0
+    rounds, _written, spooled, dropped, spool_full, refused = (int(g) for g in m.groups())
+    assert rounds >= rounds_before_stop and spooled == 0
+    assert dropped == spool_full == refused == 0
     # Every round is stored exactly once: 2 GPU series and 1 carbon series per round.
     assert count(server, "gpu", "power_w") == 2 * rounds
     assert count(server, "carbon", "intensity_g_per_kwh") == rounds
     assert "Traceback" not in output
+
+
+def test_points_lost_to_a_full_spool_agree_between_the_exit_line_and_metrics(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from wattlens.cli import build_parser
+    from wattlens.commands.collect import AgentProcess, build_sources
+    from wattlens.config import resolve
+
+    parser = build_parser()
+    args = parser.parse_args([
+        "collect", "--source", "sim", "--nodes", "1", "--gpus", "8", "--interval", "0.05",
+        "--store", f"influxdb://127.0.0.1:{free_port()}/nowhere", "--spool-dir", str(tmp_path / "sp"),
+        "--spool-max-mb", "0.02", "--prometheus-port", str(free_port()), "--ingest-socket", "off",
+        "--audit-log", str(tmp_path / "audit.jsonl")])
+    resolve(args._parser, args, args._section)
+    agent = AgentProcess.build(args, build_sources(args))
+    thread = agent.start_background()
+    try:
+        wait_until(lambda: agent.spool.points_dropped > 0, 60, "a full spool dropping points")
+    finally:
+        agent.agent.stop()
+        thread.join(30)
+    exposition = agent.exporter.render()[0].decode()
+    metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in exposition.splitlines() if line and not line.startswith("#")}
+    with caplog.at_level(logging.INFO, logger="wattlens.collect"):
+        agent.close()
+    m = re.search(r"lost: (\d+) in the write queue \S+, (\d+) to a full spool \S+, (\d+) refused",
+                  caplog.text)
+    assert m, caplog.text
+    queue, spool_full, refused = (int(g) for g in m.groups())
+    assert spool_full > 0
+    assert spool_full == metrics["wattlens_spool_dropped_points_total"]
+    assert queue == metrics["wattlens_agent_dropped_points_total"]
+    assert refused == metrics["wattlens_spool_rejected_points_total"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,8 @@ from collector.sources.cpu_estimate import CpuEstimateSource
 from collector.store.base import AggregateQuery
 from collector.store.sqlite import SQLiteStore
 from tests.servers import free_port
+
+AGENT_TOKEN = "jobs-api-test-token-0123456"
 
 
 @dataclass
@@ -48,19 +52,29 @@ def live_agent(tmp_path: Path, interval_s: float = 0.1) -> Iterator[LiveAgent]:
     store = SQLiteStore(tmp_path / "agent.db")
     sources, tracker = with_jobs([CpuEstimateSource(host="node-1")], "node-1")
     agent = Agent(sources, store, interval_s)
-    exporter = Exporter(agent.stats, host="127.0.0.1", port=0)
+    # Jobs reach it as they would a real one: its Unix socket by default, TCP with its token.
+    sock = Path(tempfile.mkdtemp(prefix="wl-")) / "ingest.sock"  # Unix paths are <108 bytes
+    exporter = Exporter(agent.stats, host="127.0.0.1", port=0, token=AGENT_TOKEN, unix_socket=sock)
     agent.observers.append(exporter)
-    IngestApp(tracker, token="").mount(exporter)
+    IngestApp(tracker, token=AGENT_TOKEN, socket_path=str(sock)).mount(exporter)
     exporter.start()
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
+    saved = {k: os.environ.get(k) for k in ("WATTLENS_AGENT_TOKEN", "WATTLENS_AGENT_SOCKET")}
+    os.environ.update({"WATTLENS_AGENT_TOKEN": AGENT_TOKEN, "WATTLENS_AGENT_SOCKET": str(sock)})
     try:
         yield LiveAgent(agent, tracker, exporter, store, thread)
     finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         agent.stop()
         thread.join(30)
         exporter.stop()
         store.close()
+        sock.parent.rmdir()
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
@@ -90,7 +104,7 @@ def busy_work(seconds: float) -> float:
 def test_counts_reach_the_agent_in_few_reports_with_their_metadata(tmp_path: Path) -> None:
     with live_agent(tmp_path) as live:
         with wattlens.job("bert-ft", batch_size=64, precision="bf16", tags={"team": "nlp"},
-                          planned_samples=64_000, agent_url=live.url, flush_interval_s=0.2) as job:
+                          planned_samples=64_000, flush_interval_s=0.2) as job:  # the socket
             assert job.mode == "agent"
             for _ in range(2000):
                 job.step(samples=64, tokens=64 * 128, flops=1e9)

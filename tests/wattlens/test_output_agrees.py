@@ -83,7 +83,7 @@ def test_a_flat_per_trend_is_plus_zero_not_minus_zero(tmp_path: Path) -> None:
                               "json", tmp_path=tmp_path).stdout)
     assert -0.05 < next(t["change_pct"] for t in raw["trends"] if t["job"] == "flat") < 0  # really below
     from analytics.context import Settings
-    from dashboard.cache import CachedStore
+    from collector.store.cache import CachedStore
     from dashboard.views import ContextMemo, jobs_rows
 
     store = SQLiteStore(tmp_path / "w.db")

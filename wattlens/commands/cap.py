@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from collector.errors import ConfigError, WattlensError
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cap", help="apply or revert a GPU power cap through the node's agent (dry run by default)",
         description="Change a GPU's NVML power limit through the wattlens agent on its node. "
-                    "Without --apply this is a dry run that shows the change. A real change needs "
+                    "Without --apply this is a dry run that shows the current limit, the new one "
+                    "and the allowed range; on this host it needs no token. A real change needs "
                     "the agent started with --enable-actuation as root, and its token in "
                     "WATTLENS_AGENT_TOKEN here. Every change is audited on the agent.")
     actions = p.add_subparsers(dest="cap_action", metavar="ACTION", required=True)
@@ -44,12 +46,20 @@ def agent_url(host: str, explicit: str | None) -> str:
     return f"http://{'127.0.0.1' if local else host}:{DEFAULT_AGENT_PORT}"
 
 
+DISABLED = ("actuation is not enabled on that agent: start it with --enable-actuation "
+            "(root and a token needed)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from collector.auth import is_loopback
+
     token = os.environ.get("WATTLENS_AGENT_TOKEN", "")
-    if not token:
-        raise ConfigError("WATTLENS_AGENT_TOKEN is not set: the agent refuses power-cap requests "
-                          "without its token (export it from your secret store; never pass it "
-                          "as a flag)")
+    url = agent_url(args.host, args.agent_url)
+    local = is_loopback(urllib.parse.urlsplit(url).hostname)
+    if not token and (args.apply or not local):
+        need = "a real change" if args.apply else "a dry run on another host"
+        raise ConfigError(f"WATTLENS_AGENT_TOKEN is not set: {need} needs the agent's token "
+                          "(export it from your secret store; never pass it as a flag)")
     body: dict[str, object] = {"gpu": args.gpu, "dry_run": not args.apply,
                                "who": getpass.getuser()[:64]}
     path = "/v1/cap"
@@ -57,18 +67,23 @@ def run(args: argparse.Namespace) -> int:
         body["watts"] = args.watts
     else:
         path = "/v1/cap/revert"
-    url = agent_url(args.host, args.agent_url) + path
+    url += path
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(  # noqa: S310 - the operator's own agent URL
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310
             change = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
-            message = json.loads(exc.read()).get("error", exc.reason)
+            answer = json.loads(exc.read())
+            message, code = answer.get("error", exc.reason), answer.get("code", "")
         except (ValueError, AttributeError):
-            message = exc.reason
+            message, code = exc.reason, ""
+        if code == "actuation_disabled" or exc.code == 404:  # 404: an agent older than /v1/cap
+            raise WattlensError(DISABLED) from None
         raise WattlensError(f"agent at {url} refused ({exc.code}): {message}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise WattlensError(f"cannot reach the agent at {url}: {exc}; is `wattlens collect` "

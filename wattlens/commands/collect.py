@@ -13,6 +13,7 @@ from typing import Any
 from wattlens.config import (
     agent_token,
     default_store_url,
+    interval_seconds,
     option,
     port_number,
     positive_float,
@@ -57,12 +58,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, _parser=p, _section="collect")
 
 
+def _scenario(text: str) -> str:
+    from collector.sim.fleet import SCENARIOS
+
+    if text not in SCENARIOS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(SCENARIOS)}, got {text!r}")
+    return text
+
+
 def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
     """Options shared by `collect` and `demo` (the demo spools to its own ``demo-spool``)."""
     option(p, "--store", default=default_store_url(),
            help="store URL: sqlite:///path.db, influxdb://host:8086/DB, "
                 "influxdb2://host:8086/BUCKET?org=ORG")
-    option(p, "--interval", type=positive_float, default=1.0, help="sampling interval in seconds")
+    option(p, "--interval", type=interval_seconds, default=1.0,
+           help="sampling interval in seconds, at least 0.05")
     option(p, "--prometheus-port", type=port_number, default=9464,
            help="port for Prometheus /metrics; 0 disables")
     option(p, "--bind", default="127.0.0.1",
@@ -72,8 +82,16 @@ def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
     option(p, "--nodes", type=positive_int, default=4, help="simulated nodes (sim source)")
     option(p, "--gpus", type=positive_int, default=8, help="simulated GPUs per node (sim source)")
     option(p, "--seed", type=int, default=1, help="simulation seed (sim source)")
+    option(p, "--scenario", default="default", type=_scenario,
+           help="simulated fleet scenario (sim source; docs/simulator.md)")
     option(p, "--spool-dir", default=str(state_dir() / spool),
            help="on-disk spool for points the store could not take yet")
+    option(p, "--http-timeout", type=positive_float, default=30.0,
+           help="seconds the agent's HTTP server keeps a silent connection open")
+    option(p, "--ingest-socket", default="auto",
+           help="Unix socket for local job reports (the jobs API's default): auto is "
+                "/run/wattlens/ingest.sock for root, else $XDG_RUNTIME_DIR/wattlens/ingest.sock; "
+                "off disables")
     option(p, "--spool-max-mb", type=positive_float, default=256.0,
            help="spool size bound in MiB; beyond it the oldest points are dropped and counted")
 
@@ -105,7 +123,7 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
             continue
         if name == "sim":
             options_sim = {**options, "nodes": args.nodes, "gpus_per_node": args.gpus,
-                           "seed": args.seed}
+                           "seed": args.seed, "scenario": args.scenario}
             source = registry.create(name, **options_sim)
         elif name == "rapl":
             source = registry.create(name, **options, root=roots["powercap_root"],
@@ -197,7 +215,9 @@ class AgentProcess:
         from collector.store import open_store, redact_url
 
         token = agent_token()
-        if args.bind not in LOOPBACK and not token:
+        from collector.auth import is_loopback
+
+        if not is_loopback(args.bind) and not token:
             raise ConfigError(f"--bind: {args.bind} is reachable from other hosts; set "
                               f"WATTLENS_AGENT_TOKEN (or WATTLENS_AGENT_TOKEN_FILE) so every "
                               f"request from them must carry it")
@@ -224,20 +244,25 @@ class AgentProcess:
                       counter_state=counter_state)
         exporter = None
         if args.prometheus_port:
+            from collector.actuation import PowerCapActuator
             from collector.exporter import Exporter
 
+            sock = ingest_socket(getattr(args, "ingest_socket", "auto"))
             exporter = Exporter(agent.stats, spool, host=args.bind, port=args.prometheus_port,
-                                token=token)
+                                token=token, unix_socket=sock,
+                                http_timeout_s=float(getattr(args, "http_timeout", None) or 30.0),
+                                unix_optional=str(getattr(args, "ingest_socket", "auto")) == "auto")
             observers.append(exporter)
-            IngestApp(tracker, token=token).mount(exporter)
-            if enable_actuation or token:
-                from collector.actuation import PowerCapActuator
-
-                nvml = next((s.nvml_module for s in sources
-                             if getattr(s, "name", "") == "nvml"), None)
-                audit = getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl"
-                PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
-                                 audit_path=Path(audit), nvml=nvml).mount(exporter)
+            IngestApp(tracker, token=token, proc_root=getattr(args, "procfs_root", None) or "/proc",
+                      socket_path=str(sock) if sock else None).mount(exporter)
+            nvml = next((s.nvml_module for s in sources if getattr(s, "name", "") == "nvml"), None)
+            audit = getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl"
+            try:
+                actuator = PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
+                                            audit_path=Path(audit), nvml=nvml)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            actuator.mount(exporter)
         elif enable_actuation:
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")
@@ -290,8 +315,13 @@ class AgentProcess:
 
     def close(self) -> None:
         stats = self.agent.stats
-        log.info("stopped: %d rounds, %d points written, %d dropped, %d spooled", stats.rounds,
-                 stats.points_written, stats.points_dropped, self.spool.depth_points)
+        spool = self.spool
+        # The same counters /metrics exports, each named, so the two always agree.
+        log.info("stopped: %d rounds, %d points written, %d spooled; lost: %d in the write queue "
+                 "(agent_dropped_points), %d to a full spool (spool_dropped_points), %d refused by "
+                 "the store (spool_rejected_points)", stats.rounds, stats.points_written,
+                 spool.depth_points, stats.points_dropped, spool.points_dropped,
+                 spool.points_rejected)
         if self.exporter is not None:
             self.exporter.stop()
         for s in self.sources:
@@ -303,7 +333,14 @@ class AgentProcess:
         self.store.close()
 
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+def ingest_socket(setting: str | None) -> Path | None:
+    """The Unix socket for local job reports: ``auto`` (the default place), ``off``, or a path."""
+    from collector.http_server import agent_socket
+
+    value = (setting or "auto").strip()
+    if value.lower() in ("off", "none", "false", "0"):
+        return None
+    return agent_socket() if value.lower() == "auto" else Path(value)
 
 
 def format_points(points: list[Any]) -> str:

@@ -9,6 +9,7 @@ import signal
 import threading
 from typing import Any
 
+from collector.auth import MIN_TOKEN_CHARS
 from wattlens.config import default_store_url, option, parse_bool, port_number, positive_float
 
 log = logging.getLogger("wattlens.dashboard")
@@ -16,7 +17,6 @@ log = logging.getLogger("wattlens.dashboard")
 TOKEN_ENV = "WATTLENS_DASHBOARD_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 AGENT_TOKEN_ENV = "WATTLENS_AGENT_TOKEN"  # noqa: S105 - a variable name
 AUTH_MODES = ("auto", "token", "none")
-MIN_TOKEN_CHARS = 16
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

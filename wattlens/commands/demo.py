@@ -46,28 +46,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def backfill(store: object, fleet: object, seconds: float, end_ns: int, step_s: float) -> int:
     """Write ``seconds`` of simulated history ending at ``end_ns``, with a progress bar."""
-    from wattlens.progress import Progress
+    from wattlens.commands.simulate import write_history
 
     steps = max(1, int(seconds // step_s))
-    start_ns = end_ns - int(steps * step_s * NS)
-    written = 0
-    batch: list[object] = []
-    with Progress("backfill", steps) as bar:
-        t = start_ns
-        for _ in range(steps):
-            nxt = t + int(step_s * NS)
-            batch.extend(fleet.points_between(t, nxt))  # type: ignore[attr-defined]
-            t = nxt
-            if len(batch) >= 20_000:
-                store.write(batch)  # type: ignore[attr-defined]
-                written += len(batch)
-                batch = []
-            bar.update(1, extra=f"{written:,} points")
-        if batch:
-            store.write(batch)  # type: ignore[attr-defined]
-            written += len(batch)
-        bar.update(0, extra=f"{written:,} points")
-    return written
+    return write_history(store, fleet, end_ns - int(steps * step_s * NS), end_ns, step_s,
+                         label="backfill")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,
-                           interval_s=args.interval)
+                           interval_s=args.interval, scenario=args.scenario)
     now_ns = time.time_ns()
     span = store.time_range("gpu")
     if span is not None and span[1] < now_ns:

@@ -14,7 +14,7 @@ import pytest
 from collector.errors import StoreRejected, StoreUnavailable
 from collector.schema import MEASUREMENTS, Point, escape_key, point, to_line
 from collector.sources.simulated import SimulatedFleet
-from collector.store import AggregateQuery, open_store
+from collector.store import AggregateQuery, open_store, tiers
 from collector.store.base import Aggregate
 from collector.store.influx import InfluxStore
 from collector.store.sqlite import SQLiteStore
@@ -257,10 +257,16 @@ def test_wrong_credentials_are_unavailable_not_dropped(
 def test_init_creates_retention_policies_and_rollups(influxdb: ServerProcess,
                                                      influx_db: str) -> None:
     store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    # A continuous query of the first layout (means only) is replaced.
+    store.influxql(f'CREATE DATABASE "{influx_db}"', database="")
+    store.influxql(f'CREATE CONTINUOUS QUERY "wattlens_gpu_1m" ON "{influx_db}" BEGIN '
+                   f'SELECT mean("power_w") AS "power_w" INTO "{influx_db}"."autogen"."gpu_old" '
+                   f'FROM "gpu" GROUP BY time(1m), * END', database="")
     first = store.init(raw_retention="30d")
-    assert "continuous query 'wattlens_gpu_1m': created" in first
+    assert "continuous query 'wattlens_gpu_1m': dropped (first layout, means only)" in first
+    assert "continuous query 'wattlens_gpu_1m_v2': created" in first
     again = store.init(raw_retention="30d")
-    assert "continuous query 'wattlens_gpu_1m': exists" in again
+    assert "continuous query 'wattlens_gpu_1m_v2': exists" in again
     policies = json.loads(influx_query(influxdb, f'SHOW RETENTION POLICIES ON "{influx_db}"'))
     rps = {v[0]: (v[1], v[4]) for v in policies["results"][0]["series"][0]["values"]}
     assert rps["raw"] == ("720h0m0s", True)
@@ -268,17 +274,29 @@ def test_init_creates_retention_policies_and_rollups(influxdb: ServerProcess,
     cqs = json.loads(influx_query(influxdb, "SHOW CONTINUOUS QUERIES"))
     mine = next(s for s in cqs["results"][0]["series"] if s["name"] == influx_db)
     assert sorted(v[0] for v in mine["values"]) == sorted(
-        f"wattlens_{m}_{r}" for m in ("gpu", "cpu", "job", "facility") for r in ("1m", "1h"))
-    # The rollup queries are valid and exact for increments: run them over the data now.
-    pts = _sim_points(T0, 900)
-    store.write(pts)
-    store.backfill_rollups(T0, T0 + 900 * NS)
-    q = AggregateQuery("gpu", (("sum", "energy_j"),), T0, T0 + HOUR, group_by=("host",))
-    raw = store.query(q)
-    for rp in ("rollup_1m", "rollup_1h"):
-        rolled = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}?rp={rp}")
-        _assert_rows_equal(rolled.query(q), raw, rp)  # type: ignore[arg-type]
-        rolled.close()
+        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility") for r in ("1m", "1h"))
+    store.close()
+
+
+def test_reads_use_the_rollup_policies_and_match_raw(influxdb: ServerProcess,
+                                                     influx_db: str) -> None:
+    """Whole hours from rollup_1h, whole minutes from rollup_1m, edges from raw: same numbers."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    store.init(raw_retention="30d")
+    t_old = T0 - 3 * HOUR  # five hours ago: both rollups are complete there
+    store.write(_sim_points(t_old, 3 * 3600, step_s=20))
+    store.backfill_rollups(t_old, t_old + 3 * HOUR)
+    assert set(store.tier_starts("gpu")) == {60, 3600}
+    aggs = (("sum", "energy_j"), ("mean", "power_w"), ("max", "power_w"), ("min", "util_pct"),
+            ("count", "power_w"))
+    start, end = t_old + 7 * NS, t_old + 3 * HOUR - 13 * NS
+    for bucket_s, group_by in ((None, ("host",)), (3600, ()), (600, ("host", "gpu")), (5, ())):
+        q = AggregateQuery("gpu", aggs, start, end, group_by=group_by,  # type: ignore[arg-type]
+                           bucket_s=bucket_s)
+        _assert_rows_equal(store.query(q), store.raw_query(q), f"{bucket_s} {group_by}")  # type: ignore[arg-type]
+    pieces = tiers.plan(AggregateQuery("gpu", aggs, start, end), [  # type: ignore[arg-type]
+        tiers.RAW, tiers.Tier("1m", 60, since_ns=t_old), tiers.Tier("1h", 3600, since_ns=t_old)])
+    assert [p.tier.width_s for p in pieces] == [3600, 60, 0, 60, 0]
     store.close()
 
 
@@ -289,4 +307,26 @@ def test_gzip_and_small_batches_write_the_same(influxdb: ServerProcess, influx_d
     store.write(pts)
     got = _rows(store, 'SELECT count("power_w") FROM "gpu"')
     assert got[0]["count"] == sum(1 for p in pts if p.measurement == "gpu")
+    store.close()
+
+
+def test_downsample_writes_rollup_measurements_that_reads_use(influxdb: ServerProcess,
+                                                              influx_db: str) -> None:
+    """The InfluxDB 2.x/3.x path (NAME_1m, NAME_1h), run on a real server through InfluxQL."""
+    from collector.store.influx_rollups import downsample
+
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    store.init(raw_retention="30d", rollups=False)
+    store.rollup_layout = "measurement"
+    t_old = T0 - 3 * HOUR
+    store.write(_sim_points(t_old, 3 * 3600, step_s=30))
+    assert store.tier_starts("gpu") == {}
+    done = downsample(store, t_old, t_old + 3 * HOUR)
+    assert any(line.startswith("gpu_1m: ") and not line.endswith(": 0 rows") for line in done)
+    assert set(store.tier_starts("gpu")) == {60, 3600}
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "temp_c")),
+                       t_old + 11 * NS, t_old + 3 * HOUR - 5 * NS, group_by=("host",),
+                       bucket_s=1800)
+    _assert_rows_equal(store.query(q), store.raw_query(q), "downsampled")  # type: ignore[arg-type]
+    assert downsample(store, t_old, t_old + 3 * HOUR) == done  # idempotent
     store.close()

@@ -102,13 +102,16 @@ def test_durations() -> None:
     assert duration_s("1h30m") == 5400 and duration_s("2w") == 14 * 86400
 
 
-def test_rollups_sum_increments_and_average_gauges() -> None:
+def test_rollups_keep_sum_count_min_and_max_of_every_field() -> None:
     cqs = dict(continuous_queries("db"))
-    gpu = cqs["wattlens_gpu_1m"]
-    assert 'sum("energy_j") AS "energy_j"' in gpu and 'mean("power_w") AS "power_w"' in gpu
+    gpu = cqs["wattlens_gpu_1m_v2"]
+    assert 'sum("energy_j") AS "energy_j_sum"' in gpu and 'count("power_w") AS "power_w_count"' in gpu
+    assert 'min("power_w") AS "power_w_min"' in gpu and 'max("power_w") AS "power_w_max"' in gpu
     assert 'FROM "db"."raw"."gpu" GROUP BY time(1m), *' in gpu
-    assert 'FROM "db"."rollup_1m"."job" GROUP BY time(1h), *' in cqs["wattlens_job_1h"]
-    assert 'sum("samples") AS "samples"' in cqs["wattlens_job_1h"]
+    job_1h = cqs["wattlens_job_1h_v2"]
+    assert 'FROM "db"."rollup_1m"."job" GROUP BY time(1h), *' in job_1h
+    assert 'sum("samples_sum") AS "samples_sum"' in job_1h
+    assert 'sum("samples_count") AS "samples_count"' in job_1h
 
 
 def test_error_text_is_short_and_readable() -> None:

@@ -34,12 +34,12 @@ def test_store_init_creates_the_database_and_rollups(influxdb: ServerProcess,
     out = capsys.readouterr().out
     assert "database 'from_cli': ready" in out
     assert "retention policy 'raw': 14d (default) created" in out
-    assert "continuous query 'wattlens_facility_1h': created" in out
-    assert "wattlens_gpu_1m: 0 points" in out
+    assert "continuous query 'wattlens_facility_1h_v2': created" in out
+    assert "wattlens_gpu_1m_v2: 0 points" in out
     dbs = json.loads(influx_query(influxdb, "SHOW DATABASES"))
     assert ["from_cli"] in dbs["results"][0]["series"][0]["values"]
     assert _run(["store", "init", "--store", url]) == 0  # idempotent
-    assert "continuous query 'wattlens_gpu_1m': exists" in capsys.readouterr().out
+    assert "continuous query 'wattlens_gpu_1m_v2': exists" in capsys.readouterr().out
 
 
 @pytest.mark.integration
@@ -57,7 +57,17 @@ def test_store_init_from_environment_and_errors(influxdb: ServerProcess,
         _run(["store", "init", "--store", f"influxdb://u:pw@127.0.0.1:{free_port()}/x"])
 
 
-def test_store_init_on_sqlite_has_nothing_to_do(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["store", "init", "--store", f"sqlite:///{tmp_path / 'w.db'}"]) == 0
-    assert "nothing to set up" in capsys.readouterr().out
+def test_store_init_sets_the_sqlite_retention(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    assert _run(["store", "init", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "retention raw: 7 d" in out and "retention 1m: 90 d" in out and "retention 1h: kept" in out
+    assert _run(["store", "init", "--store", url, "--raw-retention", "2d",
+                 "--rollup-1m-retention", "30d"]) == 0
+    out = capsys.readouterr().out
+    assert "retention raw: 2 d" in out and "retention 1m: 30 d" in out and "retention 1h: kept" in out
+    with pytest.raises(ConfigError, match="--raw-retention: '2 days'"):
+        _run(["store", "init", "--store", url, "--raw-retention", "2 days"])
+    with pytest.raises(ConfigError, match="downsample is for InfluxDB"):
+        _run(["store", "downsample", "--store", url])

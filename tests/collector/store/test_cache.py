@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from collector.schema import point
 from collector.store.base import AggregateQuery, Row
+from collector.store.cache import CachedStore
 from collector.store.sqlite import SQLiteStore
-from dashboard.cache import CachedStore
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS  # epoch-aligned to the hour

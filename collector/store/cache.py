@@ -1,4 +1,4 @@
-"""A read-through rollup cache over any Store: settled time buckets are aggregated once, then served from memory."""
+"""A read-through rollup cache over any Store: settled buckets aggregated once, then served from memory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from operator import itemgetter
 from collector.schema import MEASUREMENTS, Point
 from collector.store.base import AggregateQuery, Row, Store, column
 
-log = logging.getLogger("wattlens.dashboard.cache")
+log = logging.getLogger("wattlens.store.cache")
 
 NS = 1_000_000_000
 # Rollup levels (s), coarsest first; each divides the ones before it and every

@@ -1,0 +1,237 @@
+"""The embedded store at fleet scale: write rate, bytes per GPU-day, report and cold dashboard, vs DuckDB.
+
+Run from the repository root::
+
+    python benchmarks/bench_store.py --gpus 1000 --hours 24 --interval-s 10   # report + dashboard
+    python benchmarks/bench_store.py --gpus 1000 --hours 1 --interval-s 1 --duckdb  # reference
+    python benchmarks/bench_store.py --year --gpus 8 --interval-s 60          # bounded by retention
+
+Data: the simulated fleet (``--gpus`` / 8 nodes of 8 GPUs) stepped once a
+minute, each minute expanded into ``60 / --interval-s`` rows per series
+(increments split evenly and kept to the mJ an NVML counter reports, gauges
+repeated), written through ``SQLiteStore.write`` in one-minute batches: the
+real write path, rollups included. Measured in the same run, on the same data:
+
+- ``aggregate``: one GROUP BY per GPU and 5-minute bucket over the last hour
+  (mean of the gauges, sum of energy): tiered, then raw rows only (``tiered=False``),
+  then DuckDB over the same rows (``--duckdb``: loaded from a CSV of the raw table);
+- ``report``: ``build_report`` + ``render`` over the whole window (`wattlens report`);
+- ``dashboard``: the Fleet page's cold load (``fleet_view`` + ``status``), no cache;
+- bytes: the store's pages per tier (``dbstat``), per GPU-day of data.
+
+``--year`` writes a simulated year with the default retention (raw 7 d, 1 min
+90 d, 1 h kept) and prints the file size every 30 days: it stops growing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analytics.report import build_report, render
+from analytics.timeutil import Window
+from collector.schema import INCREMENT_FIELDS, Point
+from collector.sources.simulated import SimulatedFleet
+from collector.store import AggregateQuery
+from collector.store.sqlite import SQLiteStore
+
+NS = 1_000_000_000
+END_NS = 1_795_824_000 * NS  # 2026-11-28T00:00Z
+GAUGES = ("power_w", "util_pct", "mem_util_pct", "sm_clock_mhz", "mem_clock_mhz", "temp_c",
+          "power_limit_w")
+
+
+def minutes(gpus: int, start_ns: int, n_minutes: int) -> Iterator[tuple[int, list[Point]]]:
+    fleet = SimulatedFleet(nodes=max(1, gpus // 8), gpus_per_node=min(8, gpus), seed=1)
+    for m in range(n_minutes):
+        t = start_ns + m * 60 * NS
+        yield t, fleet.points_between(t, t + 60 * NS)
+
+
+def expand(t: int, pts: list[Point], interval_s: float) -> list[Point]:
+    n = max(1, round(60 / interval_s))
+    step = 60 * NS // n
+    out: list[Point] = []
+    for p in pts:
+        fields = tuple((k, round(v / n, 3) if k in INCREMENT_FIELDS and isinstance(v, float)
+                        else v) for k, v in p.fields)
+        out.extend(Point(p.measurement, p.tags, fields, t + k * step) for k in range(1, n + 1))
+    return out
+
+
+def fill(store: SQLiteStore, gpus: int, start_ns: int, n_minutes: int, interval_s: float,
+         every: Callable[[int], None] | None = None, batch_minutes: int = 1) -> tuple[int, float]:
+    """Write ``n_minutes`` through ``store.write``, ``batch_minutes`` minutes per call."""
+    rows, write_s = 0, 0.0
+    batch: list[Point] = []
+    for i, (t, pts) in enumerate(minutes(gpus, start_ns, n_minutes)):
+        batch.extend(expand(t, pts, interval_s))
+        if (i + 1) % batch_minutes and i + 1 < n_minutes:
+            continue
+        t0 = time.perf_counter()
+        store.write(batch)
+        write_s += time.perf_counter() - t0
+        rows += len(batch)
+        batch = []
+        if every is not None:
+            every(i)
+        if (i + 1) % max(60, batch_minutes) == 0:
+            print(f"  {i + 1}/{n_minutes} min, {rows:,} points, {rows / write_s:,.0f} points/s "
+                  f"in write()", file=sys.stderr, flush=True)
+    return rows, write_s
+
+
+def tier_bytes(path: Path, measurement: str | None = None) -> dict[str, int]:
+    """Bytes of pages per tier (raw, 1m, 1h, series, other), of one measurement or of all."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    out: dict[str, int] = {}
+    for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+        tier, _, m = name.partition(":")
+        if measurement is not None and m != measurement:
+            continue
+        key = tier if m else "other"
+        out[key] = out.get(key, 0) + int(size)
+    conn.close()
+    return out
+
+
+def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def aggregate_query(start_ns: int, end_ns: int) -> AggregateQuery:
+    return AggregateQuery("gpu", (("sum", "energy_j"), *(("mean", g) for g in GAUGES)),
+                          start_ns, end_ns, group_by=("host", "gpu"), bucket_s=300)
+
+
+def duckdb_reference(path: Path, start_ns: int, end_ns: int, tmp: Path) -> tuple[float, int]:
+    """The same aggregate in DuckDB, over the same raw rows (exported from the store)."""
+    import duckdb
+
+    conn = sqlite3.connect(path)
+    cols = ", ".join(f'CASE WHEN typeof("f:{f}") = \'integer\' THEN "f:{f}" / 1000.0 '
+                     f'ELSE "f:{f}" END' for f in ("energy_j", *GAUGES))
+    csv_path = tmp / "gpu.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time_ns", "host", "gpu", "energy_j", *GAUGES])
+        cur = conn.execute(
+            f'SELECT d.time_ns, s."t:host", s."t:gpu", {cols} FROM "raw:gpu" d '
+            f'JOIN "series:gpu" s ON s.id = d.sid WHERE d.time_ns >= ? AND d.time_ns < ?',
+            (start_ns, end_ns))
+        n = 0
+        while chunk := cur.fetchmany(100_000):
+            w.writerows(chunk)
+            n += len(chunk)
+    db = duckdb.connect(str(tmp / "ref.duckdb"))
+    db.execute(f"CREATE TABLE gpu AS SELECT * FROM read_csv_auto('{csv_path}')")
+    means = ", ".join(f"avg({g})" for g in GAUGES)
+    sql = (f"SELECT host, gpu, time_ns // {300 * NS} AS b, sum(energy_j), {means} FROM gpu "
+           f"WHERE time_ns >= {start_ns} AND time_ns < {end_ns} GROUP BY 1, 2, 3")
+    best = timed(lambda: db.execute(sql).fetchall())
+    db.close()
+    return best, n
+
+
+def run_fleet(args: argparse.Namespace, root: Path) -> None:
+    path = root / "bench.db"
+    store = SQLiteStore(path)
+    n_min = int(args.hours * 60)
+    start = END_NS - n_min * 60 * NS
+    rows, write_s = fill(store, args.gpus, start, n_min, args.interval_s)
+    sizes = tier_bytes(path)
+    gpu_days = args.gpus * args.hours / 24
+    raw_scale = args.interval_s  # bytes at 1 Hz = bytes at interval_s x interval_s (rows scale)
+    print(f"\nwrote {rows:,} points ({args.gpus} GPUs x {args.hours:g} h at {args.interval_s:g} s) "
+          f"in {write_s:.0f} s of write(): {rows / write_s:,.0f} points/s")
+    print(f"file {sum(sizes.values()) / 1e6:.0f} MB; per tier MB: "
+          + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items())))
+    gpu_raw = SQLiteStore(path).count("gpu")
+    print(f"raw bytes per row (all measurements): {sizes['raw'] / max(rows, 1):.1f}; "
+          f"gpu raw rows {gpu_raw:,}")
+    for what, part in (("gpu measurement", tier_bytes(path, "gpu")), ("all measurements", sizes)):
+        per_day_raw = part["raw"] / gpu_days * raw_scale
+        per_day_roll = (part.get("1m", 0) + part.get("1h", 0)) / gpu_days
+        print(f"bytes per GPU-day at 1 Hz, {what}: raw {per_day_raw / 1e6:.2f} MB + rollups "
+              f"{per_day_roll / 1e6:.2f} MB (raw x{raw_scale:g} from {args.interval_s:g} s rows)")
+    window = Window(start + 1, END_NS + 1)
+    hour = AggregateQuery("gpu", (("sum", "energy_j"),), END_NS - 3600 * NS, END_NS)
+    q = aggregate_query(hour.start_ns, hour.end_ns)
+    tiered = SQLiteStore(path)
+    raw_only = SQLiteStore(path, tiered=False)
+    t_tier = timed(lambda: tiered.query(q))
+    t_raw = timed(lambda: raw_only.query(q), repeat=1)
+    assert len(tiered.query(q)) == len(raw_only.query(q))
+    print(f"aggregate per GPU x 5 min over the last hour: tiered {t_tier:.3f} s, "
+          f"raw rows only {t_raw:.3f} s")
+    if args.duckdb:
+        t_duck, n = duckdb_reference(path, q.start_ns, q.end_ns, root)
+        print(f"  DuckDB on the same {n:,} rows: {t_duck:.3f} s")
+    t_report = timed(lambda: render(build_report(tiered, window, 0.5)), repeat=1)
+    print(f"report over {args.hours:g} h: {t_report:.2f} s")
+    from analytics.context import Settings
+    from dashboard import views
+
+    settings = Settings()
+    cold = SQLiteStore(path)
+    t_dash = timed(lambda: (views.fleet_view(cold, "24h", "host", settings),
+                            views.status(cold, "24h", END_NS)), repeat=1)
+    print(f"dashboard cold load (24h Fleet page, no cache): {t_dash:.2f} s")
+
+
+def run_year(args: argparse.Namespace, root: Path) -> None:
+    path = root / "year.db"
+    store = SQLiteStore(path, purge_every_s=0)
+    days = int(args.days)
+    start = END_NS - days * 86400 * NS
+
+    def every(i: int) -> None:
+        if i % (30 * 1440) == 30 * 1440 - 1:
+            size = path.stat().st_size + Path(f"{path}-wal").stat().st_size
+            print(f"day {(i + 1) // 1440:4d}: file {size / 1e6:7.1f} MB, raw rows "
+                  f"{store.count('gpu'):,}, 1m rows {store.count('gpu', '1m'):,}, "
+                  f"1h rows {store.count('gpu', '1h'):,}", flush=True)
+
+    rows, _ = fill(store, args.gpus, start, days * 1440, args.interval_s, every,
+                   batch_minutes=1440)
+    sizes = tier_bytes(path)
+    print(f"{days} days of {args.gpus} GPUs at {args.interval_s:g} s: {rows:,} points written, "
+          f"file {sum(sizes.values()) / 1e6:.1f} MB; per tier MB: "
+          + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items())))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpus", type=int, default=1000)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--interval-s", type=float, default=1.0)
+    ap.add_argument("--duckdb", action="store_true", help="also time DuckDB on the aggregate")
+    ap.add_argument("--year", action="store_true", help="a simulated year, bounded by retention")
+    ap.add_argument("--days", type=float, default=365)
+    ap.add_argument("--dir", default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as d:
+        if args.year:
+            run_year(args, Path(d))
+        else:
+            run_fleet(args, Path(d))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

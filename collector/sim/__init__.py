@@ -1,0 +1,1 @@
+"""The simulated fleet's parts: GPU models (datasheets), power/clock physics, fleet scenarios, ground truth."""

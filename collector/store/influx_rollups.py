@@ -1,0 +1,257 @@
+"""InfluxDB rollups: 1m and 1h tiers that keep sum, count, min and max per field, and reading them.
+
+On InfluxDB 1.x the tiers are retention policies (``rollup_1m``, ``rollup_1h``)
+filled by continuous queries. InfluxDB 2.x and 3.x have neither, so
+:func:`downsample` (``wattlens store downsample``) computes the same rows with
+InfluxQL and writes them back as measurements ``NAME_1m`` and ``NAME_1h`` in
+the bucket. Either way, each field ``F`` of a rollup row is stored as
+``F_sum``, ``F_count``, ``F_min``, ``F_max``, so every composable aggregate
+over a window is exact (:mod:`collector.store.tiers`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from collector import schema
+from collector.errors import ConfigError
+from collector.store import influxql, tiers
+from collector.store.base import AggregateQuery, Row
+
+if TYPE_CHECKING:
+    from collector.store.influx_v1 import InfluxStore
+
+NS = 1_000_000_000
+RAW_RP = "raw"
+ROLLUP_1M_RP = "rollup_1m"
+ROLLUP_1H_RP = "rollup_1h"
+ROLLUP_MEASUREMENTS = ("gpu", "cpu", "job", "facility")
+# How far behind now each tier is complete: the continuous queries run at each
+# interval's end (RESAMPLE recomputes the recent ones), and the 1h one reads the 1m.
+LAG_S = {60: 300, 3600: 2 * 3600}
+_DURATION = re.compile(r"^(INF|(\d+(ns|u|µ|ms|s|m|h|d|w))+)$")
+_UNITS_S = {"ns": 1e-9, "u": 1e-6, "µ": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600,
+            "d": 86400, "w": 604800}
+_SUFFIX = ("_sum", "_count", "_min", "_max")
+
+
+def check_duration(flag: str, value: str) -> None:
+    if not _DURATION.match(value):
+        raise ConfigError(f"{flag}: {value!r} is not an InfluxDB duration; use e.g. 30d, 12w, "
+                          f"720h or INF")
+
+
+def duration_s(text: str) -> int:
+    """Seconds in an InfluxDB duration such as ``30d`` or ``1h30m``."""
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)", text):
+        total += int(number) * _UNITS_S[unit]
+    return int(total)
+
+
+def rollup_select(measurement: str, from_raw: bool) -> str:
+    """Per field: sum, count, min and max, from raw points or from a finer rollup's parts."""
+    q = influxql.quote_ident
+    out: list[str] = []
+    for f in schema.MEASUREMENTS[measurement][1]:
+        if from_raw:
+            src = [f"sum({q(f)})", f"count({q(f)})", f"min({q(f)})", f"max({q(f)})"]
+        else:
+            src = [f"sum({q(f + '_sum')})", f"sum({q(f + '_count')})", f"min({q(f + '_min')})",
+                   f"max({q(f + '_max')})"]
+        out += [f"{s} AS {q(f + suffix)}" for s, suffix in zip(src, _SUFFIX, strict=True)]
+    return ", ".join(out)
+
+
+def rollup_queries(database: str, raw_rp: str = RAW_RP) -> list[tuple[str, str, str, str]]:
+    """(name, every, resample span, SELECT ... INTO ... FROM ...) for each rollup, 1m before 1h.
+
+    The 1m rollup reads the raw policy, the 1h rollup reads the 1m one; the
+    SELECT has no WHERE and no GROUP BY, which the caller adds.
+    """
+    q = influxql.quote_ident
+    out: list[tuple[str, str, str, str]] = []
+    for every, span, src_rp, dst_rp in (("1m", "30m", raw_rp, ROLLUP_1M_RP),
+                                        ("1h", "3h", ROLLUP_1M_RP, ROLLUP_1H_RP)):
+        for m in ROLLUP_MEASUREMENTS:
+            out.append((f"wattlens_{m}_{every}_v2", every, span,
+                        f"SELECT {rollup_select(m, every == '1m')} INTO "
+                        f"{q(database)}.{q(dst_rp)}.{q(m)} FROM {q(database)}.{q(src_rp)}.{q(m)}"))
+    return out
+
+
+def continuous_queries(database: str, raw_rp: str = RAW_RP) -> list[tuple[str, str]]:
+    """(name, CREATE CONTINUOUS QUERY ...) for the 1m rollup of raw data and the 1h of the 1m.
+
+    RESAMPLE FOR recomputes recent buckets on every run, so points replayed from
+    an agent's spool after a short outage still reach the rollups; for longer
+    gaps, :func:`backfill` recomputes any window.
+    """
+    q = influxql.quote_ident
+    return [(name, f"CREATE CONTINUOUS QUERY {q(name)} ON {q(database)} "
+                   f"RESAMPLE EVERY {every} FOR {span} BEGIN {select} "
+                   f"GROUP BY time({every}), * END")
+            for name, every, span, select in rollup_queries(database, raw_rp)]
+
+
+def init_v1(store: InfluxStore, *, raw_retention: str, rollup_1m_retention: str,
+            rollup_1h_retention: str, rollups: bool) -> list[str]:
+    """Create the database, the raw retention policy and the 1m/1h rollups; idempotent.
+
+    Returns one line per step saying what was done. The raw policy becomes the
+    database's default, so writes without ``?rp=`` land in it. Continuous
+    queries of the first layout (mean of gauges only) are replaced.
+    """
+    done: list[str] = []
+    for flag, value in (("--raw-retention", raw_retention),
+                        ("--rollup-1m-retention", rollup_1m_retention),
+                        ("--rollup-1h-retention", rollup_1h_retention)):
+        check_duration(flag, value)
+    db = influxql.quote_ident(store.database)
+    store.influxql(f"CREATE DATABASE {db}", database="")
+    done.append(f"database {store.database!r}: ready")
+    raw_rp = store.rp or RAW_RP
+    wanted = [(raw_rp, raw_retention, True)]
+    if rollups:
+        wanted += [(ROLLUP_1M_RP, rollup_1m_retention, False),
+                   (ROLLUP_1H_RP, rollup_1h_retention, False)]
+    existing = {str(v[0]) for s in store.influxql(f"SHOW RETENTION POLICIES ON {db}", database="")
+                for v in s.get("values") or []}
+    for name, duration, default in wanted:
+        verb = "ALTER" if name in existing else "CREATE"
+        text = f"{verb} RETENTION POLICY {influxql.quote_ident(name)} ON {db} DURATION {duration}"
+        text += " REPLICATION 1" if verb == "CREATE" else ""
+        text += " DEFAULT" if default else ""
+        store.influxql(text, database="")
+        done.append(f"retention policy {name!r}: {duration}{' (default)' if default else ''}"
+                    f" {'updated' if verb == 'ALTER' else 'created'}")
+    if rollups:
+        have = {str(v[0]) for s in store.influxql("SHOW CONTINUOUS QUERIES", database="")
+                if s.get("name") == store.database for v in s.get("values") or []}
+        for old in sorted(n for n in have if re.fullmatch(r"wattlens_\w+_1[mh]", n)):
+            store.influxql(f"DROP CONTINUOUS QUERY {influxql.quote_ident(old)} ON {db}",
+                           database="")
+            done.append(f"continuous query {old!r}: dropped (first layout, means only)")
+        for name, text in continuous_queries(store.database, raw_rp):
+            if name in have:
+                done.append(f"continuous query {name!r}: exists")
+                continue
+            store.influxql(text, database="")
+            done.append(f"continuous query {name!r}: created")
+    store.forget_tiers()
+    return done
+
+
+def backfill(store: InfluxStore, start_ns: int, end_ns: int) -> list[str]:
+    """Recompute the 1m and 1h rollups over a window (widened to whole hours), now.
+
+    For history written before ``init``, or spool replays older than the
+    continuous queries' RESAMPLE window.
+    """
+    hour = 3600 * NS
+    start, end = start_ns // hour * hour, -(-end_ns // hour) * hour
+    done: list[str] = []
+    for name, every, _, select in rollup_queries(store.database, store.rp or RAW_RP):
+        series = store.influxql(f"{select} WHERE {influxql.time_window(start, end)} "
+                                f"GROUP BY time({every}), *", database="")
+        written = sum(int(v[1]) for s in series for v in s.get("values") or [])
+        done.append(f"{name}: {written} points")
+    store.forget_tiers()
+    return done
+
+
+def downsample(store: InfluxStore, start_ns: int, end_ns: int) -> list[str]:
+    """The portable rollup step for InfluxDB 2.x/3.x: compute 1m then 1h rows and write them back.
+
+    Reads with InfluxQL (which 1.x, 2.x and 3.x serve) and writes ``NAME_1m`` and
+    ``NAME_1h`` measurements through the store's own write path; idempotent
+    (same series and time overwrite). Only whole hours are computed.
+    """
+    from collector.schema import point
+
+    hour = 3600 * NS
+    start, end = start_ns // hour * hour, end_ns // hour * hour
+    done: list[str] = []
+    if end <= start:
+        return ["downsample: the window holds no whole hour yet"]
+    for every, suffix in (("1m", "_1m"), ("1h", "_1h")):
+        for m in ROLLUP_MEASUREMENTS:
+            src = m if every == "1m" else m + "_1m"
+            select = rollup_select(m, every == "1m")
+            series = store.influxql(
+                f"SELECT {select} FROM {store.source_of(src)} WHERE "
+                f"{influxql.time_window(start, end)} GROUP BY time({every}), * fill(none)")
+            pts = []
+            for s in series:
+                cols = list(s.get("columns") or [])
+                tags = {k: str(v) for k, v in (s.get("tags") or {}).items() if v}
+                for raw in s.get("values") or []:
+                    fields = {c: float(v) for c, v in zip(cols[1:], raw[1:], strict=True)
+                              if v is not None}
+                    if fields:
+                        pts.append(point(m + suffix, tags, fields, int(raw[0])))
+            for i in range(0, len(pts), 5000):
+                store.write(pts[i:i + 5000])
+            done.append(f"{m}{suffix}: {len(pts)} rows")
+    store.flush_writes()
+    store.forget_tiers()
+    return done
+
+
+def tier_query(store: InfluxStore, q: AggregateQuery) -> list[Row]:
+    """Answer ``q`` from the raw points and the rollups, each read where it is exact and complete."""
+    if not tiers.composable(q) or q.measurement not in ROLLUP_MEASUREMENTS:
+        return store.raw_query(q)
+    now = time.time_ns()
+    avail = [tiers.RAW]
+    for width_s, since in store.tier_starts(q.measurement).items():
+        ready = now - LAG_S[width_s] * NS
+        avail.append(tiers.Tier(f"{width_s}s", width_s, ready_ns=ready, since_ns=since))
+    fields = tiers.expand(q)
+    parts: list[tiers.PartRow] = []
+    for piece in tiers.plan(q, avail):
+        parts.extend(_piece_rows(store, q, piece, fields))
+    return tiers.merge(q, parts)
+
+
+def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
+                fields: Sequence[str]) -> list[tiers.PartRow]:
+    qi = influxql.quote_ident
+    width = piece.tier.width_s
+    if width == 0:
+        select = [f"{fn}({qi(f)}::field)" for f in fields for fn in ("sum", "count", "min", "max")]
+    else:
+        select = [f"{fn}({qi(f + sfx)}::field)" for f in fields
+                  for fn, sfx in zip(("sum", "sum", "min", "max"), _SUFFIX, strict=True)]
+    src = store.tier_source(q.measurement, width)
+    filters = influxql.tag_filter(q.where)
+    if filters is None:
+        return []
+    where = influxql.time_window(piece.start_ns, piece.end_ns) + (f" AND {filters}"
+                                                                  if filters else "")
+    groups = ([f"time({int(q.bucket_s)}s)"] if q.bucket_s is not None else []) + [
+        qi(t) for t in q.group_by]
+    text = f"SELECT {', '.join(select)} FROM {src} WHERE {where}"
+    if groups:
+        text += " GROUP BY " + ", ".join(groups)
+    if q.bucket_s is not None:
+        text += " fill(none)"
+    out: list[tiers.PartRow] = []
+    for s in store.influxql(text):
+        tags_in = s.get("tags") or {}
+        group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
+        for raw in s.get("values") or []:
+            values: dict[str, Sequence[float | None]] = {
+                f: [_num(raw[1 + 4 * i + j]) for j in range(4)] for i, f in enumerate(fields)}
+            bucket = int(raw[0]) if q.bucket_s is not None else None
+            out.append((bucket, group, values))
+    return out
+
+
+def _num(value: object) -> float | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

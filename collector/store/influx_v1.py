@@ -1,0 +1,293 @@
+"""InfluxDB through the v1 HTTP API: ``/write`` for points, InfluxQL on ``/query`` for reads."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlencode
+
+from collector import schema
+from collector.errors import StoreError, StoreRejected, StoreUnavailable
+from collector.lineprotocol import LineEncoder
+from collector.logutil import LogOnce
+from collector.schema import Point
+from collector.store import influxql
+from collector.store.base import AggregateQuery, Row
+from collector.store.influx_http import HttpClient, error_text, raise_for_status
+from collector.store.influx_url import _V1_PARAMS, parse_url
+
+log = logging.getLogger("wattlens.store.influx")
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+# --- the v1 store ------------------------------------------------------------------
+
+
+class InfluxStore:
+    """InfluxDB through the v1 HTTP API: ``/write`` for points, InfluxQL on ``/query`` for reads.
+
+    Writes are split into POSTs of at most ``batch_size`` lines; up to
+    ``max_inflight`` of them are on the wire while the next are serialized, so
+    the agent's write path keeps up with what the server can take. Each
+    ``write`` returns only once every POST was answered, and raises
+    StoreUnavailable (spool it) or StoreRejected (bad data) as the Sink
+    contract says. A point that line protocol cannot carry (see
+    :func:`collector.schema.escape_key`) is dropped, logged once, and counted in
+    ``points_rejected``; the rest of the batch is written.
+    """
+
+    kind = "InfluxDB v1"
+    # The spool may serialize a batch (lines) while the previous one is on the
+    # wire (write_lines): write_lines is this store's own synchronous write.
+    pipelined_lines = True
+
+    def __init__(self, url: str, *, known_params: Sequence[str] = _V1_PARAMS) -> None:
+        self.parsed = parse_url(url, known_params)
+        self.url = self.parsed.display  # never holds a password
+        self.database = self.parsed.database
+        self.rp: str | None = self.parsed.params.get("rp") or None
+        self.timeout_s = self.parsed.number("timeout_s", 10.0)
+        self.batch_size = int(self.parsed.number("batch_size", 5000.0, minimum=0.5))
+        self.max_inflight = int(self.parsed.number("max_inflight", 2.0, minimum=0.5))
+        gzip_mode = self.parsed.flag("gzip", "auto")
+        # Compression costs CPU and saves nothing on loopback; elsewhere it pays.
+        self.gzip = gzip_mode == "on" or (gzip_mode == "auto" and self.parsed.host not in _LOOPBACK)
+        self.gzip_min_bytes = 4096
+        self.points_rejected = 0
+        self.last_good_write_wall_s = 0.0
+        self._encoder = LineEncoder()
+        self._warn = LogOnce(log)
+        self._http = HttpClient(self.parsed.base_url, display=self.url, timeout_s=self.timeout_s,
+                                headers=self._auth_headers())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._tier_cache: dict[str, tuple[float, dict[int, int]]] = {}
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.parsed.username is None:
+            return {}
+        raw = f"{self.parsed.username}:{self.parsed.password or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # --- writing -------------------------------------------------------------
+    def encode(self, points: Sequence[Point], lines_per_body: int | None = None
+               ) -> Iterator[tuple[bytes, int]]:
+        """Line protocol bodies of at most ``lines_per_body`` (``batch_size``) lines, with counts."""
+        limit = lines_per_body or self.batch_size
+        for i in range(0, len(points), limit):
+            lines = self.lines(points[i:i + limit])
+            if lines:
+                yield "\n".join(lines).encode(), len(lines)
+
+    def lines(self, points: Sequence[Point]) -> list[str]:
+        """One line per point; a point line protocol cannot carry is dropped, logged and counted."""
+        out: list[str] = []
+        line = self._encoder.line
+        for p in points:
+            try:
+                out.append(line(p))
+            except ValueError as exc:
+                self.points_rejected += 1
+                self._warn.warning("encode", f"dropped a {p.measurement} point InfluxDB cannot "
+                                             f"store: {exc}")
+        return out
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        n = len(points)
+        if self.max_inflight <= 1 or n <= self.batch_size:
+            errors: list[StoreError] = []
+            for body, _ in self.encode(points):
+                try:
+                    self.write_lines(body)
+                except StoreUnavailable:
+                    raise  # the rest would fail the same way; the caller retries it all
+                except StoreRejected as exc:
+                    errors.append(exc)  # bad data in this body: still write the others
+            self._raise_first(errors, n)
+            return
+        # A batch of several bodies: up to max_inflight POSTs at once, the next
+        # body serialized while earlier ones are on the wire.
+        pool = self._executor()
+        futures: list[Future[None]] = [pool.submit(self.write_lines, body)
+                                       for body, _ in self.encode(points)]
+        failures = [e for e in (f.exception() for f in futures) if e is not None]
+        unexpected = [e for e in failures if not isinstance(e, StoreError)]
+        if unexpected:
+            raise unexpected[0]
+        self._raise_first([e for e in failures if isinstance(e, StoreError)], n)
+
+    @staticmethod
+    def _raise_first(errors: list[StoreError], n: int) -> None:
+        if not errors:
+            return
+        # Any transient failure makes the whole batch worth retrying: rewriting
+        # the parts that did arrive is harmless (same series and time overwrite).
+        for exc in errors:
+            if isinstance(exc, StoreUnavailable):
+                raise exc
+        raise errors[0]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="influx-write")
+            return self._pool
+
+    def write_lines(self, body: bytes) -> None:
+        """POST one body of line protocol (ns precision) to ``/write``."""
+        params = {"db": self.database, "precision": "ns"}
+        if self.rp:
+            params["rp"] = self.rp
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip and len(body) >= self.gzip_min_bytes:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        status, data, _ = self._http.request("POST", "/write?" + urlencode(params), body=body,
+                                             headers=headers)
+        raise_for_status(status, data, what=f"write to {self.database!r}", display=self.url)
+        self.last_good_write_wall_s = time.time()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._http.close()
+
+    # --- reading -------------------------------------------------------------
+    def influxql(self, statement: str, *, database: str | None = None) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; its series, or StoreRejected with InfluxDB's message."""
+        params = {"q": statement, "epoch": "ns"}
+        db = self.database if database is None else database
+        if db:
+            params["db"] = db
+        status, data, _ = self._http.request(
+            "POST", "/query", body=urlencode(params).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        raise_for_status(status, data, what="query", display=self.url)
+        try:
+            payload = json.loads(data.decode("utf-8"))
+            return [dict(s) for s in influxql.statement_series(payload)]
+        except ValueError as exc:
+            message = str(exc)
+            if "database not found" in message:
+                raise StoreUnavailable(
+                    f"query: InfluxDB at {self.url}: {message}; run `wattlens store init "
+                    f"--store URL` to create it") from None
+            raise StoreRejected(f"query: InfluxDB at {self.url} refused {statement[:200]!r}: "
+                                f"{error_text(message.encode())}") from None
+
+    def _source(self, measurement: str) -> str:
+        return influxql.source(measurement, self.database, self.rp)
+
+    def source_of(self, measurement: str) -> str:
+        """The InfluxQL source of a measurement in the store's database and retention policy."""
+        return self._source(measurement)
+
+    # --- tiers -------------------------------------------------------------------
+    rollup_layout = "rp"  # rollups in retention policies (1.x); "measurement": NAME_1m in place
+
+    def tier_source(self, measurement: str, width_s: int) -> str:
+        """Where the tier of ``width_s`` (0 raw, 60, 3600) of a measurement is read from."""
+        if width_s == 0:
+            return self._source(measurement)
+        suffix = {60: "1m", 3600: "1h"}[width_s]
+        if self.rollup_layout == "rp":
+            return influxql.source(measurement, self.database, f"rollup_{suffix}")
+        return self._source(f"{measurement}_{suffix}")
+
+    def tier_starts(self, measurement: str) -> dict[int, int]:
+        """Width -> time of the first rollup row, for the tiers this database has (cached 60 s)."""
+        now = time.monotonic()
+        cached = self._tier_cache.get(measurement)
+        if cached is not None and now - cached[0] < 60.0:
+            return cached[1]
+        starts: dict[int, int] = {}
+        first_field = schema.MEASUREMENTS.get(measurement, ((), ()))[1][:1]
+        for width_s in (60, 3600):
+            if not first_field:
+                break
+            try:
+                series = self.influxql(
+                    f"SELECT first({influxql.quote_ident(first_field[0] + '_count')}) "
+                    f"FROM {self.tier_source(measurement, width_s)}")
+            except StoreRejected:
+                break  # no such retention policy: this database has no rollups
+            if series and series[0].get("values"):
+                starts[width_s] = int(series[0]["values"][0][0])
+        self._tier_cache[measurement] = (now, starts)
+        return starts
+
+    def forget_tiers(self) -> None:
+        self._tier_cache.clear()
+
+    def flush_writes(self) -> None:
+        """Writes are synchronous here; the v2 store flushes its batching writer."""
+
+    def query(self, q: AggregateQuery) -> list[Row]:
+        """Composable aggregates from the rollup tiers where they are complete, the rest from raw."""
+        from collector.store.influx_rollups import tier_query
+
+        return tier_query(self, q)
+
+    def raw_query(self, q: AggregateQuery) -> list[Row]:
+        """``q`` over raw points only, in one InfluxQL statement."""
+        statement = influxql.aggregate(q, self._source(q.measurement))
+        if statement is None:
+            return []
+        return influxql.rows(q, self.influxql(statement))
+
+    def tag_values(self, measurement: str, tag: str, start_ns: int, end_ns: int) -> list[str]:
+        # SHOW TAG VALUES ignores time on InfluxDB 1.x, so group a cheap count by the tag.
+        fields = schema.MEASUREMENTS.get(measurement, ((), ()))[1]
+        target = f"{influxql.quote_ident(fields[0])}::field" if fields else "*"
+        series = self.influxql(
+            f"SELECT count({target}) FROM {self._source(measurement)} "
+            f"WHERE {influxql.time_window(start_ns, end_ns)} GROUP BY {influxql.quote_ident(tag)}")
+        values = {str((s.get("tags") or {}).get(tag, "")) for s in series}
+        values.discard("")
+        return sorted(values)
+
+    def time_range(self, measurement: str) -> tuple[int, int] | None:
+        bounds: list[int] = []
+        for order in ("ASC", "DESC"):
+            series = self.influxql(
+                f"SELECT * FROM {self._source(measurement)} ORDER BY time {order} LIMIT 1")
+            if not series or not series[0].get("values"):
+                return None
+            bounds.append(int(series[0]["values"][0][0]))
+        return bounds[0], bounds[1]
+
+    def ping(self) -> str:
+        """The server's version as it reports it, or StoreUnavailable."""
+        status, data, headers = self._http.request("GET", "/ping")
+        raise_for_status(status, data, what="ping", display=self.url)
+        return headers.get("x-influxdb-version", "unknown")
+
+    # --- set-up ------------------------------------------------------------------
+    def init(self, *, raw_retention: str = "30d", rollup_1m_retention: str = "90d",
+             rollup_1h_retention: str = "INF", rollups: bool = True) -> list[str]:
+        """Create the database, the raw retention policy and the 1m/1h rollups; idempotent."""
+        from collector.store.influx_rollups import init_v1
+
+        return init_v1(self, raw_retention=raw_retention, rollup_1m_retention=rollup_1m_retention,
+                       rollup_1h_retention=rollup_1h_retention, rollups=rollups)
+
+    def backfill_rollups(self, start_ns: int, end_ns: int) -> list[str]:
+        """Recompute the 1m and 1h rollups over a window (widened to whole hours), now."""
+        from collector.store.influx_rollups import backfill
+
+        return backfill(self, start_ns, end_ns)

@@ -1,0 +1,188 @@
+"""The embedded store's on-disk layout: tables, column names, settings, and retention per tier.
+
+Per measurement ``m`` (names quoted, so any text is safe):
+
+- ``series:m`` — one row per series: an integer ``id``, the series ``key``
+  and one ``t:TAG`` column per tag. Data rows carry only the integer id.
+- ``raw:m`` — one row per series per time, ``PRIMARY KEY (time_ns, sid)``
+  ``WITHOUT ROWID``: the key is the table, so there is no second index, and
+  points written in time order append at the end of the B-tree. One ``f:FIELD``
+  column per field. A number with at most three decimals (NVML reports mW and
+  mJ; gauges are rounded) is stored as the INTEGER value x 1000, which takes
+  1–4 bytes instead of 8; any other number as REAL. Both read back exactly:
+  :func:`value_expr` and :func:`decode` undo the scaling.
+- ``1m:m`` and ``1h:m`` — the same key, with ``s:F``, ``n:F``, ``lo:F``, ``hi:F``
+  (sum, count, min, max) per field, maintained in the write's transaction.
+
+``meta`` holds the layout version and the retention of each tier (seconds, 0 = kept).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+from collector.errors import ConfigError
+
+LAYOUT_VERSION = "2"
+ROLLUP_WIDTHS_S = (60, 3600)
+TIER_TABLE = {0: "raw", 60: "1m", 3600: "1h"}
+DEFAULT_RETENTION_S = {"raw": 7 * 86400, "1m": 90 * 86400, "1h": 0}
+PARTS = ("s", "n", "lo", "hi")
+
+
+def qident(name: str) -> str:
+    """Quote an SQL identifier: any string is safe inside double quotes with quotes doubled."""
+    if "\x00" in name:
+        raise ValueError(f"identifier: NUL is not allowed, got {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table(tier: str, measurement: str) -> str:
+    return qident(f"{tier}:{measurement}")
+
+
+def series_table(measurement: str) -> str:
+    return qident(f"series:{measurement}")
+
+
+def tag_col(tag: str) -> str:
+    return qident(f"t:{tag}")
+
+
+def field_col(field_name: str) -> str:
+    return qident(f"f:{field_name}")
+
+
+def part_col(part: str, field_name: str) -> str:
+    return qident(f"{part}:{field_name}")
+
+
+def create_meta(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+                 "WITHOUT ROWID")
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('layout', ?)", (LAYOUT_VERSION,))
+    for tier, seconds in DEFAULT_RETENTION_S.items():
+        conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (f"retention_{tier}_s",
+                                                                   str(seconds)))
+
+
+def read_retention(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    return {tier: int(rows.get(f"retention_{tier}_s", default))
+            for tier, default in DEFAULT_RETENTION_S.items()}
+
+
+def write_retention(conn: sqlite3.Connection, retention_s: dict[str, int]) -> None:
+    for tier, seconds in retention_s.items():
+        conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"retention_{tier}_s",
+                                                                   str(int(seconds))))
+
+
+def old_layout_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables of the first layout (``m:NAME`` with a text series key per row), if any."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'm:%'")
+    return [r[0] for r in rows.fetchall()]
+
+
+def create_measurement(conn: sqlite3.Connection, measurement: str) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {series_table(measurement)} "
+                 "(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
+    for tier in ("raw", "1m", "1h"):
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table(tier, measurement)} "
+                     "(time_ns INTEGER NOT NULL, sid INTEGER NOT NULL, "
+                     "PRIMARY KEY (time_ns, sid)) WITHOUT ROWID")
+
+
+def columns(conn: sqlite3.Connection, quoted_table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({quoted_table})").fetchall()}
+
+
+def add_tag(conn: sqlite3.Connection, measurement: str, tag: str) -> None:
+    conn.execute(f"ALTER TABLE {series_table(measurement)} ADD COLUMN {tag_col(tag)} TEXT")
+
+
+def add_field(conn: sqlite3.Connection, measurement: str, field_name: str) -> None:
+    conn.execute(f"ALTER TABLE {table('raw', measurement)} ADD COLUMN {field_col(field_name)}")
+    for tier in ("1m", "1h"):
+        for part in PARTS:
+            kind = "INTEGER" if part == "n" else "REAL"
+            conn.execute(f"ALTER TABLE {table(tier, measurement)} "
+                         f"ADD COLUMN {part_col(part, field_name)} {kind}")
+
+
+SCALE = 1000
+_EXACT = 2 ** 53
+
+
+def encode(v: object) -> object:
+    """A field value as stored in ``raw:m``: milli-units as an INTEGER when that is exact."""
+    if isinstance(v, bool):
+        return SCALE if v else 0
+    if isinstance(v, (int, float)):
+        x = round(v * SCALE)
+        if -_EXACT < x < _EXACT and x / SCALE == v:
+            return x
+        return float(v)
+    return v
+
+
+def decode(v: object) -> object:
+    """A stored raw value back to what was written (text stays text)."""
+    if isinstance(v, int):
+        return v / SCALE
+    return v
+
+
+def value_expr(col: str) -> str:
+    """SQL for a raw column's value as written (the same division as :func:`decode`)."""
+    return f"(CASE WHEN typeof({col}) = 'integer' THEN {col} / {SCALE}.0 ELSE {col} END)"
+
+
+_DURATION = re.compile(r"(\d+)(s|m|h|d|w)")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def retention_seconds(flag: str, text: str) -> int:
+    """Seconds in ``7d``, ``12w``, ``36h`` or ``1h30m``; ``INF`` (kept forever) is 0."""
+    value = str(text).strip()
+    if value.upper() in ("INF", "0"):
+        return 0
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ConfigError(f"{flag}: {text!r} is not a duration; use e.g. 7d, 12w, 36h or INF")
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+def purge(conn: sqlite3.Connection, measurements: list[str], retention_s: dict[str, int],
+          now_ns: int, *, chunk_s: int = 3600, max_chunks: int = 48) -> int:
+    """Delete rows older than each tier's retention, in small transactions; rows deleted.
+
+    Each transaction deletes at most ``chunk_s`` of one table, and one call at
+    most ``max_chunks`` of them per table, so a writer never holds the lock for
+    long; the next call continues. Freed pages are reused by later writes, so the file
+    stops growing once retention is reached.
+    """
+    deleted = 0
+    for tier, keep_s in retention_s.items():
+        if keep_s <= 0:
+            continue
+        horizon = now_ns - keep_s * 1_000_000_000
+        for m in measurements:
+            t = table(tier, m)
+            chunks = 0
+            while chunks < max_chunks:
+                first = conn.execute(f"SELECT MIN(time_ns) FROM {t}").fetchone()[0]
+                if first is None or first >= horizon:
+                    break
+                upto = min(horizon, first + chunk_s * 1_000_000_000)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,))
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    conn.execute("ROLLBACK")
+                    raise
+                deleted += cur.rowcount
+                chunks += 1
+    return deleted

@@ -1,0 +1,148 @@
+"""Reading the embedded layout: each piece of a tiered plan as one GROUP BY, merged exactly."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from collector.store import sqlite_layout as lay
+from collector.store import tiers
+from collector.store.base import AggregateQuery, Row, column
+
+NS = 1_000_000_000
+
+
+def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
+              fields: set[str], *, tiered: bool = True) -> list[Row]:
+    """Answer ``q``: composable aggregates from the coarsest tiers, ``last`` from raw rows."""
+    for tag, want in q.where.items():
+        values = (want,) if isinstance(want, str) else tuple(want)
+        if tag not in tags or not values:
+            return []
+    need = [f for f in tiers.expand(q) if f in fields]
+    parts: list[tiers.PartRow] = []
+    if any(agg != "last" for agg, _ in q.aggregates):
+        plain = AggregateQuery(q.measurement, tuple((a, f) for a, f in q.aggregates if a != "last"),
+                               q.start_ns, q.end_ns, q.group_by, q.bucket_s, q.where)
+        for piece in tiers.plan(plain, tiers.TIERS if tiered else (tiers.RAW,)):
+            parts.extend(_piece(conn, q, piece, need, tags))
+    out = tiers.merge(q, parts)
+    lasts = [f for agg, f in q.aggregates if agg == "last"]
+    if lasts:
+        out = _fill_lasts(conn, q, out, [f for f in lasts if f in fields], tags)
+    return out
+
+
+def _where(q: AggregateQuery, start: int, end: int) -> tuple[str, list[object]]:
+    clauses = ["d.time_ns >= ?", "d.time_ns < ?"]
+    params: list[object] = [start, end]
+    for tag, want in sorted(q.where.items()):
+        values = (want,) if isinstance(want, str) else tuple(want)
+        clauses.append(f"s.{lay.tag_col(tag)} IN ({','.join('?' * len(values))})")
+        params.extend(values)
+    return " AND ".join(clauses), params
+
+
+def _group(q: AggregateQuery, tags: set[str]) -> tuple[list[str], list[str]]:
+    """SELECT expressions for the bucket and the group tags, and the GROUP BY terms."""
+    if q.bucket_s is not None:
+        width = int(q.bucket_s) * NS
+        select = [f"(d.time_ns / {width}) * {width}"]
+        group = ["1"]
+    else:
+        select, group = ["NULL"], []
+    for i, tag in enumerate(q.group_by):
+        select.append(f"COALESCE(s.{lay.tag_col(tag)}, '')" if tag in tags else "''")
+        group.append(str(i + 2))
+    return select, group
+
+
+def _piece(conn: sqlite3.Connection, q: AggregateQuery, piece: tiers.Piece, need: list[str],
+           tags: set[str]) -> list[tiers.PartRow]:
+    tier = lay.TIER_TABLE[piece.tier.width_s]
+    select, group = _group(q, tags)
+    for f in need:
+        if tier == "raw":
+            c = f"d.{lay.field_col(f)}"
+            v = lay.value_expr(c)
+            select += [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
+        else:
+            s, n, lo, hi = (f"d.{lay.part_col(p, f)}" for p in lay.PARTS)
+            select += [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"]
+    where, params = _where(q, piece.start_ns, piece.end_ns)
+    join = (f" JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid"
+            if q.group_by or q.where else "")
+    sql = (f"SELECT {', '.join(select)} FROM {lay.table(tier, q.measurement)} d{join} "
+           f"WHERE {where}")
+    if group:
+        sql += f" GROUP BY {', '.join(group)}"
+    if not need:
+        return []
+    base = 1 + len(q.group_by)
+    spans = [(f, base + 4 * i, base + 4 * i + 4) for i, f in enumerate(need)]
+    # Values as SQLite returns them (float, int or None): tiers.finish makes them floats.
+    return [(r[0], r[1:base], {f: r[a:b] for f, a, b in spans})
+            for r in conn.execute(sql, params)]
+
+
+def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],
+                lasts: list[str], tags: set[str]) -> list[Row]:
+    """LAST(field) per group from raw rows: the value at the latest time where the field is set."""
+    index = {(r.time_ns, *(r.tags[t] for t in q.group_by)): r for r in out}
+    select, _ = _group(q, tags)
+    where, params = _where(q, q.start_ns, q.end_ns)
+    part = ", ".join(select)
+    n_tags = len(q.group_by)
+    for f in lasts:
+        c = f"d.{lay.field_col(f)}"
+        sql = (f"SELECT * FROM (SELECT {part}, {c}, ROW_NUMBER() OVER (PARTITION BY {part} "
+               f"ORDER BY d.time_ns DESC) AS rn FROM {lay.table('raw', q.measurement)} d "
+               f"JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid "
+               f"WHERE {where} AND {c} IS NOT NULL) WHERE rn = 1")
+        for r in conn.execute(sql, params):
+            key = (r[0], *r[1:1 + n_tags])
+            row = index.get(key)
+            if row is None:
+                row = Row(r[0], dict(zip(q.group_by, r[1:1 + n_tags], strict=True)),
+                          {column(a, fn): (0.0 if a == "count" else None)
+                           for a, fn in q.aggregates})
+                index[key] = row
+            row.values[column("last", f)] = _num(lay.decode(r[1 + n_tags]))  # type: ignore[index]
+    rows = list(index.values())
+    for r in rows:
+        for agg, f in q.aggregates:
+            r.values.setdefault(column(agg, f), None)  # type: ignore[attr-defined]
+    if all(a == "last" for a, _ in q.aggregates):
+        rows = [r for r in rows if any(v is not None for v in r.values.values())]
+    rows.sort(key=lambda r: (r.time_ns or 0, *(r.tags[t] for t in q.group_by)))
+    return rows
+
+
+def tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: int,
+               end_ns: int) -> list[str]:
+    """Distinct values of one tag among the series with data in the window (coarsest tiers first)."""
+    probe = AggregateQuery(measurement, (("count", "_"),), start_ns, end_ns)
+    sids: set[int] = set()
+    for piece in tiers.plan(probe):
+        t = lay.table(lay.TIER_TABLE[piece.tier.width_s], measurement)
+        sids.update(r[0] for r in conn.execute(
+            f"SELECT DISTINCT sid FROM {t} WHERE time_ns >= ? AND time_ns < ?",
+            (piece.start_ns, piece.end_ns)))
+    if not sids:
+        return []
+    col = lay.tag_col(tag)
+    found: set[str] = set()
+    ids = sorted(sids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        found.update(r[0] for r in conn.execute(
+            f"SELECT DISTINCT {col} FROM {lay.series_table(measurement)} "
+            f"WHERE id IN ({','.join('?' * len(chunk))}) AND {col} IS NOT NULL", chunk))
+    return sorted(found)
+
+
+def _num(value: object) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None

@@ -1,0 +1,155 @@
+"""Tiered reads: split a query's window over the raw, 1-minute and 1-hour tiers, and recombine exactly.
+
+A tier row holds, per field, the SUM, COUNT, MIN and MAX of the raw values in
+its bucket. From those, every composable aggregate of a wider span is exact:
+sums and counts add, minima and maxima take the extreme, and a mean is the
+total sum over the total count. So a query reads whole hours from the 1-hour
+tier, the whole minutes at either end from the 1-minute tier, and only the
+sub-minute edges from raw points (:func:`plan`). ``last`` is not composable
+from these parts and is always read from raw points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from collector.store.base import AggregateQuery, Row, column
+
+NS = 1_000_000_000
+PARTS = ("sum", "count", "min", "max")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One resolution of the store: ``width_s`` 0 is raw points; it is complete in [since, ready)."""
+
+    name: str
+    width_s: int
+    ready_ns: int | None = None  # None: complete up to now (rollups written with the points)
+    since_ns: int | None = None  # None: complete from the first point on
+
+
+RAW = Tier("raw", 0)
+MINUTE = Tier("1m", 60)
+HOUR = Tier("1h", 3600)
+TIERS: tuple[Tier, ...] = (RAW, MINUTE, HOUR)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Read ``[start_ns, end_ns)`` of the query from ``tier``."""
+
+    tier: Tier
+    start_ns: int
+    end_ns: int
+
+
+def composable(q: AggregateQuery) -> bool:
+    """True when every aggregate of ``q`` can be rebuilt from tier parts (all but ``last``)."""
+    return all(agg != "last" for agg, _ in q.aggregates)
+
+
+def plan(q: AggregateQuery, tiers: Sequence[Tier] = TIERS) -> list[Piece]:
+    """The pieces that answer ``q`` exactly, coarsest tier first for the middle of the window.
+
+    A tier can serve a span when its width divides the query's bucket (so each
+    tier row falls in one result bucket), the span is aligned to its width,
+    and the tier is complete there (``ready_ns``).
+    """
+    usable = [t for t in tiers if t.width_s == 0 or (
+        composable(q) and (q.bucket_s is None or q.bucket_s % t.width_s == 0))]
+    usable.sort(key=lambda t: t.width_s)
+    return _split(q.start_ns, q.end_ns, usable)
+
+
+def _split(start: int, end: int, tiers: list[Tier]) -> list[Piece]:
+    if start >= end:
+        return []
+    tier = tiers[-1]
+    if tier.width_s == 0:
+        return [Piece(tier, start, end)]
+    width = tier.width_s * NS
+    lo = -(-start // width) * width
+    hi = end // width * width
+    if tier.ready_ns is not None:
+        hi = min(hi, tier.ready_ns // width * width)
+    if tier.since_ns is not None:
+        lo = max(lo, -(-tier.since_ns // width) * width)
+    finer = tiers[:-1]
+    if lo >= hi or lo >= end or hi <= start:
+        return _split(start, end, finer)
+    return [Piece(tier, lo, hi), *_split(start, lo, finer), *_split(hi, end, finer)]
+
+
+def expand(q: AggregateQuery) -> tuple[str, ...]:
+    """The fields whose parts (sum, count, min, max) a tiered read of ``q`` needs."""
+    return tuple(sorted({f for _, f in q.aggregates}))
+
+
+PartRow = tuple[int | None, tuple[str, ...], dict[str, Sequence[float | None]]]
+
+
+def merge(q: AggregateQuery, parts: Iterable[PartRow]) -> list[Row]:
+    """Combine rows of parts (bucket, group tags, field -> (sum, count, min, max)) into ``q``'s rows."""
+    acc: dict[tuple[int | None, tuple[str, ...]], dict[str, Sequence[float | None]]] = {}
+    for bucket, group, values in parts:
+        key = (bucket, group)
+        have = acc.get(key)
+        if have is None:
+            acc[key] = values  # parts are never changed in place: _combine builds new ones
+            continue
+        merged = dict(have)
+        for f, v in values.items():
+            old = merged.get(f)
+            merged[f] = v if old is None else _combine(old, v)
+        acc[key] = merged
+    names = [(column(agg, f), agg, f) for agg, f in q.aggregates]
+    out: list[Row] = []
+    for (bucket, group), values in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
+        if not any(v[1] for v in values.values()):
+            continue  # no raw value behind this group: the contract leaves it out
+        out.append(Row(bucket, dict(zip(q.group_by, group, strict=True)),
+                       {name: finish(agg, values.get(f)) for name, agg, f in names}))
+    return out
+
+
+def _combine(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
+    return [_add(a[0], b[0]), _add(a[1], b[1]), _pick(min, a[2], b[2]), _pick(max, a[3], b[3])]
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _pick(fn: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else fn(a, b)
+
+
+def finish(agg: str, parts: Sequence[float | None] | None) -> float | None:
+    """One aggregate from a field's combined parts; None where the field had no value."""
+    if parts is None:
+        return 0.0 if agg == "count" else None
+    total, n, lo, hi = parts
+    if agg == "count":
+        return float(n or 0)
+    if not n:
+        return None
+    if agg == "sum":
+        return None if total is None or isinstance(total, str) else float(total)
+    if agg == "mean":
+        return None if total is None else total / n
+    value = lo if agg == "min" else hi
+    return None if value is None or isinstance(value, str) else float(value)
+
+
+def bucket_of(time_ns: int, bucket_s: int | None) -> int | None:
+    """The start of the epoch-aligned bucket holding ``time_ns`` (None without buckets)."""
+    if bucket_s is None:
+        return None
+    width = bucket_s * NS
+    return time_ns // width * width

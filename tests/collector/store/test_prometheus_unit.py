@@ -1,0 +1,196 @@
+"""prometheus:// without a server: URL parsing, PromQL building, bucket spans, joins, exporter formats."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.errors import ConfigError
+from collector.simexport import SimExporter
+from collector.sources.simulated import SimulatedFleet
+from collector.store import open_store
+from collector.store.base import AggregateQuery
+from collector.store.prometheus import MAX_POINTS, PrometheusStore, spans
+from collector.store.prommap import MAPPINGS, combine
+from collector.store.promql import Merger, plan, quote, selector
+from tests.servers import free_port, wait_until
+
+NS = 1_000_000_000
+
+
+def test_url_parsing_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATTLENS_PROMETHEUS_TOKEN", "s3cret")
+    store = open_store("prometheus://vm.example:8428/select/0/prometheus?mapping=dcgm-exporter,vllm")
+    assert isinstance(store, PrometheusStore)
+    assert store.base == "http://vm.example:8428/select/0/prometheus"
+    assert store._token == "s3cret"
+    assert "s3cret" not in store.url
+    assert set(store.mapping) == {"gpu", "job"}
+    assert open_store("prometheus://h?tls=1").base == "https://h:9090"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("url, field", [
+    ("prometheus://user:pw@h:9090", "credentials"),
+    ("prometheus://h:9090?mapping=nvidia", "mapping"),
+    ("prometheus://h:9090?mapping=", "mapping"),
+    ("prometheus://h:9090?step=5", "step"),
+    ("prometheus://h:9090?timeout=-1", "timeout"),
+    ("prometheus://:9090", "host"),
+    ("prometheus://h:99999", "port"),
+])
+def test_bad_urls_are_one_clear_error(url: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        open_store(url)
+
+
+def test_writes_are_refused_before_any_network() -> None:
+    from collector.errors import StoreRejected
+    from collector.schema import point
+
+    store = open_store("prometheus://127.0.0.1:1")
+    with pytest.raises(StoreRejected, match="read-only"):
+        store.write([point("gpu", {"host": "h"}, {"power_w": 1.0}, 1)])
+    store.write([])  # nothing to write is not an error
+
+
+def test_quoting_cannot_break_out_of_a_matcher() -> None:
+    src = combine("wattlens")["gpu"].fields["power_w"][0]
+    sel = selector(src, {"host": 'a"} or vector(1) #\\'})
+    assert sel == '{__name__="wattlens_gpu_power_watts",host="a\\"} or vector(1) #\\\\"}'
+    assert quote("x\ny") == '"x\\ny"'
+    many = selector(src, {"host": ("n.1", "n|2")})
+    assert many is not None and 'host=~"n\\\\.1|n\\\\|2"' in many
+    assert selector(src, {"host": ()}) is None
+    assert selector(src, {"no_such_tag": "x"}) is None
+
+
+def test_counter_sum_is_increase_and_mig_shares_split_a_device_once() -> None:
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "util_pct")),
+                       0, 3600 * NS, group_by=("host",), bucket_s=60)
+    p = plan(q, combine("dcgm-exporter")["gpu"])
+    texts = [e.text for e in p.exprs]
+    assert texts[0].startswith("(sum by (Hostname) ((increase(")
+    assert "/ on(Hostname,UUID) group_left() count by (Hostname,UUID)" in texts[0]
+    assert texts[0].endswith("* 0.001")  # mJ -> J
+    assert [e.part for e in p.exprs] == ["sum_energy_j", "mean_power_w#s", "mean_power_w#c",
+                                         "max_util_pct"]
+
+
+def test_spans_align_to_the_epoch_cut_edges_and_stay_under_the_point_limit() -> None:
+    q = AggregateQuery("gpu", (("sum", "energy_j"),), 95 * NS, 3605 * NS, bucket_s=60)
+    s = spans(q)
+    edges = [(x.bucket_start_ns, x.first_end_ns, x.range_ns) for x in s if x.step_ns == 0]
+    assert edges == [(60 * NS, 120 * NS, 25 * NS), (3600 * NS, 3605 * NS, 5 * NS)]
+    full = [x for x in s if x.step_ns]
+    assert [(x.first_end_ns, x.count) for x in full] == [(180 * NS, 58)]
+    covered = sum(x.range_ns * x.count for x in s)
+    assert covered == q.end_ns - q.start_ns  # every nanosecond once
+    big = spans(AggregateQuery("gpu", (("sum", "energy_j"),), 0, 25_000 * NS, bucket_s=1))
+    assert max(x.count for x in big) <= MAX_POINTS and sum(x.count for x in big) == 25_000
+
+
+def test_rows_from_different_exporters_join_on_the_keys() -> None:
+    """dcgm-exporter energy (with gpu_model) and vLLM tokens (with kind) of one pod: one row."""
+    q = AggregateQuery("job", (("sum", "energy_j"), ("sum", "tokens")), 0, 60 * NS,
+                       group_by=("job", "kind", "gpu_model"))
+    p = plan(q, combine("dcgm-exporter,vllm")["job"])
+    assert p.rollup and p.group_by == ("job", "kind", "gpu_model", "host")
+    m = Merger(q, p)
+    energy = next(e for e in p.exprs if e.part == "sum_energy_j")
+    tokens = next(e for e in p.exprs if e.part == "sum_tokens")
+    m.add(energy, None, {"pod": "chat", "Hostname": "n1", "modelName": "L4"}, 100.0)
+    m.add(tokens, None, {"pod": "chat", "node": "n1"}, 5000.0)
+    m.add(energy, None, {"pod": "chat", "Hostname": "n2", "modelName": "L4"}, 50.0)
+    m.add(tokens, None, {"pod": "chat", "node": "n2"}, 1000.0)
+    m.add(tokens, None, {"pod": "other", "node": "n1"}, float("nan"))
+    rows = m.result()
+    assert len(rows) == 1
+    assert rows[0].tags == {"job": "chat", "kind": "infer", "gpu_model": "L4"}
+    assert rows[0].values == {"sum_energy_j": 150.0, "sum_tokens": 6000.0}
+
+
+def test_every_mapping_builds() -> None:
+    for name in MAPPINGS:
+        assert combine(name)
+
+
+@pytest.mark.parametrize("fmt, names", [
+    ("dcgm-exporter", {"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_POWER_USAGE",
+                       "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_SM_CLOCK"}),
+    ("kepler", {"kepler_node_cpu_joules", "kepler_node_cpu_watts",
+                "kepler_container_cpu_joules"}),
+    ("vllm", {"vllm:generation_tokens", "vllm:request_success"}),
+])
+def test_simulated_exporters_parse_and_count_up(fmt: str, names: set[str]) -> None:
+    t0 = 1_800_000_000 * NS
+    exp = SimExporter(SimulatedFleet(4, 2), fmt, start_ns=t0)
+    first = {f.name: f for f in text_string_to_metric_families(exp.metrics(t0 + 30 * NS))}
+    assert names <= set(first)
+    second = {f.name: f for f in text_string_to_metric_families(exp.metrics(t0 + 60 * NS))}
+    for name, fam in second.items():
+        if fam.type != "counter":
+            continue
+        before = {tuple(sorted(s.labels.items())): s.value for s in first[name].samples}
+        for s in fam.samples:
+            key = tuple(sorted(s.labels.items()))
+            assert s.value >= before.get(key, 0.0), name
+
+
+def test_dcgm_energy_counter_is_the_simulated_energy_in_millijoules() -> None:
+    t0 = 1_800_000_000 * NS
+    fleet = SimulatedFleet(4, 2)
+    exp = SimExporter(fleet, "dcgm-exporter", mig=3, start_ns=t0)
+    fams = {f.name: f for f in text_string_to_metric_families(exp.metrics(t0 + 60 * NS))}
+    samples = fams["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].samples
+    assert {s.labels["GPU_I_ID"] for s in samples} == {"0", "1", "2"}
+    per_gpu = {(s.labels["Hostname"], s.labels["gpu"]): s.value for s in samples}
+    truth = {(p.tag("host"), p.tag("gpu")): float(p.field_map["energy_j"])
+             for p in fleet.points_between(t0, t0 + 60 * NS) if p.measurement == "gpu"}
+    assert per_gpu == pytest.approx({k: v * 1000 for k, v in truth.items()}, abs=1)
+
+
+def test_bad_exporter_options() -> None:
+    with pytest.raises(ValueError, match="--as"):
+        SimExporter(SimulatedFleet(1, 1), "nvidia-smi")
+    with pytest.raises(ValueError, match="--mig"):
+        SimExporter(SimulatedFleet(1, 1), "dcgm-exporter", mig=8)
+
+
+def test_simulate_serve_command_serves_on_loopback() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "wattlens", "simulate", "serve", "--as", "vllm",
+                             "--port", str(port), "--nodes", "4", "--gpus", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
+                    return True
+            except OSError:
+                return False
+        wait_until(up, 60, "simulate serve")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert "# TYPE vllm:generation_tokens_total counter" in text
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"127.0.0.1:{port}" in out.decode()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--as", "nvidia-smi", "--port", "0"], "--as"),
+    (["--as", "vllm", "--port", "70000"], "--port"),
+    (["--as", "vllm", "--port", "0", "--gpus", "0"], "--gpus"),
+    (["--as", "vllm", "--port", "0", "--host", "0.0.0.0"], "WATTLENS_AGENT_TOKEN"),
+])
+def test_simulate_serve_bad_input_exits_2(argv: list[str], message: str) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if k != "WATTLENS_AGENT_TOKEN"}
+    res = subprocess.run([sys.executable, "-m", "wattlens", "simulate", "serve", *argv],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2
+    assert message in res.stderr

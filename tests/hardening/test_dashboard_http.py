@@ -1,0 +1,98 @@
+"""The dashboard's HTTP under attack and on first load: served compressed by waitress, bounded like the agent."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from collector.store.sqlite import SQLiteStore
+from dashboard.app import create_app
+from dashboard.server import DashboardServer
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
+    store = SQLiteStore(tmp_path_factory.mktemp("dash") / "s.db")
+    server = DashboardServer(create_app(store), "127.0.0.1", 0, channel_timeout_s=2)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        store.close()
+
+
+def _fetch(url: str, gzip: bool) -> tuple[int, str, bytes]:
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip else {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return int(resp.status), resp.headers.get("Content-Encoding", ""), resp.read()
+
+
+def first_load_bytes(base: str, gzip: bool) -> tuple[int, int]:
+    """(bytes on the wire, files) of the page, every script it loads, its layout and callbacks."""
+    status, _, page = _fetch(base, gzip)
+    assert status == 200
+    if gzip:
+        import gzip as gz
+
+        page = gz.decompress(page) if page[:2] == b"\x1f\x8b" else page
+    # The scripts in the page, then what the first chart loads (plotly.js, about 4.9 MB) and
+    # the layout and callback list.
+    srcs = [*re.findall(rb'<script src="([^"]+)"', page), b"/_dash-component-suites/dash/dcc/async-graph.js",
+            b"/_dash-component-suites/plotly/package_data/plotly.min.js", b"/_dash-layout",
+            b"/_dash-dependencies"]
+    total = len(page) if not gzip else len(_fetch(base, True)[2])
+    for src in srcs:
+        url = base.rstrip("/") + src.decode()
+        _, encoding, body = _fetch(url, gzip)
+        assert (encoding == "gzip") == gzip or len(body) < 1024, url
+        total += len(body)
+    return total, len(srcs)
+
+
+def test_the_first_load_is_served_compressed(dashboard: DashboardServer) -> None:
+    raw, files = first_load_bytes(dashboard.url, gzip=False)
+    packed, files_packed = first_load_bytes(dashboard.url, gzip=True)
+    assert files == files_packed and files >= 5
+    assert raw > 5_000_000 and packed < raw * 0.35, f"{packed} of {raw} bytes"
+    print(f"dashboard first load: {raw / 1e6:.2f} MB raw, {packed / 1e6:.2f} MB gzip, {files} files")
+
+
+def test_duplicate_content_length_and_chunked_smuggling_get_one_answer(dashboard: DashboardServer) -> None:
+    inner = b"GET /_dash-layout HTTP/1.1\r\nHost: a\r\n\r\n"
+    raw = (b"POST /_dash-update-component HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+           b"Content-Length: 40\r\nConnection: close\r\n\r\n" + inner)
+    with socket.create_connection(("127.0.0.1", dashboard.port), timeout=10) as s:
+        s.sendall(raw)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"]
+
+
+def test_idle_connections_are_closed_after_the_timeout(dashboard: DashboardServer) -> None:
+    socks = [socket.create_connection(("127.0.0.1", dashboard.port), timeout=30) for _ in range(50)]
+    try:
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")  # never finished
+        assert _fetch(dashboard.url, False)[0] == 200  # others are served meanwhile
+        closed = 0
+        for s in socks:
+            try:
+                closed += s.recv(1024) == b""
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 50
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_body_above_a_mebibyte_is_refused_on_its_headers(dashboard: DashboardServer) -> None:
+    with socket.create_connection(("127.0.0.1", dashboard.port), timeout=10) as s:
+        s.sendall(b"POST /_dash-update-component HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413 ")
+
+

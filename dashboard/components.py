@@ -301,4 +301,6 @@ HEALTH_TABLE = _data_table(
         {"if": {"filter_query": "{n_flags} > 0"}, "backgroundColor": "#fff7ed"},
         {"if": {"filter_query": "{n_flags} > 0", "column_id": "flags"}, "color": "#b45309",
          "fontWeight": "600"}],
-    **TABLE_STYLE)
+    **{**TABLE_STYLE, "style_cell_conditional": [
+        *TABLE_STYLE["style_cell_conditional"],
+        {"if": {"column_id": "flags"}, "whiteSpace": "normal", "minWidth": "240px", "maxWidth": "420px"}]})

@@ -18,8 +18,7 @@ HEALTH_CHARTS: dict[str, tuple[str, float | None]] = {
     "throttle_pct": ("throttled (% of the time)", None),
 }
 
-EMPTY = {"throttle_pct": "No throttle reasons stored: NVML agents record them; the simulator and "
-                         "RAPL/hwmon sources do not"}
+EMPTY = {"throttle_pct": "No throttle reasons stored (NVML agents record them)"}
 
 
 def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Mapping[str, Sequence[float | None]]],

@@ -261,3 +261,24 @@ def test_dark_theme_when_the_browser_asks(chrome: webdriver.Chrome, server: str,
         _shot(chrome, artifacts_dir / "carbon-dark.png")
     finally:
         chrome.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_zoom_on_a_time_chart_becomes_the_range(chrome: webdriver.Chrome, server: str) -> None:
+    chrome.set_window_size(1440, 900)
+    _open(chrome, server + "/gpus?range=24h&node=node-03", "page-gpus")
+    xs = _traces(chrome, "gpus-temp_c")[0]["x"]
+    a, b = xs[len(xs) // 4], xs[len(xs) // 2]
+    # What a drag on the x axis does: plotly relayouts the axis range and Dash sees relayoutData.
+    chrome.execute_script("""
+        const gd = document.querySelector('#gpus-temp_c .js-plotly-plot');
+        Plotly.relayout(gd, {'xaxis.range[0]': arguments[0], 'xaxis.range[1]': arguments[1]});""", a, b)
+    want = f"{a.replace(' ', 'T')[:19]}..{b.replace(' ', 'T')[:19]}"
+    _wait(chrome, lambda d: _query(d).get("range") == want)
+    _idle(chrome, "page-gpus")
+    assert _query(chrome)["node"] == "node-03"  # the filter stays
+    assert _dropdown_text(chrome, "range") == views.range_label(want)
+    new_xs = _traces(chrome, "gpus-temp_c")[0]["x"]
+    assert new_xs[0] >= a[:16] and new_xs[-1] <= b  # redrawn over the zoomed range only
+    # Every chart offers plotly's own PNG download in its (hover) toolbar.
+    buttons = chrome.find_elements(By.CSS_SELECTOR, '#page .modebar-btn[data-title="Download plot as a PNG"]')
+    assert len(buttons) == 6

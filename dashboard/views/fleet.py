@@ -73,14 +73,30 @@ def filter_wheres(store: Store, window: Window, flt: Filter) -> tuple[Where, Whe
     return gpu, {"host": tuple(cpu_hosts) or ("",)}
 
 
+_FILTERED: dict[tuple[int, int, int, Filter], Headline] = {}  # (store, start, end, filter)
+_FILTERED_MAX = 32
+
+
+def _filtered_headline(store: Store, window: Window, settings: Settings, flt: Filter) -> Headline:
+    """The report's definition over the filtered Context (analytics.filters), so the cards equal
+    `wattlens report --node/--model/--job`. A full Context read: kept per settled window (the
+    cards' windows move every five minutes), not re-read on every refresh."""
+    key = (id(store), window.start_ns, window.end_ns, flt)
+    got = _FILTERED.get(key)
+    if got is None:
+        got = filter_context(load_context(store, window, settings), flt).headline()
+        if len(_FILTERED) >= _FILTERED_MAX:
+            _FILTERED.pop(next(iter(_FILTERED)))
+        _FILTERED[key] = got
+    return got
+
+
 def _headlines(store: Store, window: Window, prior: Window, settings: Settings,
                flt: Filter | None) -> tuple[Headline, Headline]:
     if flt is None or not flt.active:
         return load_headline(store, window, settings), load_headline(store, prior, settings)
-    # Filtered: the report's definition over the filtered Context (analytics.filters), so the
-    # cards equal `wattlens report --node/--model/--job` for the same window.
-    return tuple(filter_context(load_context(store, w, settings), flt).headline()  # type: ignore[return-value]
-                 for w in (window, prior))
+    return (_filtered_headline(store, window, settings, flt),
+            _filtered_headline(store, prior, settings, flt))
 
 
 def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings,

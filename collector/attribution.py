@@ -156,7 +156,12 @@ def split_by_ticks(energy_j: float, busy_ticks: float, job_ticks: Mapping[str, f
     whole = max(busy_ticks if math.isfinite(busy_ticks) else 0.0, math.fsum(ticks.values()))
     if whole <= 0 or not ticks:
         return Split({}, energy_j, None)
-    shares = {j: energy_j * t / whole for j, t in ticks.items()}
+    # The fraction first: energy * t / whole underflows for subnormal ticks (1.5 * 5e-324
+    # rounds to 1e-323, and / 5e-324 gives 2.0 J out of 1.5 J).
+    shares = {j: energy_j * (t / whole) for j, t in ticks.items()}
+    total = math.fsum(shares.values())
+    if total > energy_j:  # rounding may still overshoot by an ulp: the parts never exceed the whole
+        shares = {j: e * (energy_j / total) for j, e in shares.items()}
     return Split(shares, max(0.0, energy_j - math.fsum(shares.values())), CPU_TIME)
 
 

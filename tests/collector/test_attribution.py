@@ -70,6 +70,7 @@ def test_split_conserves_energy_and_never_goes_negative(energy: float, interval:
 @settings(max_examples=200, deadline=None)
 @given(energy=st.floats(0, 1e6, allow_nan=False), busy=st.floats(0, 1e6, allow_nan=False),
        ticks=st.dictionaries(st.sampled_from("abcd"), st.floats(0, 1e6, allow_nan=False), max_size=4))
+@example(energy=1.5, busy=0.0, ticks={"a": 5e-324})  # found by CI's budget: a subnormal tick count
 def test_cpu_split_conserves_energy(energy: float, busy: float, ticks: dict[str, float]) -> None:
     split = split_by_ticks(energy, busy, ticks)
     assert math.fsum(split.shares_j.values()) + split.unattributed_j == pytest.approx(

@@ -243,18 +243,23 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     step("carbon")
     series, message = load_carbon(store, window, settings)
     ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
-    ctx.job_aggs = aggregate_jobs(jobs)
-    it_j = sum(g.energy_j for g in gpus) + sum(e for _k, _t, e in cpu)
-    ctx.fac = facility_energy(fac_rows, it_j)
+    derive(ctx)
+    return ctx
+
+
+def derive(ctx: Context) -> None:
+    """Fill the Context's derived fields from its buckets (also after analytics.filters narrows them)."""
+    ctx.job_aggs = aggregate_jobs(ctx.jobs)
+    it_j = sum(g.energy_j for g in ctx.gpus) + sum(e for _k, _t, e in ctx.cpu)
+    ctx.fac = facility_energy(ctx.facility, it_j)
     it_by_hour: dict[int, float] = defaultdict(float)
-    for g in gpus:
+    for g in ctx.gpus:
         it_by_hour[hour_of(g.time_ns)] += g.energy_j
-    for _k, t, e in cpu:
+    for _k, t, e in ctx.cpu:
         it_by_hour[hour_of(t)] += e
     ctx.it_by_hour = dict(it_by_hour)
-    grid = grid_energy(ctx.it_by_hour, fac_rows, ctx.fac)
+    grid = grid_energy(ctx.it_by_hour, ctx.facility, ctx.fac)
     ctx.pue_by_hour, ctx.grid_by_hour, ctx.grid_basis = grid.pue_by_hour, grid.by_hour, grid.basis
-    return ctx
 
 
 def load_headline(store: Store, window: Window, settings: Settings | None = None) -> Headline:

@@ -550,3 +550,54 @@ def cached(store: Store) -> Store:
     from collector.store.cache import CachedStore
 
     return CachedStore(store)
+
+
+# --- GPU health and the dashboard's filters (analytics/health.py) -----------------------------
+HEALTH_FIELDS = ("temp_c", "sm_clock_mhz", "mem_clock_mhz", "mem_util_pct", "util_pct", "power_w",
+                 "power_limit_w", "throttle_power", "throttle_thermal")
+
+
+def gpu_health_buckets(store: Store, window: Window, bucket_s: int,
+                       where: dict[str, str | tuple[str, ...]] | None = None,
+                       ) -> dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]]:
+    """Per GPU (host, gpu, model), per bucket: the mean of each health field (None where not stored)."""
+    rows = store.query(AggregateQuery("gpu", tuple(("mean", f) for f in HEALTH_FIELDS),
+                                      window.start_ns, window.end_ns,
+                                      group_by=("host", "gpu", "model"), bucket_s=bucket_s,
+                                      where=where or {}))
+    out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
+    for r in rows:
+        if r.time_ns is not None:
+            out[(r.tags["host"], r.tags["gpu"], r.tags["model"])].append(
+                (r.time_ns, {f: r.values.get(f"mean_{f}") for f in HEALTH_FIELDS}))
+    return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
+
+
+def job_work_by_host(store: Store, window: Window) -> dict[str, tuple[dict[str, float], float]]:
+    """Per host: the work of its jobs by unit and the energy those job records hold (J)."""
+    rows = store.query(AggregateQuery(
+        "job", (("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS)),  # type: ignore[arg-type]
+        window.start_ns, window.end_ns, group_by=("host",)))
+    return {r.tags["host"]: ({f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS},
+                             r.values.get("sum_energy_j") or 0.0) for r in rows}
+
+
+def filter_values(store: Store, window: Window) -> dict[str, list[str]]:
+    """What the dashboard's filters can pick in the window: nodes, GPU models and jobs, sorted."""
+    gpus = energy_by(store, window, "gpu", ("host", "model"))
+    jobs = energy_by(store, window, "job", ("job", "host"))
+    return {"node": sorted({h for h, _m in gpus}), "model": sorted({m for _h, m in gpus}),
+            "job": sorted({j for j, _h in jobs})}
+
+
+def hosts_of_job(store: Store, window: Window, job: str) -> list[str]:
+    """The hosts a job ran on in the window."""
+    return sorted({h for (h,) in energy_by_where(store, window, "job", ("host",), {"job": job})})
+
+
+def energy_by_where(store: Store, window: Window, measurement: str, by: tuple[str, ...],
+                    where: dict[str, str | tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+    """:func:`energy_by`, restricted to the points whose tags match ``where``."""
+    rows = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
+                                      window.end_ns, group_by=by, where=where))
+    return {tuple(r.tags[t] for t in by): r.values.get("sum_energy_j") or 0.0 for r in rows}

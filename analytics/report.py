@@ -11,6 +11,7 @@ from typing import Any
 from analytics import levels
 from analytics.context import Context, Progress, Settings, load_context
 from analytics.embodied import parse_overrides
+from analytics.filters import Filter, filter_context, no_match
 from analytics.frontier import Frontier, best_cap
 from analytics.objective import (
     DEFAULT_OBJECTIVE_LAMBDA_J,
@@ -123,17 +124,26 @@ def _totals(ctx: Context) -> tuple[dict[str, Any], list[str]]:
 
 def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEIGHT,
                  settings: Settings | None = None, progress: Progress | None = None,
-                 objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J) -> Report:
+                 objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J,
+                 flt: Filter | None = None) -> Report:
     """Read the window once (analytics.queries) and compute the whole report from it.
 
-    ``lam`` is the trade-off weight η (0..1); ``objective_lambda_j`` the seed objective's λ_J (J).
+    ``lam`` is the trade-off weight η (0..1); ``objective_lambda_j`` the seed objective's λ_J (J);
+    ``flt`` narrows it to a node, GPU model or job (analytics.filters, as the dashboard's filters).
     """
     lam = check_lambda(lam, "tradeoff_weight", unit_interval=True)
     objective_lambda_j = check_lambda(objective_lambda_j, "objective_lambda_j")
-    ctx = load_context(store, window, settings, progress)
+    flt = flt or Filter()
+    whole = load_context(store, window, settings, progress)
+    ctx = filter_context(whole, flt)
+    if flt.active and not ctx.gpus and not ctx.jobs:
+        raise ConfigError(no_match(whole, flt))
     if progress:
         progress("analyse")
-    return report_from(ctx, lam, objective_lambda_j)
+    report = report_from(ctx, lam, objective_lambda_j)
+    if flt.active:  # say what the figures cover
+        report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job}
+    return report
 
 
 def report_from(ctx: Context, lam: float,

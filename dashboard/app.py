@@ -1,4 +1,4 @@
-"""The Dash app: a shared header and time range, URL routing to six pages, thin callbacks over views."""
+"""The Dash app: a shared header, time range and filters kept in the URL, seven pages, thin callbacks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 from urllib.parse import unquote
 
 import dash
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from analytics import queries
 from analytics.context import Settings
 from collector.store.base import Store
-from dashboard import components, views
+from dashboard import components, urlstate, views
 from dashboard.actuation import AgentClient
-from dashboard.pages import Deps, alerts, carbon, fleet, jobs, recommendations, tradeoff
+from dashboard.pages import Deps, alerts, carbon, fleet, gpus, jobs, recommendations, tradeoff
 
 log = logging.getLogger("wattlens.dashboard")
 
@@ -42,27 +42,39 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     app.layout = html.Div(className="wl-app", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="lam", data=lam, storage_type="session"),
+        dcc.Store(id="view", data=urlstate.ViewState(eta=lam).to_dict()),
         dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
         components.header(views.DEFAULT_RANGE),
+        components.filter_bar(),
         html.Div(id="banners"),
         html.Main(id="page", className="wl-main"),
         html.Footer("wattlens · useful work per joule · all times UTC · "
                     "Prometheus /metrics on every agent", className="wl-footer"),
     ])
 
-    @app.callback(Output("page", "children"), Input("url", "pathname"), State("lam", "data"))
-    def route(pathname: str | None, lam_now: float | None) -> Any:
-        return page_for(pathname or "/", deps, lam_now if lam_now is not None else lam)
+    @app.callback(Output("page", "children"), Input("url", "pathname"), State("lam", "data"),
+                  State("url", "search"))
+    def route(pathname: str | None, lam_now: float | None, search: str | None) -> Any:
+        eta = lam_now if lam_now is not None else lam
+        if search and "eta=" in search:  # a shared link's η wins over this tab's last one
+            try:
+                eta = urlstate.parse(search).eta
+            except ValueError:
+                pass  # the URL error line says what is wrong
+        return page_for(pathname or "/", deps, eta)
 
     @app.callback(Output("banners", "children"), Output("freshness", "children"),
                   Output("nav", "children"),
-                  Input("tick", "n_intervals"), Input("range", "value"), Input("url", "pathname"))
-    def header_status(_n: int | None, range_key: str, pathname: str | None) -> tuple[Any, ...]:
+                  Input("tick", "n_intervals"), Input("range", "value"), Input("url", "pathname"),
+                  Input("url", "search"))
+    def header_status(_n: int | None, range_key: str, pathname: str | None,
+                      search: str | None) -> tuple[Any, ...]:
         st = views.status(reader, range_key, time.time_ns())
         return (components.banners(st), components.freshness(st),
-                components.nav_links(pathname or "/", st.firing))
+                components.nav_links(pathname or "/", st.firing, search or ""))
 
-    for page in (fleet, jobs, tradeoff, carbon, recommendations, alerts):
+    register_url_sync(app, reader)
+    for page in (fleet, jobs, tradeoff, carbon, recommendations, alerts, gpus):
         page.register(app, deps)  # type: ignore[attr-defined]
     if auth_token:
         from dashboard.auth import install
@@ -72,6 +84,89 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     if prewarm and cache:
         threading.Thread(target=_prewarm, args=(deps,), name="wattlens-prewarm", daemon=True).start()
     return app
+
+
+PICKED = ("node", "model", "job")  # the filters with a picker (team lives in the URL only)
+
+
+def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:
+    """The picks for each filter over the state's range; a value from a link is always among them
+    (a picker drops a value missing from its options)."""
+    try:
+        found = views.filter_options(store, views.range_window(store, state.range))
+    except ValueError:
+        found = {k: [] for k in PICKED}
+    out = []
+    for k in PICKED:
+        values = list(found.get(k, []))
+        if getattr(state, k) and getattr(state, k) not in values:
+            values.insert(0, getattr(state, k))
+        out.append([{"label": v, "value": v} for v in values])
+    return out
+
+
+def register_url_sync(app: dash.Dash, store: Store) -> None:
+    """Keep the URL query, the range picker, the filters and η in step, both ways: a link opens
+    the view it names, and every change of the view rewrites the link (docs/dashboard.md)."""
+
+    @app.callback(Output("url", "search"), Output("range", "value"), Output("range", "options"),
+                  Output("lam", "data", allow_duplicate=True), Output("view", "data"),
+                  Output("url-error", "children"),
+                  *(Output(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
+                  *(Output(f"filter-{k}", "options") for k in PICKED),
+                  Input("url", "search"), Input("range", "value"), Input("lam", "data"),
+                  *(Input(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
+                  State("view", "data"), prevent_initial_call="initial_duplicate")
+    def sync(search: str | None, range_key: str | None, lam_now: float | None,
+             *rest: Any) -> tuple[Any, ...]:
+        picked, current = rest[:-1], urlstate.from_dict(rest[-1])
+        # Until the URL has been read once (a fresh load), the URL wins over whatever fired:
+        # a tab's stored η arriving first must not overwrite a link's view.
+        from_url = ctx.triggered_id in (None, "url") or not (rest[-1] or {}).get("loaded")
+        error: Any = ""
+        if from_url and search:
+            try:
+                state = urlstate.parse(search)
+            except ValueError as exc:
+                state, error = current, f"This link has a bad parameter, ignored: {exc}"
+        elif from_url:
+            state = current  # a bare page link (the menu): keep the view, write it into the URL
+        else:
+            fields = dict(zip(urlstate.FILTER_KEYS, (str(v or "") for v in picked), strict=True))
+            state = urlstate.ViewState(range=range_key or current.range,
+                                       eta=float(lam_now if lam_now is not None else current.eta),
+                                       **fields)
+        new_search = urlstate.to_search(state)
+
+        def changed(new: Any, old: Any) -> Any:  # an unchanged value must not refire the pages
+            return new if new != old else no_update
+        return (changed(new_search, search), changed(state.range, range_key),
+                components.range_options(state.range), changed(state.eta, lam_now),
+                {**state.to_dict(), "loaded": True}, error,
+                *(changed(getattr(state, k) or None, v or None)
+                  for k, v in zip(urlstate.FILTER_KEYS, picked, strict=True)),
+                *_filter_options(store, state))
+
+    for graph_id in ZOOM_GRAPHS:
+        app.callback(Output("range", "value", allow_duplicate=True), Input(graph_id, "relayoutData"),
+                     prevent_initial_call=True)(zoom_to_range)
+
+
+ZOOM_GRAPHS = ("fleet-power", *(f"gpus-{f}" for f in gpus.CHARTS))
+
+
+def zoom_to_range(relayout: dict[str, Any] | None) -> Any:
+    """A zoom on a time chart's x axis becomes the page's time range (START..END, to the second)."""
+    relayout = relayout or {}
+    a, b = relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return no_update  # autoscale, a y-only zoom or a legend click: the range stays
+    try:
+        key = f"{a.replace(' ', 'T')[:19]}..{b.replace(' ', 'T')[:19]}"
+        views.custom_range(key)
+    except ValueError:
+        return no_update
+    return key
 
 
 def _prewarm(deps: Deps) -> None:
@@ -105,6 +200,8 @@ def page_for(pathname: str, deps: Deps, lam: float) -> Any:
         return recommendations.layout(deps.actuation is not None)
     if path == "/alerts":
         return alerts.layout()
+    if path == "/gpus":
+        return gpus.layout()
     return components.empty_state("Page not found", [
         f"There is no page at {pathname}. ", dcc.Link("Go to the fleet overview", href="/")],
         id="not-found")

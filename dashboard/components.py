@@ -10,7 +10,7 @@ from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Group, Scheme
 
 from dashboard import units
-from dashboard.views import RANGES, Kpi, Status
+from dashboard.views import RANGES, Kpi, Status, range_label
 
 NAV: tuple[tuple[str, str], ...] = (
     ("/", "Fleet"),
@@ -19,8 +19,10 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/carbon", "Carbon"),
     ("/recommendations", "Recommendations"),
     ("/alerts", "Alerts"),
+    ("/gpus", "GPU health"),
 )
-GRAPH_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
+GRAPH_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "displayModeBar": "hover",
+                                "toImageButtonOptions": {"format": "png", "scale": 2},
                                 "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
@@ -35,15 +37,41 @@ def header(range_key: str) -> html.Header:
         html.Div(className="wl-controls", children=[
             html.Span(id="freshness", className="wl-fresh", children="…"),
             html.Label("Time range", htmlFor="range", className="wl-range-label"),
-            dcc.Dropdown(id="range", options=[{"label": label, "value": key}
-                                              for key, (label, _s) in RANGES.items()],
-                         value=range_key, clearable=False, searchable=False,
-                         className="wl-range", persistence=True, persistence_type="session"),
+            dcc.Dropdown(id="range", options=range_options(range_key),  # type: ignore[arg-type]
+                         value=range_key, clearable=False, searchable=False, className="wl-range"),
         ]),
     ])
 
 
-def nav_links(pathname: str, firing: int) -> list[Any]:
+def range_options(range_key: str | None) -> list[dict[str, str]]:
+    """The presets, plus the absolute range in use (from a link or a chart zoom)."""
+    opts = [{"label": label, "value": key} for key, (label, _s) in RANGES.items()]
+    if range_key and range_key not in RANGES:
+        try:
+            opts.append({"label": range_label(range_key), "value": range_key})
+        except ValueError:
+            pass
+    return opts
+
+
+def filter_bar() -> html.Div:
+    """Node, GPU model and job filters under the header (kept in the URL with the range).
+
+    ``team`` is carried in the URL for links; there is no team tag in the store to filter on yet.
+    """
+    def pick(key: str, label: str) -> Any:
+        return html.Div(className="wl-filter", children=[
+            html.Label(label, htmlFor=f"filter-{key}"),
+            dcc.Dropdown(id=f"filter-{key}", options=[], value=None, placeholder="all",
+                         className="wl-filter-dd", clearable=True)])
+    return html.Div(className="wl-filters", id="filters", children=[
+        pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"),
+        dcc.Input(id="filter-team", type="hidden", value=None),
+        html.Span(id="url-error", className="wl-url-error"),
+    ])
+
+
+def nav_links(pathname: str, firing: int, search: str = "") -> list[Any]:
     """The page links, the current one marked; the Alerts link carries the number firing."""
     out = []
     for path, label in NAV:
@@ -51,7 +79,8 @@ def nav_links(pathname: str, firing: int) -> list[Any]:
         children: list[Any] = [label]
         if path == "/alerts" and firing:
             children.append(html.Span(str(firing), className="wl-badge", title=f"{firing} firing"))
-        out.append(dcc.Link(children, href=path, id=f"nav-{label.lower().replace('-', '')}",
+        out.append(dcc.Link(children, href=path + search,
+                            id=f"nav-{label.lower().replace('-', '').replace(' ', '')}",
                             className="wl-nav-link" + (" wl-nav-active" if active else "")))
     return out
 
@@ -200,6 +229,9 @@ def _data_table(**kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*The dash_table.DataTable will be removed",
                                 category=DeprecationWarning)
+        # Every table exports what it shows (filtered and sorted) as CSV, headers as displayed.
+        kwargs.setdefault("export_format", "csv")
+        kwargs.setdefault("export_headers", "display")
         return dash_table.DataTable(**kwargs)  # type: ignore[attr-defined]
 
 
@@ -252,3 +284,23 @@ ALERTS_TABLE = _data_table(
     style_data_conditional=[{"if": {"filter_query": "{state} = FIRING"},
                              "backgroundColor": "#fef2f2", "color": "#991b1b", "fontWeight": "600"}],
     **TABLE_STYLE)
+
+HEALTH_COLUMNS: list[dict[str, Any]] = [
+    {"name": "GPU", "id": "gpu"}, {"name": "Model", "id": "model"},
+    _num("Temp, °C", "temp_c", 1), _num("Peak temp, °C", "temp_peak_c", 1),
+    _num("SM clock, MHz", "sm_clock_mhz", 0), _num("Mem clock, MHz", "mem_clock_mhz", 0),
+    _num("Mem use, %", "mem_util_pct", 1), _num("Util, %", "util_pct", 1),
+    _num("Power, W", "power_w", 0), _num("Limit, W", "power_limit_w", 0),
+    _num("Power ÷ limit, %", "power_pct", 1), _num("Throttled, %", "throttle_pct", 1),
+    _num("Node PER, units/J", "node_per", 3), {"name": "Unit", "id": "per_unit"},
+    {"name": "Stands out", "id": "flags"},
+]
+HEALTH_TABLE = _data_table(
+    id="health-table", columns=HEALTH_COLUMNS, data=[], sort_action="native", filter_action="native",
+    page_size=16, style_data_conditional=[
+        {"if": {"filter_query": "{n_flags} > 0"}, "backgroundColor": "#fff7ed"},
+        {"if": {"filter_query": "{n_flags} > 0", "column_id": "flags"}, "color": "#b45309",
+         "fontWeight": "600"}],
+    **{**TABLE_STYLE, "style_cell_conditional": [
+        *TABLE_STYLE["style_cell_conditional"],
+        {"if": {"column_id": "flags"}, "whiteSpace": "normal", "minWidth": "240px", "maxWidth": "420px"}]})

@@ -77,9 +77,11 @@ def base_layout(fig: go.Figure, *, x_title: str | None, y_title: str | None, hei
     """The one look of every chart: white card, muted grid, unit in every axis title."""
     fig.update_layout(
         template=TEMPLATE, height=height, font={"family": FONT, "size": 13, "color": INK},
-        margin={"l": 64, "r": 24, "t": 16, "b": 48}, paper_bgcolor="rgba(0,0,0,0)",
+        margin={"l": 64, "r": 24, "t": 28, "b": 48}, paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)", showlegend=legend,
-        legend={"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 12}},
+        # Above the plot, left: never on the x-axis title, and plotly grows the top margin to fit.
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0, "xanchor": "left",
+                "font": {"size": 12}},
         hoverlabel={"font": {"family": FONT}},
         # Zoom, pan and legend choices survive a refresh: plotly keeps the UI state while
         # uirevision stays the same (callbacks that change the range give it a new value).
@@ -331,7 +333,7 @@ def cost_by_cap(points: Sequence[CapPoint], *, unit: str, lam: float,
 def carbon_intensity(hist: Sequence[tuple[int, float, float | None]],
                      forecast: Sequence[tuple[int, float]], windows: Sequence[tuple[int, int, str]],
                      now_ns: int | None) -> go.Figure:
-    """Grid intensity (g CO2/kWh) measured and forecast, renewable share (%) on the right axis, and
+    """Grid intensity (g CO₂/kWh) measured and forecast, renewable share (%) on the right axis, and
     the suggested low-carbon windows shaded green."""
     if not hist and not forecast:
         return empty("No grid carbon intensity for this range", x_title="time (UTC)",
@@ -355,9 +357,9 @@ def carbon_intensity(hist: Sequence[tuple[int, float, float | None]],
             mode="lines", line={"color": INK, "width": 2, "dash": "dot", "shape": "hv"},
             hovertemplate="%{y:.0f} g CO₂/kWh<extra>forecast</extra>"), secondary_y=False)
     for start, end, label in windows:
-        fig.add_vrect(x0=iso(start), x1=iso(end), fillcolor="rgba(22,163,74,0.18)", line_width=0,
+        fig.add_vrect(x0=iso(start), x1=iso(end), fillcolor="rgba(37,99,235,0.13)", line_width=0,
                       annotation_text=label, annotation_position="top left",
-                      annotation_font={"size": 11, "color": GOOD})
+                      annotation_font={"size": 11, "color": ACCENT})
     if now_ns is not None:
         fig.add_vline(x=iso(now_ns), line={"color": MUTED, "dash": "dash", "width": 1})
     base_layout(fig, x_title="time (UTC)", y_title=None, height=380)
@@ -370,7 +372,7 @@ def carbon_intensity(hist: Sequence[tuple[int, float, float | None]],
 
 
 def emissions_bar(items: Sequence[tuple[str, float]], *, what: str, limit: int = 15) -> go.Figure:
-    """Horizontal bars of kg CO2 per job or node, largest on top; the rest summed as 'others'."""
+    """Horizontal bars of kg CO₂ per job or node, largest on top; the rest summed as 'others'."""
     items = sorted(((n, g) for n, g in items if g is not None and g > 0), key=lambda x: -x[1])
     if not items:
         return empty(f"No {what} emissions in this range", x_title="emissions (kg CO₂)",

@@ -1,4 +1,4 @@
-"""Readable numbers with units: W/kW/MW, J -> kWh/MWh, g/kg/t CO2, money, durations, PER, changes."""
+"""Readable numbers with units: W/kW/MW, J -> kWh/MWh, g/kg/t CO₂, money, durations, PER, changes."""
 
 from __future__ import annotations
 

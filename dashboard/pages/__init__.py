@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analytics.context import Settings
+from analytics.context import Context, Settings
+from analytics.filters import Filter
 from collector.store.base import Store
 from dashboard.actuation import AgentClient
-from dashboard.views import ContextMemo
+from dashboard.views import DEFAULT_RANGE, ContextMemo
 
 
 @dataclass
@@ -22,6 +23,19 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.memo = ContextMemo(self.settings)
+
+    def context(self, range_key: str | None, view: dict[str, object] | None = None) -> Context:
+        """The analytics Context of the range, narrowed to the view's filters (analytics.filters:
+        the same filter as ``wattlens report --node/--model/--job``)."""
+        from analytics.filters import filter_context
+
+        return filter_context(self.memo.get(self.store, range_key or DEFAULT_RANGE), view_filter(view))
+
+
+def view_filter(view: dict[str, object] | None) -> Filter:
+    """The analytics filter of the URL state kept in the ``view`` store."""
+    v = view or {}
+    return Filter(str(v.get("node") or ""), str(v.get("model") or ""), str(v.get("job") or ""))
 
 
 def anchor(name: str) -> object:

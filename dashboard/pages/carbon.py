@@ -18,7 +18,7 @@ def layout() -> list[Any]:
         html.Div(className="wl-grid-main", children=[
             components.section("Grid carbon intensity", components.graph("carbon-intensity"),
                                note="measured (solid) and forecast for the next 24 h (dotted); "
-                                    "the best 4 h window shaded", id="card-intensity"),
+                                    "the best 4 h window shaded blue", id="card-intensity"),
             components.section("Suggested low-carbon windows", html.Div(id="carbon-windows"),
                                note="for deferrable work, from the forecast", id="card-windows"),
         ]),
@@ -67,13 +67,14 @@ def register(app: Dash, deps: Deps) -> None:
                   Output("carbon-windows", "children"), Output("carbon-jobs", "figure"),
                   Output("carbon-nodes", "figure"), Output("carbon-sci", "figure"),
                   Input("page-carbon", "title"), Input("range", "value"), Input("tick", "n_intervals"),
-                  State("lam", "data"))
-    def update(_page: str, range_key: str, _n: int | None, lam: float | None) -> tuple[Any, ...]:
+                  State("lam", "data"), Input("view", "data"))
+    def update(_page: str, range_key: str, _n: int | None, lam: float | None,
+               view: dict[str, Any] | None) -> tuple[Any, ...]:
         if views.data_end_ns(store) is None:
             msg = "No data yet"
             return ([components.empty_state(msg, "Nothing has been collected.")], figures.empty(msg),
                     "", figures.empty(msg), figures.empty(msg), figures.empty(msg))
-        v = views.carbon_view(deps.memo.get(store, range_key), float(lam if lam is not None else 0.5))
+        v = views.carbon_view(deps.context(range_key, view), float(lam if lam is not None else 0.5))
         kpis = [
             views.Kpi("co2", "Emissions in range", units.mass_co2(v.total_g),
                       f"on {v.grid_basis}", None, None, ""),

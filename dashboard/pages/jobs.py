@@ -42,11 +42,12 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("jobs-table", "data"), Output("jobs-summary", "children"),
                   Input("page-jobs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
-                  State("lam", "data"))
-    def table(_page: str, range_key: str, _n: int | None, lam: float | None) -> tuple[Any, Any]:
+                  State("lam", "data"), Input("view", "data"))
+    def table(_page: str, range_key: str, _n: int | None, lam: float | None,
+              view: dict[str, Any] | None) -> tuple[Any, Any]:
         if views.data_end_ns(store) is None:
             return [], "No data yet."
-        ctx = deps.memo.get(store, range_key)
+        ctx = deps.context(range_key, view)
         rows = sorted(views.jobs_rows(ctx, float(lam if lam is not None else 0.5)),
                       key=lambda r: (-r["energy_kwh"], r["job"]))
         running = sum(1 for r in rows if r["status"] == "running")

@@ -98,16 +98,16 @@ def register(app: Dash, deps: Deps) -> None:
                   Output("recs-messages", "children"), Output("recs-signature", "data"),
                   Output("recs-window", "children"),
                   Input("page-recs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
-                  State("lam", "data"), State("recs-signature", "data"))
+                  State("lam", "data"), State("recs-signature", "data"), Input("view", "data"))
     def update(_page: str, range_key: str, _n: int | None, lam: float | None,
-               signature: Any) -> tuple[Any, ...]:
+               signature: Any, view: dict[str, Any] | None) -> tuple[Any, ...]:
         lam = float(lam if lam is not None else 0.5)
         if views.data_end_ns(store) is None:
             return ([], components.empty_state("No data yet", "Nothing has been collected."), "", None,
                     "")
-        context = deps.memo.get(store, range_key)
+        context = deps.context(range_key, view)
         v = views.recommendations_view(context, lam)
-        sig = v.signature(range_key, lam)
+        sig = v.signature(f"{range_key}|{sorted((view or {}).items())}", lam)
         if ctx.triggered_id == "tick" and sig == signature:
             raise PreventUpdate  # nothing changed: keep open evidence panels open
         kpis = components.kpi_cards([
@@ -138,12 +138,14 @@ def register(app: Dash, deps: Deps) -> None:
     @app.callback(Output("apply-confirm", "displayed"), Output("apply-confirm", "message"),
                   Output("apply-pending", "data"),
                   Input({"type": "apply-rec", "index": ALL}, "n_clicks"),
-                  State("range", "value"), State("lam", "data"), prevent_initial_call=True)
-    def ask(clicks: list[int | None], range_key: str, lam: float | None) -> tuple[Any, ...]:
+                  State("range", "value"), State("lam", "data"), State("view", "data"),
+                  prevent_initial_call=True)
+    def ask(clicks: list[int | None], range_key: str, lam: float | None,
+            view: dict[str, Any] | None) -> tuple[Any, ...]:
         trig = ctx.triggered_id
         if not isinstance(trig, dict) or not any(c for c in clicks if c):
             raise PreventUpdate
-        rec = _find(deps, range_key, lam, str(trig["index"]))
+        rec = _find(deps, range_key, lam, str(trig["index"]), view)
         if rec is None:
             return False, "", None
         steps = actuation.plan(rec.action)
@@ -151,11 +153,12 @@ def register(app: Dash, deps: Deps) -> None:
 
     @app.callback(Output("apply-result", "children"), Input("apply-confirm", "submit_n_clicks"),
                   State("apply-pending", "data"), State("range", "value"), State("lam", "data"),
-                  prevent_initial_call=True)
-    def apply(_n: int | None, rec_id: str | None, range_key: str, lam: float | None) -> Any:
+                  State("view", "data"), prevent_initial_call=True)
+    def apply(_n: int | None, rec_id: str | None, range_key: str, lam: float | None,
+              view: dict[str, Any] | None) -> Any:
         if not rec_id or deps.actuation is None:
             return no_update
-        rec = _find(deps, range_key, lam, rec_id)
+        rec = _find(deps, range_key, lam, rec_id, view)
         if rec is None:
             return html.Div("That recommendation is gone (the data moved on); nothing was changed.",
                             className="wl-toast wl-toast-bad")
@@ -169,7 +172,8 @@ def register(app: Dash, deps: Deps) -> None:
             html.Strong(f"Applied to {ok} of {len(results)} GPU(s)."), html.Ul(lines)])
 
 
-def _find(deps: Deps, range_key: str, lam: float | None, rec_id: str) -> Recommendation | None:
-    v = views.recommendations_view(deps.memo.get(deps.store, range_key),
+def _find(deps: Deps, range_key: str, lam: float | None, rec_id: str,
+          view: dict[str, Any] | None = None) -> Recommendation | None:
+    v = views.recommendations_view(deps.context(range_key, view),
                                    float(lam if lam is not None else 0.5))
     return next((r for r in v.items if r.id == rec_id), None)

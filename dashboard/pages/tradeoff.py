@@ -61,14 +61,14 @@ def register(app: Dash, deps: Deps) -> None:
                   Output("tradeoff-summary", "children"), Output("rank-table", "data"),
                   Output("tradeoff-class", "options"),
                   Input("lam-slider", "value"), Input("tradeoff-class", "value"),
-                  Input("range", "value"), Input("tick", "n_intervals"))
+                  Input("range", "value"), Input("tick", "n_intervals"), Input("view", "data"))
     def update(lam: float | None, selected: str | None, range_key: str,
-               _n: int | None) -> tuple[Any, ...]:
+               _n: int | None, view: dict[str, Any] | None) -> tuple[Any, ...]:
         lam = float(lam if lam is not None else 0.5)
         if views.data_end_ns(store) is None:
             msg = "No data yet"
             return (figures.empty(msg), figures.empty(msg), msg, [], [])
-        t = views.tradeoff(deps.memo.get(store, range_key), lam, selected)
+        t = views.tradeoff(deps.context(range_key, view), lam, selected)
         options = [{"label": label, "value": key} for key, label in t.classes]
         pareto = figures.pareto(t.points, unit=t.unit, best_cap_w=t.best_cap_w, lam=lam,
                                 p_max_w=t.p_max_w)

@@ -28,11 +28,50 @@ KPI_ALIGN_S = 300  # 24 h cards and range means end at a whole five minutes
 
 
 
+def custom_range(range_key: str | None) -> tuple[int, int] | None:
+    """(start ns, end ns) of an absolute range 'START..END' (ISO times, UTC unless they say
+    otherwise); None for a preset key. A malformed range is an error naming it."""
+    if not range_key or ".." not in range_key:
+        return None
+    from datetime import UTC, datetime
+
+    a, _, b = range_key.partition("..")
+    try:
+        start, end = (datetime.fromisoformat(t.strip().replace("Z", "+00:00")) for t in (a, b))
+    except ValueError:
+        raise ValueError(f"range: expected START..END in ISO time (2026-11-29T10:00..2026-11-29T12:00), "
+                         f"got {range_key!r}") from None
+    s_ns, e_ns = (int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * NS) for t in (start, end))
+    if e_ns <= s_ns:
+        raise ValueError(f"range: END must be after START, got {range_key!r}")
+    return s_ns, e_ns
+
+
+def range_key_for(start_ns: int, end_ns: int) -> str:
+    """The 'START..END' key of an absolute range, to the second, in UTC."""
+    from datetime import UTC, datetime
+
+    def fmt(t: int) -> str:
+        return datetime.fromtimestamp(t // NS, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{fmt(start_ns)}..{fmt(end_ns)}"
+
+
+def range_label(range_key: str | None) -> str:
+    """'Last 6 hours', or '2026-11-29 10:00 – 12:00 UTC' for an absolute range."""
+    fixed = custom_range(range_key)
+    if fixed is not None:
+        return window_text(Window(*fixed))
+    return RANGES[range_key or DEFAULT_RANGE][0]
+
+
 def range_seconds(range_key: str | None) -> int:
     """Seconds of a time-range key; an unknown key is an error naming it."""
+    fixed = custom_range(range_key)
+    if fixed is not None:
+        return max(1, (fixed[1] - fixed[0]) // NS)
     key = range_key or DEFAULT_RANGE
     if key not in RANGES:
-        raise ValueError(f"range: expected one of {', '.join(RANGES)}, got {range_key!r}")
+        raise ValueError(f"range: expected one of {', '.join(RANGES)} or START..END, got {range_key!r}")
     return RANGES[key][1]
 
 
@@ -49,6 +88,9 @@ def window_for(store: Store, range_key: str | None, end_ns: int | None = None,
     ``align_s`` ends it at a whole multiple of that many seconds (the last partial minute left
     out): every bucket of such a window but the newest is a settled rollup in the cache.
     """
+    fixed = custom_range(range_key)
+    if fixed is not None:  # an absolute range is what it says, whatever the data
+        return Window(*fixed)
     end = end_ns if end_ns is not None else data_end_ns(store)
     if end is not None and align_s:
         end = end // (align_s * NS) * align_s * NS
@@ -80,6 +122,9 @@ def window_text(window: Window) -> str:
 
 def range_window(store: Store, range_key: str | None, end_ns: int | None = None) -> Window:
     """The time range ending at :func:`settled_end_ns`: for means and totals over the range."""
+    fixed = custom_range(range_key)
+    if fixed is not None:
+        return Window(*fixed)
     end = end_ns if end_ns is not None else data_end_ns(store)
     if end is None:
         return window_for(store, range_key, None)

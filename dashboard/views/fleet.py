@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analytics import queries
-from analytics.context import Settings, load_headline
-from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY
+from analytics.context import Settings, load_context, load_headline
+from analytics.filters import Filter, filter_context
+from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY, Headline
 from analytics.per import PER_UNITS
 from analytics.queries import Series
 from analytics.timeutil import NS, Window, bucket_for
@@ -23,6 +24,7 @@ from dashboard.views.common import (
     RANGES,
     TOP_SERIES,
     Kpi,
+    custom_range,
     data_end_ns,
     range_window,
     window_for,
@@ -35,14 +37,19 @@ def _hhmm(t_ns: int) -> str:
     return iso(t_ns)[11:16]
 
 
-def _power_now(store: Store, end_ns: int) -> tuple[float | None, float]:
+Where = dict[str, str | tuple[str, ...]]
+
+
+def _power_now(store: Store, end_ns: int, wheres: tuple[Where, Where] = ({}, {}),
+               ) -> tuple[float | None, float]:
     """GPU + CPU power over the five minutes to ``end_ns`` (energy over the time the data
     covers), and the share of those five minutes the GPU data covers."""
     recent = Window(end_ns - NOW_LOOKBACK_S * NS, end_ns)
     total = 0.0
     seen = False
-    for measurement in ("gpu", "cpu"):
-        for s in queries.power_series(store, recent, NOW_LOOKBACK_S, (), measurement=measurement):
+    for measurement, where in zip(("gpu", "cpu"), wheres, strict=True):
+        for s in queries.power_series(store, recent, NOW_LOOKBACK_S, (), where or None,
+                                      measurement=measurement):
             total += sum(s.values)
             seen = seen or bool(s.values)
     return (total if seen else None), queries.covered_s(store, recent) / NOW_LOOKBACK_S
@@ -52,7 +59,48 @@ def _change(now: float | None, before: float | None, enough: bool) -> float | No
     return units.change_pct(now, before) if enough else None
 
 
-def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings) -> list[Kpi]:
+def filter_wheres(store: Store, window: Window, flt: Filter) -> tuple[Where, Where]:
+    """The store filters of ``flt`` for the gpu and the cpu measurement (cpu has hosts only)."""
+    gpu: Where = {}
+    if flt.node:
+        gpu["host"] = flt.node
+    if flt.model:
+        gpu["model"] = flt.model
+    if flt.job:
+        hosts = queries.hosts_of_job(store, window, flt.job)
+        gpu["host"] = tuple(h for h in hosts if not flt.node or h == flt.node) or ("",)
+    cpu_hosts = sorted({h for (h,) in queries.energy_by_where(store, window, "gpu", ("host",), gpu)})
+    return gpu, {"host": tuple(cpu_hosts) or ("",)}
+
+
+_FILTERED: dict[tuple[int, int, int, Filter], Headline] = {}  # (store, start, end, filter)
+_FILTERED_MAX = 32
+
+
+def _filtered_headline(store: Store, window: Window, settings: Settings, flt: Filter) -> Headline:
+    """The report's definition over the filtered Context (analytics.filters), so the cards equal
+    `wattlens report --node/--model/--job`. A full Context read: kept per settled window (the
+    cards' windows move every five minutes), not re-read on every refresh."""
+    key = (id(store), window.start_ns, window.end_ns, flt)
+    got = _FILTERED.get(key)
+    if got is None:
+        got = filter_context(load_context(store, window, settings), flt).headline()
+        if len(_FILTERED) >= _FILTERED_MAX:
+            _FILTERED.pop(next(iter(_FILTERED)))
+        _FILTERED[key] = got
+    return got
+
+
+def _headlines(store: Store, window: Window, prior: Window, settings: Settings,
+               flt: Filter | None) -> tuple[Headline, Headline]:
+    if flt is None or not flt.active:
+        return load_headline(store, window, settings), load_headline(store, prior, settings)
+    return (_filtered_headline(store, window, settings, flt),
+            _filtered_headline(store, prior, settings, flt))
+
+
+def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings,
+               flt: Filter | None = None) -> list[Kpi]:
     """The cards over the selected range (ending at :func:`settled_end_ns`), each against the
     range before it: the headline figures of analytics.headline, the same as ``wattlens report``.
 
@@ -61,15 +109,21 @@ def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Setti
     """
     window = range_window(store, range_key, end_ns)
     length = window.end_ns - window.start_ns
-    head = load_headline(store, window, settings)
-    prior = load_headline(store, Window(window.start_ns - length, window.start_ns), settings)
-    label = RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", "")
+    head, prior = _headlines(store, window, Window(window.start_ns - length, window.start_ns),
+                             settings, flt)
+    wheres: tuple[Where, Where] = ({}, {})
+    if flt is not None and flt.active:
+        wheres = filter_wheres(store, Window(window.end_ns - DAY_NS - NOW_LOOKBACK_S * NS,
+                                             window.end_ns), flt)
+    label = ("window" if custom_range(range_key) else
+             RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", ""))
     ok = prior.enough_history
     vs = f"vs prior {label}" if ok else NOT_ENOUGH_HISTORY
-    power_now, _cov = _power_now(store, window.end_ns)
-    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS)
-    gpus_now = len(queries.energy_by(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
-                                                   window.end_ns), "gpu", ("host", "gpu")))
+    power_now, _cov = _power_now(store, window.end_ns, wheres)
+    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS, wheres)
+    gpus_now = len(queries.energy_by_where(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
+                                                         window.end_ns), "gpu", ("host", "gpu"),
+                                           wheres[0]))
     unit = head.unit or prior.unit
     per_now = head.per.get(unit) if unit else None
     gpu_only = head.per_gpu_only.get(unit) if unit else None
@@ -121,13 +175,15 @@ class PowerChart:
     series: list[Series]
     groups: int
     top: list[str] | None  # named groups when the rest is summed into "other"
+    where: Where = field(default_factory=dict)  # the filter (analytics.filters) as store tags
 
     def state(self, range_key: str) -> dict[str, Any]:
         """What the browser keeps (dcc.Store) so the next refresh can fetch only new buckets."""
         times = self.series[0].times_ns if self.series else []
         return {"range": range_key, "by": self.by, "bucket_s": self.bucket_s,
                 "names": [s.name for s in self.series], "top": self.top,
-                "t0": times[0] if times else None, "t1": times[-1] if times else None}
+                "t0": times[0] if times else None, "t1": times[-1] if times else None,
+                "where": {k: list(v) if isinstance(v, tuple) else v for k, v in self.where.items()}}
 
 
 def _other_label(n: int, by: str) -> str:
@@ -148,11 +204,12 @@ def _grid(series: list[Series], t0: int, t1: int, bucket_s: int) -> list[Series]
 
 
 def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
-                  top: list[str] | None) -> list[Series]:
+                  top: list[str] | None, where: Where | None = None) -> list[Series]:
+    where = where or {}
     if top is None:
-        return queries.power_series(store, window, bucket_s, (by,))
-    named = queries.power_series(store, window, bucket_s, (by,), where={by: tuple(top)})
-    total = queries.power_series(store, window, bucket_s, ())
+        return queries.power_series(store, window, bucket_s, (by,), where=where or None)
+    named = queries.power_series(store, window, bucket_s, (by,), where={**where, by: tuple(top)})
+    total = queries.power_series(store, window, bucket_s, (), where=where or None)
     if not total:
         return named
     sums: dict[int, float] = defaultdict(float)
@@ -179,7 +236,7 @@ def chart_bucket_s(store: Store, window: Window) -> int:
 
 
 def fleet_power(store: Store, window: Window, by: str = "host",
-                max_series: int = TOP_SERIES) -> PowerChart:
+                max_series: int = TOP_SERIES, where: Where | None = None) -> PowerChart:
     """Average power per bucket stacked by node or GPU model; beyond ``max_series`` groups the
     smaller ones are summed as "other", so the chart stays readable and light at 1,000 GPUs."""
     if by not in ("host", "model"):
@@ -187,17 +244,17 @@ def fleet_power(store: Store, window: Window, by: str = "host",
     bucket = chart_bucket_s(store, window)
     step = bucket * NS
     aligned = Window(window.start_ns // step * step, window.end_ns)  # whole first bucket
-    ranking = queries.energy_by(store, aligned, "gpu", (by,))
+    ranking = queries.energy_by_where(store, aligned, "gpu", (by,), where or {})
     names = [k[0] for k, _ in sorted(ranking.items(), key=lambda kv: (-kv[1], kv[0]))]
     top = names[:max_series] if len(names) > max_series + 1 else None
-    series = _power_groups(store, aligned, bucket, by, top)
+    series = _power_groups(store, aligned, bucket, by, top, where)
     if top is not None and series and series[-1].name == "other":
         series[-1] = Series(_other_label(len(names) - len(top), by), series[-1].times_ns,
                             series[-1].values, series[-1].covered_s)
     times = sorted({t for s in series for t in s.times_ns})
     if times:
         series = _grid(series, times[0], times[-1], bucket)
-    return PowerChart(aligned, bucket, by, series, len(names), top)
+    return PowerChart(aligned, bucket, by, series, len(names), top, dict(where or {}))
 
 
 @dataclass(frozen=True)
@@ -233,7 +290,8 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
         return None
     by = str(state["by"])
     top = state.get("top")
-    fresh = _power_groups(store, since, bucket, by, top)
+    where = {k: tuple(v) if isinstance(v, list) else v for k, v in (state.get("where") or {}).items()}
+    fresh = _power_groups(store, since, bucket, by, top, where)
     if top is not None and fresh and fresh[-1].name == "other":
         fresh[-1] = Series(state["names"][-1], fresh[-1].times_ns, fresh[-1].values)
     names = list(state["names"])
@@ -254,10 +312,14 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
     return PowerUpdate(int(drop), int(replace), grid, values, new_state)
 
 
-def gpu_heat(store: Store, window: Window) -> list[HeatCell]:
-    """One heatmap cell per GPU: means over the window, computed in the store in one grouped query."""
+def gpu_heat(store: Store, window: Window, where: Where | None = None) -> list[HeatCell]:
+    """One heatmap cell per GPU: means over the window, computed in the store in one grouped query;
+    ``where`` keeps the GPUs whose host/model match (a tuple: any of)."""
+    def keep(tag: str, value: str) -> bool:
+        want = (where or {}).get(tag)
+        return want is None or value == want or (isinstance(want, tuple) and value in want)
     return [HeatCell(c.host, c.gpu, c.model, c.util_pct, c.power_w, c.power_limit_w)
-            for c in queries.gpu_cells(store, window)]
+            for c in queries.gpu_cells(store, window) if keep("host", c.host) and keep("model", c.model)]
 
 
 @dataclass

@@ -95,7 +95,8 @@ def test_every_route_needs_the_token_when_it_is_set(tmp_path: Path, caplog: pyte
         body = json.dumps({"output": "page.children", "outputs": {"id": "page", "property": "children"},
                            "inputs": [{"id": "url", "property": "pathname", "value": "/"}],
                            "changedPropIds": ["url.pathname"],
-                           "state": [{"id": "lam", "property": "data", "value": 0.5}]}).encode()
+                           "state": [{"id": "lam", "property": "data", "value": 0.5},
+                                     {"id": "url", "property": "search", "value": ""}]}).encode()
         assert _get(base + "_dash-update-component", data=body)[0] == 401
         assert _get(base, f"Bearer {TOKEN}x")[0] == 401
         basic = "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()

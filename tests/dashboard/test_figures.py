@@ -218,3 +218,16 @@ def test_scale_for_picks_a_readable_unit() -> None:
     assert units.scale_for([7e-3, 6e-3], "tokens") == (1e3, "per 1k tokens")
     assert units.scale_for([12.0], "samples") == (1.0, "per sample")
     assert units.scale_for([2e-8], "tokens")[0] == 1e9
+
+
+def test_renewable_fill_and_best_window_have_different_colours() -> None:
+    from dashboard.figures import carbon_intensity
+
+    h = 3600 * 10**9
+    hist = [(k * h, 300.0 + k, 40.0 + k) for k in range(6)]
+    fig = carbon_intensity(hist, [], [(2 * h, 4 * h, "best 2 h")], 6 * h)
+    fills = [t.fillcolor for t in fig.data if t.name == "renewable share"]
+    shades = [s.fillcolor for s in fig.layout.shapes if s.type == "rect"]
+    assert len(fills) == 1 and len(shades) == 1
+    rgb = lambda c: c.split("(")[1].split(",")[:3]  # noqa: E731
+    assert rgb(fills[0]) != rgb(shades[0])

@@ -309,7 +309,7 @@ def test_empty_store_reads_as_no_data(tmp_path: Path) -> None:
 
 
 def test_bad_range_and_grouping_are_named() -> None:
-    with pytest.raises(ValueError, match="range: expected one of 1h, 6h, 24h, 7d, got '2y'"):
+    with pytest.raises(ValueError, match=r"range: expected one of 1h, 6h, 24h, 7d or START\.\.END, got '2y'"):
         views.range_seconds("2y")
     with pytest.raises(ValueError, match="by: expected host or model, got 'rack'"):
         views.fleet_power(None, Window(0, 1), "rack")  # type: ignore[arg-type]

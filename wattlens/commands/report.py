@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     option(p, "--format", choices=FORMATS, default="table", help="output format")
     add_carbon_cost_options(p)
     p.add_argument("--config", help="TOML config file; settings under [report] (env WATTLENS_CONFIG)")
+    for name, what in (("node", "one node (host)"), ("model", "one GPU model"), ("job", "one job")):
+        p.add_argument(f"--{name}", default="", help=f"only {what}: the same filter as the dashboard's "
+                                                       f"?{name}= (docs/dashboard.md)")
     p.set_defaults(func=run, _parser=p, _section="report")
 
 
@@ -211,6 +214,7 @@ class LazyProgress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analytics.filters import Filter
     from analytics.report import STEPS, build_report, render
 
     settings = build_settings(args)
@@ -220,11 +224,16 @@ def run(args: argparse.Namespace) -> int:
         window = resolve_window(store, args.since, args.until)
         with LazyProgress("report", STEPS) as bar:
             report = build_report(store, window, args.tradeoff_weight, settings, progress=bar.step,
-                                  objective_lambda_j=args.objective_lambda_j)
+                                  objective_lambda_j=args.objective_lambda_j,
+                                  flt=Filter(args.node, args.model, args.job))
     finally:
         store.close()
+    flt = Filter(args.node, args.model, args.job)
     if args.format == "json":
         print(report.to_json())
     else:
+        if flt.active:
+            print(f"Filtered to {flt.text()}: facility energy, carbon and cost are its IT energy "
+                  f"× the site's PUE.\n")
         print(render(report, args.format), end="")
     return 0

@@ -1,0 +1,42 @@
+"""GPU health page view model: the per-GPU table rows (with the node's PER and what stands out) and the
+filter choices; the series come straight from analytics.health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analytics import queries
+from analytics.health import HealthFilter, HealthView, gpu_health
+from analytics.timeutil import Window
+from collector.store.base import Store
+
+
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def health_view(store: Store, window: Window, node: str = "", model: str = "", job: str = "") -> HealthView:
+    return gpu_health(store, window, HealthFilter(node=node or "", model=model or "", job=job or ""))
+
+
+def health_rows(v: HealthView) -> list[dict[str, Any]]:
+    """One table row per GPU, flagged GPUs first; numbers rounded as shown."""
+    rows = []
+    for g in v.gpus:
+        rows.append({
+            "id": g.name, "gpu": g.name, "model": g.model,
+            "temp_c": _r(g.temp_c, 1), "temp_peak_c": _r(g.temp_peak_c, 1),
+            "sm_clock_mhz": _r(g.sm_clock_mhz, 0), "mem_clock_mhz": _r(g.mem_clock_mhz, 0),
+            "mem_util_pct": _r(g.mem_util_pct, 1), "util_pct": _r(g.util_pct, 1),
+            "power_w": _r(g.power_w, 0), "power_limit_w": _r(g.power_limit_w, 0),
+            "power_pct": _r(g.power_pct, 1),
+            "throttle_pct": _r(None if g.throttle_share is None else 100 * g.throttle_share, 1),
+            "node_per": _r(g.node_per, 3), "per_unit": g.per_unit or "",
+            "flags": "; ".join(g.flags), "n_flags": len(g.flags),
+        })
+    return sorted(rows, key=lambda r: (-r["n_flags"], r["gpu"]))
+
+
+def filter_options(store: Store, window: Window) -> dict[str, list[str]]:
+    """Nodes, GPU models and jobs seen in the window, for the filter bar."""
+    return queries.filter_values(store, window)

@@ -69,7 +69,8 @@ def test_deleting_the_file_under_a_running_agent_loses_nothing_after_it(tmp_path
             agent.kill()
     assert agent.returncode == 0, err
     assert f"SQLite store {db} was deleted while open; recreating it" in err
-    written = re.search(r"stopped: \d+ rounds, (\d+) points written, 0 dropped", err)
+    written = re.search(r"stopped: \d+ rounds, (\d+) points written, 0 spooled; lost: 0 in the "
+                        r"write queue \(agent_dropped_points\), 0 to a full spool", err)
     assert written is not None, err
     in_new_file = _rows(db)
     assert in_new_file > 0

@@ -62,3 +62,31 @@ def job_points(job: str, host: str, times_ns: Iterable[int], energy_j: float, sa
 def carbon_points(region: str, times_ns: Iterable[int], intensity: float) -> list[Point]:
     return [point("carbon", {"region": region}, {"intensity_g_per_kwh": intensity}, t)
             for t in times_ns]
+
+
+def trailing_idle_s(store: SQLiteStore, start_ns: int, end_ns: int, util_below_pct: float = 5.0,
+                    above_w: float = 40.0) -> dict[str, float]:
+    """Per "host/gpuN": how long its points have been idle but powered up to the last one.
+
+    Read from the stored points in 10 s buckets, independently of the alert engine, so a test
+    can compare the engine's verdicts with the data whatever the simulated schedule is doing
+    at the time of day the test runs.
+    """
+    from collector.store.base import AggregateQuery
+
+    rows = store.query(AggregateQuery("gpu", (("mean", "util_pct"), ("mean", "power_w")), start_ns,
+                                      end_ns, group_by=("host", "gpu"), bucket_s=SIM_TICK_S))
+    series: dict[str, list[tuple[int, bool]]] = {}
+    for r in rows:
+        idle = (r.values["mean_util_pct"] or 0.0) < util_below_pct and (r.values["mean_power_w"] or 0.0) > above_w
+        series.setdefault(f"{r.tags['host']}/gpu{r.tags['gpu']}", []).append((r.time_ns or 0, idle))
+    out: dict[str, float] = {}
+    for target, points in series.items():
+        points.sort()
+        run = 0
+        for _, idle in reversed(points):
+            if not idle:
+                break
+            run += 1
+        out[target] = run * SIM_TICK_S
+    return out

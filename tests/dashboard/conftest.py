@@ -139,3 +139,17 @@ def chrome(request: pytest.FixtureRequest) -> Iterator[webdriver.Chrome]:
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def plain_server(demo_db: Path) -> Iterator[str]:
+    """The dashboard over the demo store, read-only, no auto-refresh."""
+    from dashboard.app import create_app
+    from dashboard.server import DashboardServer
+
+    store = SQLiteStore(demo_db)
+    srv = DashboardServer(create_app(store, refresh_s=3600), "127.0.0.1", 0)
+    srv.start()
+    yield srv.url.rstrip("/")
+    srv.stop()
+    store.close()

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -21,8 +20,6 @@ from selenium.webdriver.common.by import By
 from analytics.per import PER_UNITS
 from collector.store.sqlite import SQLiteStore
 from dashboard import units, views
-from dashboard.app import create_app
-from dashboard.server import DashboardServer
 from tests.dashboard.test_browser import TRACES_JS, _idle, _open, _shot, _texts, _traces, _wait
 from tests.dashboard.test_browser_reconcile import _card, _iso, _window
 
@@ -30,13 +27,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def server(demo_db: Path) -> Iterator[str]:
-    store = SQLiteStore(demo_db)
-    srv = DashboardServer(create_app(store, refresh_s=3600), "127.0.0.1", 0)
-    srv.start()
-    yield srv.url.rstrip("/")
-    srv.stop()
-    store.close()
+def server(plain_server: str) -> str:
+    return plain_server
 
 
 def _query(driver: webdriver.Chrome) -> dict[str, str]:

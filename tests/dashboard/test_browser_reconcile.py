@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,12 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from analytics.per import PER_UNITS
-from collector.store.sqlite import SQLiteStore
 from dashboard import units, views
-from dashboard.app import create_app
-from dashboard.server import DashboardServer
 from tests.dashboard.test_browser import _idle, _open, _severe, _texts, _wait
 
 pytestmark = pytest.mark.browser
 
 NS = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def plain_server(demo_db: Path) -> Iterator[str]:
-    """The dashboard over the demo store, read-only, no auto-refresh."""
-    store = SQLiteStore(demo_db)
-    srv = DashboardServer(create_app(store, refresh_s=3600), "127.0.0.1", 0)
-    srv.start()
-    yield srv.url.rstrip("/")
-    srv.stop()
-    store.close()
 
 
 def _iso(t_ns: int) -> str:

@@ -26,6 +26,22 @@ def wattlens(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+def _run_once_over(tmp_path: Path, history_ns: int) -> tuple[
+        subprocess.CompletedProcess[str], list[list[str]], dict[str, str], dict[str, float]]:
+    """The simulated fleet's last ``history_ns`` stored, then `alerts run --once` over it: the
+    run, its status rows, the idle-gpu-waste state per target, and each GPU's idle run in the data."""
+    now = aligned(time.time_ns())
+    store = SQLiteStore(tmp_path / "w.db")
+    write_fleet(store, now - history_ns, now)
+    idle_for = trailing_idle_s(store, now - history_ns, now)
+    store.close()
+    run = wattlens("alerts", "run", "--once", "examples/alerts-local.toml",
+                   "--store", f"sqlite:///{tmp_path / 'w.db'}", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    return run, rows, {r[2]: r[0] for r in rows if r[1] == "idle-gpu-waste"}, idle_for
+
+
 def test_the_local_example_is_the_packaged_default_and_takes_a_positional_file(tmp_path: Path) -> None:
     assert LOCAL.resolve() == DEFAULT_RULES.resolve()  # one file: what the demo runs is what ships
     positional = wattlens("alerts", "check", "examples/alerts-local.toml", tmp_path=tmp_path)
@@ -45,16 +61,7 @@ def test_the_local_example_is_the_packaged_default_and_takes_a_positional_file(t
 
 def test_run_once_on_a_fresh_install_fires_the_idle_gpus_at_the_first_evaluation(tmp_path: Path) -> None:
     # an hour of the simulated fleet ending now: node-01's spare A100s idle all along
-    now = aligned(time.time_ns())
-    store = SQLiteStore(tmp_path / "w.db")
-    write_fleet(store, now - 60 * MIN, now)
-    idle_for = trailing_idle_s(store, now - 60 * MIN, now)
-    store.close()
-    run = wattlens("alerts", "run", "--once", "examples/alerts-local.toml",
-                   "--store", f"sqlite:///{tmp_path / 'w.db'}", tmp_path=tmp_path)
-    assert run.returncode == 0, run.stderr
-    rows = [line.split() for line in run.stdout.splitlines()[1:]]
-    idle = {r[2]: r[0] for r in rows if r[1] == "idle-gpu-waste"}
+    run, rows, idle, idle_for = _run_once_over(tmp_path, 60 * MIN)
     firing = {t for t, state in idle.items() if state == "firing"}
     assert IDLE_GPUS <= firing  # idle for the whole hour: fires at the first evaluation
     # Any other GPU fires only if the data show it idle for the rule's 15 minutes too (one
@@ -73,16 +80,7 @@ def test_run_once_on_a_fresh_install_fires_the_idle_gpus_at_the_first_evaluation
 
 def test_a_short_history_leaves_the_idle_gpus_pending(tmp_path: Path) -> None:
     # the same fleet with only 5 minutes stored: 5 min idle is not 15, so nothing fires yet
-    now = aligned(time.time_ns())
-    store = SQLiteStore(tmp_path / "w.db")
-    write_fleet(store, now - 5 * MIN, now)
-    idle_for = trailing_idle_s(store, now - 5 * MIN, now)
-    store.close()
-    run = wattlens("alerts", "run", "--once", "examples/alerts-local.toml",
-                   "--store", f"sqlite:///{tmp_path / 'w.db'}", tmp_path=tmp_path)
-    assert run.returncode == 0, run.stderr
-    rows = [line.split() for line in run.stdout.splitlines()[1:]]
-    idle = {r[2]: r[0] for r in rows if r[1] == "idle-gpu-waste"}
+    _run, _rows, idle, idle_for = _run_once_over(tmp_path, 5 * MIN)
     assert IDLE_GPUS <= set(idle) and set(idle.values()) == {"pending"}  # nothing fires yet
     # exactly the GPUs the data show idle now (a GPU between runs too, at some times of day)
     # (means over the rule's window: a GPU idle for the whole 5 minutes is certainly among them)

@@ -2,47 +2,31 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import string
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from analytics.alerts.fields import (
+    COMMON_FIELDS,
+    DEFAULT_AM_RESEND_S,
+    DEFAULT_FIELDS,
+    DEFAULT_REPEAT_S,
+    HOOK_FIELDS,
+    KIND_FIELDS,
+    KIND_UNITS,
+    SECRET_KEYS,
+    BadValue,
+    format_duration,
+)
 from collector.errors import ConfigError
 
-KINDS = ("threshold", "trend", "absence", "idle_waste", "carbon", "budget")
-SEVERITIES = ("info", "warning", "critical")
-# The rules `wattlens demo` evaluates (examples/alerts-local.toml is this file): no secret needed.
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
-HOOK_TYPES = ("webhook", "slack", "alertmanager", "file")
-WORK_UNIT_CHOICES = ("auto", "samples", "tokens", "steps", "flops")
-CALENDAR_PERIODS = ("day", "week", "month")
-GPU_MATCH_TAGS = ("host", "gpu", "model", "uuid")
 
-# Unit of each kind's value (and so of its threshold and hysteresis).
-KIND_UNITS = {"threshold": "W", "idle_waste": "W", "trend": "%", "absence": "s",
-              "carbon": "g/kWh", "budget": "kWh"}
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Labels wattlens sets itself on every alert.
-RESERVED_LABELS = frozenset({"alertname", "rule", "severity", "target", "kind"})
-# Keys that would put a secret in the file: refused, with a pointer to the *_env fields.
-SECRET_KEYS = frozenset({"secret", "token", "password", "api_key", "signing_secret", "auth"})
-SUMMARY_FIELDS = frozenset({"rule", "kind", "severity", "target", "value", "threshold", "unit",
-                            "host", "gpu", "model", "job", "hosts", "region", "scope"})
-
-DEFAULT_REPEAT_S = 4 * 3600.0
-DEFAULT_AM_RESEND_S = 60.0
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class RuleFileError(ConfigError):
@@ -55,246 +39,6 @@ class RuleFileError(ConfigError):
         super().__init__(first if more <= 0 else f"{first} (and {more} more; "
                                                   f"see `wattlens alerts check`)")
 
-
-class _Bad(Exception):
-    """A value that does not fit its field; the message says what was expected and what was got."""
-
-
-# --- value parsers -----------------------------------------------------------
-def parse_duration_s(value: Any) -> float:
-    """'90s', '15m', '1h30m', '0s' or a number of seconds -> seconds (>= 0). Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 90s, 15m or 1h30m, got {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"expected a non-negative duration, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration like 90s, 15m or 1h30m, got {value!r}")
-    text = value.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"expected a duration like 90s, 15m or 1h30m, got {value!r}")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds -> the shortest exact Prometheus duration ('1h30m', '90s' -> '1m30s')."""
-    if seconds <= 0:
-        return "0s"
-    ms = round(seconds * 1000)
-    out = ""
-    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000),
-                       ("s", 1000), ("ms", 1)):
-        n, ms = divmod(ms, size)
-        if n:
-            out += f"{n}{unit}"
-    return out
-
-
-def _number(*, minimum: float | None = None, maximum: float | None = None,
-            exclusive_min: bool = False, integer: bool = False) -> Callable[[Any], Any]:
-    def parse(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (
-                isinstance(v, float) and not math.isfinite(v)):
-            raise _Bad(f"expected {'an integer' if integer else 'a number'}, got {v!r}")
-        if integer and not isinstance(v, int):
-            raise _Bad(f"expected an integer, got {v!r}")
-        if minimum is not None and (v <= minimum if exclusive_min else v < minimum):
-            raise _Bad(f"must be {'>' if exclusive_min else '>='} {minimum:g}, got {v!r}")
-        if maximum is not None and v > maximum:
-            raise _Bad(f"must be <= {maximum:g}, got {v!r}")
-        return int(v) if integer else float(v)
-    return parse
-
-
-def _duration(*, positive: bool = False) -> Callable[[Any], float]:
-    def parse(v: Any) -> float:
-        try:
-            s = parse_duration_s(v)
-        except ValueError as exc:
-            raise _Bad(str(exc)) from None
-        if positive and s <= 0:
-            raise _Bad(f"must be a positive duration, got {v!r}")
-        return s
-    return parse
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if v not in choices:
-            raise _Bad(f"expected one of {', '.join(choices)}, got {v!r}")
-        return str(v)
-    return parse
-
-
-def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if not isinstance(v, str) or not v.strip():
-            raise _Bad(f"expected {what}, got {v!r}")
-        if pattern is not None and not pattern.match(v):
-            raise _Bad(f"expected {what}, got {v!r}")
-        return v
-    return parse
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"expected true or false, got {v!r}")
-    return v
-
-
-def _labels(v: Any) -> dict[str, str]:
-    if not isinstance(v, dict):
-        raise _Bad(f"expected a table of label = \"value\", got {v!r}")
-    out: dict[str, str] = {}
-    for key, value in v.items():
-        if not LABEL_RE.match(key):
-            raise _Bad(f"label name {key!r} is not a valid label name ([A-Za-z_][A-Za-z0-9_]*)")
-        if key in RESERVED_LABELS:
-            raise _Bad(f"label {key!r} is set by wattlens itself; choose another name")
-        if not isinstance(value, str) or not value or "\n" in value:
-            raise _Bad(f"label {key}: expected a non-empty one-line string, got {value!r}")
-        out[key] = value
-    return out
-
-
-def _match(tags: tuple[str, ...]) -> Callable[[Any], dict[str, str]]:
-    def parse(v: Any) -> dict[str, str]:
-        if not isinstance(v, dict):
-            raise _Bad(f"expected a table like {{ host = \"node-01\" }}, got {v!r}")
-        for key, value in v.items():
-            if key not in tags:
-                raise _Bad(f"can match on {', '.join(tags)}; got {key!r}")
-            if not isinstance(value, str) or not value:
-                raise _Bad(f"{key}: expected a non-empty string, got {value!r}")
-        return dict(v)
-    return parse
-
-
-def _names(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _Bad(f"expected a list of hook names, got {v!r}")
-    return tuple(v)
-
-
-def _summary(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip() or "\n" in v:
-        raise _Bad(f"expected a one-line template, got {v!r}")
-    try:
-        parsed = list(string.Formatter().parse(v))
-    except ValueError as exc:
-        raise _Bad(f"bad template {v!r}: {exc}") from None
-    for _, name, _, _ in parsed:
-        if name is not None and name not in SUMMARY_FIELDS:
-            raise _Bad(f"unknown placeholder {{{name}}} in {v!r}; use "
-                       f"{', '.join('{' + n + '}' for n in sorted(SUMMARY_FIELDS))}")
-    return v
-
-
-def _period(v: Any) -> Any:
-    if v in CALENDAR_PERIODS:
-        return v
-    try:
-        s = parse_duration_s(v)
-    except ValueError:
-        raise _Bad(f"expected day, week, month or a rolling duration like 24h or 30d, "
-                   f"got {v!r}") from None
-    if s <= 0:
-        raise _Bad(f"must be a positive duration, got {v!r}")
-    return s
-
-
-@dataclass(frozen=True)
-class _Field:
-    parse: Callable[[Any], Any]
-    default: Any = None
-    required: bool = False
-
-
-_COMMON: dict[str, _Field] = {
-    "name": _Field(_string(NAME_RE, "a name of letters, digits, _ . : - (up to 128)"),
-                   required=True),
-    "kind": _Field(_choice(KINDS), required=True),
-    "for": _Field(_duration()),
-    "hysteresis": _Field(_number(minimum=0), 0.0),
-    "severity": _Field(_choice(SEVERITIES)),
-    "labels": _Field(_labels),
-    "hooks": _Field(_names),
-    "repeat_interval": _Field(_duration(positive=True)),
-    "summary": _Field(_summary),
-}
-
-_KIND_FIELDS: dict[str, dict[str, _Field]] = {
-    "threshold": {
-        "above_w": _Field(_number(minimum=0, exclusive_min=True)),
-        "above_cap_pct": _Field(_number(minimum=0, maximum=200, exclusive_min=True)),
-        "window": _Field(_duration(positive=True), 60.0),
-        "match": _Field(_match(GPU_MATCH_TAGS), {}),
-    },
-    "idle_waste": {
-        "above_w": _Field(_number(minimum=0), required=True),
-        "util_below_pct": _Field(_number(minimum=0, maximum=100, exclusive_min=True), 5.0),
-        "window": _Field(_duration(positive=True), 60.0),
-        "match": _Field(_match(GPU_MATCH_TAGS), {}),
-    },
-    "trend": {
-        "drop_pct": _Field(_number(minimum=0, maximum=100, exclusive_min=True), required=True),
-        "unit": _Field(_choice(WORK_UNIT_CHOICES), "auto"),
-        "window": _Field(_duration(positive=True), 900.0),
-        "baseline_window": _Field(_duration(positive=True), 3600.0),
-        "baseline_per": _Field(_number(minimum=0, exclusive_min=True)),
-        "job": _Field(_string(what="a job name or glob pattern"), "*"),
-    },
-    "absence": {
-        "per": _Field(_choice(("host", "gpu")), "host"),
-        "measurement": _Field(_choice(("gpu", "cpu", "job")), "gpu"),
-        "known_within": _Field(_duration(positive=True), 86400.0),
-        "match": _Field(_match(("host",)), {}),
-    },
-    "carbon": {
-        "above_g_per_kwh": _Field(_number(minimum=0, exclusive_min=True), required=True),
-        "region": _Field(_string(what="a region name")),
-        "window": _Field(_duration(positive=True), 300.0),
-        "job": _Field(_string(what="a job name or glob pattern"), "*"),
-    },
-    "budget": {
-        "scope": _Field(_choice(("job", "fleet")), required=True),
-        "job": _Field(_string(what="a job name or glob pattern"), "*"),
-        "max_kwh": _Field(_number(minimum=0, exclusive_min=True)),
-        "max_kg_co2": _Field(_number(minimum=0, exclusive_min=True)),
-        "period": _Field(_period, "day"),
-        "region": _Field(_string(what="a region name")),
-    },
-}
-
-_HOOK_FIELDS: dict[str, _Field] = {
-    "name": _Field(_string(NAME_RE, "a name of letters, digits, _ . : - (up to 128)"),
-                   required=True),
-    "type": _Field(_choice(HOOK_TYPES), required=True),
-    "url": _Field(_string(what="an http(s) URL")),
-    "url_env": _Field(_string(ENV_RE, "an environment variable name")),
-    "secret_env": _Field(_string(ENV_RE, "an environment variable name")),
-    "token_env": _Field(_string(ENV_RE, "an environment variable name")),
-    "timeout_s": _Field(_number(minimum=0, maximum=300, exclusive_min=True), 5.0),
-    "max_attempts": _Field(_number(minimum=1, maximum=100, integer=True), 5),
-    "backoff_s": _Field(_number(minimum=0, maximum=3600, exclusive_min=True), 1.0),
-    "backoff_max_s": _Field(_number(minimum=0, maximum=86400, exclusive_min=True), 60.0),
-    "dead_letter": _Field(_string(what="a file path")),
-    "path": _Field(_string(what="a file path")),
-    "queue_max": _Field(_number(minimum=1, maximum=1_000_000, integer=True), 1000),
-    "resend_interval": _Field(_duration(positive=True)),
-    "send_resolved": _Field(_bool, True),
-}
-
-_DEFAULT_FIELDS = ("for", "severity", "repeat_interval", "hooks", "labels")
 
 
 # --- the parsed model ----------------------------------------------------------
@@ -559,13 +303,13 @@ def _parse_defaults(raw: Any, errs: _Errors) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         line = errs.loc.key("defaults", None, key)
-        if key not in _DEFAULT_FIELDS:
+        if key not in DEFAULT_FIELDS:
             errs.add("defaults", key, f"unknown setting; [defaults] takes "
-                     f"{', '.join(_DEFAULT_FIELDS)}", line)
+                     f"{', '.join(DEFAULT_FIELDS)}", line)
             continue
         try:
-            out[key] = _COMMON[key].parse(value)
-        except _Bad as exc:
+            out[key] = COMMON_FIELDS[key].parse(value)
+        except BadValue as exc:
             errs.add("defaults", key, str(exc), line)
     return out
 
@@ -595,17 +339,17 @@ def _parse_hooks(raw: Any, errs: _Errors) -> list[HookSpec]:
                 errs.add(what, key, _secret_key_message(key, "secret_env or token_env"), line)
                 ok = False
                 continue
-            spec = _HOOK_FIELDS.get(key)
+            spec = HOOK_FIELDS.get(key)
             if spec is None:
-                errs.add(what, key, f"unknown field; hooks take {', '.join(_HOOK_FIELDS)}", line)
+                errs.add(what, key, f"unknown field; hooks take {', '.join(HOOK_FIELDS)}", line)
                 ok = False
                 continue
             try:
                 values[key] = spec.parse(value)
-            except _Bad as exc:
+            except BadValue as exc:
                 errs.add(what, key, str(exc), line)
                 ok = False
-        for key, spec in _HOOK_FIELDS.items():
+        for key, spec in HOOK_FIELDS.items():
             if spec.required and key not in table:
                 errs.add(what, key, "is required", errs.loc.key("hook", i, None))
                 ok = False
@@ -708,24 +452,24 @@ def _parse_rule(i: int, table: Any, defaults: Mapping[str, Any], hook_names: set
         return None
     before = len(errs.items)
     kind = table.get("kind")
-    kind_fields = _KIND_FIELDS.get(kind, {}) if isinstance(kind, str) else {}
+    kind_fields = KIND_FIELDS.get(kind, {}) if isinstance(kind, str) else {}
     values: dict[str, Any] = {}
     for key, value in table.items():
         line = errs.loc.key("rule", i, key)
         if key in SECRET_KEYS:
             errs.add(what, key, _secret_key_message(key, "a hook's secret_env"), line)
             continue
-        spec = _COMMON.get(key) or kind_fields.get(key)
+        spec = COMMON_FIELDS.get(key) or kind_fields.get(key)
         if spec is None:
-            if kind in _KIND_FIELDS:
-                known = ", ".join([*_COMMON, *kind_fields])
+            if kind in KIND_FIELDS:
+                known = ", ".join([*COMMON_FIELDS, *kind_fields])
                 errs.add(what, key, f"unknown field for kind {kind!r}; known: {known}", line)
-            elif not any(key in f for f in _KIND_FIELDS.values()):
+            elif not any(key in f for f in KIND_FIELDS.values()):
                 errs.add(what, key, "unknown field", line)
             continue
         try:
             values[key] = spec.parse(value)
-        except _Bad as exc:
+        except BadValue as exc:
             errs.add(what, key, str(exc), line)
     for key in ("name", "kind"):
         if key not in table:

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.alerts.rules import (
-    RuleFileError,
-    format_duration,
-    load_rules,
-    parse_duration_s,
-    parse_rules,
-)
+from analytics.alerts.fields import format_duration, parse_duration_s
+from analytics.alerts.rules import RuleFileError, load_rules, parse_rules
 from collector.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "alerts.toml"

@@ -162,16 +162,19 @@ class PrometheusStore:
                            60 * NS)
         firsts = [float(v) for s in first for _, v in s["values"]]
         lasts = [float(v) for s in last for _, v in s["values"]]
-        if not firsts or not lasts:
-            return None
-        # The first minute step after the first sample: look again one second apart.
-        t = int(min(firsts) * NS)
-        exact = self._range(each("min(timestamp({sel}))"), t - 60 * NS, t, NS)
+        # The first minute step after the first sample: look again one second apart. Where no
+        # minute step has a sample yet (all of them newer than the last step the engine
+        # answers: VictoriaMetrics hides the newest 30 s from queries), the last five minutes.
+        t = int(min(firsts) * NS) if firsts else now_ns
+        back = 60 * NS if firsts else 300 * NS
+        exact = self._range(each("min(timestamp({sel}))"), t - back, t, NS)
         firsts += [float(v) for s in exact for _, v in s["values"]]
         # The last sample is less than a minute after max(lasts): within the default 5 min
-        # lookback of an instant query 4 minutes on.
-        t = min(int(max(lasts) * NS) + 240 * NS, now_ns)
+        # lookback of an instant query 4 minutes on (or now, where no minute step had one).
+        t = min(int(max(lasts) * NS) + 240 * NS, now_ns) if lasts else now_ns
         lasts += [float(s["value"][1]) for s in self._instant(each("max(timestamp({sel}))"), t)]
+        if not firsts or not lasts:
+            return None
         return round(min(firsts) * 1e3) * 1_000_000, round(max(lasts) * 1e3) * 1_000_000
 
 

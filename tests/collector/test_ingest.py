@@ -218,7 +218,7 @@ class RunningAgent:
         return self.exporter.server.port
 
     def unix_connection(self) -> http.client.HTTPConnection:
-        from wattlens.jobs import _UnixConnection
+        from wattlens.job_transports import UnixConnection as _UnixConnection
 
         assert self.exporter.server.unix_socket is not None
         return _UnixConnection(str(self.exporter.server.unix_socket), 5)

@@ -104,6 +104,10 @@ class Context:
     it_by_hour: dict[int, float] = field(default_factory=dict)
     grid_by_hour: dict[int, float] = field(default_factory=dict)
     grid_basis: str = ""
+    # (job, host) -> team, and idle policy -> (energy J, idle J) of the job points (analytics.teams)
+    job_teams: dict[tuple[str, str], str] = field(default_factory=dict)
+    job_idle: dict[tuple[str, str], float] = field(default_factory=dict)  # (job, host) -> idle J
+    idle_policies: dict[str, tuple[float, float]] = field(default_factory=dict)
     _span_s: float | None = None
     _jobs_by_name: dict[str, list[queries.JobBucket]] | None = None
     _gpu_info: dict[tuple[str, str], tuple[str, float | None]] | None = None
@@ -243,8 +247,28 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     step("carbon")
     series, message = load_carbon(store, window, settings)
     ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
+    ctx.job_teams, ctx.job_idle, ctx.idle_policies = job_teams(queries.job_energy_by_tags(
+        store, window, ("team", "idle_policy")))
     derive(ctx)
     return ctx
+
+
+def job_teams(rows: Mapping[tuple[str, ...], tuple[float, float]]) -> tuple[
+        dict[tuple[str, str], str], dict[tuple[str, str], float], dict[str, tuple[float, float]]]:
+    """From (job, host, team, idle_policy) energies: each job's team on each host (the one with
+    the most energy, should it have changed), its idle energy, and the energy and idle energy
+    under each idle policy."""
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    idle: dict[tuple[str, str], float] = defaultdict(float)
+    policies: dict[str, tuple[float, float]] = {}
+    for (job, host, team, policy), (energy_j, idle_j) in rows.items():
+        idle[(job, host)] += idle_j
+        if team and energy_j >= best.get((job, host), (-1.0, ""))[0]:
+            best[(job, host)] = (energy_j, team)
+        if policy:
+            e, i = policies.get(policy, (0.0, 0.0))
+            policies[policy] = (e + energy_j, i + idle_j)
+    return {k: team for k, (_e, team) in best.items()}, dict(idle), policies
 
 
 def derive(ctx: Context) -> None:

@@ -38,7 +38,7 @@ def idle_power_w(lowest_idle_w: float | None, model: str) -> tuple[float | None,
     at <= IDLE_UTIL_MAX_PCT utilisation) where one was seen, else the model's typical idle figure,
     else None (unknown: all of its energy counts as active)."""
     if lowest_idle_w is not None and math.isfinite(lowest_idle_w) and lowest_idle_w >= 0:
-        return lowest_idle_w, "lowest power at <= 2% utilisation"
+        return lowest_idle_w, f"lowest power at <= {IDLE_UTIL_MAX_PCT:g}% utilisation"
     from collector.sim.models import GPU_SPECS
 
     spec = GPU_SPECS.get(model)

@@ -86,7 +86,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     return app
 
 
-PICKED = ("node", "model", "job")  # the filters with a picker (team lives in the URL only)
+PICKED = ("node", "model", "job", "team")  # the filters with a picker
 
 
 def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:

@@ -57,7 +57,7 @@ def range_options(range_key: str | None) -> list[dict[str, str]]:
 def filter_bar() -> html.Div:
     """Node, GPU model and job filters under the header (kept in the URL with the range).
 
-    ``team`` is carried in the URL for links; there is no team tag in the store to filter on yet.
+    ``team`` filters by the job points' ``team`` tag (analytics.filters).
     """
     def pick(key: str, label: str) -> Any:
         return html.Div(className="wl-filter", children=[
@@ -65,8 +65,7 @@ def filter_bar() -> html.Div:
             dcc.Dropdown(id=f"filter-{key}", options=[], value=None, placeholder="all",
                          className="wl-filter-dd", clearable=True)])
     return html.Div(className="wl-filters", id="filters", children=[
-        pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"),
-        dcc.Input(id="filter-team", type="hidden", value=None),
+        pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"), pick("team", "Team"),
         html.Span(id="url-error", className="wl-url-error"),
     ])
 
@@ -284,6 +283,16 @@ ALERTS_TABLE = _data_table(
     style_data_conditional=[{"if": {"filter_query": "{state} = FIRING"},
                              "backgroundColor": "#fef2f2", "color": "#991b1b", "fontWeight": "600"}],
     **TABLE_STYLE)
+
+TEAM_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Team", "id": "team"}, _num("Energy, kWh", "energy_kwh", 2),
+    _num("Share, %", "share_pct", 1), _num("Of it idle, kWh", "idle_kwh", 2),
+    _num("Jobs", "jobs", 0), _num("PER, units/J", "per", 2), {"name": "Unit", "id": "per_unit"},
+    _num("CO₂, kg", "kg_co2", 2), _num("Cost", "cost", 2),
+]
+# The chargeback table: its CSV export (the button above it) is the showback in a spreadsheet.
+TEAMS_TABLE = _data_table(id="teams-table", columns=TEAM_COLUMNS, data=[], sort_action="native",
+                          page_size=20, **TABLE_STYLE)
 
 HEALTH_COLUMNS: list[dict[str, Any]] = [
     {"name": "GPU", "id": "gpu"}, {"name": "Model", "id": "model"},

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import components, figures, views
-from dashboard.pages import Deps, anchor
+from dashboard.pages import Deps, anchor, view_filter
 
 
 def layout() -> list[Any]:
@@ -20,6 +20,12 @@ def layout() -> list[Any]:
             note="click a row for its power, throughput and PER over time · "
                  "filter with e.g. >10 or train · \"over best cap\" uses the η of the Trade-off page",
             id="card-jobs"),
+        components.section(
+            "Energy by team (showback)", html.Div(id="teams-summary", className="wl-summary"),
+            components.TEAMS_TABLE,
+            note="GPU + CPU energy, PER, CO₂ and cost per team (the job's team tag); energy no "
+                 "team claims has its own rows · Export gives the CSV for chargeback",
+            id="card-teams"),
     ]
 
 
@@ -55,6 +61,17 @@ def register(app: Dash, deps: Deps) -> None:
         return rows, [f"{len(rows)} jobs in the range · {running} running · "
                       f"{energy:,.1f} kWh of GPU energy · η = {float(lam or 0.5):.2f} · ",
                       components.window_caption(ctx.window, "jobs-window")]
+
+    @app.callback(Output("teams-table", "data"), Output("teams-summary", "children"),
+                  Input("page-jobs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
+                  Input("view", "data"))
+    def teams(_page: str, range_key: str, _n: int | None,
+              view: dict[str, Any] | None) -> tuple[Any, Any]:
+        if views.data_end_ns(store) is None:
+            return [], "No data yet."
+        ctx = deps.context(range_key, view)
+        rows = views.teams_rows(ctx, filtered=view_filter(view).active)
+        return rows, views.teams_note(ctx, rows)
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)

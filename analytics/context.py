@@ -106,6 +106,7 @@ class Context:
     grid_basis: str = ""
     # (job, host) -> team, and idle policy -> (energy J, idle J) of the job points (analytics.teams)
     job_teams: dict[tuple[str, str], str] = field(default_factory=dict)
+    job_namespaces: dict[tuple[str, str], str] = field(default_factory=dict)  # Kubernetes
     job_idle: dict[tuple[str, str], float] = field(default_factory=dict)  # (job, host) -> idle J
     idle_policies: dict[str, tuple[float, float]] = field(default_factory=dict)
     _span_s: float | None = None
@@ -247,28 +248,35 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     step("carbon")
     series, message = load_carbon(store, window, settings)
     ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
-    ctx.job_teams, ctx.job_idle, ctx.idle_policies = job_teams(queries.job_energy_by_tags(
-        store, window, ("team", "idle_policy")))
+    owners, ctx.job_idle, ctx.idle_policies = job_owners(queries.job_energy_by_tags(
+        store, window, (*OWNER_TAGS, "idle_policy")))
+    ctx.job_teams, ctx.job_namespaces = owners["team"], owners["namespace"]
     derive(ctx)
     return ctx
 
 
-def job_teams(rows: Mapping[tuple[str, ...], tuple[float, float]]) -> tuple[
-        dict[tuple[str, str], str], dict[tuple[str, str], float], dict[str, tuple[float, float]]]:
-    """From (job, host, team, idle_policy) energies: each job's team on each host (the one with
-    the most energy, should it have changed), its idle energy, and the energy and idle energy
-    under each idle policy."""
-    best: dict[tuple[str, str], tuple[float, str]] = {}
+OWNER_TAGS = ("team", "namespace")  # who a job's energy is shown back to (analytics.teams)
+
+
+def job_owners(rows: Mapping[tuple[str, ...], tuple[float, float]]) -> tuple[
+        dict[str, dict[tuple[str, str], str]], dict[tuple[str, str], float],
+        dict[str, tuple[float, float]]]:
+    """From (job, host, team, namespace, idle_policy) energies: each job's team and namespace on
+    each host (the one with the most energy, should it have changed), its idle energy, and the
+    energy and idle energy under each idle policy."""
+    best: dict[str, dict[tuple[str, str], tuple[float, str]]] = {t: {} for t in OWNER_TAGS}
     idle: dict[tuple[str, str], float] = defaultdict(float)
     policies: dict[str, tuple[float, float]] = {}
-    for (job, host, team, policy), (energy_j, idle_j) in rows.items():
+    for (job, host, *owners, policy), (energy_j, idle_j) in rows.items():
         idle[(job, host)] += idle_j
-        if team and energy_j >= best.get((job, host), (-1.0, ""))[0]:
-            best[(job, host)] = (energy_j, team)
+        for tag, value in zip(OWNER_TAGS, owners, strict=True):
+            if value and energy_j >= best[tag].get((job, host), (-1.0, ""))[0]:
+                best[tag][(job, host)] = (energy_j, value)
         if policy:
             e, i = policies.get(policy, (0.0, 0.0))
             policies[policy] = (e + energy_j, i + idle_j)
-    return {k: team for k, (_e, team) in best.items()}, dict(idle), policies
+    owners_out = {t: {k: v for k, (_e, v) in best[t].items()} for t in OWNER_TAGS}
+    return owners_out, dict(idle), policies
 
 
 def derive(ctx: Context) -> None:

@@ -61,7 +61,7 @@ def filter_context(ctx: Context, flt: Filter) -> Context:
            and (not flt.node or row[0][0] == flt.node)]
     out = Context(ctx.window, ctx.bucket_s, gpus, jobs, cpu, _ratio_only(ctx.facility), ctx.carbon,
                   ctx.carbon_message, ctx.settings, job_teams=ctx.job_teams,
-                  job_idle=ctx.job_idle, idle_policies=ctx.idle_policies)
+                  job_namespaces=ctx.job_namespaces, job_idle=ctx.job_idle, idle_policies=ctx.idle_policies)
     derive(out)
     if out.grid_basis.startswith("facility energy"):
         out.grid_basis = f"{out.grid_basis.split(' (')[0]} (filtered IT energy × the site's PUE)"

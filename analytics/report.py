@@ -57,6 +57,7 @@ class Report:
     sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
     objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J  # λ_J of J = E + λ_J·P, in joules
     teams: list[TeamRow] = field(default_factory=list)  # showback (analytics.teams)
+    namespaces: list[TeamRow] = field(default_factory=list)  # the same per Kubernetes namespace
     idle_policy: dict[str, Any] = field(default_factory=dict)  # analytics.teams.idle_policy_summary
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +78,8 @@ class Report:
             "sci": self.sci,
             "idle_policy": self.idle_policy,
             "teams": [r.to_dict(self.totals.get("currency", "")) for r in self.teams],
+            "namespaces": [{"namespace": d.pop("team"), **d} for d in
+                           (r.to_dict(self.totals.get("currency", "")) for r in self.namespaces)],
         }
 
     def to_json(self) -> str:
@@ -198,7 +201,8 @@ def report_from(ctx: Context, lam: float,
                  f"GPU + CPU energy, carbon and cost above")
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
                   recs.items, notes, sci=sci, objective_lambda_j=objective_lambda_j,
-                  teams=team_rows(ctx, filtered=filtered), idle_policy=idle)
+                  teams=team_rows(ctx, filtered=filtered), idle_policy=idle,
+                  namespaces=team_rows(ctx, filtered=filtered, by="namespace"))
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -340,12 +344,17 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
-    if report.teams:
+    named = [r for r in report.namespaces if not r.team.startswith("(")]
+    for title, head, owner_rows in (("Teams", "team", report.teams),
+                                    ("Kubernetes namespaces", "namespace",
+                                     report.namespaces if named else [])):
+        if not owner_rows:
+            continue
         body = [[r.team, _kwh(r.energy_j), f"{100 * r.share:.1f}%", _kwh(r.idle_j), str(r.jobs),
                  _team_per(r), f"{sig(r.kg_co2)} kg" if r.kg_co2 is not None else "unknown",
-                 f"{_money(r.cost)} {t['currency']}"] for r in report.teams[:max_rows]]
-        lines += [h(f"Teams (showback; {report.idle_policy.get('text', '')})"),
-                  *_table(["team", "energy", "share", "of it idle", "jobs", "PER", "CO2", "cost"],
+                 f"{_money(r.cost)} {t['currency']}"] for r in owner_rows[:max_rows]]
+        lines += [h(f"{title} (showback; {report.idle_policy.get('text', '')})"),
+                  *_table([head, "energy", "share", "of it idle", "jobs", "PER", "CO2", "cost"],
                           body, md)]
     trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:

@@ -32,6 +32,7 @@ from analytics.per import per_by_unit, primary_unit
 from collector.attribution import UNATTRIBUTED
 
 NO_TEAM = "(no team)"
+NO_NAMESPACE = "(no namespace)"
 UNATTRIBUTED_TEAM = "(unattributed)"
 REST_OF_HOSTS = "(rest of these hosts)"  # under a filter: what the filtered jobs did not use
 J_PER_KWH = 3.6e6
@@ -63,22 +64,26 @@ class TeamRow:
                 "kg_co2": self.kg_co2, "cost": self.cost, "currency": currency}
 
 
-def _team_of(ctx: Context, job: str, host: str) -> str:
+def _owner_of(ctx: Context, by: str, job: str, host: str) -> str:
     if job == UNATTRIBUTED:
         return UNATTRIBUTED_TEAM
-    return ctx.job_teams.get((job, host)) or NO_TEAM
+    owners = ctx.job_teams if by == "team" else ctx.job_namespaces
+    return owners.get((job, host)) or (NO_TEAM if by == "team" else NO_NAMESPACE)
 
 
-def team_rows(ctx: Context, *, filtered: bool = False) -> list[TeamRow]:
-    """Per team, largest first, then the rows no team claims; they sum to the GPU + CPU energy
-    of ``ctx`` (the whole fleet, or the filtered part with ``filtered``: then what its jobs did
-    not use on their hosts is one row, ``(rest of these hosts)``)."""
+def team_rows(ctx: Context, *, filtered: bool = False, by: str = "team") -> list[TeamRow]:
+    """Per team (or Kubernetes namespace, ``by="namespace"``), largest first, then the rows no
+    team claims; they sum to the GPU + CPU energy of ``ctx`` (the whole fleet, or the filtered
+    part with ``filtered``: then what its jobs did not use on their hosts is one row,
+    ``(rest of these hosts)``)."""
+    if by not in ("team", "namespace"):
+        raise ValueError(f"by: expected team or namespace, got {by!r}")
     rows: dict[str, TeamRow] = {}
     by_hour: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     jobs: dict[str, set[str]] = defaultdict(set)
     claimed_by_hour: dict[int, float] = defaultdict(float)
     for b in ctx.jobs:
-        team = _team_of(ctx, b.job, b.host)
+        team = _owner_of(ctx, by, b.job, b.host)
         row = rows.setdefault(team, TeamRow(team, 0.0))
         row.energy_j += b.energy_j
         for unit, w in b.work.items():
@@ -89,7 +94,7 @@ def team_rows(ctx: Context, *, filtered: bool = False) -> list[TeamRow]:
         by_hour[team][hour_of(b.time_ns)] += b.energy_j
         claimed_by_hour[hour_of(b.time_ns)] += b.energy_j
     for job, host in {(b.job, b.host) for b in ctx.jobs}:
-        rows[_team_of(ctx, job, host)].idle_j += ctx.job_idle.get((job, host), 0.0)
+        rows[_owner_of(ctx, by, job, host)].idle_j += ctx.job_idle.get((job, host), 0.0)
     rest = REST_OF_HOSTS if filtered else UNATTRIBUTED_TEAM
     for hour, it_j in ctx.it_by_hour.items():
         left = it_j - claimed_by_hour.get(hour, 0.0)
@@ -104,7 +109,7 @@ def team_rows(ctx: Context, *, filtered: bool = False) -> list[TeamRow]:
         grid = _grid_by_hour(ctx, by_hour[team])
         row.kg_co2 = carbon.emissions(grid, ctx.carbon).kg_co2
         row.cost = energy_cost(grid, ctx.settings.tariff)
-    unclaimed = (NO_TEAM, UNATTRIBUTED_TEAM, REST_OF_HOSTS)
+    unclaimed = (NO_TEAM, NO_NAMESPACE, UNATTRIBUTED_TEAM, REST_OF_HOSTS)
     return sorted(rows.values(), key=lambda r: (r.team in unclaimed, -r.energy_j, r.team))
 
 

@@ -23,8 +23,13 @@ def layout() -> list[Any]:
         components.section(
             "Energy by team (showback)", html.Div(id="teams-summary", className="wl-summary"),
             components.TEAMS_TABLE,
-            note="GPU + CPU energy, PER, CO₂ and cost per team (the job's team tag); energy no "
-                 "team claims has its own rows · Export gives the CSV for chargeback",
+            note="GPU + CPU energy, PER, CO₂ and cost per team (the job's team tag) or Kubernetes "
+                 "namespace; energy no team claims has its own rows · Export gives the CSV for "
+                 "chargeback",
+            tools=dcc.RadioItems(id="teams-by", options=[
+                {"label": "by team", "value": "team"},
+                {"label": "by namespace", "value": "namespace"},
+            ], value="team", inline=True, className="wl-radio"),
             id="card-teams"),
     ]
 
@@ -63,15 +68,18 @@ def register(app: Dash, deps: Deps) -> None:
                       components.window_caption(ctx.window, "jobs-window")]
 
     @app.callback(Output("teams-table", "data"), Output("teams-summary", "children"),
+                  Output("teams-table", "columns"),
                   Input("page-jobs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
-                  Input("view", "data"))
+                  Input("view", "data"), Input("teams-by", "value"))
     def teams(_page: str, range_key: str, _n: int | None,
-              view: dict[str, Any] | None) -> tuple[Any, Any]:
+              view: dict[str, Any] | None, by: str | None) -> tuple[Any, Any, Any]:
+        columns = [{**components.TEAM_COLUMNS[0], "name": "Namespace" if by == "namespace"
+                    else "Team"}, *components.TEAM_COLUMNS[1:]]
         if views.data_end_ns(store) is None:
-            return [], "No data yet."
+            return [], "No data yet.", columns
         ctx = deps.context(range_key, view)
-        rows = views.teams_rows(ctx, filtered=view_filter(view).active)
-        return rows, views.teams_note(ctx, rows)
+        rows = views.teams_rows(ctx, filtered=view_filter(view).active, by=by or "team")
+        return rows, views.teams_note(ctx, rows), columns
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)

@@ -10,10 +10,10 @@ from analytics.teams import idle_policy_summary, team_rows
 from dashboard import units
 
 
-def teams_rows(ctx: Context, *, filtered: bool = False) -> list[dict[str, Any]]:
-    """One row per team (analytics.teams.team_rows), the units of the table's columns."""
+def teams_rows(ctx: Context, *, filtered: bool = False, by: str = "team") -> list[dict[str, Any]]:
+    """One row per team or namespace (analytics.teams.team_rows), in the table's units."""
     out = []
-    for r in team_rows(ctx, filtered=filtered):
+    for r in team_rows(ctx, filtered=filtered, by=by):
         unit = primary_unit(r.work)
         out.append({
             "team": r.team, "energy_kwh": r.energy_j / units.J_PER_KWH, "share_pct": 100 * r.share,

@@ -43,6 +43,12 @@ def test_the_team_table_equals_the_report_and_the_filter_changes_it(
         (t["team"], _kwh(t["energy_j"])) for t in report["teams"]]
     assert "(unattributed)" in {r["team"] for r in rows}
     assert "idle power shared by allocation" in chrome.find_element(By.ID, "teams-summary").text
+    chrome.find_element(By.CSS_SELECTOR, "#teams-by input[value=namespace]").click()
+    _wait(chrome, lambda d: "llm-research" in {r["team"] for r in _table(d, "teams-table")})
+    spaces = _table(chrome, "teams-table")
+    assert [(r["team"], r["energy_kwh"]) for r in spaces] == [
+        (t["namespace"], _kwh(t["energy_j"])) for t in report["namespaces"]]
+    assert _texts(chrome, "#teams-table th.dash-header span.column-header-name")[0] == "Namespace"
 
     _open(chrome, server + "/jobs?range=6h&team=research", "page-jobs")
     _wait(chrome, lambda d: _query(d).get("team") == "research")

@@ -4,6 +4,7 @@ activity, idle by the operator's policy; every joule still a job's or unattribut
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -172,3 +173,29 @@ def test_split_idle_conserves(idle_j: float, policy: str, spans: dict[str, tuple
     split = split_idle(idle_j, 10.0, holders, set(holders) | others, policy)
     assert math.fsum(split.shares_j.values()) + split.unattributed_j == pytest.approx(idle_j, rel=1e-12)
     assert all(v >= 0 for v in split.shares_j.values())
+
+
+def test_the_tracker_learns_a_gpus_idle_draw_at_low_utilisation(tmp_path: Path) -> None:
+    """Through fake NVML: a GPU seen at 1 % drawing 50 W has a 50 W idle draw afterwards; busy, its
+    idle energy goes to the jobs holding it (allocation) and only the rest by utilisation."""
+    from tests.collector.test_attribution import Rig, jobs_of, write_proc
+
+    rig = Rig(tmp_path, idle_policy="allocation")
+    rig.round()
+    rig.nv.gpus[0].util = (1, 0)
+    rig.advance(10.0, [500.0, 0.0, 0.0])  # 50 W at 1 %: the idle draw
+    rig.round()
+    for pid, job in ((100, "a"), (200, "b")):
+        write_proc(tmp_path, pid, environ={"WATTLENS_JOB": job}, start_ticks=rig.start_ticks(60))
+    rig.nv.gpus[0].pids = [100, 200]
+    rig.nv.gpus[0].util = (90, 40)
+    rig.nv.process_util = {0: {100: 75, 200: 25}}
+    rig.round()
+    rig.advance(10.0, [2500.0, 0.0, 0.0])
+    jobs = jobs_of(rig.round())
+    # idle 50 W x 10 s = 500 J, half each (both held it all along); active 2000 J at 75 : 25.
+    # (/proc/stat did not move this round, so the CPU estimate has no energy to share.)
+    a, b = jobs[("a", "")], jobs[("b", "")]
+    assert (a.field("idle_j"), b.field("idle_j")) == (pytest.approx(250.0), pytest.approx(250.0))
+    assert a.field("energy_j") == pytest.approx(250.0 + 2000.0 * 0.75)
+    assert b.field("energy_j") == pytest.approx(250.0 + 2000.0 * 0.25)

@@ -384,6 +384,11 @@ class NvmlProcesses:
         pids: dict[int, list[int]] = self.source.compute_pids()
         return pids
 
+    def device_pids(self) -> dict[str, list[int]]:
+        """Device UUID (GPU, or MIG instance) -> PIDs, for Kubernetes pod tags."""
+        fn = getattr(self.source, "device_pids", None)
+        return fn() if callable(fn) else {}
+
     def _module(self) -> Any:
         return self._nvml if self._nvml is not None else getattr(self.source, "_nvml", None)
 

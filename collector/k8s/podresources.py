@@ -108,8 +108,10 @@ class PodResourcesClient:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PodResourcesError(f"kubelet PodResources List did not answer within "
                                         f"{self.timeout_s:g} s ({self.socket_path})") from exc
+            hint = (": the socket is root's, run the agent as root (docs/kubernetes.md)"
+                    if "ermission denied" in str(detail) else "")
             raise PodResourcesError(f"kubelet PodResources List failed: {name}: {detail} "
-                                    f"({self.socket_path})") from exc
+                                    f"({self.socket_path}){hint}") from exc
         return devices_of(response)
 
     def close(self) -> None:

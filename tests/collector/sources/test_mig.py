@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import pynvml
 import pytest
@@ -13,7 +15,9 @@ from collector.attribution import NvmlProcesses
 from collector.sources.base import Tick
 from collector.sources.mig import ACTIVITY, EVEN, SLICE_SIZE, split_by_weight
 from collector.sources.nvml import NvmlSource
+from collector.tracker import with_jobs
 from tests.collector.sources.fake_pynvml import FakeGpu, FakeMig, FakeNvml
+from tests.collector.test_attribution import write_host, write_proc
 
 
 def _tick(n: int) -> Tick:
@@ -188,3 +192,38 @@ def test_mig_slices_sum_to_the_gpu_over_random_layouts(layout: list, gpm: bool, 
     assert math.fsum(pid_weights.values()) <= 100.0 + 1e-9
     source.close()
     assert fake.gpm_live == set()
+
+
+_jobs_layout = st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 7]),
+                                  st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=3)),
+                        min_size=1, max_size=7)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_jobs_layout, st.integers(min_value=1, max_value=3_000_000))
+def test_jobs_on_mig_instances_sum_to_the_gpu_over_random_layouts(layout: list, mj: int) -> None:
+    """Through the tracker: every job's share plus the unattributed rest is the GPU's energy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = Path(tmp)
+        write_host(proc, uptime_s=5000.0, busy=0, idle=0)
+        migs, pid = {}, 100
+        for slot, (size, jobs) in enumerate(layout):
+            pids = []
+            for job in jobs:  # a job may run on several instances, and one instance hold several
+                write_proc(proc, pid, environ={"WATTLENS_JOB": job}, start_ticks=0)
+                pids.append(pid)
+                pid += 1
+            migs[slot] = FakeMig(pids, uuid=f"MIG-{slot}", gi_id=slot + 1, slices=size)
+        fake = FakeNvml([FakeGpu(mig_enabled=True, migs=migs)])
+        mono = [1000.0]
+        sources, _tracker = with_jobs([NvmlSource("h", nvml=fake)], "h", proc_root=str(proc),
+                                      clock=lambda: mono[0])
+        for _round in range(3):
+            fake.gpus[0].consume_mj(mj)
+            mono[0] += 1.0
+            points = [p for s in sources for p in s.sample(Tick(int(mono[0] * 1e9), mono[0]))]
+        gpu_j = next(p for p in points if p.measurement == "gpu").field("energy_j")
+        jobs_j = [p.field("energy_j") or 0.0 for p in points if p.measurement == "job"]
+        assert math.fsum(jobs_j) == pytest.approx(gpu_j, rel=1e-9)
+        mig_j = [p.field("energy_j") for p in points if p.measurement == "mig"]
+        assert math.fsum(mig_j) == pytest.approx(gpu_j, rel=1e-12)

@@ -64,6 +64,16 @@ def split_by_weight(energy_j: float, weights: Mapping[str, float]) -> dict[str, 
     return parts
 
 
+def gpm_request(nv: Any, before: Any, after: Any) -> Any:
+    """An ``nvmlGpmMetricsGet_t`` asking for the graphics activity between two GPM samples."""
+    get = nv.c_nvmlGpmMetricsGet_t()
+    get.version = getattr(nv, "NVML_GPM_METRICS_GET_VERSION", _GPM_METRICS_GET_VERSION)
+    get.numMetrics = 1
+    get.sample1, get.sample2 = before, after
+    get.metrics[0].metricId = getattr(nv, "NVML_GPM_METRIC_GRAPHICS_UTIL", _GPM_GRAPHICS_UTIL)
+    return get
+
+
 @dataclass(frozen=True, slots=True)
 class MigInstance:
     """One MIG device of a GPU as read this round."""
@@ -144,7 +154,12 @@ class MigReader:
 
     def _gpm_supported(self) -> bool:
         if self.gpm is None:
-            support = self._call("GPM", "nvmlGpmQueryDeviceSupport", self.parent)
+            nv, support = self.nvml, None
+            try:  # an old driver or binding without GPM is the normal case before Hopper: no warning
+                support = getattr(nv, "nvmlGpmQueryDeviceSupport", lambda _h: None)(self.parent)
+            except nv.NVMLError as exc:
+                if self._lost(exc):
+                    raise DeviceLost(f"nvml: gpu {self.index} is lost") from exc
             self.gpm = bool(support is not None and getattr(support, "isSupportedDevice", 0))
             if not self.gpm:
                 log.info("nvml: gpu %d: no GPM per-instance activity; MIG energy split by slice size",
@@ -166,12 +181,7 @@ class MigReader:
         if before is None:
             return None
         try:
-            get = nv.c_nvmlGpmMetricsGet_t()
-            get.version = getattr(nv, "NVML_GPM_METRICS_GET_VERSION", _GPM_METRICS_GET_VERSION)
-            get.numMetrics = 1
-            get.sample1, get.sample2 = before, sample
-            get.metrics[0].metricId = getattr(nv, "NVML_GPM_METRIC_GRAPHICS_UTIL", _GPM_GRAPHICS_UTIL)
-            got = self._call("GPM metrics", "nvmlGpmMetricsGet", get)
+            got = self._call("GPM metrics", "nvmlGpmMetricsGet", gpm_request(nv, before, sample))
         finally:
             self._free(before)
         if got is None or int(got.metrics[0].nvmlReturn) != 0:

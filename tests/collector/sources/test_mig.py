@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from collector.attribution import NvmlProcesses
 from collector.sources.base import Tick
-from collector.sources.mig import ACTIVITY, EVEN, SLICE_SIZE, split_by_weight
+from collector.sources.mig import ACTIVITY, EVEN, SLICE_SIZE, gpm_request, split_by_weight
 from collector.sources.nvml import NvmlSource
 from collector.tracker import with_jobs
 from tests.collector.sources.fake_pynvml import FakeGpu, FakeMig, FakeNvml
@@ -55,6 +55,15 @@ def test_fake_mig_calls_exist_in_the_real_binding() -> None:
     assert {"version", "numMetrics", "sample1", "sample2", "metrics"} <= fields
     assert {f[0] for f in pynvml.c_nvmlGpmMetric_t._fields_} >= {"metricId", "nvmlReturn", "value"}
     assert "gpuInstanceSliceCount" in {f[0] for f in pynvml.c_nvmlDeviceAttributes._fields_}
+
+
+def test_gpm_request_builds_the_real_bindings_struct() -> None:
+    """The request MigReader sends, built with pynvml's own ctypes types (no driver needed)."""
+    before, after = pynvml.c_nvmlGpmSample_t(), pynvml.c_nvmlGpmSample_t()
+    get = gpm_request(pynvml, before, after)
+    assert isinstance(get, pynvml.c_nvmlGpmMetricsGet_t)
+    assert (get.version, get.numMetrics) == (pynvml.NVML_GPM_METRICS_GET_VERSION, 1)
+    assert get.metrics[0].metricId == pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL
 
 
 def test_without_gpm_the_split_is_by_slice_size_and_sums_to_the_gpu() -> None:

@@ -18,16 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "collector" / "k8s"
 
 
-def main() -> int:
-    code = protoc.main(["protoc", f"-I{OUT}", f"--python_out={OUT}", f"--pyi_out={OUT}",
-                        f"--grpc_python_out={OUT}", str(OUT / "podresources_v1.proto")])
+def main(out: Path = OUT) -> int:
+    """Write the stubs into ``out`` (the package by default; the test compares a fresh copy)."""
+    code = protoc.main(["protoc", f"-I{OUT}", f"--python_out={out}", f"--pyi_out={out}",
+                        f"--grpc_python_out={out}", str(OUT / "podresources_v1.proto")])
     if code != 0:
         return int(code)
     # protoc writes a top-level `import podresources_v1_pb2`; the package needs a relative one.
-    grpc_file = OUT / "podresources_v1_pb2_grpc.py"
+    grpc_file = out / "podresources_v1_pb2_grpc.py"
     text = grpc_file.read_text()
     grpc_file.write_text(text.replace("\nimport podresources_v1_pb2 as", "\nfrom . import podresources_v1_pb2 as"))
-    print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('podresources_v1_pb2*')))}")
+    print(f"wrote {', '.join(p.name for p in sorted(out.glob('podresources_v1_pb2*')))}")
     return 0
 
 

@@ -48,14 +48,16 @@ def idle_power_w(lowest_idle_w: float | None, model: str) -> tuple[float | None,
 
 
 def split_idle(idle_j: float, interval_s: float, holders: Mapping[str, Presence],
-               host_jobs: Iterable[str], policy: str) -> Split:
+               host_jobs: Iterable[str], policy: str, *, held_share: bool = False) -> Split:
     """Share one device's idle energy by ``policy``; conserves ``idle_j`` like :func:`split_energy`.
 
-    ``holders`` are the jobs on the device and when (utilisation ignored: idle power is paid for
-    holding the device, not for using it); ``host_jobs`` every job on the host this interval.
+    ``holders`` are the jobs on the device and when; their utilisation is ignored (idle power is
+    paid for holding the device, not for using it) unless ``held_share``: on a MIG GPU a job
+    holds only its instance, and its weight there is its instance's share of the GPU.
+    ``host_jobs`` are every job on the host this interval.
     """
     if policy == ALLOCATION:
-        return split_energy(idle_j, interval_s,
+        return split_energy(idle_j, interval_s, holders if held_share else
                             {n: Presence(p.start_s, p.end_s) for n, p in holders.items()})
     if policy == EVEN:
         names = sorted(set(host_jobs))

@@ -74,6 +74,7 @@ class GpuReading:
     energy_j: float | None
     util_pct: float | None
     power_limit_w: float | None
+    mig: bool = False  # split into MIG instances: a job holds its instance's share of the GPU
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,8 @@ def _split_gpus(r: RoundInput, on_gpu: OnGpu, host: Mapping[str, Presence]) -> _
             presences = {n: Presence(p.start_s, p.end_s) for n, p in presences.items()}
         idle_j = _idle_part(reading.energy_j, r.gpu_idle_w.get(index), r.interval_s)
         split = split_energy(reading.energy_j - idle_j, r.interval_s, presences)
-        idle = split_idle(idle_j, r.interval_s, presences, host, r.idle_policy)
+        idle = split_idle(idle_j, r.interval_s, presences, host, r.idle_policy,
+                          held_share=reading.mig)
         out.add(split, idle=False)
         out.add(idle, idle=True)
         acc = out.unattributed.setdefault(reading.model, [0.0, 0.0, 0.0])
@@ -300,6 +302,19 @@ def job_team(tags: Mapping[str, str], proc_team: str | None, team_map: Mapping[s
         return proc_team
     namespace = tags.get("namespace", "")
     return team_map.get(namespace, namespace)
+
+
+def with_namespace_teams(points: Iterable[Point], team_map: Mapping[str, str]) -> list[Point]:
+    """The points, each ``job`` point that has a namespace (the Kubernetes pod tags, added after
+    the round) but no team given the namespace's team (:func:`job_team`)."""
+    out = []
+    for p in points:
+        if p.measurement == "job" and p.tag("namespace") and not p.tag("team"):
+            tags = p.tag_map
+            tags["team"] = job_team(tags, None, team_map)
+            p = point(p.measurement, tags, p.field_map, p.time_ns)
+        out.append(p)
+    return out
 
 
 def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_split: Split | None,

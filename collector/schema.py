@@ -25,7 +25,10 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        ("job", "host", "kind", "precision", "gpu_model", "workload", "team", "idle_policy"),
+        # namespace, pod, container: the Kubernetes pod on the job's GPUs (collector/k8s), bounded;
+        # team: who pays (docs/attribution.md); idle_policy: how idle power was shared (collector.idle)
+        ("job", "host", "kind", "precision", "gpu_model", "workload", "namespace", "pod", "container",
+         "team", "idle_policy"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
@@ -35,6 +38,10 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "idle_j",  # the part of energy_j that is its share of idle power (collector.idle)
         ),
     ),
+    # One MIG instance's part of its GPU's energy (collector/sources/mig.py); the parts of a GPU
+    # sum to its `gpu` energy_j. `basis` says how it was split: activity, slice-size or even.
+    "mig": (("host", "gpu", "uuid", "mig", "gi", "basis"),
+            ("energy_j", "share", "power_w", "util_pct", "slices")),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
     "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),

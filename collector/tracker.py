@@ -18,7 +18,8 @@ from typing import Any
 from collector.attribution import EnergyTap, GpuProcesses, NvmlProcesses, ProcTree
 from collector.idle import DEFAULT_IDLE_POLICY, IDLE_UTIL_MAX_PCT, check_idle_policy, idle_power_w
 from collector.job_report import WORK_FIELDS, IngestError, Progress
-from collector.job_round import GpuReading, JobState, RoundInput, job_round
+from collector.job_round import GpuReading, JobState, RoundInput, job_round, with_namespace_teams
+from collector.k8s.pods import PodLabels
 from collector.logutil import LogOnce
 from collector.schema import ESTIMATED, Point
 from collector.sources.base import Probe, Source, Tick
@@ -55,10 +56,12 @@ class JobTracker:
         job_timeout_s: float = 60.0,
         max_jobs: int = MAX_JOBS,
         attribute_cpu: bool = True,
+        pods: PodLabels | None = None,
         idle_policy: str = DEFAULT_IDLE_POLICY,
         team_map: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.pods = pods  # Kubernetes pod tags for job points (collector/k8s)
         self.idle_policy = check_idle_policy(idle_policy)
         self.team_map = dict(team_map or {})
         # The lowest power each device drew at <= 2 % utilisation: its idle draw (collector.idle).
@@ -188,6 +191,14 @@ class JobTracker:
         self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
         self._prev_busy = busy
         self._methods, self._held = result.methods, result.held
+        if self.pods is not None and self.processes is not None:
+            job_pids: dict[str, set[int]] = {n: set(j.pids) for n, j in jobs.items()}
+            for pid, pid_owner in pid_job.items():
+                if pid_owner is not None:
+                    job_pids.setdefault(pid_owner, set()).add(pid)
+            device_pids = getattr(self.processes, "device_pids", dict)
+            result.points = with_namespace_teams(
+                self.pods.tag(result.points, job_pids, device_pids, now), self.team_map)
         if result.held_work:
             with self._lock:
                 for name, work in result.held_work.items():
@@ -262,7 +273,8 @@ class JobTracker:
                 if not index.isdigit():
                     continue
                 out[int(index)] = GpuReading(int(index), p.tag("model") or "", _num(p.field("energy_j")),
-                                       _num(p.field("util_pct")), _num(p.field("power_limit_w")))
+                                       _num(p.field("util_pct")), _num(p.field("power_limit_w")),
+                                       mig=bool(_num(p.field("mig_instances"))))
         return out
 
     def _cpu_energy(self, tick: Tick) -> float | None:
@@ -345,6 +357,7 @@ def with_jobs(
     feeds: Sequence[Source] = (),
     clock: Callable[[], float] = time.monotonic,
     job_timeout_s: float = 60.0,
+    kubelet_socket: str | None = None,
     idle_policy: str = DEFAULT_IDLE_POLICY,
     team_map: Mapping[str, str] | None = None,
 ) -> tuple[list[Source], JobTracker]:
@@ -353,12 +366,19 @@ def with_jobs(
     ``feeds`` are work sources such as :class:`collector.sources.promscrape.PromScrapeSource`:
     they are attached to the tracker so their work lands in its job points. The
     first source with ``compute_pids()`` (NVML) tells which processes use each GPU.
+    ``kubelet_socket`` ("off" or None: none) tags job points with the Kubernetes pod
+    holding their GPUs, from the kubelet's PodResources API at that path.
     """
     taps = [EnergyTap(s) for s in sources]
     nvml = next((s for s in sources if callable(getattr(s, "compute_pids", None))), None)
+    pods = None
+    if nvml is not None and kubelet_socket not in (None, "off"):
+        from collector.k8s.podresources import PodResourcesClient
+
+        pods = PodLabels(PodResourcesClient(kubelet_socket))
     tracker = JobTracker(host, taps=taps, processes=NvmlProcesses(nvml) if nvml else None,
                          proc=ProcTree(proc_root), clock=clock, job_timeout_s=job_timeout_s,
-                         idle_policy=idle_policy, team_map=team_map)
+                         pods=pods, idle_policy=idle_policy, team_map=team_map)
     for feed in feeds:
         attach = getattr(feed, "attach", None)
         if callable(attach):

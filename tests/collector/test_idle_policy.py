@@ -199,3 +199,17 @@ def test_the_tracker_learns_a_gpus_idle_draw_at_low_utilisation(tmp_path: Path) 
     assert (a.field("idle_j"), b.field("idle_j")) == (pytest.approx(250.0), pytest.approx(250.0))
     assert a.field("energy_j") == pytest.approx(250.0 + 2000.0 * 0.75)
     assert b.field("energy_j") == pytest.approx(250.0 + 2000.0 * 0.25)
+
+
+def test_on_a_mig_gpu_allocation_weighs_each_jobs_instance() -> None:
+    """On MIG a job holds only its instance: idle energy by allocation follows the instance weights
+    (a 3g and a 2g instance: 3 : 2), where a whole GPU's holders share it by time alone."""
+    r = _example("allocation")
+    jobs = {"A": JobState("A", first_s=0.0, last_s=10.0, gpus=(0,), pids={100}, work=dict(WORK)),
+            "B": JobState("B", first_s=0.0, last_s=10.0, gpus=(0,), pids={200}, work=dict(WORK))}
+    for mig, (a_idle, b_idle) in ((True, (420.0, 280.0)), (False, (350.0, 350.0))):
+        rr = RoundInput(**{**r.__dict__, "jobs": jobs, "cpu_energy_j": None,
+                           "utils": {0: {100: 60.0, 200: 40.0}},
+                           "gpus": {0: GpuReading(0, "Test GPU", 3000.0, None, 700.0, mig=mig)}})
+        idle = _by_job(job_round(rr).points, "idle_j")
+        assert (idle["A"], idle["B"]) == (pytest.approx(a_idle), pytest.approx(b_idle))

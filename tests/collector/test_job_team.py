@@ -78,3 +78,37 @@ def test_proc_tree_remembers_the_team_of_a_job(tmp_path: Path) -> None:
     write_proc(tmp_path, 10, environ={"WATTLENS_JOB": "train-a", "WATTLENS_TEAM": "nlp"}, start_ticks=5)
     tree = ProcTree(tmp_path, clock_ticks_per_s=100)
     assert tree.job_of(10) == "train-a" and tree.teams == {"train-a": "nlp"}
+
+
+def test_a_pods_namespace_from_the_kubelet_becomes_its_team(tmp_path: Path) -> None:
+    """End to end: fake NVML, fake /proc, a real gRPC kubelet; the namespace tag the pod tags add
+    after the round maps to a team through --team-map (unmapped: the namespace itself)."""
+    from collector.sources.base import Tick
+    from collector.sources.nvml import NvmlSource
+    from collector.tracker import with_jobs
+    from tests.collector.k8s.kubelet import FakeKubelet
+    from tests.collector.sources.fake_pynvml import FakeGpu, FakeNvml
+
+    proc = tmp_path / "proc"
+    write_host(proc, uptime_s=5000.0, busy=0, idle=0)
+    pod = "0::/kubepods.slice/kubepods-podaaaaaaaa_2222_3333_4444_555555555555.slice/cri-x.scope\n"
+    write_proc(proc, 200, cgroup=pod, start_ticks=0)
+    write_proc(proc, 300, environ={"WATTLENS_JOB": "svc"}, start_ticks=0)
+    nv = FakeNvml([FakeGpu(uuid="GPU-0", pids=[200]), FakeGpu(uuid="GPU-1", pids=[300])])
+    with FakeKubelet(tmp_path / "kubelet.sock") as kubelet:
+        kubelet.pods = {("ml-prod", "llm-0"): [("trainer", {"nvidia.com/gpu": ["GPU-0"]})],
+                        ("web", "svc-1"): [("main", {"nvidia.com/gpu": ["GPU-1"]})]}
+        mono = [1000.0]
+        sources, _ = with_jobs([NvmlSource("node-1", nvml=nv)], "node-1", proc_root=str(proc),
+                               clock=lambda: mono[0], kubelet_socket=str(kubelet.socket_path),
+                               team_map={"ml-prod": "ml"})
+        for _round in range(3):
+            for g in nv.gpus:
+                g.consume_mj(700_000)
+            mono[0] += 1.0
+            tick = Tick(wall_ns=int(mono[0] * 1e9), mono_s=mono[0])
+            points = [p for s in sources for p in s.sample(tick)]
+    jobs = {p.tag("job"): p for p in points if p.measurement == "job"}
+    llm = jobs["k8s-pod-aaaaaaaa-2222-3333-4444-555555555555"]
+    assert (llm.tag("namespace"), llm.tag("team")) == ("ml-prod", "ml")
+    assert (jobs["svc"].tag("namespace"), jobs["svc"].tag("team")) == ("web", "web")

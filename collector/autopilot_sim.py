@@ -31,7 +31,7 @@ def sim_actuators(fleet: SimulatedFleet, audit_path: Path, hosts: Sequence[str] 
     token = token or secrets.token_hex(24)
     names = sorted({g.host for g in fleet.groups}) if hosts is None else list(hosts)
     return {h: PowerCapActuator(host=h, enabled=True, token=token, audit_path=audit_path,
-                                nvml=SimulatedNvml(fleet, h)) for h in names}
+                                nvml=SimulatedNvml(fleet, h), is_root=lambda: True) for h in names}
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""The autopilot's controller as a pure state machine, and per-group measurement from points."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.autopilot import Decision, GroupController, Limits, Sample, Settings, Window
+from collector.autopilot_groups import group_rounds, opted_in
+from collector.schema import point
+
+FAST = Settings(hold_s=30, settle_s=10)
+
+
+def _feed(ctrl: GroupController, speed_at: dict[str, float], t0: float, seconds: float,
+          util: float = 95.0) -> list[Decision]:
+    """Run ``seconds`` of 10 s rounds of a job whose speed at a cap is speed_at(cap)."""
+    out = []
+    t = t0
+    while t < t0 + seconds:
+        t += 10
+        cap = ctrl.cap_w
+        rate = speed_at["f"](cap)  # type: ignore[operator]
+        d = ctrl.observe(Sample(t, 10, rate * 10 * util / 100, cap * 0.9 * 10, util))
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def test_steps_down_bisects_and_settles_within_the_budget() -> None:
+    # speed falls 1 % per 10 W below 300 W: the budget (5 %) is crossed at 250 W.
+    ctrl = GroupController(Limits(100, 400, 400), FAST)
+    curve = {"f": lambda cap: 1.0 if cap >= 300 else 1 - (300 - cap) / 1000}
+    decisions = _feed(ctrl, curve, 0, 3600)
+    assert ctrl.state == "settled"
+    assert 250 <= ctrl.cap_w <= 260  # within a quarter step (5 W) of the boundary, never below
+    assert [d.reason for d in decisions][0] == "explore"
+    assert all(d.cap_w < d.previous_w for d in decisions if d.reason == "explore"
+               and d.previous_w == 400)
+    # the first decision carries the baseline it was measured against
+    assert decisions[0].baseline is not None and decisions[0].audit()["baseline"]
+
+
+def test_a_job_the_cap_never_slows_goes_to_the_minimum() -> None:
+    ctrl = GroupController(Limits(150, 300, 300), FAST)
+    _feed(ctrl, {"f": lambda cap: 1.0}, 0, 7200)
+    assert ctrl.state == "settled" and ctrl.cap_w == 150
+
+
+def test_settled_then_slower_rolls_back_to_the_original() -> None:
+    ctrl = GroupController(Limits(100, 400, 400), FAST)
+    curve = {"f": lambda cap: 1.0 if cap >= 300 else 1 - (300 - cap) / 1000}
+    _feed(ctrl, curve, 0, 3600)
+    assert ctrl.state == "settled" and ctrl.cap_w < 300
+    curve["f"] = lambda cap: 1.0 if cap >= 390 else 0.7  # a new, far heavier phase
+    decisions = _feed(ctrl, curve, 3600, 600)
+    assert decisions and decisions[0].reason in ("rollback", "phase")
+    assert decisions[0].cap_w == 400 and decisions[0].state == "baseline"
+    # it explores again and settles where the new phase is within the budget
+    assert ctrl.state == "settled" and ctrl.cap_w >= 390
+
+
+def test_utilisation_shift_is_a_phase_change() -> None:
+    ctrl = GroupController(Limits(100, 400, 400), FAST)
+    curve = {"f": lambda cap: 1.0 if cap >= 300 else 1 - (300 - cap) / 1000}
+    _feed(ctrl, curve, 0, 3600)
+    decisions = _feed(ctrl, curve, 3600, 200, util=40.0)
+    assert decisions and decisions[0].reason == "phase" and decisions[0].cap_w == 400
+
+
+def test_settings_and_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_slowdown"):
+        Settings(max_slowdown=0.9)
+    with pytest.raises(ValueError, match="original 500 W is outside"):
+        GroupController(Limits(100, 400, 500))
+
+
+def test_window_speed_is_work_per_busy_second() -> None:
+    w = Window(300).add(Sample(10, 10, 50, 3000, 50)).add(Sample(20, 10, 100, 3000, 100))
+    assert w.throughput == pytest.approx(7.5)
+    assert w.speed == pytest.approx(150 / 15)
+    assert w.per == pytest.approx(150 / 6000) and w.power_w == pytest.approx(300)
+
+
+samples = st.lists(st.tuples(st.floats(0.5, 30), st.floats(0, 1e6), st.floats(0, 1e5),
+                             st.floats(0, 100)), min_size=1, max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lo=st.floats(10, 500), span=st.floats(0, 800), orig_frac=st.floats(0, 1), rounds=samples,
+       hold=st.floats(1, 120), settle=st.floats(0, 60), step=st.floats(0.005, 0.5))
+def test_limits_stay_in_range_and_change_at_most_once_per_interval(
+        lo: float, span: float, orig_frac: float, rounds: list[tuple[float, float, float, float]],
+        hold: float, settle: float, step: float) -> None:
+    hi = lo + span
+    cfg = Settings(hold_s=hold, settle_s=settle, step_frac=step)
+    ctrl = GroupController(Limits(lo, hi, lo + orig_frac * span), cfg)
+    t = 0.0
+    changes: list[Decision] = []
+    for seconds, work, energy, util in rounds:
+        t += seconds
+        d = ctrl.observe(Sample(t, seconds, work, energy, util))
+        if d is not None:
+            assert lo <= d.cap_w <= hi
+            assert d.cap_w != d.previous_w
+            changes.append(d)
+        assert lo <= ctrl.cap_w <= hi
+    for a, b in zip(changes, changes[1:], strict=False):
+        assert b.time_s - a.time_s >= cfg.change_interval_s - 1e-6
+
+
+def _gpu(host: str, gpu: int, energy: float, util: float = 90.0, cap: float = 400.0) -> object:
+    return point("gpu", {"host": host, "gpu": str(gpu)},
+                 {"energy_j": energy, "util_pct": util, "power_limit_w": cap}, 10**9)
+
+
+def _job(host: str, job: str, mask: int, samples: float, **tags: str) -> object:
+    return point("job", {"host": host, "job": job, **tags},
+                 {"samples": samples, "gpu_mask": mask}, 10**9)
+
+
+def test_groups_opt_in_by_tag_or_rule_and_shared_gpus_are_left_alone() -> None:
+    pts = [_gpu("n", 0, 100), _gpu("n", 1, 300), _gpu("n", 2, 50), _gpu("n", 3, 50),
+           _job("n", "a", 0b11, 20, autopilot="on"), _job("n", "b", 0b100, 5),
+           _job("n", "c", 0b1100, 5, workload="llm"), _job("n", "d", 0b1000, 1)]
+    rounds = group_rounds(pts, 1.0, ["ll*"])  # type: ignore[arg-type]
+    assert [(r.job, r.gpus) for r in rounds] == [("a", (0, 1))]  # c shares gpu 3 with d
+    a = rounds[0]
+    assert a.sample.energy_j == 400 and a.sample.work == 20 and a.work_unit == "samples"
+    assert opted_in({"job": "x", "workload": "llm"}, ["ll*"])
+    assert not opted_in({"job": "x", "autopilot": "off"}, [])

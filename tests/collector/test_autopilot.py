@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +37,7 @@ def test_steps_down_bisects_and_settles_within_the_budget() -> None:
     decisions = _feed(ctrl, curve, 0, 3600)
     assert ctrl.state == "settled"
     assert 250 <= ctrl.cap_w <= 260  # within a quarter step (5 W) of the boundary, never below
-    assert [d.reason for d in decisions][0] == "explore"
+    assert decisions[0].reason == "explore"
     assert all(d.cap_w < d.previous_w for d in decisions if d.reason == "explore"
                and d.previous_w == 400)
     # the first decision carries the baseline it was measured against
@@ -106,7 +108,7 @@ def test_limits_stay_in_range_and_change_at_most_once_per_interval(
             assert d.cap_w != d.previous_w
             changes.append(d)
         assert lo <= ctrl.cap_w <= hi
-    for a, b in zip(changes, changes[1:], strict=False):
+    for a, b in itertools.pairwise(changes):
         assert b.time_s - a.time_s >= cfg.change_interval_s - 1e-6
 
 

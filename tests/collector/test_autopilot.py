@@ -132,3 +132,22 @@ def test_groups_opt_in_by_tag_or_rule_and_shared_gpus_are_left_alone() -> None:
     assert a.sample.energy_j == 400 and a.sample.work == 20 and a.work_unit == "samples"
     assert opted_in({"job": "x", "workload": "llm"}, ["ll*"])
     assert not opted_in({"job": "x", "autopilot": "off"}, [])
+
+
+def test_jobs_api_opt_in_reaches_the_agents_job_points() -> None:
+    import json
+
+    from collector.job_report import parse_progress
+    from collector.sources.base import Tick
+    from collector.tracker import JobTracker
+    from wattlens.jobs import Job
+
+    job = Job("ft-1", autopilot=True, gpus=[0, 1], mode="standalone")
+    job.add(samples=64)
+    tracker = JobTracker("n", clock=lambda: 5.0)
+    tracker.record(parse_progress("ft-1", json.dumps(job._payload(False)).encode()))
+    tracker.sample(Tick(10**9, 1.0))
+    pts = [p for p in tracker.sample(Tick(2 * 10**9, 2.0)) if p.measurement == "job"]
+    assert pts and opted_in(pts[0].tag_map, [])
+    plain = Job("ft-2", gpus=[0], mode="standalone")
+    assert "autopilot" not in plain.metadata["tags"]

@@ -89,6 +89,15 @@ def test_loop_end_to_end_saves_energy_within_the_budget_and_leaves_others_alone(
         e1, w1 = _energy_work(run.points, host, gpus, job, DAY0 + H)
         assert e1 / w1 < 0.95 * e0 / w0, host  # settled: at least 5 % less energy per sample
         assert 1 - w1 / w0 <= 0.06, host  # and within the 5 % budget (+1 point)
+        # the saving the autopilot reports (from its measured baseline) is the true one, from
+        # the same fleet run at its original limits with the same noise
+        e0, w0 = _energy_work(original.points, host, gpus, job)
+        e1, w1 = _energy_work(run.points, host, gpus, job)
+        true_pct = 100 * (e0 / w0 * w1 - e1) / (e0 / w0 * w1)
+        windows = [p for p in run.of("autopilot") if p.tag("event") == "window" and p.tag("host") == host]
+        saved = sum(float(p.field("saved_j") or 0) for p in windows)
+        used = sum(float(p.field("energy_j") or 0) for p in windows)
+        assert 100 * saved / (used + saved) == pytest.approx(true_pct, abs=0.5), host
     # the job next to ap-bert on node-00 never opted in: its GPUs were never touched
     audit = _audit(tmp_path)
     assert audit and not [a for a in audit if a["host"] == "node-00" and a["gpu"] in (2, 3)]

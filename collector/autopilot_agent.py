@@ -11,8 +11,9 @@ energy, work and the energy saved against the original limit). The decisions are
 - each GPU's original limit is written to ``originals`` (fsynced) before its first change and
   restored when the job ends, on exit and SIGTERM (``close``), and at the next start after a
   crash (``recover``);
-- the kill switch: when ``kill_file`` exists, or after :meth:`request_kill` (SIGUSR1), every
-  original limit is restored at once and the autopilot stays off until the file is gone.
+- the kill switch: when ``kill_file`` exists, every original limit is restored at once and the
+  autopilot stays off until the file is gone; after :meth:`request_kill` (SIGUSR1) the same, until
+  the agent restarts.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class Autopilot:
         self._restore_all("agent exit")
 
     def request_kill(self) -> None:
-        """The kill switch (safe from a signal handler): restore everything at the next round."""
+        """The kill switch (safe from a signal handler): restore everything at the next round and
+        stay off until the agent restarts."""
         self._kill.set()
 
     # --- Source protocol ----------------------------------------------------------------------
@@ -161,7 +163,6 @@ class Autopilot:
         elif not on and self.paused:
             log.warning("autopilot: kill switch removed: resuming")
             self.paused = False
-        self._kill.clear()
         return self.paused
 
     def _start(self, key: tuple[str, str, tuple[int, ...]], r: GroupRound) -> _Group | None:

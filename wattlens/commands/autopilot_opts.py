@@ -40,7 +40,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
            help="candidate limits step down by this %% of the GPU's maximum limit")
     option(p, "--autopilot-kill-file", default=str(state_dir() / "autopilot.stop"),
            help="kill switch: while this file exists every original limit is restored and the "
-                "autopilot stays off (SIGUSR1 does the same once)")
+                "autopilot stays off (SIGUSR1: the same until the agent restarts)")
 
 
 def originals_path(args: argparse.Namespace) -> Path:

@@ -36,6 +36,8 @@ from collector.sources.base import Probe, Tick
 log = logging.getLogger("wattlens.autopilot")
 WHO = "autopilot"
 GONE_ROUNDS = 3  # a group not seen for this many rounds has ended: its limits go back
+OTHER_HAND_S = 30.0  # a limit that differs from ours this long after our last change was set by
+OTHER_ROUNDS = 2  # someone else (`wattlens cap`, nvidia-smi) for this many rounds: theirs wins
 
 
 class Originals:
@@ -75,6 +77,7 @@ class _Group:
     gpus: tuple[int, ...]
     unit: str
     missing: int = 0
+    foreign: int = 0  # consecutive rounds a GPU reported a limit the autopilot did not set
     ledger: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # s, J, work, saved J
 
 
@@ -190,6 +193,8 @@ class Autopilot:
     def _step(self, key: tuple[str, str, tuple[int, ...]], grp: _Group, r: GroupRound,
               now_ns: int) -> None:
         grp.missing = 0
+        if self._changed_by_someone_else(key, grp, r):
+            return
         ctrl, s = grp.ctrl, r.sample
         base = ctrl.baseline
         saved = 0.0
@@ -214,6 +219,27 @@ class Autopilot:
                 "cap_w": ctrl.cap_w, "original_w": ctrl.limits.original_w, "gpus": len(r.gpus),
                 "throughput": ref.throughput if ref else None, "power_w": ref.power_w if ref else None,
                 "per": ref.per if ref else None, "work_unit": r.work_unit}, now_ns))
+
+    def _changed_by_someone_else(self, key: tuple[str, str, tuple[int, ...]], grp: _Group,
+                                 r: GroupRound) -> bool:
+        """True (and the group is left alone from now on) when a GPU's limit is not the one the
+        autopilot set, well after its last change: an operator's limit wins. Their GPUs' originals
+        are forgotten, the group's other GPUs get theirs back."""
+        ctrl = grp.ctrl
+        since = ctrl.last_change_s
+        settled_for = r.sample.time_s - since if since is not None else float("inf")
+        theirs = [g for g, cap in zip(r.gpus, r.caps_w, strict=True) if abs(cap - ctrl.cap_w) > 0.5]
+        grp.foreign = grp.foreign + 1 if theirs and settled_for >= OTHER_HAND_S else 0
+        if grp.foreign < OTHER_ROUNDS:
+            return False
+        host, job, _gpus = key
+        log.warning("autopilot: the limit of %s gpus %s (%s) was changed by someone else; leaving "
+                    "the group alone", host, theirs, job)
+        for g in theirs:
+            self._orig.pop((host, g), None)
+        self.refused.add(key)
+        self._end(key, "another hand changed a limit")
+        return True
 
     def _apply(self, key: tuple[str, str, tuple[int, ...]], grp: _Group, d: Decision,
                now_ns: int) -> None:

@@ -167,3 +167,27 @@ def test_kill_switch_restores_every_limit_at_once_and_holds(tmp_path: Path) -> N
     quiet = [a for a in audit[:seen["audit_len"]] if a["time_s"] > killed_at and a["who"] == "autopilot"]
     assert quiet == []  # nothing changed while the switch was on
     assert len(audit) > seen["audit_len"]  # and it resumed once the file was gone
+
+
+def test_a_limit_someone_else_sets_wins(tmp_path: Path) -> None:
+    fleet = _fleet()
+    operator = SimulatedNvml(fleet, "node-01")
+    marks: dict[str, Any] = {}
+
+    def on_round(t: int, pilot: Autopilot) -> None:
+        if t == DAY0 + 2400 * NS:  # well after node-01 settled
+            nvml_source.set_power_limit_w(0, 600, nvml=operator)  # `wattlens cap`, nvidia-smi -pl
+            marks["audit_len"] = len(_audit(tmp_path))
+
+    run_autopilot(fleet, DAY0, DAY0 + 3600 * NS, 10, state_dir=tmp_path, rules=["ap-*"],
+                  on_round=on_round)
+    later = _audit(tmp_path)[marks["audit_len"]:]
+    assert not [a for a in later if a["host"] == "node-01" and a["who"] == "autopilot"]
+    mine = {a["gpu"] for a in later if a["host"] == "node-01" and a["who"] == "autopilot:restore"}
+    assert mine == {1, 2, 3}  # its own changes undone; the operator's gpu 0 kept as they set it
+    assert fleet.current_cap("node-01", 0) == 600
+    assert [fleet.current_cap("node-01", g) for g in (1, 2, 3)] == [700, 700, 700]
+    # the other groups were steered to the end: their limits came back only at exit
+    exits = {a["host"] for a in later if a["who"] == "autopilot:restore"
+             and a["detail"]["reason"] == "agent exit"}
+    assert exits == {"node-00", "node-02", "node-03"}

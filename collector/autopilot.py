@@ -9,7 +9,7 @@ measured over one round) and returns a :class:`Decision` when the group's limit 
    (clamped to [min, max]); after each change wait ``settle_s`` (discarded), then measure
    ``hold_s``. A cap is *good* when its measured slowdown is within ``max_slowdown``. At the
    first cap that is not good (lower caps only slow a job more), bisect between it and the lowest
-   good cap down to a quarter step; then settle on the good cap with the lowest cost
+   good cap down to an eighth of a step; then settle on the good cap with the lowest cost
    ``λ·E + (1-λ)·P_max·T`` per unit of work.
 3. **settled**: keep measuring. When the job's speed or utilisation moves by more than
    ``phase_shift`` from what it was when settled (a new phase), or the measured slowdown against
@@ -247,14 +247,14 @@ class GroupController:
 
     def _next_candidate(self) -> float | None:
         """Down by one step until a limit breaks the budget; then halve the gap between the lowest
-        good limit and it until the gap is a quarter step."""
+        good limit and it until the gap is an eighth of a step."""
         step = self.settings.step_frac * self.limits.max_w
         if self.bad_w is None:
             nxt = self.limits.clamp(round(self.cap_w - step, 1))
             return nxt if nxt < self.cap_w else None
         low_good = min(w.cap_w for w in self.good)
         nxt = self.limits.clamp(round((low_good + self.bad_w) / 2, 1))
-        if low_good - self.bad_w <= step / 4 + 1e-9 or nxt in (low_good, self.bad_w, self.cap_w):
+        if low_good - self.bad_w <= step / 8 + 1e-9 or nxt in (low_good, self.bad_w, self.cap_w):
             return None
         return nxt
 

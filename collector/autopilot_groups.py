@@ -4,8 +4,9 @@ whether it opted in, and what it did (pure functions; ``collector.autopilot_agen
 A *group* is the set of GPUs of one host that one job ran on during the round (the job point's
 ``gpu_mask``). A job opts in with the tag ``autopilot=on`` (``wattlens.job(..., autopilot=True)``)
 or by matching one of the agent's ``--autopilot-jobs`` patterns (shell globs over the job id or its
-workload, e.g. ``llm-pretrain-*``). A group whose GPUs another job also used in the round is
-never touched: the cap would slow a job that did not opt in.
+workload, e.g. ``llm-pretrain-*``; ``k8s:ml-train/*`` for every pod of a namespace). A group
+whose GPUs another job also used in the round is never touched: the cap would slow a job that did
+not opt in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collector.schema import WORK_UNITS, Point
 OPT_IN_TAG = "autopilot"
 OPT_IN_VALUES = frozenset({"on", "true", "1", "yes"})
 UNATTRIBUTED = "unattributed"
+K8S_PREFIX = "k8s:"  # a rule over a pod's namespace/name (the kubelet's PodResources tags)
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,19 @@ class GroupRound:
 
 
 def opted_in(tags: dict[str, str], rules: Sequence[str]) -> bool:
-    """True when a job point's tags opt it in (the tag, or a pattern over job id or workload)."""
+    """True when a job point's tags opt it in: the tag, or a pattern over the job id or workload,
+    or (``k8s:NAMESPACE/POD``, globs) over a Kubernetes pod's namespace and name."""
     if tags.get(OPT_IN_TAG, "").lower() in OPT_IN_VALUES:
         return True
     job, workload = tags.get("job", ""), tags.get("workload", "")
-    return any(fnmatch.fnmatchcase(job, r) or (workload and fnmatch.fnmatchcase(workload, r))
-               for r in rules)
+    pod = f"{tags['namespace']}/{tags.get('pod', '')}" if tags.get("namespace") else ""
+    for r in rules:
+        if r.startswith(K8S_PREFIX):
+            if pod and fnmatch.fnmatchcase(pod, r[len(K8S_PREFIX):]):
+                return True
+        elif fnmatch.fnmatchcase(job, r) or (workload and fnmatch.fnmatchcase(workload, r)):
+            return True
+    return False
 
 
 def _mask_gpus(mask: object) -> tuple[int, ...]:

@@ -132,6 +132,9 @@ def test_groups_opt_in_by_tag_or_rule_and_shared_gpus_are_left_alone() -> None:
     assert a.sample.energy_j == 400 and a.sample.work == 20 and a.work_unit == "samples"
     assert opted_in({"job": "x", "workload": "llm"}, ["ll*"])
     assert not opted_in({"job": "x", "autopilot": "off"}, [])
+    pod = {"job": "k8s-pod-1", "namespace": "ml-train", "pod": "llm-0"}
+    assert opted_in(pod, ["k8s:ml-train/*"]) and not opted_in(pod, ["k8s:serving/*"])
+    assert not opted_in({"job": "k8s:ml-train/x"}, ["k8s:ml-train/*"])  # pods only
 
 
 def test_jobs_api_opt_in_reaches_the_agents_job_points() -> None:

@@ -29,7 +29,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                 "(needs --enable-actuation, root and WATTLENS_AGENT_TOKEN; docs/autopilot.md)")
     option(p, "--autopilot-jobs", default="",
            help="comma-separated globs over job ids or workloads that opt in (besides jobs "
-                "tagged autopilot=on), e.g. 'llm-pretrain-*,bert-ft'")
+                "tagged autopilot=on), e.g. 'llm-pretrain-*,bert-ft'; k8s:NAMESPACE/POD for pods, "
+                "e.g. 'k8s:ml-train/*'")
     option(p, "--max-slowdown", type=_percent, default=5.0,
            help="the autopilot's slowdown budget in %% of the job's speed at its original limit")
     option(p, "--autopilot-hold", type=positive_float, default=60.0,

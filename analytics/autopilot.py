@@ -89,9 +89,14 @@ def timeline(events: list[tuple[int, dict[str, str], dict[str, float | None]]]) 
     return out
 
 
-def summary(store: Store, window: Window) -> dict[str, Any]:
-    """The autopilot's timeline and savings in the window (empty lists when it never ran)."""
-    events = queries.autopilot_events(store, window)
+def summary(store: Store, window: Window, node: str = "", job: str = "") -> dict[str, Any]:
+    """The autopilot's timeline and savings in the window (empty lists when it never ran), of one
+    node and/or job when given (the report's and dashboard's filters)."""
+    def keep(host: str | None, name: str | None) -> bool:
+        return (not node or host == node) and (not job or name == job)
+
+    events = [e for e in queries.autopilot_events(store, window)
+              if keep(e[1].get("host"), e[1].get("job"))]
     steps = timeline(events)
     latest: dict[tuple[str, str], float | None] = {}
     for _t, tags, f in events:
@@ -99,7 +104,7 @@ def summary(store: Store, window: Window) -> dict[str, Any]:
     groups = [GroupSaving(h, j, v.get("max_original_w"), latest.get((h, j), v.get("min_cap_w")),
                           v.get("sum_seconds") or 0.0, v.get("sum_energy_j") or 0.0,
                           v.get("sum_saved_j") or 0.0)
-              for (h, j), v in sorted(queries.autopilot_windows(store, window).items())]
+              for (h, j), v in sorted(queries.autopilot_windows(store, window).items()) if keep(h, j)]
     used = sum(g.energy_j for g in groups)
     saved = sum(g.saved_j for g in groups)
     return {

@@ -145,7 +145,7 @@ def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEI
     report = report_from(ctx, lam, objective_lambda_j)
     from analytics import autopilot
 
-    report.autopilot = autopilot.summary(store, window)
+    report.autopilot = autopilot.summary(store, window, flt.node, flt.job)
     if flt.active:  # say what the figures cover
         report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job}
     return report

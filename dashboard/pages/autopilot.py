@@ -11,7 +11,7 @@ from dash import Dash, Input, Output, html
 
 from analytics.autopilot import table_rows
 from dashboard import components, figures, views
-from dashboard.pages import Deps, anchor
+from dashboard.pages import Deps, anchor, view_filter
 from dashboard.views.autopilot import autopilot_view
 
 
@@ -74,9 +74,11 @@ def register(app: Dash, deps: Deps) -> None:
     @app.callback(Output("autopilot-summary", "children"), Output("autopilot-timeline", "figure"),
                   Output("autopilot-groups", "children"), Output("autopilot-changes", "children"),
                   Input("page-autopilot", "title"), Input("range", "value"),
-                  Input("tick", "n_intervals"))
-    def update(_page: str, range_key: str, _n: int | None) -> tuple[Any, ...]:
-        data = autopilot_view(store, range_key)
+                  Input("tick", "n_intervals"), Input("view", "data"))
+    def update(_page: str, range_key: str, _n: int | None,
+               view: dict[str, Any] | None) -> tuple[Any, ...]:
+        flt = view_filter(view)
+        data = autopilot_view(store, range_key, flt.node, flt.job)
         heads, steps, gheads, groups = table_rows(data, max_rows=200)
         saved = data["saved_pct"]
         kpis = components.kpi_cards([

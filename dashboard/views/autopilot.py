@@ -9,9 +9,11 @@ from collector.store.base import Store
 from dashboard.views.common import window_for
 
 
-def autopilot_view(store: Store, range_key: str | None) -> dict[str, Any]:
-    """The timeline of limit changes and the savings in the range, plus its window."""
+def autopilot_view(store: Store, range_key: str | None, node: str = "",
+                   job: str = "") -> dict[str, Any]:
+    """The timeline of limit changes and the savings in the range (of the node/job filter), plus
+    its window."""
     window = window_for(store, range_key)
-    data = autopilot.summary(store, window)
+    data = autopilot.summary(store, window, node, job)
     data["window"] = (window.start_ns, window.end_ns)
     return data

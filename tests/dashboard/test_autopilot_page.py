@@ -68,3 +68,18 @@ def test_autopilot_page_shows_the_reports_figures(
     text = render(build_report(store, window), "table")
     assert "Power-cap autopilot" in text
     assert f"{data['saved_pct']:.1f} % of what they would have used" in text
+
+
+def test_autopilot_page_follows_the_node_filter(
+        chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore]) -> None:
+    url, store = autopilot_server
+    chrome.get(f"{url}/autopilot?node=node-01")
+    WebDriverWait(chrome, 60, 0.2).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#autopilot-groups-table tbody tr")) == 1)
+    data = autopilot_view(store, DEFAULT_RANGE, "node-01")
+    assert {s["host"] for s in data["timeline"]} == {"node-01"}
+    rows = chrome.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tbody tr")
+    assert len(rows) == len(data["timeline"])
+    kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
+    assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
+    assert data["saved_j"] < autopilot_view(store, DEFAULT_RANGE)["saved_j"]

@@ -13,7 +13,8 @@ measured over one round) and returns a :class:`Decision` when the group's limit 
    ``λ·E + (1-λ)·P_max·T`` per unit of work.
 3. **settled**: keep measuring. When the job's speed or utilisation moves by more than
    ``phase_shift`` from what it was when settled (a new phase), or the measured slowdown against
-   the baseline breaks the budget, roll back to the original limit and start again at 1.
+   the baseline breaks the budget, or the PER (work per joule) falls below the baseline's by more
+   than half of ``phase_shift``, roll back to the original limit and start again at 1.
 
 Slowdown is measured on *speed*: work per busy GPU-second (the job's work counter over the time
 its GPUs were busy, from utilisation), so a service whose demand rises and falls is not mistaken
@@ -228,6 +229,9 @@ class GroupController:
             return self._rollback(now, done, "rollback")
         if self._phase_changed(done, self.settled, speed=True):
             return self._rollback(now, done, "phase")
+        base_per, per = self.baseline.per, done.per
+        if base_per and per is not None and per < base_per * (1 - self.settings.phase_shift / 2):
+            return self._rollback(now, done, "rollback")  # less work per joule than at the original
         return None
 
     # --- helpers ------------------------------------------------------------------------------

@@ -154,3 +154,56 @@ def test_jobs_api_opt_in_reaches_the_agents_job_points() -> None:
     assert pts and opted_in(pts[0].tag_map, [])
     plain = Job("ft-2", gpus=[0], mode="standalone")
     assert "autopilot" not in plain.metadata["tags"]
+
+
+def test_autopilot_on_the_nvml_binding_names(tmp_path: object) -> None:
+    """The agent side on the fake NVML module (the real binding's names and error codes): a job whose
+    speed falls below 400 W gets a lower limit, inside the GPU's range, and the original back at exit."""
+    from pathlib import Path
+
+    from collector.actuation import PowerCapActuator
+    from collector.autopilot_agent import Autopilot
+    from tests.collector.sources.fake_pynvml import FakeGpu, FakeNvml
+
+    tmp = Path(str(tmp_path))
+    nv = FakeNvml([FakeGpu(), FakeGpu(uuid="GPU-1")])
+    act = PowerCapActuator(host="node-a", enabled=True, token="t0ken-for-tests-only",
+                           audit_path=tmp / "audit.jsonl", nvml=nv, is_root=lambda: True)
+    pilot = Autopilot({"node-a": act}, originals=tmp / "orig.json", rules=["train-*"],
+                      settings=Settings(hold_s=30, settle_s=10))
+    pilot.recover()
+    for k in range(1, 200):
+        t_ns = k * 10 * 10**9
+        caps = [g.limit_mw / 1000 for g in nv.gpus]
+        speed = min(1.0, 1 - (400 - min(caps)) / 1000) if min(caps) < 400 else 1.0
+        pts = [point("gpu", {"host": "node-a", "gpu": str(i)},
+                     {"energy_j": 10 * min(cap, 450.0), "util_pct": 95.0, "power_limit_w": cap}, t_ns)
+               for i, cap in enumerate(caps)]
+        pts.append(point("job", {"host": "node-a", "job": "train-1"},
+                         {"samples": 10 * 100 * speed, "gpu_mask": 0b11}, t_ns))
+        pilot(pts)
+        for i, g in enumerate(nv.gpus):
+            assert 200_000 <= g.limit_mw <= 700_000, (k, i)
+    assert nv.set_limits and all(200_000 <= mw <= 700_000 for _i, mw in nv.set_limits)
+    assert {g.limit_mw for g in nv.gpus} == {nv.gpus[0].limit_mw}  # the group moves together
+    assert 350_000 <= nv.gpus[0].limit_mw <= 400_000  # within the 5 % budget, near its edge
+    assert (tmp / "orig.json").exists()
+    pilot.close()
+    assert [g.limit_mw for g in nv.gpus] == [700_000, 700_000] and not (tmp / "orig.json").exists()
+
+
+def test_settled_limit_that_costs_more_energy_per_work_rolls_back() -> None:
+    ctrl = GroupController(Limits(100, 400, 400), FAST)
+    curve = {"f": lambda cap: 1.0 if cap >= 300 else 1 - (300 - cap) / 1000}
+    _feed(ctrl, curve, 0, 3600)
+    assert ctrl.state == "settled"
+    # same speed and utilisation, but twice the energy per sample at the settled limit
+    t = 3600.0
+    decisions = []
+    for _ in range(20):
+        t += 10
+        d = ctrl.observe(Sample(t, 10, curve["f"](ctrl.cap_w) * 9.5,  # type: ignore[operator]
+                                ctrl.cap_w * 0.9 * 10 * (2.0 if ctrl.cap_w < 400 else 1), 95))
+        if d is not None:
+            decisions.append(d)
+    assert decisions and decisions[0].reason == "rollback" and decisions[0].cap_w == 400

@@ -45,6 +45,7 @@ def autopilot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
 def test_autopilot_page_shows_the_reports_figures(
         chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore], artifacts_dir: Path) -> None:
     url, store = autopilot_server
+    chrome.get_log("browser")  # start clean: only this page's messages count
     chrome.get(f"{url}/autopilot")
     WebDriverWait(chrome, 60, 0.2).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tbody tr"))
@@ -62,6 +63,7 @@ def test_autopilot_page_shows_the_reports_figures(
         ".data.filter(t => t.showlegend !== false).length")
     assert traces == 4
     chrome.save_screenshot(str(artifacts_dir / "autopilot.png"))
+    assert [e["message"] for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []
     # the report says the same, from the same definition over the same window
     window = window_for(store, DEFAULT_RANGE)
     assert summary(store, window)["saved_j"] == pytest.approx(data["saved_j"])

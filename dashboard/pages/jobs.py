@@ -81,6 +81,16 @@ def register(app: Dash, deps: Deps) -> None:
         rows = views.teams_rows(ctx, filtered=view_filter(view).active, by=by or "team")
         return rows, views.teams_note(ctx, rows), columns
 
+    @app.callback(Output("filter-team", "value", allow_duplicate=True),
+                  Input("teams-table", "active_cell"), State("teams-by", "value"),
+                  prevent_initial_call=True)
+    def pick_team(cell: dict[str, Any] | None, by: str | None) -> Any:
+        """A click on a team's row filters every page to that team (?team=)."""
+        team = str((cell or {}).get("row_id") or "")
+        if by == "namespace" or not team or team.startswith("("):
+            return no_update  # a namespace, or energy no team claims: not a team to filter on
+        return team
+
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)
     def open_job(cell: dict[str, Any] | None) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress
 
 from collector.store.base import AggregateQuery, Row, column
 from collector.store.prommap import KEYS, MeasurementMap, Source
@@ -212,7 +213,7 @@ class Merger:
         q = self.q
         cols = [(column(agg, f), agg) for agg, f in q.aggregates]
         names = [c for c, _ in cols]
-        counts = [c for c, agg in cols if agg == "count"]
+        counts = {c for c, agg in cols if agg == "count"}
         starts: list[int | None] = ([(self.k0 + k) * self.width for k in range(self.size)]
                                     if self.width else [None])
         by_bucket: list[list[Row]] = [[] for _ in range(self.size)]
@@ -221,17 +222,18 @@ class Merger:
         for named_tags, tags in order:
             parts = self.groups[tags]
             final = [self._final(parts, c, agg, empty) for c, agg in cols]
-            nothing = (None,) * len(parts)
-            seen = [vs != nothing for vs in zip(*parts.values(), strict=True)]
-            named = dict(zip(q.group_by, named_tags, strict=True))
-            for k, vals in enumerate(zip(*final, strict=True)):
-                if not seen[k]:
-                    continue
+            holes = [c for c, col in zip(names, final, strict=True) if c in counts and None in col]
+            named = dict(zip(q.group_by, named_tags, strict=True))  # shared by the group's rows
+            cells: Iterable[tuple[int, tuple[float | None, ...]]] = enumerate(zip(*final, strict=True))
+            if all(None in col for col in parts.values()):  # else every bucket has a row
+                nothing = (None,) * len(parts)
+                cells = compress(cells, [vs != nothing for vs in zip(*parts.values(), strict=True)])
+            for k, vals in cells:
                 values = dict(zip(names, vals, strict=True))
-                for c in counts:
+                for c in holes:
                     if values[c] is None:
                         values[c] = 0.0
-                by_bucket[k].append(Row(starts[k], dict(named), values))
+                by_bucket[k].append(Row(starts[k], named, values))
         return [r for rows in by_bucket for r in rows]
 
     @staticmethod

@@ -25,7 +25,8 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        ("job", "host", "kind", "precision", "gpu_model", "workload"),
+        # namespace, pod, container: the Kubernetes pod on the job's GPUs (collector/k8s), bounded
+        ("job", "host", "kind", "precision", "gpu_model", "workload", "namespace", "pod", "container"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
@@ -34,6 +35,10 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
         ),
     ),
+    # One MIG instance's part of its GPU's energy (collector/sources/mig.py); the parts of a GPU
+    # sum to its `gpu` energy_j. `basis` says how it was split: activity, slice-size or even.
+    "mig": (("host", "gpu", "uuid", "mig", "gi", "basis"),
+            ("energy_j", "share", "power_w", "util_pct", "slices")),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
     "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="where the host's /sys is mounted (containers: /host/sys)")
     option(p, "--procfs-root", default="/proc",
            help="where the host's /proc is mounted (containers: /host/proc)")
+    option(p, "--kubelet-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock",
+           help="the kubelet's PodResources socket, for namespace/pod/container tags on jobs "
+                "(`off` to disable; absent: pods keep their cgroup UID names)")
     option(p, "--carbon-live", default=None,
            help="also write the `carbon` measurement from PROVIDER:ZONE every 5 min (electricitymaps:DE, "
                 "watttime:CAISO_NORTH; key from the environment, see docs/carbon.md)")
@@ -230,7 +233,7 @@ class AgentProcess:
             feeds.append(PromScrapeSource(args.host, load_targets(scrape)))
         wrapped, tracker = with_jobs(sources, args.host,
                                      proc_root=getattr(args, "procfs_root", None) or "/proc",
-                                     feeds=feeds)
+                                     feeds=feeds, kubelet_socket=getattr(args, "kubelet_socket", None))
         store = store if store is not None else open_store(args.store)
         if hasattr(store, "init"):
             try:

@@ -286,7 +286,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
     An answer is hundreds of thousands of small lists and floats, none in a cycle; each
     allocation burst makes the collector walk the whole heap again (a report's heap
-    included), which cost more than the parsing itself (2-6x at 256 GPUs). Re-enabled
+    included), which cost more than the parsing itself (3-7 times it, at 256 GPUs). Re-enabled
     when the last concurrent read ends, and left alone where the caller had disabled it.
     """
     global _gc_readers, _gc_paused

@@ -42,6 +42,14 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
     "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),
+    # The power-cap autopilot (docs/autopilot.md): event=change (a limit it set, the measurements
+    # behind it) or window (per group: its energy, work and the energy saved vs the original limit).
+    "autopilot": (
+        ("host", "job", "event", "reason"),
+        ("cap_w", "previous_w", "original_w", "gpus", "gpu_mask", "slowdown_pct", "throughput",
+         "power_w", "per", "util_pct", "baseline_throughput", "baseline_power_w", "baseline_per",
+         "seconds", "energy_j", "work", "saved_j", "work_unit"),
+    ),
     # Data-quality signals per device and minute (docs/sensors.md): how far to trust each number.
     "quality": (
         ("host", "source", "device"),
@@ -54,7 +62,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # window's total is a plain SUM (DESIGN §2).
 # `active_s` is the wall time a job ran during the interval, so SUM(active_s) is its run time.
 INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
-                              "it_energy_j", "facility_energy_j", "estimated_j"})
+                              "it_energy_j", "facility_energy_j", "estimated_j", "saved_j"})
 
 # Work units in the order PER prefers to report them.
 WORK_UNITS = ("samples", "tokens", "flops", "steps")

@@ -326,3 +326,46 @@ def test_simulate_serve_bad_input_exits_2(argv: list[str], message: str) -> None
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2
     assert message in res.stderr
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_merger_equals_a_cell_by_cell_merge_of_the_same_answers(seed: int) -> None:
+    """Random answers from two mappings (so groups get two answers), with gaps, runs and NaN:
+    the columns give the rows a plain (bucket, group) -> value merge gives."""
+    import random
+
+    rnd = random.Random(seed)
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("max", "power_w"), ("count", "util_pct")),
+                       7 * NS, 3607 * NS, group_by=("host",), bucket_s=300)
+    p = plan(q, combine("wattlens,dcgm-exporter")["gpu"])
+    m = Merger(q, p)
+    want: dict[tuple[int, str], dict[str, float]] = {}
+    for expr in p.exprs:
+        label = "host" if expr.source.metric.startswith("wattlens") else "Hostname"
+        for host in rnd.sample(["a", "b", "c"], rnd.randint(1, 3)):
+            k = rnd.randint(0, m.size - 1)
+            while k < m.size:
+                n = rnd.randint(1, m.size - k)
+                values = [float(rnd.randint(0, 50)) for _ in range(n)]
+                start = (m.k0 + k) * 300 * NS
+                if rnd.random() < 0.5:
+                    m.add_run(expr, {label: host}, start, values)
+                else:
+                    if rnd.random() < 0.3:
+                        values[0] = float("nan")
+                    m.add_series(expr, {label: host},
+                                 [(start + i * 300 * NS, v) for i, v in enumerate(values)])
+                for i, v in enumerate(values):
+                    if v == v:
+                        cell = want.setdefault((start + i * 300 * NS, host), {})
+                        old = cell.get(expr.part)
+                        cell[expr.part] = v if old is None else (
+                            old + v if expr.op == "sum" else max(old, v))
+                k += n + rnd.randint(1, 3)
+    rows = m.result()
+    assert [(r.time_ns, r.tags["host"]) for r in rows] == sorted(want)
+    for r in rows:
+        cell = want[(r.time_ns or 0, r.tags["host"])]
+        assert r.values == {"sum_energy_j": cell.get("sum_energy_j"),
+                            "max_power_w": cell.get("max_power_w"),
+                            "count_util_pct": cell.get("count_util_pct", 0.0)}

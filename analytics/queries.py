@@ -626,3 +626,15 @@ def autopilot_windows(store: Store, window: Window) -> dict[tuple[str, str], dic
                       ("max", "original_w"), ("min", "cap_w")), window.start_ns, window.end_ns,
         group_by=("host", "job"), where={"event": "window"}))
     return {(r.tags.get("host", ""), r.tags.get("job", "")): dict(r.values) for r in rows}
+
+
+def job_energy_by_tags(store: Store, window: Window, tags: tuple[str, ...]
+                       ) -> dict[tuple[str, ...], tuple[float, float]]:
+    """(job, host, *tags) -> (energy J, idle J) of the job points over the window; a tag a point
+    lacks reads "" (the team showback and the idle policy, analytics.teams)."""
+    by = ("job", "host", *tags)
+    rows = store.query(AggregateQuery("job", (("sum", "energy_j"), ("sum", "idle_j")),
+                                      window.start_ns, window.end_ns, group_by=by))
+    return {tuple(r.tags.get(t) or "" for t in by): (r.values.get("sum_energy_j") or 0.0,
+                                                    r.values.get("sum_idle_j") or 0.0)
+            for r in rows}

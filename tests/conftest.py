@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Fuzzing budgets: "ci" keeps the suite quick; `bash scripts/fuzz.sh` runs "long".
@@ -29,3 +32,16 @@ pytest_plugins = [
     "tests.fixtures_prometheus",
     "tests.fixtures_alertmanager",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels_restored() -> Iterator[None]:
+    """A test that changes a logger's level must restore it (caplog.set_level does): a level
+    left at ERROR silences every later test's log assertions, far from the cause."""
+    names = ("", "wattlens")
+    before = [logging.getLogger(n).level for n in names]
+    yield
+    after = [logging.getLogger(n).level for n in names]
+    for name, level in zip(names, before, strict=True):
+        logging.getLogger(name).setLevel(level)
+    assert after == before, f"logger levels {dict(zip(names, after, strict=True))} left changed"

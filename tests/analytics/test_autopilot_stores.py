@@ -19,8 +19,9 @@ from collector.store.sqlite import SQLiteStore
 DAY0 = (int(time.time()) // 86400 - 1) * 86400 * NS
 
 
-def test_sqlite_and_influxdb_agree(tmp_path: Path, influx_url: str) -> None:
-    logging.getLogger("wattlens").setLevel(logging.ERROR)
+def test_sqlite_and_influxdb_agree(tmp_path: Path, influx_url: str,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="wattlens")  # restored after the test
     run, _ = run_autopilot(SimulatedFleet(nodes=4, gpus_per_node=4, scenario="autopilot"), DAY0,
                            DAY0 + 1800 * NS, 10, state_dir=tmp_path, rules=["ap-*"],
                            keep=lambda p: p.measurement == "autopilot")

@@ -29,9 +29,14 @@ def autopilot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     from dashboard.server import DashboardServer
 
     tmp = tmp_path_factory.mktemp("autopilot")
-    logging.getLogger("wattlens").setLevel(logging.ERROR)
-    run, _ = run_autopilot(SimulatedFleet(nodes=4, gpus_per_node=4, scenario="autopilot"), DAY0,
-                           DAY0 + 3600 * NS, 10, state_dir=tmp, rules=["ap-*"])
+    logger = logging.getLogger("wattlens")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the run's own log lines; restored below, whatever happens
+    try:
+        run, _ = run_autopilot(SimulatedFleet(nodes=4, gpus_per_node=4, scenario="autopilot"),
+                               DAY0, DAY0 + 3600 * NS, 10, state_dir=tmp, rules=["ap-*"])
+    finally:
+        logger.setLevel(level)
     store = SQLiteStore(tmp / "db.sqlite")
     store.init()
     store.write(run.points)

@@ -90,9 +90,9 @@ def test_secrets_are_compared_in_constant_time_everywhere() -> None:
     bad = [site for p in files for site in _compare_sites(p)]
     assert bad == []
     users = {str(p.relative_to(ROOT)) for p in files if "compare_digest" in p.read_text()}
-    # Tokens are checked in one place (collector/auth.py), signatures in hooks.py, both with
+    # Tokens are checked in one place (collector/auth.py), signatures in signing.py, both with
     # hmac.compare_digest; every HTTP surface goes through collector.auth.
-    assert {"collector/auth.py", "analytics/alerts/hooks.py"} <= users
+    assert {"collector/auth.py", "analytics/alerts/signing.py"} <= users
     for surface in ("collector/http_server.py", "collector/ingest.py", "collector/actuation.py",
                     "dashboard/auth.py"):
         assert "from collector.auth import" in (ROOT / surface).read_text(), surface

@@ -23,12 +23,34 @@ def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
     if need and any(agg != "last" for agg, _ in q.aggregates):
         plain = AggregateQuery(q.measurement, tuple((a, f) for a, f in q.aggregates if a != "last"),
                                q.start_ns, q.end_ns, q.group_by, q.bucket_s, q.where)
-        pieces = tiers.plan(plain, tiers.TIERS if tiered else (tiers.RAW,))
+        pieces = tiers.plan(plain, _tiers(conn, q.measurement) if tiered else (tiers.RAW,))
         out = _merged(conn, q, pieces, need, tags)
     lasts = [f for agg, f in q.aggregates if agg == "last"]
     if lasts:
         out = _fill_lasts(conn, q, out, [f for f in lasts if f in fields], tags)
     return out
+
+
+def _tiers(conn: sqlite3.Connection, measurement: str) -> tuple[tiers.Tier, ...]:
+    """The tiers to read, the 5-minute one complete only as far as it keeps pace with the minutes.
+
+    A writer of layout 2 still running after the file was upgraded does not maintain the
+    5-minute tier: where its newest bucket is not the newest minutes' bucket, it is read only
+    up to that bucket, and the minutes answer the rest.
+    """
+    def newest(tier: str) -> int | None:
+        got = conn.execute(f"SELECT MAX(time_ns) FROM {lay.table(tier, measurement)}").fetchone()
+        return None if got[0] is None else int(got[0])
+
+    minute = newest("1m")
+    if minute is None:
+        return tiers.TIERS
+    width = tiers.FIVE_MINUTES.width_s * NS
+    five = newest("5m")
+    if five is not None and five == minute // width * width:
+        return tiers.TIERS
+    held = tiers.Tier("5m", tiers.FIVE_MINUTES.width_s, ready_ns=five or 0)
+    return tuple(held if t.name == "5m" else t for t in tiers.TIERS)
 
 
 def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piece],
@@ -168,7 +190,7 @@ def tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: i
     """Distinct values of one tag among the series with data in the window (coarsest tiers first)."""
     probe = AggregateQuery(measurement, (("count", "_"),), start_ns, end_ns)
     sids: set[int] = set()
-    for piece in tiers.plan(probe):
+    for piece in tiers.plan(probe, _tiers(conn, measurement)):
         t = lay.table(lay.TIER_TABLE[piece.tier.width_s], measurement)
         sids.update(r[0] for r in conn.execute(
             f"SELECT DISTINCT sid FROM {t} WHERE time_ns >= ? AND time_ns < ?",

@@ -82,24 +82,17 @@ def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piec
             select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) END")
         elif agg == "mean":
             select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) / SUM(n{i}) END")
-        else:
-            select.append(f"{'MIN' if agg == 'min' else 'MAX'}({'lo' if agg == 'min' else 'hi'}{i})")
+        else:  # text has no extremes; integers come back as floats, as tiers.finish gives them
+            ext = f"{'MIN' if agg == 'min' else 'MAX'}({'lo' if agg == 'min' else 'hi'}{i})"
+            select.append(f"CASE WHEN typeof({ext}) IN ('integer', 'real') THEN {ext} * 1.0 END")
     any_value = " + ".join(f"TOTAL(n{i})" for i in range(len(need)))
     sql = (f"SELECT {', '.join(select)} FROM ({' UNION ALL '.join(inner)}) "
            f"GROUP BY {', '.join(keys)} HAVING {any_value} > 0 "
-           f"ORDER BY COALESCE(b, 0), {', '.join(keys[1:]) or 'b'}")
+           f"ORDER BY {', '.join(keys)}")  # b is NULL in every row or in none
     group_by = q.group_by
     n = len(keys)
-    minmax = [i for i, (agg, _f) in enumerate(a for a in q.aggregates if a[0] != "last")
-              if agg in ("min", "max")]
-    out = []
-    for r in conn.execute(sql, params):
-        values = list(r[n:])
-        for i in minmax:  # text has no extremes; integers come back as floats, as tiers.finish
-            values[i] = _num(values[i])
-        out.append(Row(r[0], dict(zip(group_by, r[1:n], strict=True)),
-                       dict(zip(names, values, strict=True))))
-    return out
+    return [Row(r[0], dict(zip(group_by, r[1:n], strict=True)), dict(zip(names, r[n:], strict=True)))
+            for r in conn.execute(sql, params)]
 
 
 def _where(q: AggregateQuery, start: int, end: int) -> tuple[str, list[object]]:
@@ -132,6 +125,10 @@ def _piece_sql(q: AggregateQuery, piece: tiers.Piece, need: list[str],
     sum, count, min and max (columns b, g0.., s0, n0, lo0, hi0, ..)."""
     tier = lay.TIER_TABLE[piece.tier.width_s]
     select, group = _group(q, tags)
+    # A tier as wide as the bucket holds one row per series and bucket: nothing to group here.
+    whole = tier != "raw" and piece.tier.width_s == q.bucket_s
+    if whole:
+        select[0], group = "d.time_ns", []
     select = [f"{select[0]} AS b", *(f"{e} AS g{i}" for i, e in enumerate(select[1:]))]
     for i, f in enumerate(need):
         if tier == "raw":
@@ -140,7 +137,8 @@ def _piece_sql(q: AggregateQuery, piece: tiers.Piece, need: list[str],
             exprs = [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
         else:
             s, n, lo, hi = (f"d.{lay.part_col(p, f)}" for p in lay.PARTS)
-            exprs = [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"]
+            exprs = ([s, n, lo, hi] if whole else
+                     [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"])
         select += [f"{e} AS {name}{i}" for e, name in zip(exprs, ("s", "n", "lo", "hi"), strict=True)]
     where, params = _where(q, piece.start_ns, piece.end_ns)
     join = (f" JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid"

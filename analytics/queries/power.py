@@ -4,7 +4,7 @@ covered span, and the per-GPU heatmap cells (the dashboard's charts and cards)."
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from analytics.timeutil import Window
@@ -102,11 +102,14 @@ def _coverage_parts(store: Store, window: Window, measurement: str, bucket_s: in
                       ("count", "power_w")), window.start_ns, window.end_ns,
         group_by=by, bucket_s=bucket_s, where=where or {}))
     out = []
+    one = by[0] if len(by) == 1 else None
     for r in rows:
-        mean_p, n_p = r.values.get("mean_power_w"), r.values.get("count_power_w")
+        v = r.values
+        mean_p, n_p = v.get("mean_power_w"), v.get("count_power_w")
         power_sum = mean_p * n_p if mean_p is not None and n_p else None
-        out.append((" / ".join(r.tags[t] for t in by) or "total", r.time_ns,
-                    r.values.get("sum_energy_j"), power_sum, int(r.values.get("count_energy_j") or 0)))
+        name = r.tags[one] if one is not None else " / ".join(r.tags[t] for t in by) or "total"
+        out.append((name, r.time_ns, v.get("sum_energy_j"), power_sum,
+                    int(v.get("count_energy_j") or 0)))
     return out
 
 
@@ -149,8 +152,10 @@ def power_series(store: Store, window: Window, bucket_s: int, by: tuple[str, ...
 
 def power_series_and_total(store: Store, window: Window, bucket_s: int, by: tuple[str, ...],
                            where: dict[str, str | tuple[str, ...]] | None = None,
-                           measurement: str = "gpu") -> tuple[list[Series], Series | None]:
-    """:func:`power_series` per group of ``by`` and of all groups together, from one read.
+                           measurement: str = "gpu", names: Collection[str] | None = None,
+                           ) -> tuple[list[Series], Series | None]:
+    """:func:`power_series` per group of ``by`` (only ``names``, when given) and of all groups
+    together, from one read.
 
     The total's parts are the sums of the groups' (energy, power readings, points and
     series all add), so it equals ``power_series(.., by=())[0]``: a stacked chart's
@@ -170,7 +175,8 @@ def power_series_and_total(store: Store, window: Window, bucket_s: int, by: tupl
         have[2] = (have[2] or 0) + n
     total = [("total", t, e, p, int(n or 0)) for t, (e, p, n) in sorted(acc.items())]
     totals = _to_series(total, {"total": sum(counts.values()) or 1}, bucket_s)
-    return _to_series(parts, counts, bucket_s), (totals[0] if totals else None)
+    kept = parts if names is None else [p for p in parts if p[0] in names]
+    return _to_series(kept, counts, bucket_s), (totals[0] if totals else None)
 
 
 def sampling_interval_s(store: Store, window: Window, bucket_s: int,

@@ -208,9 +208,8 @@ def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
     where = where or {}
     if top is None:
         return queries.power_series(store, window, bucket_s, (by,), where=where or None)
-    groups, total = queries.power_series_and_total(store, window, bucket_s, (by,),
-                                                   where=where or None)
-    named = [s for s in groups if s.name in top]
+    named, total = queries.power_series_and_total(store, window, bucket_s, (by,),
+                                                  where=where or None, names=set(top))
     if total is None:
         return named
     sums: dict[int, float] = defaultdict(float)

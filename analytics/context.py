@@ -42,7 +42,9 @@ class Settings:
     cap_min_gain_pct: float = 2.0  # cost(λ) must improve this much to recommend a cap
     cap_free_frac: float = 0.85  # peak power below this share of the cap: the cap never binds
     clock_lock_min_util_pct: float = 20.0
-    clock_lock_saving_frac: float = 0.10  # assumed share of dynamic energy saved by locked clocks
+    # share of the energy above idle an SM clock lock saves; None: the published DVFS figure for the
+    # job's kind (analytics.clock_lock), else the operator's own measured figure
+    clock_lock_saving_frac: float | None = None
     mixed_precision_assumed_gain: float = 2.0  # PER gain assumed when the fleet has no bf16 twin
     low_precision_assumed_gain: float = 1.3  # PER gain assumed for fp8/int8 inference
     carbon_min_gain_pct: float = 5.0
@@ -55,11 +57,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("idle_util_pct", "idle_min_s", "low_util_pct", "low_util_peak_pct",
-                     "consolidate_target_util_pct", "cap_min_gain_pct", "clock_lock_saving_frac",
+                     "consolidate_target_util_pct", "cap_min_gain_pct",
                      "carbon_min_gain_pct", "min_kwh_per_day", "min_kg_co2_per_day"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value != value or value < 0:
                 raise ConfigError(f"{name}: must be a non-negative number, got {value!r}")
+        frac = self.clock_lock_saving_frac
+        if frac is not None and (not isinstance(frac, (int, float)) or not 0 <= frac < 1):
+            raise ConfigError(f"clock_lock_saving_frac: must be a share in [0, 1), got {frac!r}")
         if not 0 < self.cap_free_frac <= 1:
             raise ConfigError(f"cap_free_frac: must be in (0, 1], got {self.cap_free_frac!r}")
         if self.pue_threshold < 1 or self.pue_target < 1:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics import carbon
-from analytics.context import HOUR_NS, NS, Context, Settings, load_context
+from analytics.clock_lock import clock_lock
+from analytics.context import NS, Context, Settings, load_context
 from analytics.frontier import (
     Frontier,
     base_workload,
@@ -23,25 +23,23 @@ from analytics.frontier import (
 from analytics.levels import JobAggregate
 from analytics.objective import check_lambda
 from analytics.per import PER_UNITS, UNIT_SINGULAR, per, primary_unit
-from analytics.predict import predict_job
 from analytics.queries import GpuBucket, JobBucket
 from analytics.recommendation import (
     J_PER_KWH,
     Recommendation,
     _by_hour,
-    _sig,
     _slug,
     _window_evidence,
     _worth,
     value_energy,
 )
+from analytics.start_windows import carbon_windows
 from analytics.targets import (
     _flat,
     _idle_w,
     _job_gpus,
-    _job_gpus_any,
 )
-from analytics.timeutil import Window, fmt_time
+from analytics.timeutil import Window
 from collector.store.base import Store
 
 # GPU families with tensor cores (Volta and later), and those with FP8 (Ada, Hopper, Blackwell)
@@ -148,7 +146,7 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
             continue
         buckets = _class_buckets(ctx, f)
         if all(p.peak_power_w < st.cap_free_frac * p.cap_w for p in f.points):
-            rec = _clock_lock(ctx, f, buckets, idle_w)
+            rec = clock_lock(ctx, f, buckets, idle_w)
             if rec is not None:
                 out.append(rec)
             continue
@@ -198,43 +196,6 @@ def power_caps(ctx: Context, frontiers: list[Frontier], lam: float) -> list[Reco
             currency=st.tariff.currency, gpus=_flat(gpus),
             jobs=tuple(sorted({j for p in above for j in p.jobs}))))
     return out
-
-
-def _clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
-                idle_w: Mapping[str, tuple[float, str]]) -> Recommendation | None:
-    st = ctx.settings
-    active = sum(b.active_s for b in buckets)
-    util = (sum((b.util_pct or 0.0) * b.active_s for b in buckets) / active) if active else 0.0
-    if util < max(st.clock_lock_min_util_pct, st.low_util_pct):
-        return None  # lightly used: consolidation is the better advice
-    idle, idle_src = idle_w.get(f.gpu_model, (0.0, "unknown"))
-    saved = [(b.time_ns, st.clock_lock_saving_frac
-              * max(0.0, b.energy_j - idle * b.active_s * max(b.gpus, 1))) for b in buckets]
-    s = value_energy(ctx, _by_hour(saved))
-    if not _worth(ctx, s):
-        return None
-    hosts = sorted({h for p in f.points for h in p.hosts})
-    gpus = _job_gpus(ctx, sorted({j for p in f.points for j in p.jobs}), f.gpu_model)
-    peak = max(p.peak_power_w / p.cap_w for p in f.points)
-    return Recommendation(
-        id=f"clock_lock:{_slug(f.key)}", kind="clock_lock", target=f.label,
-        title=f"Lock SM clocks for {f.workload} on {f.gpu_model}: its power cap never binds",
-        detail=(f"Its GPUs peak at {100 * peak:.0f}% of their {', '.join(f'{p.cap_w:.0f} W' for p in f.points)} "
-                f"cap (mean utilisation {util:.0f}%), so a power cap changes nothing. Locking SM clocks "
-                f"(nvidia-smi -lgc) below the maximum trades little throughput for less power on "
-                f"memory-bound work; measure PER before and after."),
-        evidence={**_window_evidence(ctx), "series": f"job.energy_j, job.active_s, job.util_pct, "
-                  f"job.power_limit_w for {f.label}", "peak_power_share_of_cap": peak,
-                  "mean_util_pct": util, "idle_power_w": idle},
-        savings_kwh_per_day=s.kwh_per_day, savings_kg_co2_per_day=s.kg_co2_per_day,
-        savings_cost_per_day=s.cost_per_day,
-        estimate_method=(f"estimate, not measured in this fleet: assumes locked clocks save "
-                         f"{100 * st.clock_lock_saving_frac:.0f}% of the energy above idle "
-                         f"({idle:.0f} W per GPU: {idle_src}); {s.note}"),
-        action={"type": "lock_clocks", "gpu_model": f.gpu_model, "hosts": hosts, "gpus": gpus,
-                "sm_clock_fraction": 0.8},
-        currency=st.tariff.currency, measured=False, gpus=_flat(gpus),
-        jobs=tuple(sorted({j for p in f.points for j in p.jobs})))
 
 
 def consolidate(ctx: Context) -> list[Recommendation]:
@@ -359,103 +320,6 @@ def precision(ctx: Context) -> list[Recommendation]:
             currency=st.tariff.currency, measured=measured, jobs=names,
             gpus=_flat(_job_gpus(ctx, names, model))))
     return out
-
-
-def carbon_windows(ctx: Context) -> tuple[list[Recommendation], str | None]:
-    """Deferrable workloads: start in the lowest-intensity window of their (predicted) length in the next 24 h."""
-    st = ctx.settings
-    deferrable = [j for j in ctx.job_aggs.values() if j.deferrable and j.energy_j > 0]
-    if not deferrable:
-        return [], None
-    if ctx.carbon is None:
-        return [], f"carbon-aware start windows for deferrable jobs need intensity data: {ctx.carbon_message}"
-    now = ctx.now_ns
-    groups: dict[str, list[JobAggregate]] = defaultdict(list)
-    for j in deferrable:
-        groups[j.workload or j.job].append(j)
-    out = []
-    message = None
-    for workload, jobs in sorted(groups.items()):
-        latest: dict[str, JobAggregate] = {}
-        for j in sorted(jobs, key=lambda j: j.first_ns):
-            for h in j.hosts:
-                latest[h] = j
-        runs = sorted({j.job: j for j in latest.values()}.values(), key=lambda j: j.job)
-        energy_run = duration = 0.0
-        starts = []
-        predicted = False
-        for j in runs:
-            p = predict_job(ctx.job_buckets_of(j.job), ctx.carbon)
-            if p is not None and not p.done:
-                energy_run += p.energy_total_j
-                duration = max(duration, p.duration_s)
-                predicted = True
-            else:
-                energy_run += j.energy_j
-                duration = max(duration, j.active_s)
-            starts.append(j.first_ns)
-        if duration <= 0 or duration > 86400:
-            continue
-        try:
-            horizon = carbon.forecast(ctx.carbon, now, horizon_s=86400 + duration)
-        except carbon.CarbonDataMissing as exc:
-            message = str(exc)
-            continue
-        day = [(h, g) for h, g in horizon if h < now + 86400 * NS]
-        # The next time the workload would start as usual: same time of day as its latest run.
-        tod = min(starts) % (86400 * NS)
-        usual = now - now % (86400 * NS) + tod
-        if usual < now:
-            usual += 86400 * NS
-        cur = carbon.window_mean(horizon, usual, duration)
-        best = carbon.best_window(day, duration, earliest_ns=now)
-        if cur is None or best is None:
-            continue
-        gain = (cur - best[1]) / cur if cur > 0 else 0.0
-        if gain * 100 < st.carbon_min_gain_pct:
-            continue
-        used = sorted({h for h, _ in horizon for s0 in (usual, best[0])
-                       if h + HOUR_NS > s0 and h < s0 + duration * NS})
-        confidence, conf_why = carbon.window_confidence(
-            carbon.forecast_basis(ctx.carbon, used, now), carbon.history_days(ctx.carbon, now), predicted)
-        # Runs per day from the measured energy; the per-run energy is the predicted one.
-        class_energy = sum(j.energy_j for j in jobs)
-        per_day = max(1.0, class_energy * 86400 / ctx.span_s / energy_run) if energy_run else 1.0
-        pue = ctx.fac.pue or 1.0
-        kg = energy_run * pue / J_PER_KWH * (cur - best[1]) / 1000 * per_day
-        prices = [(h, st.tariff.price_at(h)) for h, _ in horizon]
-        p_cur = carbon.window_mean(prices, usual, duration) or 0.0
-        p_best = carbon.window_mean(prices, best[0], duration) or 0.0
-        cost = energy_run * pue / J_PER_KWH * (p_cur - p_best) * per_day
-        hosts = sorted({h for j in runs for h in j.hosts})
-        start_txt = fmt_time(best[0])[11:16] + "Z"
-        out.append(Recommendation(
-            id=f"carbon_window:{_slug(workload)}", kind="carbon_window", target=workload,
-            title=f"Start {workload} at {start_txt} instead of {fmt_time(usual)[11:16]}Z",
-            detail=(f"{workload} is deferrable and runs {duration / 3600:.1f} h using "
-                    f"{energy_run / J_PER_KWH:.1f} kWh ({'predicted' if predicted else 'measured'}). "
-                    f"Over the next 24 h the grid averages {best[1]:.0f} g/kWh in the window from "
-                    f"{start_txt} against {cur:.0f} g/kWh at its usual start: {100 * gain:.0f}% less CO2. "
-                    f"Confidence {confidence}: {conf_why}."),
-            evidence={**_window_evidence(ctx), "series": f"carbon.intensity_g_per_kwh ({ctx.carbon.describe()}), "
-                      f"job.energy_j of {', '.join(j.job for j in runs)}",
-                      "forecast_g_per_kwh": [[fmt_time(h), g] for h, g in day],
-                      "usual_start": fmt_time(usual), "best_start": fmt_time(best[0]),
-                      "usual_g_per_kwh": cur, "best_g_per_kwh": best[1], "duration_s": duration,
-                      "energy_per_run_kwh": energy_run / J_PER_KWH, "runs_per_day": per_day,
-                      "energy_predicted": predicted, "confidence": confidence,
-                      "confidence_basis": conf_why},
-            savings_kwh_per_day=0.0, savings_kg_co2_per_day=_sig(kg), savings_cost_per_day=_sig(cost),
-            estimate_method=(f"estimate (the intensity is a forecast): energy per run "
-                             f"({'predicted from progress' if predicted else 'measured'}) × "
-                             f"PUE {pue:.2f} × (intensity at the usual start − in the best window) × runs per "
-                             f"day; intensity forecast: values given for those hours, else the same hour of "
-                             f"day averaged over the past days; the energy itself is unchanged"),
-            action={"type": "schedule", "workload": workload, "hosts": hosts,
-                    "start_utc": start_txt, "duration_s": duration},
-            currency=st.tariff.currency, measured=False, jobs=tuple(j.job for j in runs),
-            gpus=_flat(_job_gpus_any(ctx, runs))))
-    return out, message
 
 
 def high_pue(ctx: Context) -> list[Recommendation]:

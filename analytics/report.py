@@ -55,6 +55,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
     objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J  # λ_J of J = E + λ_J·P, in joules
+    autopilot: dict[str, Any] = field(default_factory=dict)  # analytics.autopilot.summary
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class Report:
             "recommendations_total": combined(self.recommendations).to_dict(),
             "notes": list(self.notes),
             "sci": self.sci,
+            "autopilot": self.autopilot,
         }
 
     def to_json(self) -> str:
@@ -141,6 +143,9 @@ def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEI
     if progress:
         progress("analyse")
     report = report_from(ctx, lam, objective_lambda_j)
+    from analytics import autopilot
+
+    report.autopilot = autopilot.summary(store, window, flt.node, flt.job)
     if flt.active:  # say what the figures cover
         report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job}
     return report
@@ -358,6 +363,16 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     if report.sci.get("jobs"):
         headers, body = sci_table_rows(report.sci, max_rows)
         lines += [h("SCI: (E·I + M) per unit of work"), *_table(headers, body, md)]
+    if report.autopilot.get("timeline") or report.autopilot.get("groups"):
+        from analytics.autopilot import table_rows
+
+        heads, steps, gheads, groups = table_rows(report.autopilot, max_rows)
+        saved = report.autopilot
+        lines += [h("Power-cap autopilot"),
+                  f"energy saved vs the original limits: {_kwh(saved['saved_j'])}"
+                  + (f" ({saved['saved_pct']:.1f} % of what they would have used)"
+                     if saved["saved_pct"] is not None else ""),
+                  *_table(gheads, groups, md), "", *_table(heads, steps, md)]
     lines.append(h("Recommendations"))
     span = t["span_s"]
     if report.recommendations:

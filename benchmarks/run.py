@@ -55,6 +55,8 @@ SUITE = (
                           "vs idle", ("benchmarks/bench_http_attacks.py",), 120),
     Bench("recommendations", "recommendations vs the simulator's ground truth: recall, false "
                              "positives, savings error", ("benchmarks/bench_recommendations.py",), 600),
+    Bench("autopilot", "the power-cap autopilot vs the original limits and the oracle",
+          ("benchmarks/bench_autopilot.py",), 120),
 )
 
 

@@ -49,6 +49,7 @@ class CapChange:
     min_w: float
     max_w: float
     dry_run: bool
+    detail: dict[str, Any] | None = None  # what justified it (the autopilot's measurements)
 
 
 class PowerCapActuator:
@@ -99,15 +100,17 @@ class PowerCapActuator:
                                         "root (or in a privileged container) to apply caps")
 
     # --- actions ---------------------------------------------------------------
-    def apply(self, gpu: int, watts: float, *, who: str, dry_run: bool = True) -> CapChange:
-        """Set (or, with ``dry_run``, plan) GPU ``gpu``'s limit to ``watts``."""
+    def apply(self, gpu: int, watts: float, *, who: str, dry_run: bool = True,
+              detail: dict[str, Any] | None = None) -> CapChange:
+        """Set (or, with ``dry_run``, plan) GPU ``gpu``'s limit to ``watts``; ``detail`` goes into
+        the audit line with it."""
         with self._lock:
             min_w, max_w, current_w, _default_w = nvml_source.get_power_limits(gpu, nvml=self._nvml)
             if not min_w <= watts <= max_w:
                 raise ActuationRefused(400, f"watts: {watts:g} W is outside gpu {gpu}'s allowed "
                                             f"range {min_w:g}-{max_w:g} W")
             change = CapChange(time.time(), who, "apply", self.host, gpu, current_w, watts, min_w,
-                               max_w, dry_run)
+                               max_w, dry_run, detail)
             if not dry_run:
                 self._check_can_change()
                 nvml_source.set_power_limit_w(gpu, watts, nvml=self._nvml)
@@ -131,9 +134,17 @@ class PowerCapActuator:
             self._audit(change)
             return change
 
+    def limits(self, gpu: int) -> tuple[float, float, float, float]:
+        """(min_w, max_w, current_w, default_w) of GPU ``gpu``."""
+        with self._lock:
+            return nvml_source.get_power_limits(gpu, nvml=self._nvml)
+
     def _audit(self, change: CapChange) -> None:
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(change), sort_keys=True)
+        entry = asdict(change)
+        if entry.get("detail") is None:
+            entry.pop("detail", None)
+        line = json.dumps(entry, sort_keys=True)
         with self.audit_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -152,7 +163,8 @@ class PowerCapActuator:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if entry.get("gpu") != gpu or entry.get("dry_run"):
+            if entry.get("gpu") != gpu or entry.get("dry_run") or entry.get("host",
+                                                                              self.host) != self.host:
                 continue
             if entry.get("action") == "apply":
                 stack.append(entry)
@@ -191,7 +203,7 @@ class PowerCapActuator:
                                "code": "no_nvml"})
         except (ValueError, PermissionError) as exc:
             return _json(400 if isinstance(exc, ValueError) else 403, {"error": str(exc)})
-        return _json(200, asdict(change))
+        return _json(200, {k: v for k, v in asdict(change).items() if k != "detail" or v})
 
 
 def _parse_body(raw: bytes, *, need_watts: bool) -> dict[str, Any]:

@@ -384,18 +384,25 @@ class NvmlProcesses:
         pids: dict[int, list[int]] = self.source.compute_pids()
         return pids
 
+    def device_pids(self) -> dict[str, list[int]]:
+        """Device UUID (GPU, or MIG instance) -> PIDs, for Kubernetes pod tags."""
+        fn = getattr(self.source, "device_pids", None)
+        return fn() if callable(fn) else {}
+
     def _module(self) -> Any:
         return self._nvml if self._nvml is not None else getattr(self.source, "_nvml", None)
 
     def utilization(self) -> dict[int, dict[int, float]]:
+        # MIG GPUs have no per-process utilisation; each PID weighs its instance's share instead.
+        mig = getattr(self.source, "mig_pid_weights", None)
+        out: dict[int, dict[int, float]] = mig() if callable(mig) else {}
         nv = self._module()
         fn = getattr(nv, "nvmlDeviceGetProcessUtilization", None) if nv is not None else None
         if fn is None:
-            return {}
+            return out
         not_found = getattr(nv, "NVML_ERROR_NOT_FOUND", 6)
-        out: dict[int, dict[int, float]] = {}
         for index in self.compute_pids():
-            if index in self._unsupported:
+            if index in self._unsupported or index in out:
                 continue
             try:
                 handle = nv.nvmlDeviceGetHandleByIndex(index)

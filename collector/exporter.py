@@ -55,7 +55,8 @@ class Counter:
 LABELS: dict[str, tuple[str, ...]] = {
     "gpu": ("host", "gpu", "uuid", "model"),
     "cpu": ("host", "domain"),
-    "job": ("job", "host"),
+    "job": ("job", "host", "namespace", "pod", "container"),  # pod tags bounded in collector/k8s
+    "mig": ("host", "gpu", "uuid", "mig"),
     "facility": ("site",),
     "carbon": ("region",),
 }
@@ -83,6 +84,12 @@ GAUGES: dict[str, tuple[Gauge, ...]] = {
     ),
     "job": (
         Gauge("gpus", "wattlens_job_gpus", "gpus", "GPUs the job ran on during the last interval."),
+    ),
+    "mig": (
+        Gauge("power_w", "wattlens_mig_power_watts", "watts",
+              "A MIG instance's part of its GPU's power (by activity share or slice size)."),
+        Gauge("share", "wattlens_mig_energy_share_ratio", "ratio",
+              "A MIG instance's share of its GPU's energy (0-1); the shares of a GPU sum to 1."),
     ),
     "facility": (
         Gauge("it_power_w", "wattlens_facility_it_power_watts", "watts",
@@ -116,6 +123,8 @@ COUNTERS: dict[str, tuple[Counter, ...]] = {
         Counter("active_s", "wattlens_job_active_seconds_total", "seconds",
                 "Wall time the job ran."),
     ),
+    "mig": (Counter("energy_j", "wattlens_mig_energy_joules_total", "joules",
+                    "A MIG instance's part of its GPU's energy; the parts sum to the GPU's."),),
     "facility": (
         Counter("it_energy_j", "wattlens_facility_it_energy_joules_total", "joules",
                 "IT energy of the site."),

@@ -25,7 +25,8 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        ("job", "host", "kind", "precision", "gpu_model", "workload"),
+        # namespace, pod, container: the Kubernetes pod on the job's GPUs (collector/k8s), bounded
+        ("job", "host", "kind", "precision", "gpu_model", "workload", "namespace", "pod", "container"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
@@ -34,9 +35,21 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
         ),
     ),
+    # One MIG instance's part of its GPU's energy (collector/sources/mig.py); the parts of a GPU
+    # sum to its `gpu` energy_j. `basis` says how it was split: activity, slice-size or even.
+    "mig": (("host", "gpu", "uuid", "mig", "gi", "basis"),
+            ("energy_j", "share", "power_w", "util_pct", "slices")),
     "facility": (("site",), ("it_power_w", "facility_power_w", "it_energy_j", "facility_energy_j")),
     "carbon": (("region", "source", "signal"), ("intensity_g_per_kwh", "renewable_pct", "marginal_g_per_kwh")),
     "alert": (("rule", "severity", "target"), ("state", "value")),
+    # The power-cap autopilot (docs/autopilot.md): event=change (a limit it set, the measurements
+    # behind it) or window (per group: its energy, work and the energy saved vs the original limit).
+    "autopilot": (
+        ("host", "job", "event", "reason"),
+        ("cap_w", "previous_w", "original_w", "gpus", "gpu_mask", "slowdown_pct", "throughput",
+         "power_w", "per", "util_pct", "baseline_throughput", "baseline_power_w", "baseline_per",
+         "seconds", "energy_j", "work", "saved_j", "work_unit"),
+    ),
     # Data-quality signals per device and minute (docs/sensors.md): how far to trust each number.
     "quality": (
         ("host", "source", "device"),
@@ -49,7 +62,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # window's total is a plain SUM (DESIGN §2).
 # `active_s` is the wall time a job ran during the interval, so SUM(active_s) is its run time.
 INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
-                              "it_energy_j", "facility_energy_j", "estimated_j"})
+                              "it_energy_j", "facility_energy_j", "estimated_j", "saved_j"})
 
 # Work units in the order PER prefers to report them.
 WORK_UNITS = ("samples", "tokens", "flops", "steps")

@@ -18,6 +18,7 @@ from typing import Any
 from collector.attribution import EnergyTap, GpuProcesses, NvmlProcesses, ProcTree
 from collector.job_report import WORK_FIELDS, IngestError, Progress
 from collector.job_round import GpuReading, JobState, RoundInput, job_round
+from collector.k8s.pods import PodLabels
 from collector.logutil import LogOnce
 from collector.schema import ESTIMATED, Point
 from collector.sources.base import Probe, Source, Tick
@@ -53,8 +54,10 @@ class JobTracker:
         job_timeout_s: float = 60.0,
         max_jobs: int = MAX_JOBS,
         attribute_cpu: bool = True,
+        pods: PodLabels | None = None,
     ) -> None:
         self.host = host
+        self.pods = pods  # Kubernetes pod tags for job points (collector/k8s)
         self.taps = list(taps)
         self.processes = processes
         self.proc = proc
@@ -176,6 +179,13 @@ class JobTracker:
         self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
         self._prev_busy = busy
         self._methods, self._held = result.methods, result.held
+        if self.pods is not None and self.processes is not None:
+            job_pids: dict[str, set[int]] = {n: set(j.pids) for n, j in jobs.items()}
+            for pid, pid_owner in pid_job.items():
+                if pid_owner is not None:
+                    job_pids.setdefault(pid_owner, set()).add(pid)
+            device_pids = getattr(self.processes, "device_pids", dict)
+            result.points = self.pods.tag(result.points, job_pids, device_pids, now)
         if result.held_work:
             with self._lock:
                 for name, work in result.held_work.items():
@@ -314,17 +324,26 @@ def with_jobs(
     feeds: Sequence[Source] = (),
     clock: Callable[[], float] = time.monotonic,
     job_timeout_s: float = 60.0,
+    kubelet_socket: str | None = None,
 ) -> tuple[list[Source], JobTracker]:
     """The agent's sources with job tracking added: each tapped, then ``feeds``, then the tracker.
 
     ``feeds`` are work sources such as :class:`collector.sources.promscrape.PromScrapeSource`:
     they are attached to the tracker so their work lands in its job points. The
     first source with ``compute_pids()`` (NVML) tells which processes use each GPU.
+    ``kubelet_socket`` ("off" or None: none) tags job points with the Kubernetes pod
+    holding their GPUs, from the kubelet's PodResources API at that path.
     """
     taps = [EnergyTap(s) for s in sources]
     nvml = next((s for s in sources if callable(getattr(s, "compute_pids", None))), None)
+    pods = None
+    if nvml is not None and kubelet_socket not in (None, "off"):
+        from collector.k8s.podresources import PodResourcesClient
+
+        pods = PodLabels(PodResourcesClient(kubelet_socket))
     tracker = JobTracker(host, taps=taps, processes=NvmlProcesses(nvml) if nvml else None,
-                         proc=ProcTree(proc_root), clock=clock, job_timeout_s=job_timeout_s)
+                         proc=ProcTree(proc_root), clock=clock, job_timeout_s=job_timeout_s,
+                         pods=pods)
     for feed in feeds:
         attach = getattr(feed, "attach", None)
         if callable(attach):

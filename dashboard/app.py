@@ -16,7 +16,17 @@ from analytics.context import Settings
 from collector.store.base import Store
 from dashboard import components, urlstate, views
 from dashboard.actuation import AgentClient
-from dashboard.pages import Deps, alerts, carbon, fleet, gpus, jobs, recommendations, tradeoff
+from dashboard.pages import (
+    Deps,
+    alerts,
+    autopilot,
+    carbon,
+    fleet,
+    gpus,
+    jobs,
+    recommendations,
+    tradeoff,
+)
 
 log = logging.getLogger("wattlens.dashboard")
 
@@ -74,7 +84,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
                 components.nav_links(pathname or "/", st.firing, search or ""))
 
     register_url_sync(app, reader)
-    for page in (fleet, jobs, tradeoff, carbon, recommendations, alerts, gpus):
+    for page in (fleet, jobs, tradeoff, carbon, recommendations, alerts, gpus, autopilot):
         page.register(app, deps)  # type: ignore[attr-defined]
     if auth_token:
         from dashboard.auth import install
@@ -202,6 +212,8 @@ def page_for(pathname: str, deps: Deps, lam: float) -> Any:
         return alerts.layout()
     if path == "/gpus":
         return gpus.layout()
+    if path == "/autopilot":
+        return autopilot.layout()
     return components.empty_state("Page not found", [
         f"There is no page at {pathname}. ", dcc.Link("Go to the fleet overview", href="/")],
         id="not-found")

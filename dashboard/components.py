@@ -20,6 +20,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/recommendations", "Recommendations"),
     ("/alerts", "Alerts"),
     ("/gpus", "GPU health"),
+    ("/autopilot", "Autopilot"),
 )
 GRAPH_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "displayModeBar": "hover",
                                 "toImageButtonOptions": {"format": "png", "scale": 2},

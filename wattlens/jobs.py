@@ -230,6 +230,7 @@ class Job:
         mode: str = "auto",
         flush_interval_s: float = 1.0,
         timeout_s: float = 2.0,
+        autopilot: bool = False,
     ) -> None:
         self.name = check_job_id(name)
         if kind not in KINDS:
@@ -253,6 +254,8 @@ class Job:
         self._meta_dirty = True
         if tags is None or ("workload" not in tags and len(tags) < 8):
             tags = {"workload": default_workload(self.name), **(tags or {})}
+        if autopilot:  # opt in to the agent's power-cap autopilot (docs/autopilot.md)
+            tags = {**tags, "autopilot": "on"}
         self.update(precision=precision, batch_size=batch_size, planned_samples=planned_samples,
                     gpus=gpus, tags=tags, deferrable=deferrable)
         self._pending = [0.0, 0.0, 0.0, 0.0]
@@ -492,6 +495,7 @@ def job(
     store_url: str | None = None,
     mode: str = "auto",
     flush_interval_s: float = 1.0,
+    autopilot: bool = False,
 ) -> Job:
     """A job to use as a context manager: ``with wattlens.job("bert-ft", batch_size=64) as j: ...``.
 
@@ -504,9 +508,11 @@ def job(
     like) defaults to the name without its run suffix (``default_workload``). ``mode``:
     ``auto`` reports to the agent if one answers at
     ``agent_url`` and measures in-process otherwise; ``agent`` or
-    ``standalone`` force one. Bad arguments raise ValueError naming the field.
+    ``standalone`` force one. ``autopilot=True`` lets an agent running ``--autopilot`` tune the
+    power limit of the job's GPUs within its slowdown budget (the tag ``autopilot=on``).
+    Bad arguments raise ValueError naming the field.
     """
     return Job(name, kind=kind, precision=precision, batch_size=batch_size,
                planned_samples=planned_samples, gpus=gpus, tags=tags, deferrable=deferrable,
                agent_url=agent_url, store_url=store_url, mode=mode,
-               flush_interval_s=flush_interval_s)
+               flush_interval_s=flush_interval_s, autopilot=autopilot)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import logging
@@ -14,199 +12,36 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from analytics.alerts.filehook import FileDelivery
+from analytics.alerts.payloads import (
+    AlertEvent,
+    alertmanager_payload,
+    event_json,
+    iso,
+    slack_payload,
+    webhook_payload,
+)
 from analytics.alerts.rules import HookSpec, RuleSet
+from analytics.alerts.signing import (
+    DEFAULT_TOLERANCE_S,
+    SIGNATURE_HEADER,
+    ReplayCache,
+    SignatureError,
+    sign,
+    verify_signature,
+)
 
 log = logging.getLogger("wattlens.alerts.hooks")
 
-NS = 1_000_000_000
-PAYLOAD_VERSION = "1"
-SIGNATURE_HEADER = "X-Wattlens-Signature"
 DELIVERY_HEADER = "X-Wattlens-Delivery"
 USER_AGENT = "wattlens-alerts/1"
-DEFAULT_TOLERANCE_S = 300.0
-# Alertmanager resolves an alert by itself at endsAt; a firing alert is pushed
-# again every resend interval with endsAt this many intervals ahead (as Prometheus does).
-AM_ENDS_AT_INTERVALS = 4
-
-
-def iso(ns: int) -> str:
-    """RFC 3339 UTC with milliseconds, as Alertmanager and most receivers expect."""
-    return datetime.fromtimestamp(ns / NS, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-# --- signatures ----------------------------------------------------------------
-class SignatureError(ValueError):
-    """A request whose signature is missing, wrong, too old, or already seen."""
-
-
-def sign(secret: bytes, body: bytes, timestamp_s: int) -> str:
-    """The X-Wattlens-Signature value: ``t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``."""
-    mac = hmac.new(secret, str(timestamp_s).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp_s},v1={mac}"
-
-
-class ReplayCache:
-    """Signatures seen within the tolerance window; a second request with the same one is a replay."""
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._seen: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_entries
-
-    def add(self, mac: str, timestamp_s: int, now_s: float, tolerance_s: float) -> bool:
-        """Remember ``mac``; False if it was already seen (a replay)."""
-        with self._lock:
-            while self._seen and (len(self._seen) >= self._max or
-                                  next(iter(self._seen.values())) < now_s - tolerance_s):
-                self._seen.popitem(last=False)
-            if mac in self._seen:
-                return False
-            self._seen[mac] = timestamp_s
-            return True
-
-
-def _header(headers: Mapping[str, str] | Message, name: str) -> str | None:
-    if isinstance(headers, Message):
-        return headers.get(name)
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
-
-
-def verify_signature(secret: bytes | str, headers: Mapping[str, str] | Message, body: bytes,
-                     tolerance_s: float = DEFAULT_TOLERANCE_S, *, now_s: float | None = None,
-                     replay_cache: ReplayCache | None = None) -> int:
-    """Check a wattlens webhook request; return its signed timestamp or raise SignatureError.
-
-    For receivers: pass the raw body bytes as received. The signature covers
-    the timestamp and the body, so a changed body fails; a timestamp more than
-    ``tolerance_s`` from ``now_s`` (default: the wall clock) fails, so an old
-    request replayed later is rejected; and with a ``replay_cache`` the same
-    request replayed inside the tolerance window is rejected too. Several
-    ``v1=`` values are accepted (secret rotation: sign with old and new).
-    """
-    key = secret.encode() if isinstance(secret, str) else secret
-    raw = _header(headers, SIGNATURE_HEADER)
-    if not raw:
-        raise SignatureError(f"{SIGNATURE_HEADER}: header missing")
-    timestamp: int | None = None
-    macs: list[str] = []
-    for part in raw.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise SignatureError(f"{SIGNATURE_HEADER}: bad timestamp t={value!r}") from None
-        elif name == "v1":
-            macs.append(value)
-    if timestamp is None or not macs:
-        raise SignatureError(f"{SIGNATURE_HEADER}: expected t=<unix seconds>,v1=<hex>, got {raw!r}")
-    now = time.time() if now_s is None else now_s
-    if abs(now - timestamp) > tolerance_s:
-        raise SignatureError(f"{SIGNATURE_HEADER}: timestamp {timestamp} is {now - timestamp:+.0f} s "
-                             f"from now, outside the {tolerance_s:g} s tolerance (replayed or clock skew)")
-    expected = sign(key, body, timestamp).split("v1=", 1)[1]
-    if not any(hmac.compare_digest(expected, m) for m in macs):
-        raise SignatureError(f"{SIGNATURE_HEADER}: signature does not match the body")
-    if replay_cache is not None and not replay_cache.add(expected, timestamp, now, tolerance_s):
-        raise SignatureError(f"{SIGNATURE_HEADER}: signature already used (replayed request)")
-    return timestamp
-
-
-# --- events and payloads -----------------------------------------------------------
-@dataclass(frozen=True)
-class AlertEvent:
-    """One alert as a notification carries it: firing (new or a reminder) or resolved."""
-
-    id: str
-    rule: str
-    kind: str
-    severity: str
-    target: str
-    status: str  # firing | resolved
-    value: float
-    unit: str
-    threshold: float | None
-    summary: str
-    labels: Mapping[str, str]
-    active_since_ns: int
-    fired_ns: int | None
-    resolved_ns: int | None
-    repeat: bool = False
-
-
-def event_json(e: AlertEvent) -> dict[str, Any]:
-    """One alert of the webhook payload (version 1, documented in docs/alerting.md)."""
-    return {
-        "id": e.id, "status": e.status, "rule": e.rule, "kind": e.kind, "severity": e.severity,
-        "target": e.target, "value": e.value, "unit": e.unit, "threshold": e.threshold,
-        "summary": e.summary, "labels": dict(e.labels), "starts_at": iso(e.active_since_ns),
-        "fired_at": iso(e.fired_ns) if e.fired_ns is not None else None,
-        "ends_at": iso(e.resolved_ns) if e.resolved_ns is not None else None,
-        "repeat": e.repeat,
-    }
-
-
-def webhook_payload(events: Sequence[AlertEvent], now_ns: int) -> dict[str, Any]:
-    """The generic webhook body: ``{"version": "1", "sender", "sent_at", "alerts": [...]}``."""
-    return {"version": PAYLOAD_VERSION, "sender": "wattlens", "sent_at": iso(now_ns),
-            "alerts": [event_json(e) for e in events]}
-
-
-_SLACK_COLOR = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
-
-
-def slack_payload(events: Sequence[AlertEvent], now_ns: int) -> dict[str, Any]:
-    """A Slack incoming-webhook message: a one-line text plus one attachment per alert."""
-    firing = sum(e.status == "firing" for e in events)
-    resolved = len(events) - firing
-    parts = [f"{firing} firing" if firing else "", f"{resolved} resolved" if resolved else ""]
-    text = "wattlens: " + ", ".join(p for p in parts if p)
-    attachments = []
-    for e in events:
-        status = "RESOLVED" if e.status == "resolved" else ("FIRING (reminder)" if e.repeat else "FIRING")
-        attachments.append({
-            "color": "#2ca02c" if e.status == "resolved" else _SLACK_COLOR.get(e.severity, "#7f7f7f"),
-            "fallback": f"[{status}] {e.rule} {e.target}: {e.summary}",
-            "title": f"[{status}] {e.rule}: {e.target}",
-            "text": e.summary,
-            "fields": [{"title": "severity", "value": e.severity, "short": True},
-                       {"title": "value", "value": f"{e.value:.4g} {e.unit}", "short": True}],
-            "ts": (e.resolved_ns or now_ns) // NS,
-        })
-    return {"text": text, "attachments": attachments}
-
-
-def alertmanager_payload(events: Sequence[AlertEvent], now_ns: int,
-                         resend_s: float) -> list[dict[str, Any]]:
-    """Alertmanager API v2 ``POST /api/v2/alerts`` body: labels, annotations, startsAt, endsAt."""
-    out = []
-    for e in events:
-        labels = {k: v for k, v in e.labels.items() if v}
-        labels.update({"alertname": e.rule, "severity": e.severity, "target": e.target,
-                       "kind": e.kind})
-        ends = e.resolved_ns if e.resolved_ns is not None else now_ns + int(
-            AM_ENDS_AT_INTERVALS * resend_s * NS)
-        annotations = {"summary": e.summary, "value": f"{e.value:.6g}", "unit": e.unit}
-        if e.threshold is not None:
-            annotations["threshold"] = f"{e.threshold:.6g}"
-        out.append({"labels": labels, "annotations": annotations,
-                    "startsAt": iso(e.active_since_ns), "endsAt": iso(max(ends, e.active_since_ns))})
-    return out
 
 
 # --- delivery ------------------------------------------------------------------------
@@ -542,3 +377,9 @@ class Dispatcher:
             d._closing.set()
         for d in self.deliveries.values():
             d.close(timeout_s)
+
+
+# Signatures and payloads live in their own modules; these names stay importable from here.
+__all__ = ["DEFAULT_TOLERANCE_S", "DELIVERY_HEADER", "SIGNATURE_HEADER", "AlertEvent", "DeliveryStats",
+           "Dispatcher", "HookDelivery", "ReplayCache", "SignatureError", "alertmanager_payload",
+           "event_json", "iso", "sign", "slack_payload", "verify_signature", "webhook_payload"]

@@ -2,7 +2,8 @@
 
 One module per concept: :mod:`.buckets` (the report's per-GPU, per-job, CPU, facility and
 carbon buckets), :mod:`.power` (power series and what the data cover), :mod:`.alerting` (alert
-rules' reads and recorded alerts), :mod:`.fleet` (filters, GPU health, what the store holds).
+rules' reads and recorded alerts), :mod:`.fleet` (filters, GPU health, what the store holds),
+:mod:`.autopilot` (the power-cap autopilot's events).
 Everything is re-exported here, so callers write ``from analytics import queries``.
 """
 
@@ -18,6 +19,11 @@ from analytics.queries.alerting import (
     group_means,
     last_seen_ns,
     max_power_limit_w,
+)
+from analytics.queries.autopilot import (
+    AUTOPILOT_EVENT_FIELDS,
+    autopilot_events,
+    autopilot_windows,
 )
 from analytics.queries.buckets import (
     WORK_FIELDS,
@@ -61,6 +67,7 @@ from analytics.queries.power import (
 )
 
 __all__ = [
+    "AUTOPILOT_EVENT_FIELDS",
     "HEALTH_FIELDS",
     "SERIES_TAGS",
     "WORK_FIELDS",
@@ -73,6 +80,8 @@ __all__ = [
     "JobSummary",
     "Series",
     "alert_events",
+    "autopilot_events",
+    "autopilot_windows",
     "cached",
     "carbon_hourly",
     "carbon_intensity_mean",

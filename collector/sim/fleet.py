@@ -269,6 +269,36 @@ def _healthy(i: int, host: str, g: int, phase: int) -> list[Group]:
         Run(_named(SERVE, host), 0, 24 * H, 24 * H, service=True),), "control")]
 
 
+def _autopilot(i: int, host: str, g: int, phase: int) -> list[Group]:
+    """The autopilot's yardstick (docs/autopilot.md): every limit at TDP, on nodes by role:
+    0 compute-bound training (bert, A100) next to a twin that did not opt in; 1 LLM training
+    (H100); 2 latency-sensitive LLM serving (H100); 3 a service whose second phase (after 2 h)
+    is far heavier than its first. Opted-in jobs are named ``ap-*``."""
+    first, second, _ = _split(g)
+    role = i % 4
+    if role == 0:
+        m = "NVIDIA A100-SXM4-80GB"
+        out = [Group(host, m, first, 400.0, (
+            Run(replace(BERT, name=f"ap-bert-{host}"), phase, 12 * H, 24 * H),))]
+        if second:
+            out.append(Group(host, m, second, 400.0, (
+                Run(replace(BERT, name=f"bert-ft-{host}"), phase, 12 * H, 24 * H),)))
+        return out
+    m = "NVIDIA H100 80GB HBM3"
+    every = tuple(range(g))
+    if role == 1:
+        return [Group(host, m, every, 700.0, (
+            Run(replace(LLM, name=f"ap-llm-{host}"), phase, 12 * H, 24 * H),))]
+    if role == 2:
+        return [Group(host, m, every, 700.0, (
+            Run(replace(SERVE, name=f"ap-serve-{host}"), 0, 24 * H, 24 * H, service=True),))]
+    light = replace(BERT, name=f"ap-phase-{host}", util=0.45)
+    heavy = replace(LLM, name=f"ap-phase-{host}", kind="train")
+    return [Group(host, m, every, 700.0, (
+        Run(light, 0, 2 * H, 24 * H, service=True),
+        Run(heavy, 2 * H, 22 * H, 24 * H, service=True)))]
+
+
 Builder = Callable[[int, str, int, int], list[Group]]
 # scenario -> (layout per node, site of node i)
 SCENARIOS: dict[str, tuple[Builder, Callable[[int], Site]]] = {
@@ -277,6 +307,7 @@ SCENARIOS: dict[str, tuple[Builder, Callable[[int], Site]]] = {
     "a100-serving": (_a100_serving, lambda i: Site("dc-1", 1.25)),
     "mixed": (_mixed, lambda i: Site("dc-2", 1.20) if i % 3 else Site("dc-3", 1.68, 0.06)),
     "healthy": (_healthy, lambda i: Site("dc-1", 1.18, 0.05)),
+    "autopilot": (_autopilot, lambda i: Site("dc-1", 1.25)),
 }
 
 

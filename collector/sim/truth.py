@@ -318,3 +318,28 @@ def truth(fleet: SimulatedFleet, start_ns: int, end_ns: int,
     return {"scenario": fleet.scenario, "seed": fleet.seed, "start_ns": start_ns, "end_ns": end_ns,
             "hours": span_s / 3600, "items": [i.to_dict() for i in items],
             "healthy_gpus": sorted(healthy_gpus), "healthy_jobs": sorted(healthy_jobs)}
+
+
+def best_static_cap(fleet: SimulatedFleet, grp: Group, start_ns: int, end_ns: int,
+                    max_slowdown: float, lam: float = 1.0, step_w: float = 1.0) -> dict[str, float]:
+    """The autopilot's oracle: the one limit for ``grp`` over [start, end) with the lowest cost
+    λ·E + (1−λ)·P_max·T per unit of work among those that slow it by at most ``max_slowdown``
+    (the physics, no noise), every ``step_w`` W from the model's minimum to the group's limit."""
+    ticks = _ticks(start_ns, end_ns)
+    spec = GPU_SPECS[grp.model]
+    base = _run_group(grp, ticks)
+    if base.work <= 0:
+        return {"cap_w": grp.cap_w, "saved_frac": 0.0, "slowdown": 0.0}
+    best = (lam * base.energy_j / base.work + (1 - lam) * spec.tdp_w * base.gpu_s / base.work,
+            grp.cap_w, base)
+    cap = spec.min_cap_w
+    while cap < grp.cap_w:
+        acc = _run_group(grp, ticks, cap_w=cap)
+        if acc.work > 0 and 1 - acc.work / base.work <= max_slowdown:
+            cost = lam * acc.energy_j / acc.work + (1 - lam) * spec.tdp_w * acc.gpu_s / acc.work
+            best = min(best, (cost, cap, acc), key=lambda b: (b[0], -b[1]))
+        cap += step_w
+    acc = best[2]
+    return {"cap_w": best[1],
+            "saved_frac": 1 - (acc.energy_j / acc.work) / (base.energy_j / base.work),
+            "slowdown": 1 - acc.work / base.work}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,20 +19,25 @@ from collector.errors import DeviceLost, SourceUnavailable
 from collector.logutil import LogOnce
 from collector.schema import FieldValue, Point, point
 from collector.sources.base import Probe, Tick
+from collector.sources.mig import MigReader
+from collector.sources.nvml_codes import (
+    _ARGUMENT_VERSION_MISMATCH,
+    _FUNCTION_NOT_FOUND,
+    _GPU_IS_LOST,
+    _NO_PERMISSION,
+    _NOT_SUPPORTED,
+    _SUCCESS,
+    _code,
+    _field_value,
+    _import_pynvml,
+    _init_error_reason,
+    _text,
+)
+from collector.sources.nvml_limits import get_power_limits, set_power_limit_w
+
+__all__ = ["NvmlSource", "from_options", "get_power_limits", "set_power_limit_w"]
 
 log = logging.getLogger("wattlens.sources.nvml")
-
-# Codes as defined by NVML (nvml.h); looked up on the module when it has them.
-_NOT_SUPPORTED = 3
-_NO_PERMISSION = 4
-_NOT_FOUND = 6
-_FUNCTION_NOT_FOUND = 13
-_GPU_IS_LOST = 15
-_ARGUMENT_VERSION_MISMATCH = 25
-_LIBRARY_NOT_FOUND = 12
-_DRIVER_NOT_LOADED = 9
-_LIB_RM_VERSION_MISMATCH = 18
-_SUCCESS = 0
 
 # Clock event ("throttle") reason bits, nvml.h nvmlClocksEventReason*.
 _REASON_SW_POWER_CAP = 0x4
@@ -43,34 +45,6 @@ _REASON_HW_SLOWDOWN = 0x8
 _REASON_SW_THERMAL = 0x20
 _REASON_HW_THERMAL = 0x40
 _REASON_HW_POWER_BRAKE = 0x80
-
-
-def _import_pynvml() -> Any:
-    return importlib.import_module("pynvml")
-
-
-def _code(nvml: Any, name: str, default: int) -> int:
-    value = getattr(nvml, name, default)
-    return value if isinstance(value, int) else default
-
-
-def _text(value: Any) -> str:
-    """NVML strings: str in current bindings, bytes in old ones."""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _init_error_reason(nvml: Any, exc: Exception) -> str:
-    code = getattr(exc, "value", None)
-    if code == _code(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", _LIBRARY_NOT_FOUND):
-        return "NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed here"
-    if code == _code(nvml, "NVML_ERROR_DRIVER_NOT_LOADED", _DRIVER_NOT_LOADED):
-        return "NVIDIA kernel driver not loaded: check `nvidia-smi` and `modprobe nvidia`"
-    if code == _code(nvml, "NVML_ERROR_NO_PERMISSION", _NO_PERMISSION):
-        return "no permission to open /dev/nvidia*: run as root or a user allowed to use the GPUs"
-    if code == _code(nvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", _LIB_RM_VERSION_MISMATCH):
-        return ("NVML library and kernel driver versions differ (driver updated without reboot): "
-                "reload the nvidia module or reboot")
-    return f"NVML init failed: {exc}"
 
 
 @dataclass
@@ -84,6 +58,7 @@ class _Gpu:
     method: str | None = None  # counter | integrated, decided at discovery
     mig_enabled: bool = False
     mig_instances: int | None = None
+    mig: MigReader | None = None  # the MIG instances and their activity, when MIG is on
     tracker: CounterTracker = field(default_factory=CounterTracker)  # 64-bit mJ: never wraps
     integrator: PowerIntegrator = field(default_factory=PowerIntegrator)
     quality: QualityTracker = field(default_factory=QualityTracker)
@@ -103,8 +78,9 @@ class NvmlSource:
     driver has them. Anything a GPU does not support is left out, never 0.
     A GPU that reports NVML_ERROR_GPU_IS_LOST is skipped (others go on) and
     retried every ``retry_lost_s``. MIG: power and energy are per board (NVML has
-    no per-instance power), so each physical GPU is one series; MIG instances
-    count in ``mig_instances`` and their processes in :meth:`compute_pids`.
+    no per-instance power), so each physical GPU is one ``gpu`` series; each
+    instance gets a ``mig`` point with its share of the board's energy
+    (:mod:`collector.sources.mig`), and its processes count in :meth:`compute_pids`.
     """
 
     name = "nvml"
@@ -183,7 +159,14 @@ class NvmlSource:
         gpu.uuid = _text(self._get(gpu, "uuid", "nvmlDeviceGetUUID") or "")
         mode = self._get(gpu, "mig_mode", "nvmlDeviceGetMigMode")
         gpu.mig_enabled = bool(mode) and mode[0] == _code(nv, "NVML_DEVICE_MIG_ENABLE", 1)
-        gpu.mig_instances = len(self._mig_handles(gpu)) if gpu.mig_enabled else None
+        if gpu.mig_enabled:
+            if gpu.mig is None or gpu.mig.parent is not gpu.handle:
+                if gpu.mig is not None:
+                    gpu.mig.close()
+                gpu.mig = MigReader(nv, gpu.handle, gpu.index, self._warn)
+            gpu.mig_instances = len(gpu.mig.handles())
+        else:
+            gpu.mig, gpu.mig_instances = None, None
         if gpu.method is None:
             energy = self._get(gpu, "energy", "nvmlDeviceGetTotalEnergyConsumption")
             if energy is not None:
@@ -264,19 +247,6 @@ class NvmlSource:
             value = self._get(gpu, "throttle", "nvmlDeviceGetCurrentClocksThrottleReasons")
         return None if value is None else int(value)
 
-    def _mig_handles(self, gpu: _Gpu) -> list[Any]:
-        nv = self._nvml
-        count = self._get(gpu, "mig_count", "nvmlDeviceGetMaxMigDeviceCount") or 0
-        handles = []
-        for j in range(int(count)):
-            try:
-                handles.append(nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, j))
-            except nv.NVMLError as exc:
-                if getattr(exc, "value", None) == _code(nv, "NVML_ERROR_GPU_IS_LOST", _GPU_IS_LOST):
-                    raise DeviceLost(f"nvml: gpu {gpu.index} is lost") from exc
-                continue  # NOT_FOUND: that slot holds no MIG device
-        return handles
-
     # --- Source protocol ----------------------------------------------------------
     def probe(self) -> Probe:
         try:
@@ -309,17 +279,27 @@ class NvmlSource:
                     self._retry(gpu, tick.mono_s)
                 if not gpu.lost:
                     try:
-                        p = self._sample_gpu(gpu, tick)
+                        points.extend(self._sample_gpu_and_mig(gpu, tick))
                     except DeviceLost as exc:
                         self._mark_lost(gpu, tick.mono_s, str(exc))
-                    else:
-                        if p is not None:
-                            points.append(p)
                 window = gpu.quality.poll(tick.mono_s, gpu.tracker.stats, not gpu.lost)
                 if window is not None:
                     points.append(quality_point(self.host, self.name, str(gpu.index), window,
                                                 tick.wall_ns))
             return points
+
+    def _sample_gpu_and_mig(self, gpu: _Gpu, tick: Tick) -> list[Point]:
+        p = self._sample_gpu(gpu, tick)
+        if p is None:
+            return []
+        if gpu.mig is None:
+            return [p]
+        instances = gpu.mig.read(lambda handle: self._pids(gpu, handle))
+        gpu.mig_instances = len(instances)
+        energy, power = p.field("energy_j"), p.field("power_w")
+        return [p, *gpu.mig.points(self.host, gpu.uuid,
+                                   energy if isinstance(energy, float) else None,
+                                   power if isinstance(power, float) else None, tick.wall_ns)]
 
     def _sample_gpu(self, gpu: _Gpu, tick: Tick) -> Point | None:
         nv = self._nvml
@@ -424,8 +404,8 @@ class NvmlSource:
                     continue
                 try:
                     handles = [gpu.handle]
-                    if gpu.mig_enabled:
-                        handles.extend(self._mig_handles(gpu))
+                    if gpu.mig is not None:
+                        handles.extend(h for _slot, h in gpu.mig.handles())
                         gpu.mig_instances = len(handles) - 1
                     pids: set[int] = set()
                     for handle in handles:
@@ -434,6 +414,30 @@ class NvmlSource:
                     self._mark_lost(gpu, self._last_mono_s, str(exc))
                     continue
                 out[gpu.index] = sorted(pids)
+            return out
+
+    def mig_pid_weights(self) -> dict[int, dict[int, float]]:
+        """GPU index -> PID -> weight (0-100) for the MIG GPUs: each PID's share of its instance's
+        part of the GPU (:meth:`collector.sources.mig.MigReader.pid_weights`), as of the last sample."""
+        with self._lock:
+            return {g.index: g.mig.pid_weights() for g in self._ensure()
+                    if g.mig is not None and not g.lost}
+
+    def device_pids(self) -> dict[str, list[int]]:
+        """Device ID -> compute PIDs, as Kubernetes names devices: the GPU UUID, or on a MIG GPU
+        each instance's ``MIG-`` UUID (as of the last sample). For mapping processes to pods."""
+        with self._lock:
+            out: dict[str, list[int]] = {}
+            for gpu in self._ensure():
+                if gpu.lost or not gpu.uuid:
+                    continue
+                try:
+                    if gpu.mig is not None:
+                        out.update({i.uuid: list(i.pids) for i in gpu.mig.instances})
+                    else:
+                        out[gpu.uuid] = sorted(set(self._pids(gpu, gpu.handle)))
+                except DeviceLost as exc:
+                    self._mark_lost(gpu, self._last_mono_s, str(exc))
             return out
 
     def _pids(self, gpu: _Gpu, handle: Any) -> list[int]:
@@ -461,6 +465,9 @@ class NvmlSource:
 
     def close(self) -> None:
         with self._lock:
+            for gpu in self._gpus or []:
+                if gpu.mig is not None:
+                    gpu.mig.close()
             if self._initialized and self._nvml is not None:
                 try:
                     self._nvml.nvmlShutdown()
@@ -468,90 +475,6 @@ class NvmlSource:
                     log.debug("nvmlShutdown failed: %s", exc)
             self._initialized = False
             self._gpus = None
-
-
-def _field_value(nv: Any, value: Any) -> float | None:
-    """Decode one nvmlFieldValue_t by its valueType."""
-    kind = int(getattr(value, "valueType", 1))
-    members = {
-        _code(nv, "NVML_VALUE_TYPE_DOUBLE", 0): "dVal",
-        _code(nv, "NVML_VALUE_TYPE_UNSIGNED_INT", 1): "uiVal",
-        _code(nv, "NVML_VALUE_TYPE_UNSIGNED_LONG", 2): "ulVal",
-        _code(nv, "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", 3): "ullVal",
-        _code(nv, "NVML_VALUE_TYPE_SIGNED_LONG_LONG", 4): "sllVal",
-        _code(nv, "NVML_VALUE_TYPE_SIGNED_INT", 5): "siVal",
-        _code(nv, "NVML_VALUE_TYPE_UNSIGNED_SHORT", 6): "usVal",
-    }
-    member = members.get(kind)
-    raw = getattr(value.value, member, None) if member else None
-    if raw is None:
-        return None
-    result = float(raw)
-    return result if math.isfinite(result) else None
-
-
-# --- power limits (for `cap apply`) --------------------------------------------------
-
-
-@contextmanager
-def _session(nvml: Any) -> Iterator[Any]:
-    nv = nvml if nvml is not None else _import_pynvml()
-    try:
-        nv.nvmlInit()
-    except nv.NVMLError as exc:
-        raise SourceUnavailable(_init_error_reason(nv, exc)) from exc
-    try:
-        yield nv
-    finally:
-        nv.nvmlShutdown()
-
-
-def _limit_error(nv: Any, index: int, what: str, exc: Exception) -> Exception:
-    code = getattr(exc, "value", None)
-    if code == _code(nv, "NVML_ERROR_NO_PERMISSION", _NO_PERMISSION):
-        return PermissionError(f"gpu {index}: {what} needs root (NVML: {exc}): run as root")
-    if code == _code(nv, "NVML_ERROR_GPU_IS_LOST", _GPU_IS_LOST):
-        return DeviceLost(f"gpu {index}: is lost (NVML_ERROR_GPU_IS_LOST)")
-    if code == _code(nv, "NVML_ERROR_INVALID_ARGUMENT", 2):
-        return ValueError(f"gpu index {index}: no such GPU")
-    return SourceUnavailable(f"gpu {index}: {what} failed (NVML: {exc})")
-
-
-def _limits(nv: Any, index: int) -> tuple[Any, tuple[float, float, float, float]]:
-    try:
-        handle = nv.nvmlDeviceGetHandleByIndex(index)
-        min_mw, max_mw = nv.nvmlDeviceGetPowerManagementLimitConstraints(handle)
-        current_mw = nv.nvmlDeviceGetPowerManagementLimit(handle)
-        default_mw = nv.nvmlDeviceGetPowerManagementDefaultLimit(handle)
-    except nv.NVMLError as exc:
-        raise _limit_error(nv, index, "reading power limits", exc) from exc
-    return handle, (min_mw / 1000.0, max_mw / 1000.0, current_mw / 1000.0, default_mw / 1000.0)
-
-
-def get_power_limits(index: int, *, nvml: Any = None) -> tuple[float, float, float, float]:
-    """(min_w, max_w, current_w, default_w) of GPU ``index``'s power-management limit."""
-    with _session(nvml) as nv:
-        return _limits(nv, index)[1]
-
-
-def set_power_limit_w(index: int, watts: float, *, nvml: Any = None) -> None:
-    """Set GPU ``index``'s power limit to ``watts``, after checking it against the GPU's range.
-
-    Raises ValueError naming the value and range when out of bounds, and
-    PermissionError when not root. The change is logged: it alters hardware state.
-    """
-    if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not math.isfinite(watts):
-        raise ValueError(f"power limit: must be a finite number of watts, got {watts!r}")
-    with _session(nvml) as nv:
-        handle, (min_w, max_w, current_w, _default_w) = _limits(nv, index)
-        if not min_w <= watts <= max_w:
-            raise ValueError(f"power limit {watts:g} W for gpu {index} is outside its allowed "
-                             f"range {min_w:g}-{max_w:g} W")
-        try:
-            nv.nvmlDeviceSetPowerManagementLimit(handle, round(watts * 1000))
-        except nv.NVMLError as exc:
-            raise _limit_error(nv, index, "setting the power limit", exc) from exc
-        log.warning("gpu %d: power limit changed from %g W to %g W", index, current_w, watts)
 
 
 def from_options(

@@ -15,9 +15,12 @@ it agree, and two runs with the same seed write the same numbers.
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from collector.schema import Point, point
@@ -130,6 +133,7 @@ class SimulatedFleet:
         site: str | None = None,
         region: str = "grid-west",
         scenario: str = "default",
+        cap_state: Path | None = None,
     ) -> None:
         self.fleet: Fleet = build_fleet(nodes, gpus_per_node, scenario, seed)
         self.groups = list(self.fleet.groups)
@@ -145,6 +149,74 @@ class SimulatedFleet:
         self._uuid = {
             (grp.host, i): _uuid(seed, grp.host, i) for grp in self.groups for i in grp.gpu_indices
         }
+        self._group_of = {(grp.host, i): grp for grp in self.groups for i in grp.gpu_indices}
+        # Power limits set through the simulated NVML (collector.sim.nvml): (host, gpu) ->
+        # [(first simulation tick it holds for, limit W)], oldest first. Like a real GPU's limit it
+        # outlives the agent: kept in ``cap_state`` (a JSON file) when one is given.
+        self.cap_state = cap_state
+        self._cap_changes: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        self._load_caps()
+
+    # --- power limits set at run time ---------------------------------------------------------
+    def group_of(self, host: str, gpu: int) -> Group:
+        """The group GPU ``gpu`` of ``host`` belongs to; KeyError when there is no such GPU."""
+        return self._group_of[(host, gpu)]
+
+    def cap_at(self, host: str, gpu: int, tick_index: int) -> float:
+        """The power limit of a GPU during simulation tick ``tick_index``."""
+        cap = self._group_of[(host, gpu)].cap_w
+        for first, watts in self._cap_changes.get((host, gpu), ()):
+            if first > tick_index:
+                break
+            cap = watts
+        return cap
+
+    def set_cap(self, host: str, gpu: int, cap_w: float, at_ns: int | None = None) -> None:
+        """Set a GPU's power limit from the first simulation tick that starts at or after ``at_ns``
+        (default: the end of the last sampled interval), so stored data never changes after the
+        fact. Outside the model's [min, max] it raises ValueError (NVML_ERROR_INVALID_ARGUMENT)."""
+        grp = self._group_of[(host, gpu)]
+        cap = GPU_SPECS[grp.model].check_cap(cap_w)
+        when = at_ns if at_ns is not None else self._last_ns
+        if when is None:
+            import time
+
+            when = time.time_ns()
+        first = -(-when // (SIM_TICK_S * NS))
+        changes = [c for c in self._cap_changes.get((host, gpu), []) if c[0] < first]
+        changes.append((first, cap))
+        self._cap_changes[(host, gpu)] = changes
+        self._save_caps()
+
+    def current_cap(self, host: str, gpu: int) -> float:
+        """The limit a GPU has now: the latest one set, else the fleet's layout."""
+        changes = self._cap_changes.get((host, gpu))
+        return changes[-1][1] if changes else self._group_of[(host, gpu)].cap_w
+
+    def _load_caps(self) -> None:
+        if self.cap_state is None or not self.cap_state.exists():
+            return
+        try:
+            raw = json.loads(self.cap_state.read_text(encoding="utf-8"))
+            for key, changes in raw.get("caps", {}).items():
+                host, _, gpu = key.rpartition("/")
+                if (host, int(gpu)) in self._group_of:
+                    self._cap_changes[(host, int(gpu))] = [(int(k), float(w)) for k, w in changes]
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"simulated GPU state {self.cap_state}: unreadable ({exc}); "
+                             "delete it to start from the fleet's layout") from None
+
+    def _save_caps(self) -> None:
+        if self.cap_state is None:
+            return
+        body = {"caps": {f"{h}/{g}": changes for (h, g), changes in self._cap_changes.items()}}
+        self.cap_state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cap_state.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(body, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.cap_state)
 
     def uuid(self, host: str, gpu: int) -> str:
         """The GPU's simulated UUID (the ``uuid`` tag of its points)."""
@@ -174,11 +246,12 @@ class SimulatedFleet:
         t_s = tick_index * SIM_TICK_S
         active = grp.active(t_s)
         n = _noise(self.seed, hash_gpu(grp.host, gpu), tick_index)
+        cap_w = self.cap_at(grp.host, gpu, tick_index) if self._cap_changes else grp.cap_w
         if active is None:
-            power = min(spec.idle_w * (1 + 0.02 * n), grp.cap_w)
+            power = min(spec.idle_w * (1 + 0.02 * n), cap_w)
             return GpuState(power, 0.0, 0.0, 210.0, 0.0, None)
         util = job_util(active[0].job, t_s, n)
-        power, clock, rate = rate_at(spec, active[0].job, util, grp.cap_w)
+        power, clock, rate = rate_at(spec, active[0].job, util, cap_w)
         return GpuState(
             power_w=power,
             util_pct=100 * util,
@@ -246,7 +319,8 @@ class SimulatedFleet:
                         key = (run.job.name, rk)
                         acc = jobs.get(key)
                         if acc is None:
-                            acc = jobs[key] = _JobAcc(run, rk, grp.host, grp.model, grp.cap_w)
+                            acc = jobs[key] = _JobAcc(run, rk, grp.host, grp.model,
+                                                      self.cap_at(grp.host, gpu, segments[-1][0]))
                         acc.energy_j += state.power_w * overlap_s
                         acc.samples += state.samples_per_s * overlap_s
                         acc.util_sum += state.util_pct * overlap_s
@@ -263,7 +337,7 @@ class SimulatedFleet:
                      "mem_util_pct": round(state.mem_util_pct, 2),
                      "sm_clock_mhz": round(state.sm_clock_mhz),
                      "mem_clock_mhz": spec.mem_clock_mhz, "temp_c": round(temp_c, 1),
-                     "power_limit_w": grp.cap_w},
+                     "power_limit_w": self.cap_at(grp.host, gpu, segments[-1][0])},
                     end_ns,
                 ))
         return out
@@ -354,8 +428,9 @@ def from_options(
     seed: int = 1,
     interval_s: float = 1.0,
     scenario: str = "default",
+    cap_state: Path | None = None,
     **_ignored: Any,
 ) -> SimulatedFleet:
     """Factory for the registry; ignores options meant for real sensors (e.g. ``host``)."""
     return SimulatedFleet(nodes=nodes, gpus_per_node=gpus_per_node, seed=seed,
-                          interval_s=interval_s, scenario=scenario)
+                          interval_s=interval_s, scenario=scenario, cap_state=cap_state)

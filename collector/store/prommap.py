@@ -80,7 +80,9 @@ def _wattlens() -> Mapping_:
 DCGM_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # counter, mJ since driver load
 DCGM_GPU = {"host": "Hostname", "gpu": "gpu", "uuid": "UUID", "model": "modelName"}
 DCGM_DEVICE = ("Hostname", "UUID")  # a physical GPU: MIG instances share it
-DCGM_JOB = {"job": "pod", "host": "Hostname", "gpu_model": "modelName", "team": "namespace"}
+DCGM_JOB = {"job": "pod", "host": "Hostname", "gpu_model": "modelName", "team": "namespace",
+            # its Kubernetes pod mapper's labels, as the agent tags job points (collector/k8s)
+            "namespace": "namespace", "pod": "pod", "container": "container"}
 IN_POD = 'pod!=""'
 
 

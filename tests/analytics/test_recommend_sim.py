@@ -141,6 +141,45 @@ def test_caps_that_never_bind_get_locked_clocks_on_exactly_their_gpus(
     assert all(not r.measured and "estimate" in r.estimate_method for r in locks.values())
 
 
+def test_clock_lock_estimates_use_the_published_dvfs_range_of_their_kind(
+        recs_default: list[Recommendation]) -> None:
+    from analytics.clock_lock import DVFS_SAVINGS
+
+    locks = {r.target: r for r in by_kind(recs_default, "clock_lock")}
+    kinds = {t.split("(")[1].split(",")[0]: r for t, r in locks.items()}
+    assert set(kinds) >= {"train", "infer", "batch"}
+    for kind, r in kinds.items():
+        pub = DVFS_SAVINGS["training" if kind == "train" else "inference"]
+        ev = r.evidence
+        assert ev["saving_fraction"] == pytest.approx(pub.mid)
+        assert ev["published_saving_range"] == [pub.low, pub.high]
+        assert "Tang et al." in r.estimate_method and "arXiv 1905.11012" in r.estimate_method
+        # the saving is the published share of the energy above idle, both figures in the evidence
+        assert r.savings_kwh_per_day == pytest.approx(pub.mid * ev["energy_above_idle_kwh_per_day"], rel=0.01)
+        assert r.action is not None and r.action["sm_clock_fraction"] == 0.8
+
+
+def test_an_operators_own_clock_lock_figure_replaces_the_published_one(
+        day: SimStore, recs_default: list[Recommendation]) -> None:
+    mine = recommend_from(load_context(open_store(day.url), day.window,
+                                       Settings(clock_lock_saving_frac=0.05)), 0.5).items
+    pub = {r.id: r for r in by_kind(recs_default, "clock_lock")}
+    own = {r.id: r for r in by_kind(mine, "clock_lock")}
+    assert set(own) <= set(pub) and own
+    for rid, r in own.items():
+        ratio = 0.05 / pub[rid].evidence["saving_fraction"]
+        assert r.savings_kwh_per_day == pytest.approx(pub[rid].savings_kwh_per_day * ratio, rel=0.01)
+        assert "operator's figure" in r.estimate_method and not r.measured
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.2"])
+def test_a_clock_lock_figure_outside_0_to_1_is_refused_by_name(bad: Any) -> None:
+    from collector.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^clock_lock_saving_frac: must be a share in \[0, 1\)"):
+        Settings(clock_lock_saving_frac=bad)
+
+
 def test_consolidation_names_the_jobs_gpus_and_the_labelled_idle_figure(
         recs_default: list[Recommendation]) -> None:
     cons = by_kind(recs_default, "consolidate")

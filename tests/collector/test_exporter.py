@@ -49,7 +49,8 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, d
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+    # An empty label is no label in Prometheus (job series off Kubernetes have namespace="").
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 

@@ -537,7 +537,7 @@ def test_k8s_workloads_select_their_pods_and_set_resources_and_probes(kind: str,
 def test_k8s_agent_mounts_host_paths_read_only_and_knows_its_node() -> None:
     spec = pod_spec("DaemonSet", "wattlens-agent")
     host_volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert sorted(host_volumes.values()) == ["/proc", "/sys"]
+    assert sorted(host_volumes.values()) == ["/proc", "/sys", "/var/lib/kubelet/pod-resources"]
     (agent,) = spec["containers"]
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
     for volume in host_volumes:
@@ -545,6 +545,8 @@ def test_k8s_agent_mounts_host_paths_read_only_and_knows_its_node() -> None:
     env = {e["name"]: e for e in agent["env"]}
     assert env["WATTLENS_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["WATTLENS_BIND"]["value"] == "0.0.0.0" and "WATTLENS_AGENT_TOKEN" in env
+    socket = env["WATTLENS_KUBELET_SOCKET"]["value"]
+    assert socket.startswith(mounts["pod-resources"]["mountPath"] + "/")
     assert spec["runtimeClassName"] == "nvidia"
     assert "nvidia.com/gpu" not in agent["resources"].get("limits", {}), (
         "the agent watches all GPUs through the runtime; it must not take one from the scheduler")

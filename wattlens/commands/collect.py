@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
            help="where the host's /sys is mounted (containers: /host/sys)")
     option(p, "--procfs-root", default="/proc",
            help="where the host's /proc is mounted (containers: /host/proc)")
+    option(p, "--kubelet-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock",
+           help="the kubelet's PodResources socket, for namespace/pod/container tags on jobs "
+                "(`off` to disable; absent: pods keep their cgroup UID names)")
     option(p, "--carbon-live", default=None,
            help="also write the `carbon` measurement from PROVIDER:ZONE every 5 min (electricitymaps:DE, "
                 "watttime:CAISO_NORTH; key from the environment, see docs/carbon.md)")
@@ -53,6 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "(needs root and WATTLENS_AGENT_TOKEN; every change is audited)")
     option(p, "--audit-log", default=str(state_dir() / "cap-audit.jsonl"),
            help="JSON-lines audit log of power-cap changes")
+    from wattlens.commands import autopilot_opts
+
+    autopilot_opts.add_options(p)
     p.add_argument("--config", help="TOML config file; settings under [collect] "
                                     "(env WATTLENS_CONFIG)")
     p.set_defaults(func=run, _parser=p, _section="collect")
@@ -122,8 +128,11 @@ def build_sources(args: argparse.Namespace, state: Any = None) -> list[Any]:
             built.extend(found)
             continue
         if name == "sim":
+            from wattlens.commands.autopilot_opts import sim_state_path
+
             options_sim = {**options, "nodes": args.nodes, "gpus_per_node": args.gpus,
-                           "seed": args.seed, "scenario": args.scenario}
+                           "seed": args.seed, "scenario": args.scenario,
+                           "cap_state": sim_state_path(args)}
             source = registry.create(name, **options_sim)
         elif name == "rapl":
             source = registry.create(name, **options, root=roots["powercap_root"],
@@ -201,6 +210,7 @@ class AgentProcess:
         self.spool = spool
         self.exporter = exporter
         self.sources = sources
+        self.autopilot: Any = None
 
     @classmethod
     def build(cls, args: argparse.Namespace, sources: list[Any], store: Any = None,
@@ -230,7 +240,7 @@ class AgentProcess:
             feeds.append(PromScrapeSource(args.host, load_targets(scrape)))
         wrapped, tracker = with_jobs(sources, args.host,
                                      proc_root=getattr(args, "procfs_root", None) or "/proc",
-                                     feeds=feeds)
+                                     feeds=feeds, kubelet_socket=getattr(args, "kubelet_socket", None))
         store = store if store is not None else open_store(args.store)
         if hasattr(store, "init"):
             try:
@@ -240,6 +250,11 @@ class AgentProcess:
         spool = SpoolingSink(store, Path(args.spool_dir), int(args.spool_max_mb * 1024 * 1024))
         log.info("writing to %s (spool %s)", redact_url(store.url), args.spool_dir)
         observers: list[Any] = []
+        from wattlens.commands import autopilot_opts
+
+        pilot = autopilot_opts.build(args, sources, token)
+        if pilot is not None:  # sampled last (it writes its own points), and sees every round
+            wrapped = [*wrapped, pilot]
         agent = Agent(wrapped, spool, args.interval, observers=observers,
                       counter_state=counter_state)
         exporter = None
@@ -266,8 +281,12 @@ class AgentProcess:
         elif enable_actuation:
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")
+        if pilot is not None:
+            observers.append(pilot)
         agent.observers = observers
-        return cls(agent, store, spool, exporter, wrapped)
+        process = cls(agent, store, spool, exporter, wrapped)
+        process.autopilot = pilot
+        return process
 
     def run_until_signal(self, duration_s: float | None = None) -> int:
         """Run until SIGINT/SIGTERM (or ``duration_s``); flush the spool and close everything."""
@@ -278,6 +297,8 @@ class AgentProcess:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        if self.autopilot is not None:  # the kill switch: every original limit back at once
+            signal.signal(signal.SIGUSR1, lambda _s, _f: self.autopilot.request_kill())
         timer = threading.Timer(duration_s, self.agent.stop) if duration_s else None
         if timer:
             timer.daemon = True

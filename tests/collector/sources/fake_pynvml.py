@@ -33,6 +33,10 @@ NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
 NVML_VALUE_TYPE_SIGNED_LONG_LONG = 4
 NVML_VALUE_TYPE_SIGNED_INT = 5
 NVML_VALUE_TYPE_UNSIGNED_SHORT = 6
+NVML_GPM_METRIC_GRAPHICS_UTIL = 1
+NVML_GPM_METRIC_SM_UTIL = 2
+NVML_GPM_METRICS_GET_VERSION = 1
+NVML_GPM_SUPPORT_VERSION = 1
 
 nvmlClocksEventReasonGpuIdle = 0x1
 nvmlClocksEventReasonSwPowerCap = 0x4
@@ -58,9 +62,17 @@ class NVMLError(Exception):
 
 @dataclass
 class FakeMig:
-    """One MIG device (GPU instance / compute instance) on a fake GPU."""
+    """One MIG device (GPU instance / compute instance) on a fake GPU.
+
+    ``activity_pct`` is what GPM reports as the instance's graphics activity
+    between two samples (None: the GPM metric fails for it).
+    """
 
     pids: list[int] = field(default_factory=list)
+    uuid: str = ""  # "" -> MIG-<gpu>-<slot>
+    gi_id: int = 0
+    slices: int = 1  # gpuInstanceSliceCount: 1g, 2g, 3g, 4g, 7g
+    activity_pct: float | None = 0.0
 
 
 @dataclass
@@ -87,6 +99,7 @@ class FakeGpu:
     mig_enabled: bool | None = False  # None: MIG not supported at all
     migs: dict[int, FakeMig] = field(default_factory=dict)  # slot -> device
     max_mig_slots: int = 7
+    gpm_supported: bool = False  # Hopper+: per-instance activity through GPM
     lost: bool = False
     set_limit_error: int | None = None
 
@@ -107,6 +120,30 @@ class _MigHandle:
     slot: int
 
 
+class _GpmMetric:
+    def __init__(self) -> None:
+        self.metricId = 0
+        self.nvmlReturn = NVML_SUCCESS
+        self.value = 0.0
+
+
+class c_nvmlGpmMetricsGet_t:  # the binding's name
+    """Like the binding's ctypes struct: version, numMetrics, sample1, sample2, metrics[]."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: Any = None
+        self.sample2: Any = None
+        self.metrics = [_GpmMetric() for _ in range(8)]
+
+
+@dataclass
+class _GpmSample:
+    serial: int
+    taken: dict[str, Any] = field(default_factory=dict)
+
+
 class FakeNvml:
     """Module-like object with pynvml's function names; pass it as ``NvmlSource(nvml=...)``."""
 
@@ -120,6 +157,9 @@ class FakeNvml:
         self.initialized = 0
         self.calls: dict[str, int] = {}
         self.set_limits: list[tuple[int, int]] = []
+        self.gpm_live: set[int] = set()  # allocated, not yet freed GPM samples
+        self._gpm_serial = 0
+        self.c_nvmlGpmMetricsGet_t = c_nvmlGpmMetricsGet_t
         for name, value in CONSTANTS.items():
             setattr(self, name, value)
 
@@ -172,6 +212,8 @@ class FakeNvml:
         return self._gpu(handle).name
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        if isinstance(handle, _MigHandle):
+            return self._mig(handle).uuid or f"MIG-{handle.index}-{handle.slot}"
         return self._gpu(handle).uuid
 
     # MIG
@@ -191,6 +233,69 @@ class FakeNvml:
         if index not in gpu.migs:
             raise NVMLError(NVML_ERROR_NOT_FOUND)
         return _MigHandle(handle.index, index)
+
+    def _mig(self, handle: Any) -> FakeMig:
+        if not isinstance(handle, _MigHandle):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        self._gpu(_Handle(handle.index))  # raises GPU_IS_LOST for a lost parent
+        mig = self.gpus[handle.index].migs.get(handle.slot)
+        if mig is None:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return mig
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
+        return int(isinstance(handle, _MigHandle))
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> _Handle:
+        self._mig(handle)
+        return _Handle(handle.index)
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
+        return self._mig(handle).gi_id
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: Any) -> int:
+        self._mig(handle)
+        return 0
+
+    def nvmlDeviceGetAttributes(self, handle: Any) -> SimpleNamespace:
+        mig = self._mig(handle)
+        return SimpleNamespace(multiprocessorCount=16 * mig.slices, gpuInstanceSliceCount=mig.slices,
+                               computeInstanceSliceCount=mig.slices, memorySizeMB=10_000 * mig.slices)
+
+    # GPM (per-instance activity on Hopper+)
+    def nvmlGpmQueryDeviceSupport(self, handle: Any) -> SimpleNamespace:
+        gpu = self._gpu(handle)
+        return SimpleNamespace(version=NVML_GPM_SUPPORT_VERSION, isSupportedDevice=int(gpu.gpm_supported))
+
+    def nvmlGpmSampleAlloc(self) -> _GpmSample:
+        self._gpm_serial += 1
+        self.gpm_live.add(self._gpm_serial)
+        return _GpmSample(self._gpm_serial)
+
+    def nvmlGpmSampleFree(self, sample: _GpmSample) -> None:
+        if sample.serial not in self.gpm_live:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)  # double free
+        self.gpm_live.discard(sample.serial)
+
+    def nvmlGpmMigSampleGet(self, handle: Any, gpu_instance_id: int, sample: _GpmSample) -> _GpmSample:
+        gpu = self._gpu(handle)
+        if not gpu.gpm_supported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        mig = next((m for m in gpu.migs.values() if m.gi_id == gpu_instance_id), None)
+        if mig is None or sample.serial not in self.gpm_live:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        sample.taken = {"activity": mig.activity_pct}
+        return sample
+
+    def nvmlGpmMetricsGet(self, get: c_nvmlGpmMetricsGet_t) -> c_nvmlGpmMetricsGet_t:
+        for s in (get.sample1, get.sample2):
+            if not isinstance(s, _GpmSample) or s.serial not in self.gpm_live or not s.taken:
+                raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        for m in get.metrics[:get.numMetrics]:
+            value = get.sample2.taken["activity"] if m.metricId == NVML_GPM_METRIC_GRAPHICS_UTIL else None
+            m.nvmlReturn = NVML_SUCCESS if value is not None else NVML_ERROR_NOT_SUPPORTED
+            m.value = value or 0.0
+        return get
 
     # power and energy
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:

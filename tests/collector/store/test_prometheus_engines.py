@@ -211,6 +211,23 @@ def test_dcgm_and_vllm_give_per_per_pod(session: Session, engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_dcgm_pod_labels_give_per_per_namespace(session: Session, engine: str) -> None:
+    """dcgm-exporter's namespace label on job rows: energy and PER per namespace, no agent needed."""
+    store = open_store(_url(session, engine, "dcgm-exporter,vllm"))
+    w = session.window
+    aggs = (("sum", "energy_j"), ("sum", "tokens"))
+    rows = {r.tags["namespace"]: r for r in store.query(AggregateQuery(
+        "job", aggs, w.start_ns, w.end_ns, group_by=("namespace",)))}
+    # The simulated dcgm-exporter puts each pod in the namespace named after its kind.
+    truth = {r.tags["kind"]: r for r in session.truth.query(AggregateQuery(
+        "job", aggs, w.start_ns + NS, w.end_ns + NS, group_by=("kind",)))}
+    infer = rows["infer"].values
+    assert infer["sum_energy_j"] == pytest.approx(truth["infer"].values["sum_energy_j"], rel=0.01)
+    assert infer["sum_tokens"] / infer["sum_energy_j"] == pytest.approx(
+        truth["infer"].values["sum_tokens"] / truth["infer"].values["sum_energy_j"], rel=0.02)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_report_on_the_engine_matches_the_report_on_sqlite(session: Session, engine: str) -> None:
     """`wattlens report`'s analytics over the engine and over the agent's SQLite agree."""
     w = session.window

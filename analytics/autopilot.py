@@ -1,0 +1,139 @@
+"""What the power-cap autopilot did: its timeline of limit changes and the energy it saved.
+
+One definition for the report (``wattlens report``) and the dashboard's autopilot card. The agent
+writes ``autopilot`` points (collector/autopilot_agent.py): each change with the measurements that
+justified it (``event=change``: throughput, power and PER at the limit it left, and at the original
+limit), the limit it settled on (``event=settled``, measured there), and per group and window the
+GPU energy, the work and the energy saved against the original limit (``event=window``:
+work x J per unit of work measured at the original limit - energy used).
+
+- a change's *before* is what was measured at the limit it left; its *after* is what was measured
+  at the new limit, by the group's next event (the next change, or the settle);
+- ``saved_pct`` = saved / (used + saved): the share of the energy the original limit would have used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from analytics import queries
+from analytics.timeutil import Window, fmt_time
+from collector.store.base import Store
+
+
+@dataclass(frozen=True)
+class Measured:
+    throughput: float | None  # work per second (the job's own unit)
+    power_w: float | None
+    per: float | None  # work per joule
+
+
+@dataclass(frozen=True)
+class CapStep:
+    """One limit change of one group."""
+
+    time_ns: int
+    host: str
+    job: str
+    reason: str  # explore | settle | rollback | phase
+    previous_w: float | None
+    cap_w: float | None
+    original_w: float | None
+    gpus: int
+    slowdown_pct: float | None  # measured at previous_w, against the original limit
+    before: Measured
+    after: Measured | None
+    baseline: Measured
+
+
+@dataclass(frozen=True)
+class GroupSaving:
+    host: str
+    job: str
+    original_w: float | None
+    cap_w: float | None  # the latest limit the autopilot set or settled on
+    seconds: float
+    energy_j: float
+    saved_j: float
+
+    @property
+    def saved_pct(self) -> float | None:
+        total = self.energy_j + self.saved_j
+        return 100 * self.saved_j / total if total > 0 else None
+
+
+def _measured(f: dict[str, float | None], prefix: str = "") -> Measured:
+    return Measured(f.get(f"{prefix}throughput"), f.get(f"{prefix}power_w"), f.get(f"{prefix}per"))
+
+
+def timeline(events: list[tuple[int, dict[str, str], dict[str, float | None]]]) -> list[CapStep]:
+    """The changes, each with what was measured before and after it (pure)."""
+    out = []
+    for i, (t, tags, f) in enumerate(events):
+        if tags.get("event") != "change":
+            continue
+        key = (tags.get("host"), tags.get("job"))
+        after = None
+        for _t2, tags2, f2 in events[i + 1:]:
+            if (tags2.get("host"), tags2.get("job")) != key:
+                continue
+            if (tags2.get("event") == "change" and f2.get("previous_w") == f.get("cap_w")) or (
+                    tags2.get("event") == "settled" and f2.get("cap_w") == f.get("cap_w")):
+                after = _measured(f2)
+            break
+        out.append(CapStep(t, tags.get("host", ""), tags.get("job", ""), tags.get("reason", ""),
+                           f.get("previous_w"), f.get("cap_w"), f.get("original_w"),
+                           int(f.get("gpus") or 0), f.get("slowdown_pct"), _measured(f), after,
+                           _measured(f, "baseline_")))
+    return out
+
+
+def summary(store: Store, window: Window, node: str = "", job: str = "") -> dict[str, Any]:
+    """The autopilot's timeline and savings in the window (empty lists when it never ran), of one
+    node and/or job when given (the report's and dashboard's filters)."""
+    def keep(host: str | None, name: str | None) -> bool:
+        return (not node or host == node) and (not job or name == job)
+
+    events = [e for e in queries.autopilot_events(store, window)
+              if keep(e[1].get("host"), e[1].get("job"))]
+    steps = timeline(events)
+    latest: dict[tuple[str, str], float | None] = {}
+    for _t, tags, f in events:
+        latest[(tags.get("host", ""), tags.get("job", ""))] = f.get("cap_w")
+    groups = [GroupSaving(h, j, v.get("max_original_w"), latest.get((h, j), v.get("min_cap_w")),
+                          v.get("sum_seconds") or 0.0, v.get("sum_energy_j") or 0.0,
+                          v.get("sum_saved_j") or 0.0)
+              for (h, j), v in sorted(queries.autopilot_windows(store, window).items()) if keep(h, j)]
+    used = sum(g.energy_j for g in groups)
+    saved = sum(g.saved_j for g in groups)
+    return {
+        "timeline": [{**asdict(s), "time": fmt_time(s.time_ns)} for s in steps],
+        "groups": [{**asdict(g), "saved_pct": g.saved_pct} for g in groups],
+        "energy_j": used, "saved_j": saved,
+        "saved_pct": 100 * saved / (used + saved) if used + saved > 0 else None,
+    }
+
+
+def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], list[list[str]],
+                                                                   list[str], list[list[str]]]:
+    """(headers, rows) of the timeline and of the per-group savings, as text for report and dashboard."""
+    def m(x: dict[str, Any] | None) -> str:
+        if not x or x.get("throughput") is None:
+            return "–"
+        per = x.get("per")
+        return (f"{x['throughput']:.4g}/s, {x['power_w']:.0f} W, "
+                + (f"PER {per:.4g}/J" if per is not None else "PER –"))
+
+    steps = [[s["time"], f"{s['host']} {s['job']}", s["reason"],
+              f"{s['previous_w']:.0f} → {s['cap_w']:.0f} W",
+              f"{s['slowdown_pct']:.1f} %" if s["slowdown_pct"] is not None else "–",
+              m(s["before"]), m(s["after"])] for s in data["timeline"][-max_rows:]]
+    groups = [[f"{g['host']} {g['job']}",
+               f"{g['original_w']:.0f} W" if g["original_w"] is not None else "–",
+               f"{g['cap_w']:.0f} W" if g["cap_w"] is not None else "–",
+               f"{g['energy_j'] / 3.6e6:.3g} kWh", f"{g['saved_j'] / 3.6e6:.3g} kWh",
+               f"{g['saved_pct']:.1f} %" if g["saved_pct"] is not None else "–"]
+              for g in data["groups"]]
+    return (["time", "group", "why", "limit", "slowdown", "before", "after"], steps,
+            ["group", "original", "now", "used", "saved vs original", "saved %"], groups)

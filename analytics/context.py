@@ -114,6 +114,11 @@ class Context:
     it_by_hour: dict[int, float] = field(default_factory=dict)
     grid_by_hour: dict[int, float] = field(default_factory=dict)
     grid_basis: str = ""
+    # (job, host) -> team, and idle policy -> (energy J, idle J) of the job points (analytics.teams)
+    job_teams: dict[tuple[str, str], str] = field(default_factory=dict)
+    job_namespaces: dict[tuple[str, str], str] = field(default_factory=dict)  # Kubernetes
+    job_idle: dict[tuple[str, str], float] = field(default_factory=dict)  # (job, host) -> idle J
+    idle_policies: dict[str, tuple[float, float]] = field(default_factory=dict)
     _span_s: float | None = None
     _jobs_by_name: dict[str, list[queries.JobBucket]] | None = None
     _gpu_info: dict[tuple[str, str], tuple[str, float | None]] | None = None
@@ -253,8 +258,35 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     step("carbon")
     series, message = load_carbon(store, window, settings)
     ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
+    owners, ctx.job_idle, ctx.idle_policies = job_owners(queries.job_energy_by_tags(
+        store, window, (*OWNER_TAGS, "idle_policy")))
+    ctx.job_teams, ctx.job_namespaces = owners["team"], owners["namespace"]
     derive(ctx)
     return ctx
+
+
+OWNER_TAGS = ("team", "namespace")  # who a job's energy is shown back to (analytics.teams)
+
+
+def job_owners(rows: Mapping[tuple[str, ...], tuple[float, float]]) -> tuple[
+        dict[str, dict[tuple[str, str], str]], dict[tuple[str, str], float],
+        dict[str, tuple[float, float]]]:
+    """From (job, host, team, namespace, idle_policy) energies: each job's team and namespace on
+    each host (the one with the most energy, should it have changed), its idle energy, and the
+    energy and idle energy under each idle policy."""
+    best: dict[str, dict[tuple[str, str], tuple[float, str]]] = {t: {} for t in OWNER_TAGS}
+    idle: dict[tuple[str, str], float] = defaultdict(float)
+    policies: dict[str, tuple[float, float]] = {}
+    for (job, host, *owners, policy), (energy_j, idle_j) in rows.items():
+        idle[(job, host)] += idle_j
+        for tag, value in zip(OWNER_TAGS, owners, strict=True):
+            if value and energy_j >= best[tag].get((job, host), (-1.0, ""))[0]:
+                best[tag][(job, host)] = (energy_j, value)
+        if policy:
+            e, i = policies.get(policy, (0.0, 0.0))
+            policies[policy] = (e + energy_j, i + idle_j)
+    owners_out = {t: {k: v for k, (_e, v) in best[t].items()} for t in OWNER_TAGS}
+    return owners_out, dict(idle), policies
 
 
 def derive(ctx: Context) -> None:

@@ -29,6 +29,7 @@ from analytics.recommend import Recommendation, recommend_from
 from analytics.savings import combined
 from analytics.sci import fleet_sci
 from analytics.sci import table_rows as sci_table_rows
+from analytics.teams import TeamRow, idle_policy_summary, team_rows
 from analytics.timeutil import Window, fmt_time
 from collector.errors import ConfigError
 from collector.store.base import Store
@@ -55,6 +56,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     sci: dict[str, Any] = field(default_factory=dict)  # analytics.sci.fleet_sci
     objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J  # λ_J of J = E + λ_J·P, in joules
+    teams: list[TeamRow] = field(default_factory=list)  # showback (analytics.teams)
+    namespaces: list[TeamRow] = field(default_factory=list)  # the same per Kubernetes namespace
+    idle_policy: dict[str, Any] = field(default_factory=dict)  # analytics.teams.idle_policy_summary
     autopilot: dict[str, Any] = field(default_factory=dict)  # analytics.autopilot.summary
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +77,10 @@ class Report:
             "recommendations_total": combined(self.recommendations).to_dict(),
             "notes": list(self.notes),
             "sci": self.sci,
+            "idle_policy": self.idle_policy,
+            "teams": [r.to_dict(self.totals.get("currency", "")) for r in self.teams],
+            "namespaces": [{"namespace": d.pop("team"), **d} for d in
+                           (r.to_dict(self.totals.get("currency", "")) for r in self.namespaces)],
             "autopilot": self.autopilot,
         }
 
@@ -142,18 +150,20 @@ def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEI
         raise ConfigError(no_match(whole, flt))
     if progress:
         progress("analyse")
-    report = report_from(ctx, lam, objective_lambda_j)
+    report = report_from(ctx, lam, objective_lambda_j, filtered=flt.active)
     from analytics import autopilot
 
     report.autopilot = autopilot.summary(store, window, flt.node, flt.job)
     if flt.active:  # say what the figures cover
-        report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job}
+        report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job,
+                                   "team": flt.team}
     return report
 
 
 def report_from(ctx: Context, lam: float,
-                objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J) -> Report:
-    """The report from an already-loaded Context (pure)."""
+                objective_lambda_j: float = DEFAULT_OBJECTIVE_LAMBDA_J, *,
+                filtered: bool = False) -> Report:
+    """The report from an already-loaded Context (pure); ``filtered``: ctx is part of the fleet."""
     fac = ctx.fac
     totals, notes = _totals(ctx)
     per = {
@@ -191,8 +201,13 @@ def report_from(ctx: Context, lam: float,
         notes.append(f"carbon: {ctx.carbon_message}")
     sci = fleet_sci(ctx, totals["emissions"]["g_co2"], parse_overrides(ctx.settings.embodied),
                     ctx.settings.sci_unit)
+    idle = idle_policy_summary(ctx)
+    notes.append(f"job energy: {idle['text']} (docs/attribution.md); the teams' rows sum to the "
+                 f"GPU + CPU energy, carbon and cost above")
     return Report(ctx.window, lam, totals, per, trends, objectives, recs.frontiers, predictions,
-                  recs.items, notes, sci=sci, objective_lambda_j=objective_lambda_j)
+                  recs.items, notes, sci=sci, objective_lambda_j=objective_lambda_j,
+                  teams=team_rows(ctx, filtered=filtered), idle_policy=idle,
+                  namespaces=team_rows(ctx, filtered=filtered, by="namespace"))
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -269,6 +284,11 @@ def _per_text(row: levels.PerRow) -> str:
     return text
 
 
+def _team_per(r: TeamRow) -> str:
+    unit = primary_unit(r.work)
+    return f"{r.per[unit]:.4g} {PER_UNITS[unit]}" if unit and unit in r.per else "–"
+
+
 def _table(headers: list[str], rows: list[list[str]], md: bool) -> list[str]:
     if md:
         out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -329,6 +349,18 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         lines += [h(title), *_table(["name", "energy", "PER", "note"], body, md)]
         if len(rows) > max_rows:
             lines.append(f"... {len(rows) - max_rows} more (use --format json for all)")
+    named = [r for r in report.namespaces if not r.team.startswith("(")]
+    for title, head, owner_rows in (("Teams", "team", report.teams),
+                                    ("Kubernetes namespaces", "namespace",
+                                     report.namespaces if named else [])):
+        if not owner_rows:
+            continue
+        body = [[r.team, _kwh(r.energy_j), f"{100 * r.share:.1f}%", _kwh(r.idle_j), str(r.jobs),
+                 _team_per(r), f"{sig(r.kg_co2)} kg" if r.kg_co2 is not None else "unknown",
+                 f"{_money(r.cost)} {t['currency']}"] for r in owner_rows[:max_rows]]
+        lines += [h(f"{title} (showback; {report.idle_policy.get('text', '')})"),
+                  *_table([head, "energy", "share", "of it idle", "jobs", "PER", "CO2", "cost"],
+                          body, md)]
     trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from analytics.context import Context
 from analytics.frontier import mask_gpus
 from analytics.levels import JobAggregate
-from collector.sim.models import GPU_SPECS
+from collector.idle import IDLE_UTIL_MAX_PCT, idle_power_w
 
 
 def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float | None) -> dict[str, list[str]]:
@@ -24,24 +24,24 @@ def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float 
     return {h: sorted(v, key=lambda x: (len(x), x)) for h, v in sorted(out.items())}
 
 
-IDLE_UTIL_MAX_PCT = 2.0
-
-
 def _idle_w(ctx: Context) -> dict[str, tuple[float, str]]:
     """Each model's idle draw and where it comes from: the lowest power its GPUs drew in buckets at
-    ≤ 2 % utilisation, else the model's published idle figure (collector/sim/models.py)."""
-    out: dict[str, tuple[float, str]] = {}
+    ≤ 2 % utilisation, else the model's published idle figure (collector.idle.idle_power_w, the
+    definition the agent's idle-power policy uses too)."""
+    lowest: dict[str, float] = {}
     for g in ctx.gpus:
         if (g.power_min_w is not None and g.util_max_pct is not None
                 and g.util_max_pct <= IDLE_UTIL_MAX_PCT
-                and (g.model not in out or g.power_min_w < out[g.model][0])):
-            out[g.model] = (g.power_min_w, f"the lowest power this model drew at ≤ "
-                                           f"{IDLE_UTIL_MAX_PCT:g}% utilisation in the window")
-    for model in {g.model for g in ctx.gpus} - set(out):
-        spec = GPU_SPECS.get(model)
-        if spec is not None:
-            out[model] = (spec.idle_w, "the model's typical idle figure (none of its GPUs was idle "
-                                       "in the window)")
+                and (g.model not in lowest or g.power_min_w < lowest[g.model])):
+            lowest[g.model] = g.power_min_w
+    out: dict[str, tuple[float, str]] = {}
+    for model in sorted({g.model for g in ctx.gpus}):
+        watts, _source = idle_power_w(lowest.get(model), model)
+        if watts is None:
+            continue
+        out[model] = (watts, f"the lowest power this model drew at ≤ {IDLE_UTIL_MAX_PCT:g}% "
+                             f"utilisation in the window" if model in lowest else
+                      "the model's typical idle figure (none of its GPUs was idle in the window)")
     return out
 
 

@@ -118,6 +118,7 @@ class Timed:
         self.store = store
         self.url = store.url
         self.read_s = 0.0
+        self.rows = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.store, name)
@@ -127,16 +128,20 @@ class Timed:
         def timed(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
             try:
-                return attr(*args, **kwargs)
+                out = attr(*args, **kwargs)
             finally:
                 self.read_s += time.perf_counter() - t
+            if name == "query":
+                self.rows += len(out)
+            return out
         return timed
 
 
-def timed_report(store: Store, window: Window, repeat: int) -> tuple[float, float, float]:
+def timed_report(store: Store, window: Window, repeat: int) -> tuple[float, float, float, int]:
     times = []
     reads = []
     energy = 0.0
+    rows = 0
     for _ in range(repeat):
         timed = Timed(store)
         t = time.perf_counter()
@@ -144,10 +149,11 @@ def timed_report(store: Store, window: Window, repeat: int) -> tuple[float, floa
         render(report)
         times.append(time.perf_counter() - t)
         reads.append(timed.read_s)
-        print(f"  report: {times[-1]:.2f} s, of which store reads {reads[-1]:.2f} s",
-              file=sys.stderr, flush=True)
+        rows = timed.rows
+        print(f"  report: {times[-1]:.2f} s, of which store reads {reads[-1]:.2f} s "
+              f"({rows} rows)", file=sys.stderr, flush=True)
         energy = float(report.totals["gpu_energy_j"])
-    return statistics.median(times), statistics.median(reads), energy
+    return statistics.median(times), statistics.median(reads), energy, rows
 
 
 def main() -> int:
@@ -179,10 +185,10 @@ def main() -> int:
             half = args.interval_s * NS // 2
             window = Window(start_ns + half, end_ns + half)
             vm_store = open_store(f"prometheus://127.0.0.1:{vm.port}")
-            vm_s, vm_r, vm_j = timed_report(vm_store, window, args.repeat)
+            vm_s, vm_r, vm_j, vm_n = timed_report(vm_store, window, args.repeat)
             print(f"  VictoriaMetrics: {vm_s:.2f} s, {vm_j / 3.6e6:.2f} kWh", file=sys.stderr,
                   flush=True)
-            in_s, in_r, in_j = timed_report(influx, window, args.repeat)
+            in_s, in_r, in_j, in_n = timed_report(influx, window, args.repeat)
         finally:
             vm.stop()
             influxd.stop()
@@ -191,10 +197,11 @@ def main() -> int:
           f"({points} points, loaded in {load_s:.0f} s); {platform.processor() or platform.machine()}"
           f", {os.cpu_count()} CPUs\n")
     print(f"| engine | `wattlens report` (median of {args.repeat}) | of which store reads "
-          "| GPU energy found |")
-    print("|---|---|---|---|")
-    print(f"| InfluxDB 1.6 (InfluxQL) | {in_s:.2f} s | {in_r:.2f} s | {in_j / 3.6e6:.2f} kWh |")
-    print(f"| VictoriaMetrics (PromQL, prometheus://) | {vm_s:.2f} s | {vm_r:.2f} s "
+          "| rows read | GPU energy found |")
+    print("|---|---|---|---|---|")
+    print(f"| InfluxDB 1.6 (InfluxQL) | {in_s:.2f} s | {in_r:.2f} s | {in_n:,} "
+          f"| {in_j / 3.6e6:.2f} kWh |")
+    print(f"| VictoriaMetrics (PromQL, prometheus://) | {vm_s:.2f} s | {vm_r:.2f} s | {vm_n:,} "
           f"| {vm_j / 3.6e6:.2f} kWh |")
     print(f"\nratio VictoriaMetrics / InfluxDB: report {vm_s / in_s:.2f}, reads {vm_r / in_r:.2f}; "
           f"energy difference {abs(vm_j - in_j) / in_j:.2%}")

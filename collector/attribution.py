@@ -7,8 +7,12 @@ Three parts, each usable alone:
   conserving the total (``sum(shares) + unattributed == energy``).
 - :class:`ProcTree` maps a PID to a job through ``/proc`` (root injectable):
   ``WATTLENS_JOB`` or ``SLURM_JOB_ID`` in ``/proc/PID/environ``, else a
-  Kubernetes pod UID or a Slurm ``job_NNN`` in ``/proc/PID/cgroup``; and reads
+  Kubernetes pod UID or a Slurm ``job_NNN`` in ``/proc/PID/cgroup``; the team
+  from ``WATTLENS_TEAM``, ``SLURM_JOB_ACCOUNT`` or ``SLURM_JOB_USER``; and reads
   process CPU time for the CPU split.
+
+The idle (static) part of each device's energy is shared by the operator's
+policy in :mod:`collector.idle`.
 - :class:`NvmlProcesses` asks NVML which PIDs compute on each GPU and how much
   of the GPU each one used (``nvmlDeviceGetProcessUtilization``).
 
@@ -185,13 +189,33 @@ def parse_stat(text: str) -> ProcStat:
                     start_ticks=int(rest[19]))
 
 
-def job_from_environ(data: bytes) -> str | None:
-    """The job named by a process environment (NUL-separated ``KEY=value``), or None."""
+_ENV_KEYS = (b"WATTLENS_JOB", b"SLURM_JOB_ID", b"WATTLENS_TEAM", b"SLURM_JOB_ACCOUNT",
+             b"SLURM_JOB_USER")
+TEAM_RE = re.compile(r"[A-Za-z0-9._:/@+-]{1,64}")  # the value rule of every job tag
+
+
+def _environ(data: bytes) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in data.split(b"\0"):
         key, sep, value = item.partition(b"=")
-        if sep and key in (b"WATTLENS_JOB", b"SLURM_JOB_ID"):
+        if sep and key in _ENV_KEYS:
             env[key.decode()] = value.decode("utf-8", "replace")
+    return env
+
+
+def team_from_environ(data: bytes) -> str | None:
+    """The team a process environment names: ``WATTLENS_TEAM``, else Slurm's account
+    (``SLURM_JOB_ACCOUNT``), else the Slurm user (``SLURM_JOB_USER``); None if none is valid."""
+    env = _environ(data)
+    for key in ("WATTLENS_TEAM", "SLURM_JOB_ACCOUNT", "SLURM_JOB_USER"):
+        if TEAM_RE.fullmatch(env.get(key, "")):
+            return env[key]
+    return None
+
+
+def job_from_environ(data: bytes) -> str | None:
+    """The job named by a process environment (NUL-separated ``KEY=value``), or None."""
+    env = _environ(data)
     name = env.get("WATTLENS_JOB", "")
     if JOB_ID_RE.fullmatch(name) and name != UNATTRIBUTED:
         return name
@@ -227,6 +251,8 @@ class ProcTree:
         self.clock_ticks_per_s = clock_ticks_per_s or float(os.sysconf("SC_CLK_TCK"))
         self._cache: OrderedDict[tuple[int, int], str | None] = OrderedDict()
         self._cache_size = cache_size
+        # job -> team its processes' environment named (WATTLENS_TEAM, Slurm account or user)
+        self.teams: dict[str, str] = {}
 
     def _read(self, *parts: str) -> str | None:
         try:
@@ -253,9 +279,11 @@ class ProcTree:
             self._cache.move_to_end(key)
             return self._cache[key]
         job: str | None = None
+        team: str | None = None
         try:
             with open(self.root / str(pid) / "environ", "rb") as f:
-                job = job_from_environ(f.read(1 << 20))
+                data = f.read(1 << 20)
+            job, team = job_from_environ(data), team_from_environ(data)
         except OSError:
             pass  # another user's process: environ is private, the cgroup is not
         if job is None:
@@ -263,8 +291,12 @@ class ProcTree:
             job = job_from_cgroup(cgroup) if cgroup else None
         if st is not None:
             self._cache[key] = job
+            if team is not None and job is not None:
+                self.teams[job] = team
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+                while len(self.teams) > self._cache_size:
+                    self.teams.pop(next(iter(self.teams)))
         return job
 
     def uptime_s(self) -> float | None:

@@ -32,13 +32,14 @@ from collector.job_report import (
     Progress,
     check_job_id,
     check_tags,
+    check_team,
     parse_progress,
 )
 from collector.tracker import MAX_JOBS, JobTracker, with_jobs
 
 __all__ = ["KINDS", "MAX_BODY_BYTES", "MAX_JOBS", "PRECISIONS", "WORK_FIELDS", "IngestApp",
            "IngestError", "JobTracker", "Progress", "check_job_id", "check_pid_owner",
-           "check_tags", "parse_progress", "with_jobs"]
+           "check_tags", "check_team", "parse_progress", "with_jobs"]
 
 log = logging.getLogger("wattlens.ingest")
 

@@ -29,11 +29,12 @@ KINDS = ("train", "finetune", "infer", "eval", "batch", "other")
 # Compute precision: the dtype matmuls ran in; "amp-" when autocast mixed it with fp32.
 PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "amp-bf16", "amp-fp16")
 # Tags a caller may not set: the schema's own job tags and the attribution method.
-RESERVED_TAGS = frozenset({"job", "host", "kind", "precision", "gpu_model", "method"})
+# `idle_policy` is the agent's (collector.idle); `team` is allowed as a tag, `team` wins over it.
+RESERVED_TAGS = frozenset({"job", "host", "kind", "precision", "gpu_model", "method", "idle_policy"})
 _TAG_KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _TAG_VALUE_RE = re.compile(r"[A-Za-z0-9._:/@+-]{1,64}")
 _KEYS = frozenset({*WORK_FIELDS, "kind", "precision", "batch_size", "gpus", "planned_samples",
-                   "tags", "deferrable", "pid", "seq", "final"})
+                   "tags", "deferrable", "pid", "seq", "final", "team"})
 
 
 class IngestError(ValueError):
@@ -59,6 +60,7 @@ class Progress:
     gpus: tuple[int, ...] | None = None
     planned_samples: float | None = None
     tags: Mapping[str, str] | None = None
+    team: str | None = None  # who pays for the job (showback); None = unchanged
     deferrable: bool | None = None
     pid: int | None = None
     seq: int | None = None
@@ -167,7 +169,18 @@ def parse_progress(job: str, body: bytes) -> Progress:
         opt["gpus"] = tuple(sorted(indices))
     if "tags" in data:
         opt["tags"] = check_tags(data["tags"])
+    if "team" in data:
+        opt["team"] = check_team(data["team"])
     return Progress(job, **opt)
+
+
+def check_team(team: Any) -> str:
+    """The team a job's energy is shown back to: 1-64 characters of the tag alphabet, or
+    IngestError(400) naming the field and the value."""
+    if not isinstance(team, str) or not _TAG_VALUE_RE.fullmatch(team) or team == UNATTRIBUTED:
+        raise IngestError(400, f"team: must be 1-64 characters of A-Z a-z 0-9 . _ : / @ + - "
+                               f"(not 'unattributed'), got {_show(team)}")
+    return team
 
 
 def check_tags(tags: Any) -> dict[str, str]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from collector.attribution import CPU_TIME, UNATTRIBUTED, Presence, Split, _weakest, split_by_ticks, split_energy
+from collector.idle import DEFAULT_IDLE_POLICY, split_idle
 from collector.job_report import WORK_FIELDS, Progress
 from collector.schema import FieldValue, Point, point
 
@@ -41,6 +42,7 @@ class JobState:
     pids: set[int] = field(default_factory=set)
     work: dict[str, float] = field(default_factory=lambda: dict.fromkeys(WORK_FIELDS, 0.0))
     owner: int | None = None  # the UID that first posted (Unix socket); None: a token holder
+    team: str = ""  # who pays: the jobs API's ``team`` (else a ``team`` tag, /proc, the namespace)
 
     def apply(self, p: Progress) -> None:
         for f in WORK_FIELDS:
@@ -53,13 +55,16 @@ class JobState:
             self.gpus = p.gpus
         if p.tags is not None:
             self.tags = dict(p.tags)
+        if p.team is not None:
+            self.team = p.team
         if p.pid is not None and len(self.pids) < MAX_PIDS_PER_JOB:
             self.pids.add(p.pid)
 
     def snapshot(self) -> JobState:
         return JobState(self.name, self.first_s, self.last_s, self.reported, self.end_s, self.kind,
                         self.precision, self.batch_size, self.planned_samples, self.deferrable,
-                        self.gpus, dict(self.tags), set(self.pids), dict(self.work), self.owner)
+                        self.gpus, dict(self.tags), set(self.pids), dict(self.work), self.owner,
+                        self.team)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class GpuReading:
     energy_j: float | None
     util_pct: float | None
     power_limit_w: float | None
+    mig: bool = False  # split into MIG instances: a job holds its instance's share of the GPU
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ class RoundInput:
     held: Mapping[str, int]  # rounds each job's work has waited
     live: frozenset[str]  # jobs still tracked (held work goes back to them)
     cpu_estimated_share: float = 0.0  # of the CPU energy, the part a model estimated
+    idle_policy: str = DEFAULT_IDLE_POLICY  # how idle (static) energy is shared (collector.idle)
+    gpu_idle_w: Mapping[int, float] = field(default_factory=dict)  # GPU index -> idle draw W
+    cpu_idle_w: float | None = None  # the host's CPU idle draw (None: unknown, all active)
+    proc_teams: Mapping[str, str] = field(default_factory=dict)  # job -> team from /proc (Slurm)
+    team_map: Mapping[str, str] = field(default_factory=dict)  # Kubernetes namespace -> team
 
     @property
     def interval_s(self) -> float:
@@ -162,10 +173,40 @@ class _GpuSplit:
     share_j: dict[str, float] = field(default_factory=dict)
     methods: dict[str, list[str | None]] = field(default_factory=dict)
     job_gpus: dict[str, list[int]] = field(default_factory=dict)
-    unattributed: dict[str, list[float]] = field(default_factory=dict)  # model -> [J, idle GPUs]
+    unattributed: dict[str, list[float]] = field(default_factory=dict)  # model -> [J, idle GPUs, idle J]
+    idle_j: dict[str, float] = field(default_factory=dict)  # job -> its share of idle energy
+
+    def add(self, split: Split, idle: bool) -> None:
+        for name, joules in split.shares_j.items():
+            self.share_j[name] = self.share_j.get(name, 0.0) + joules
+            self.methods.setdefault(name, []).append(split.method)
+            if idle:
+                self.idle_j[name] = self.idle_j.get(name, 0.0) + joules
 
 
-def _split_gpus(r: RoundInput, on_gpu: OnGpu) -> _GpuSplit:
+def _idle_part(energy_j: float, idle_w: float | None, interval_s: float) -> float:
+    """The static part of a device's energy: its idle draw over the interval, never above the whole."""
+    return min(energy_j, idle_w * interval_s) if idle_w is not None and idle_w > 0 else 0.0
+
+
+def _host_presences(r: RoundInput, on_gpu: OnGpu) -> dict[str, Presence]:
+    """Every job on the host this round and when: reported jobs, jobs on a GPU, jobs using CPU."""
+    out: dict[str, Presence] = {}
+    for j in r.jobs.values():
+        s, e = _presence(j, r)
+        if j.reported and e > s:
+            out[j.name] = Presence(s, e)
+    for here in on_gpu.values():
+        for name, (s, e, _pids) in here.items():
+            old = out.get(name)
+            out[name] = Presence(min(s, old.start_s), max(e, old.end_s)) if old else Presence(s, e)
+    for name, ticks in r.job_ticks.items():
+        if ticks > 0 and name not in out:
+            out[name] = Presence(0.0, r.interval_s)
+    return out
+
+
+def _split_gpus(r: RoundInput, on_gpu: OnGpu, host: Mapping[str, Presence]) -> _GpuSplit:
     out = _GpuSplit()
     for index, here in sorted(on_gpu.items()):
         for name in here:
@@ -182,22 +223,40 @@ def _split_gpus(r: RoundInput, on_gpu: OnGpu) -> _GpuSplit:
             presences[name] = Presence(s, e, util)
         if any(p.util is None for p in presences.values()):
             presences = {n: Presence(p.start_s, p.end_s) for n, p in presences.items()}
-        split = split_energy(reading.energy_j, r.interval_s, presences)
-        for name, joules in split.shares_j.items():
-            out.share_j[name] = out.share_j.get(name, 0.0) + joules
-            out.methods.setdefault(name, []).append(split.method)
-        acc = out.unattributed.setdefault(reading.model, [0.0, 0.0])
-        acc[0] += split.unattributed_j
+        idle_j = _idle_part(reading.energy_j, r.gpu_idle_w.get(index), r.interval_s)
+        split = split_energy(reading.energy_j - idle_j, r.interval_s, presences)
+        idle = split_idle(idle_j, r.interval_s, presences, host, r.idle_policy,
+                          held_share=reading.mig)
+        out.add(split, idle=False)
+        out.add(idle, idle=True)
+        acc = out.unattributed.setdefault(reading.model, [0.0, 0.0, 0.0])
+        acc[0] += split.unattributed_j + idle.unattributed_j
         acc[1] += 0 if here else 1
+        acc[2] += idle.unattributed_j
     return out
 
 
-def _split_cpu(r: RoundInput) -> Split | None:
-    if r.cpu_energy_j is not None and r.busy_ticks is not None:
-        return split_by_ticks(r.cpu_energy_j, max(0.0, r.busy_ticks), dict(r.job_ticks))
-    if r.cpu_energy_j is not None:
-        return Split({}, r.cpu_energy_j, None)
-    return None
+@dataclass(frozen=True)
+class _CpuSplit:
+    split: Split  # active and idle shares together
+    idle_j: dict[str, float]  # each job's idle share
+    unattributed_idle_j: float
+
+
+def _split_cpu(r: RoundInput, host: Mapping[str, Presence]) -> _CpuSplit | None:
+    if r.cpu_energy_j is None:
+        return None
+    if r.busy_ticks is None:  # no CPU attribution: all of it unattributed, whatever the policy
+        return _CpuSplit(Split({}, r.cpu_energy_j, None), {}, 0.0)
+    idle_j = _idle_part(r.cpu_energy_j, r.cpu_idle_w, r.interval_s)
+    active = split_by_ticks(r.cpu_energy_j - idle_j, max(0.0, r.busy_ticks), dict(r.job_ticks))
+    idle = split_idle(idle_j, r.interval_s, host, host, r.idle_policy)
+    shares = dict(active.shares_j)
+    for name, joules in idle.shares_j.items():
+        shares[name] = shares.get(name, 0.0) + joules
+    method = CPU_TIME if shares else None
+    return _CpuSplit(Split(shares, active.unattributed_j + idle.unattributed_j, method),
+                     dict(idle.shares_j), idle.unattributed_j)
 
 
 def job_round(r: RoundInput) -> RoundResult:
@@ -206,25 +265,56 @@ def job_round(r: RoundInput) -> RoundResult:
     on_gpu, discovered = _who_is_on_gpus(r, pid_owner)
     all_jobs = {**r.jobs, **{n: d for n, d in discovered.items() if n not in r.jobs}}
     pid_owner |= {pid: d.name for d in discovered.values() for pid in d.pids}
-    gpu = _split_gpus(r, on_gpu)
-    cpu_split = _split_cpu(r)
+    host = _host_presences(r, on_gpu)
+    gpu = _split_gpus(r, on_gpu, host)
+    cpu = _split_cpu(r, host)
+    cpu_split = cpu.split if cpu is not None else None
+    for name, joules in (cpu.idle_j if cpu is not None else {}).items():
+        gpu.idle_j[name] = gpu.idle_j.get(name, 0.0) + joules
     result = RoundResult([], dict(r.methods), dict(r.held), {})
     for _name, j in sorted(all_jobs.items()):
         p = _job_point(r, j, on_gpu, gpu, cpu_split, pid_owner, result)
         if p is not None:
             result.points.append(p)
-    for model, (joules, idle) in sorted(gpu.unattributed.items()):
+    policy = {"idle_policy": r.idle_policy}
+    for model, (joules, idle, idle_j) in sorted(gpu.unattributed.items()):
         if joules > 0 or idle > 0:
             result.points.append(point("job", {"job": UNATTRIBUTED, "host": r.host, "kind": "gpu",
-                                               "gpu_model": model},
-                                       {"energy_j": joules, "gpus": idle, "active_s": r.interval_s},
-                                       r.wall_ns))
-    if cpu_split is not None and cpu_split.unattributed_j > 0:
-        result.points.append(point("job", {"job": UNATTRIBUTED, "host": r.host, "kind": "cpu"},
-                                   {"energy_j": cpu_split.unattributed_j, "active_s": r.interval_s,
-                                    "estimated_j": cpu_split.unattributed_j * r.cpu_estimated_share
-                                    or None}, r.wall_ns))
+                                               "gpu_model": model, **policy},
+                                       {"energy_j": joules, "gpus": idle, "active_s": r.interval_s,
+                                        "idle_j": idle_j}, r.wall_ns))
+    if cpu is not None and cpu.split.unattributed_j > 0:
+        rest = cpu.split.unattributed_j
+        result.points.append(point("job", {"job": UNATTRIBUTED, "host": r.host, "kind": "cpu", **policy},
+                                   {"energy_j": rest, "active_s": r.interval_s,
+                                    "idle_j": cpu.unattributed_idle_j,
+                                    "estimated_j": rest * r.cpu_estimated_share or None}, r.wall_ns))
     return result
+
+
+def job_team(tags: Mapping[str, str], proc_team: str | None, team_map: Mapping[str, str]) -> str:
+    """Who pays for a job: its ``team`` (jobs API or tag), else the team its processes'
+    environment names (WATTLENS_TEAM, Slurm account, Slurm user), else its Kubernetes
+    namespace through ``team_map`` (the namespace itself when unmapped); "" when none is known."""
+    if tags.get("team"):
+        return tags["team"]
+    if proc_team:
+        return proc_team
+    namespace = tags.get("namespace", "")
+    return team_map.get(namespace, namespace)
+
+
+def with_namespace_teams(points: Iterable[Point], team_map: Mapping[str, str]) -> list[Point]:
+    """The points, each ``job`` point that has a namespace (the Kubernetes pod tags, added after
+    the round) but no team given the namespace's team (:func:`job_team`)."""
+    out = []
+    for p in points:
+        if p.measurement == "job" and p.tag("namespace") and not p.tag("team"):
+            tags = p.tag_map
+            tags["team"] = job_team(tags, None, team_map)
+            p = point(p.measurement, tags, p.field_map, p.time_ns)
+        out.append(p)
+    return out
 
 
 def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_split: Split | None,
@@ -238,8 +328,9 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
         active_s = max((e - s for s, e, _ in spans), default=0.0)
     used = gpu.job_gpus.get(name, [])
     measured_gpu = any(r.gpus[g].energy_j is not None for g in used if g in r.gpus)
-    has_cpu = cpu_split is not None and r.attribute_cpu and bool(
-        j.pids or any(o == name for o in pid_owner.values()))
+    has_cpu = cpu_split is not None and (name in cpu_split.shares_j or (r.attribute_cpu and bool(
+        j.pids or any(o == name for o in pid_owner.values()))))
+    measured_gpu = measured_gpu or name in gpu.share_j  # an idle share of a GPU it did not use
     energy: float | None = None
     estimated_j: float | None = None
     method = _weakest(gpu.methods.get(name, ()))
@@ -270,9 +361,13 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
     readings = [r.gpus[g] for g in used if g in r.gpus]
     models = Counter(x.model for x in readings if x.model)
     tags = {**j.tags, "job": name, "host": r.host, "kind": j.kind, "precision": j.precision,
-            "gpu_model": models.most_common(1)[0][0] if models else "", "method": method or ""}
+            "gpu_model": models.most_common(1)[0][0] if models else "", "method": method or "",
+            "idle_policy": r.idle_policy}
+    tags["team"] = job_team({**tags, "team": j.team or tags.get("team", "")},
+                            r.proc_teams.get(name), r.team_map)
     fields: dict[str, FieldValue | None] = {
         "energy_j": energy, "estimated_j": estimated_j, **work, "active_s": active_s,
+        "idle_j": gpu.idle_j.get(name, 0.0) if energy is not None else None,
         "gpus": len(used),
         "batch_size": j.batch_size, "planned_samples": j.planned_samples,
         "deferrable": None if j.deferrable is None else int(j.deferrable),

@@ -25,14 +25,17 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cpu": (("host", "domain", "method"), ("power_w", "energy_j", "util_pct")),
     "job": (
-        # namespace, pod, container: the Kubernetes pod on the job's GPUs (collector/k8s), bounded
-        ("job", "host", "kind", "precision", "gpu_model", "workload", "namespace", "pod", "container"),
+        # namespace, pod, container: the Kubernetes pod on the job's GPUs (collector/k8s), bounded;
+        # team: who pays (docs/attribution.md); idle_policy: how idle power was shared (collector.idle)
+        ("job", "host", "kind", "precision", "gpu_model", "workload", "namespace", "pod", "container",
+         "team", "idle_policy"),
         (
             "energy_j", "samples", "tokens", "steps", "flops", "active_s", "gpus",
             "batch_size", "power_limit_w", "util_pct", "deferrable", "planned_samples",
             # the part of energy_j that came from a model (method=estimated), e.g. the CPU estimate
             "estimated_j",
             "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
+            "idle_j",  # the part of energy_j that is its share of idle power (collector.idle)
         ),
     ),
     # One MIG instance's part of its GPU's energy (collector/sources/mig.py); the parts of a GPU
@@ -62,7 +65,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # window's total is a plain SUM (DESIGN §2).
 # `active_s` is the wall time a job ran during the interval, so SUM(active_s) is its run time.
 INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
-                              "it_energy_j", "facility_energy_j", "estimated_j", "saved_j"})
+                              "it_energy_j", "facility_energy_j", "estimated_j", "saved_j", "idle_j"})
 
 # Work units in the order PER prefers to report them.
 WORK_UNITS = ("samples", "tokens", "flops", "steps")

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from collector.attribution import EnergyTap, GpuProcesses, NvmlProcesses, ProcTree
+from collector.idle import DEFAULT_IDLE_POLICY, IDLE_UTIL_MAX_PCT, check_idle_policy, idle_power_w
 from collector.job_report import WORK_FIELDS, IngestError, Progress
-from collector.job_round import GpuReading, JobState, RoundInput, job_round
+from collector.job_round import GpuReading, JobState, RoundInput, job_round, with_namespace_teams
 from collector.k8s.pods import PodLabels
 from collector.logutil import LogOnce
 from collector.schema import ESTIMATED, Point
@@ -38,7 +39,8 @@ class JobTracker:
     (/proc) map GPU processes to jobs; without them, GPUs a job declared
     (``gpus`` in its reports) are its GPUs. ``clock`` must be the agent's
     monotonic clock. A job ends with a ``final`` report or after
-    ``job_timeout_s`` without any.
+    ``job_timeout_s`` without any. ``idle_policy`` shares each device's idle energy
+    (:mod:`collector.idle`); ``team_map`` maps a Kubernetes namespace to a team.
     """
 
     name = "jobs"
@@ -55,9 +57,15 @@ class JobTracker:
         max_jobs: int = MAX_JOBS,
         attribute_cpu: bool = True,
         pods: PodLabels | None = None,
+        idle_policy: str = DEFAULT_IDLE_POLICY,
+        team_map: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.pods = pods  # Kubernetes pod tags for job points (collector/k8s)
+        self.idle_policy = check_idle_policy(idle_policy)
+        self.team_map = dict(team_map or {})
+        # The lowest power each device drew at <= 2 % utilisation: its idle draw (collector.idle).
+        self._lowest_idle_w: dict[int | str, float] = {}
         self.taps = list(taps)
         self.processes = processes
         self.proc = proc
@@ -135,7 +143,8 @@ class JobTracker:
         gpu = "NVML compute processes" if self.processes is not None else "declared GPUs only"
         cpu = "CPU time from /proc" if self.proc is not None and self.attribute_cpu else "no CPU"
         sources = ", ".join(t.name for t in self.taps) or "none"
-        return Probe.found(f"job tracker: energy from {sources}; GPUs by {gpu}; {cpu}")
+        return Probe.found(f"job tracker: energy from {sources}; GPUs by {gpu}; {cpu}; "
+                           f"idle power shared by {self.idle_policy}")
 
     def close(self) -> None:
         with self._lock:
@@ -172,10 +181,13 @@ class JobTracker:
         job_ticks = self._cpu_ticks_by_job(self._roots(jobs, pids_now, pid_job), now - t0)
         busy_ticks = busy - self._prev_busy if busy is not None and self._prev_busy is not None \
             else None
+        gpu_idle_w, cpu_idle_w = self._idle_draws(tick, gpus, cpu_energy_j, now - t0)
         result = job_round(RoundInput(
             self.host, tick.wall_ns, t0, now, jobs, gpus, cpu_energy_j, pids_now,
             self._prev_pids, utils, pid_job, ages, job_ticks, busy_ticks, self.attribute_cpu,
-            bool(self.taps), self._methods, self._held, live, self._cpu_estimated_share))
+            bool(self.taps), self._methods, self._held, live, self._cpu_estimated_share,
+            self.idle_policy, gpu_idle_w, cpu_idle_w,
+            dict(self.proc.teams) if self.proc is not None else {}, self.team_map))
         self._prev_pids = {g: set(p) for g, p in (pids_now or {}).items()}
         self._prev_busy = busy
         self._methods, self._held = result.methods, result.held
@@ -185,7 +197,8 @@ class JobTracker:
                 if pid_owner is not None:
                     job_pids.setdefault(pid_owner, set()).add(pid)
             device_pids = getattr(self.processes, "device_pids", dict)
-            result.points = self.pods.tag(result.points, job_pids, device_pids, now)
+            result.points = with_namespace_teams(
+                self.pods.tag(result.points, job_pids, device_pids, now), self.team_map)
         if result.held_work:
             with self._lock:
                 for name, work in result.held_work.items():
@@ -260,7 +273,8 @@ class JobTracker:
                 if not index.isdigit():
                     continue
                 out[int(index)] = GpuReading(int(index), p.tag("model") or "", _num(p.field("energy_j")),
-                                       _num(p.field("util_pct")), _num(p.field("power_limit_w")))
+                                       _num(p.field("util_pct")), _num(p.field("power_limit_w")),
+                                       mig=bool(_num(p.field("mig_instances"))))
         return out
 
     def _cpu_energy(self, tick: Tick) -> float | None:
@@ -274,6 +288,25 @@ class JobTracker:
         self._cpu_estimated_share = (math.fsum(v for v, est in known if est) / total
                                      if total > 0 else float(any(est for _, est in known)))
         return total if known else None
+
+    def _idle_draws(self, tick: Tick, gpus: Mapping[int, GpuReading], cpu_energy_j: float | None,
+                    interval_s: float) -> tuple[dict[int, float], float | None]:
+        """Each GPU's and the CPU's idle draw (collector.idle.idle_power_w), after noting this
+        round's power of every device at <= 2 % utilisation."""
+        def seen(key: int | str, energy_j: float | None, util: float | None) -> None:
+            if energy_j is not None and util is not None and util <= IDLE_UTIL_MAX_PCT:
+                power_w = energy_j / interval_s
+                self._lowest_idle_w[key] = min(power_w, self._lowest_idle_w.get(key, power_w))
+
+        for index, g in gpus.items():
+            seen(index, g.energy_j, g.util_pct)
+        utils = [_num(p.field("util_pct")) for tap in self.taps for p in tap.points_at(tick)
+                 if p.measurement == "cpu" and p.tag("host") == self.host]
+        known = [u for u in utils if u is not None]
+        seen("cpu", cpu_energy_j, max(known) if known else None)
+        gpu_idle = {i: w for i, g in gpus.items()
+                    if (w := idle_power_w(self._lowest_idle_w.get(i), g.model)[0]) is not None}
+        return gpu_idle, idle_power_w(self._lowest_idle_w.get("cpu"), "")[0]
 
     def _gpu_processes(self) -> tuple[dict[int, list[int]] | None, dict[int, dict[int, float]]]:
         if self.processes is None:
@@ -325,6 +358,8 @@ def with_jobs(
     clock: Callable[[], float] = time.monotonic,
     job_timeout_s: float = 60.0,
     kubelet_socket: str | None = None,
+    idle_policy: str = DEFAULT_IDLE_POLICY,
+    team_map: Mapping[str, str] | None = None,
 ) -> tuple[list[Source], JobTracker]:
     """The agent's sources with job tracking added: each tapped, then ``feeds``, then the tracker.
 
@@ -343,7 +378,7 @@ def with_jobs(
         pods = PodLabels(PodResourcesClient(kubelet_socket))
     tracker = JobTracker(host, taps=taps, processes=NvmlProcesses(nvml) if nvml else None,
                          proc=ProcTree(proc_root), clock=clock, job_timeout_s=job_timeout_s,
-                         pods=pods)
+                         pods=pods, idle_policy=idle_policy, team_map=team_map)
     for feed in feeds:
         attach = getattr(feed, "attach", None)
         if callable(attach):

@@ -96,7 +96,10 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     return app
 
 
-PICKED = ("node", "model", "job")  # the filters with a picker (team lives in the URL only)
+# The filters with a picker. `team` is set by a link or a click on the Jobs page's team table: a
+# fourth picker here broke the zoom-to-range browser test (the zoomed range never reached the
+# URL), for a reason not yet found.
+PICKED = ("node", "model", "job")
 
 
 def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:

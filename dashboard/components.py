@@ -58,7 +58,8 @@ def range_options(range_key: str | None) -> list[dict[str, str]]:
 def filter_bar() -> html.Div:
     """Node, GPU model and job filters under the header (kept in the URL with the range).
 
-    ``team`` is carried in the URL for links; there is no team tag in the store to filter on yet.
+    ``team`` filters by the job points' ``team`` tag (analytics.filters); it is set by a link
+    (``?team=``) or a click on the Jobs page's team table, so it has no picker here.
     """
     def pick(key: str, label: str) -> Any:
         return html.Div(className="wl-filter", children=[
@@ -285,6 +286,16 @@ ALERTS_TABLE = _data_table(
     style_data_conditional=[{"if": {"filter_query": "{state} = FIRING"},
                              "backgroundColor": "#fef2f2", "color": "#991b1b", "fontWeight": "600"}],
     **TABLE_STYLE)
+
+TEAM_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Team", "id": "team"}, _num("Energy, kWh", "energy_kwh", 2),
+    _num("Share, %", "share_pct", 1), _num("Of it idle, kWh", "idle_kwh", 2),
+    _num("Jobs", "jobs", 0), _num("PER, units/J", "per", 2), {"name": "Unit", "id": "per_unit"},
+    _num("CO₂, kg", "kg_co2", 2), _num("Cost", "cost", 2),
+]
+# The chargeback table: its CSV export (the button above it) is the showback in a spreadsheet.
+TEAMS_TABLE = _data_table(id="teams-table", columns=TEAM_COLUMNS, data=[], sort_action="native",
+                          page_size=20, **TABLE_STYLE)
 
 HEALTH_COLUMNS: list[dict[str, Any]] = [
     {"name": "GPU", "id": "gpu"}, {"name": "Model", "id": "model"},

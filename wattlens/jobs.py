@@ -13,23 +13,18 @@ the default SQLite file).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import http.client
-import json
 import logging
 import math
 import os
 import re
 import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-from collector.ingest import KINDS, PRECISIONS, IngestError, check_job_id, check_tags
+from collector.ingest import KINDS, PRECISIONS, IngestError, check_job_id, check_tags, check_team
+from wattlens.job_transports import AgentTransport, LocalTransport, SocketTransport, Transport
 
 log = logging.getLogger("wattlens.jobs")
 
@@ -38,172 +33,6 @@ _INF = math.inf
 _FIELDS = ("samples", "tokens", "steps", "flops")
 
 __all__ = ["DEFAULT_AGENT_URL", "Job", "job"]
-
-
-class _Transport(Protocol):
-    mode: str
-
-    def send(self, payload: dict[str, Any]) -> None:
-        """Deliver one report; raise OSError (retry later) or ValueError (refused: drop)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class _AgentTransport:
-    """Reports to the agent's ingest endpoint over HTTP."""
-
-    mode = "agent"
-
-    def __init__(self, base_url: str, job: str, token: str | None, timeout_s: float) -> None:
-        self.url = f"{base_url.rstrip('/')}/v1/jobs/{job}/progress"
-        self.token = token
-        self.timeout_s = timeout_s
-
-    def send(self, payload: dict[str, Any]) -> None:
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(  # noqa: S310 - http(s) URL checked in Job.__init__
-            self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read().decode()).get("error", "")
-            except (ValueError, AttributeError, OSError):
-                message = ""
-            if 400 <= exc.code < 500 and exc.code != 429:
-                raise ValueError(f"agent refused the report (HTTP {exc.code}): {message}") from None
-            raise OSError(f"agent answered HTTP {exc.code}: {message}") from None
-        except urllib.error.URLError as exc:
-            raise OSError(f"agent at {self.url} unreachable: {exc.reason}") from None
-
-    def close(self) -> None:
-        pass
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over the agent's Unix socket (the kernel tells the agent which user posts)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _SocketTransport:
-    """Reports to the agent over its Unix socket: no token, the agent checks who posts."""
-
-    mode = "agent"
-
-    def __init__(self, path: str, job: str, timeout_s: float) -> None:
-        self.path = path
-        self.target = f"/v1/jobs/{job}/progress"
-        self.timeout_s = timeout_s
-
-    def send(self, payload: dict[str, Any]) -> None:
-        conn = _UnixConnection(self.path, self.timeout_s)
-        try:
-            conn.request("POST", self.target, body=json.dumps(payload).encode(),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
-        except OSError as exc:
-            raise OSError(f"agent socket {self.path} unreachable: {exc}") from None
-        finally:
-            conn.close()
-        if resp.status < 300:
-            return
-        try:
-            message = json.loads(raw.decode()).get("error", "")
-        except (ValueError, AttributeError):
-            message = ""
-        if 400 <= resp.status < 500 and resp.status != 429:
-            raise ValueError(f"agent refused the report (HTTP {resp.status}): {message}")
-        raise OSError(f"agent answered HTTP {resp.status}: {message}")
-
-    def close(self) -> None:
-        pass
-
-
-class _JobsOnly:
-    """A sink that passes only ``job`` points to the store: this process measures for its job only."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def write(self, points: Sequence[Any]) -> None:
-        jobs = [p for p in points if p.measurement == "job"]
-        if jobs:
-            self.store.write(jobs)
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class _LocalTransport:
-    """No agent: sample this machine's power in-process and write job points to a store."""
-
-    mode = "standalone"
-
-    def __init__(self, job: str, store_url: str, host: str, interval_s: float) -> None:
-        from collector.agent import Agent
-        from collector.ingest import with_jobs
-        from collector.store import open_store
-
-        try:
-            from collector.sources.autodetect import autodetect
-        except ImportError:  # sensors not installed: the CPU estimate is always there
-            from collector.sources.cpu_estimate import CpuEstimateSource
-
-            found: list[Any] = [CpuEstimateSource(host=host)]
-        else:
-            found, lines = autodetect(host, interval_s=interval_s)
-            log.info("wattlens job: measuring in-process: %s", "; ".join(lines))
-        self.job = job
-        self.sources, self.tracker = with_jobs(found, host)
-        self.store = open_store(store_url)
-        self.agent = Agent(self.sources, _JobsOnly(self.store), interval_s)
-        self.thread = threading.Thread(target=self.agent.run, name="wattlens-job-meter",
-                                       daemon=True)
-        self.thread.start()
-
-    def send(self, payload: dict[str, Any]) -> None:
-        from collector.ingest import parse_progress
-
-        # The same validation as the agent's endpoint: one contract, wherever the report goes.
-        self.tracker.record(parse_progress(self.job, json.dumps(payload).encode()))
-
-    def close(self) -> None:
-        self.agent.stop()
-        self.thread.join(30)
-        try:
-            # One more round after the final report, so its last interval is written. A job
-            # that ended before the meter's first round needs two: the first sets baselines.
-            points: list[Any] = []
-            for attempt in range(2):
-                points = [p for p in self.agent.sample_once() if p.measurement == "job"]
-                if points or attempt:
-                    break
-                time.sleep(0.05)
-            if points:
-                self.store.write(points)
-        finally:
-            for s in self.sources:
-                with contextlib.suppress(Exception):
-                    s.close()
-            self.store.close()
 
 
 class Job:
@@ -225,6 +54,7 @@ class Job:
         gpus: Sequence[int] | None = None,
         tags: Mapping[str, str] | None = None,
         deferrable: bool | None = None,
+        team: str | None = None,
         agent_url: str | None = None,
         store_url: str | None = None,
         mode: str = "auto",
@@ -257,12 +87,12 @@ class Job:
         if autopilot:  # opt in to the agent's power-cap autopilot (docs/autopilot.md)
             tags = {**tags, "autopilot": "on"}
         self.update(precision=precision, batch_size=batch_size, planned_samples=planned_samples,
-                    gpus=gpus, tags=tags, deferrable=deferrable)
+                    gpus=gpus, tags=tags, deferrable=deferrable, team=team)
         self._pending = [0.0, 0.0, 0.0, 0.0]
         self._totals = [0.0, 0.0, 0.0, 0.0]
         self._seq = 0
         self._inflight: dict[str, Any] | None = None
-        self._transport: _Transport | None = None
+        self._transport: Transport | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -290,7 +120,8 @@ class Job:
 
     def update(self, *, precision: str | None = None, batch_size: int | None = None,
                planned_samples: float | None = None, gpus: Sequence[int] | None = None,
-               tags: Mapping[str, str] | None = None, deferrable: bool | None = None) -> None:
+               tags: Mapping[str, str] | None = None, deferrable: bool | None = None,
+               team: str | None = None) -> None:
         """Change metadata (None leaves a value as it is); sent with the next report."""
         meta: dict[str, Any] = {}
         if precision is not None:
@@ -317,6 +148,11 @@ class Job:
                 raise ValueError(str(exc)) from None
         if deferrable is not None:
             meta["deferrable"] = bool(deferrable)
+        if team is not None:
+            try:
+                meta["team"] = check_team(team)
+            except IngestError as exc:
+                raise ValueError(str(exc)) from None
         with self._lock:
             self._meta.update(meta)
             self._meta_dirty = True
@@ -348,17 +184,17 @@ class Job:
         atexit.register(self.finish)
         return self
 
-    def _connect(self) -> _Transport:
+    def _connect(self) -> Transport:
         token = os.environ.get("WATTLENS_AGENT_TOKEN") or None
         if self.requested_mode != "standalone":
-            agent: _Transport
+            agent: Transport
             if self.agent_url is not None:
-                agent = _AgentTransport(self.agent_url, self.name, token, self.timeout_s)
+                agent = AgentTransport(self.agent_url, self.name, token, self.timeout_s)
             else:
                 from collector.http_server import client_socket, user_socket
 
                 path = client_socket() or user_socket()
-                agent = _SocketTransport(str(path), self.name, self.timeout_s)
+                agent = SocketTransport(str(path), self.name, self.timeout_s)
             try:
                 # The start report: the agent sees the job begin. A refusal here (bad
                 # metadata, a missing token) is raised before any training starts.
@@ -376,7 +212,7 @@ class Job:
         store_url = self.store_url or os.environ.get("WATTLENS_STORE") or default_store_url()
         host = os.environ.get("WATTLENS_HOST") or socket.gethostname()
         interval_s = float(os.environ.get("WATTLENS_INTERVAL") or 1.0)
-        local = _LocalTransport(self.name, store_url, host, interval_s)
+        local = LocalTransport(self.name, store_url, host, interval_s)
         with self._lock:
             self._meta_dirty = True
         local.send(self._payload(final=False))
@@ -396,7 +232,7 @@ class Job:
             payload["final"] = True
         return payload
 
-    def _send(self, transport: _Transport, final: bool) -> None:
+    def _send(self, transport: Transport, final: bool) -> None:
         """Deliver the report left in flight by a failed attempt, then a new one.
 
         A report keeps its sequence number across retries, so one that reached
@@ -412,7 +248,7 @@ class Job:
             self._inflight = self._payload(final)
             self._deliver(transport)
 
-    def _deliver(self, transport: _Transport) -> None:
+    def _deliver(self, transport: Transport) -> None:
         assert self._inflight is not None
         try:
             transport.send(self._inflight)
@@ -491,6 +327,7 @@ def job(
     gpus: Sequence[int] | None = None,
     tags: Mapping[str, str] | None = None,
     deferrable: bool | None = None,
+    team: str | None = None,
     agent_url: str | None = None,
     store_url: str | None = None,
     mode: str = "auto",
@@ -503,9 +340,10 @@ def job(
     train, finetune, infer, eval, batch, other; ``precision`` the compute
     precision (fp32, tf32, bf16, fp16, fp8, amp-bf16 for autocast to bf16, ...);
     ``gpus`` the NVML indices of the GPUs it uses, when the agent cannot see its
-    processes (containers); ``tags`` a few low-cardinality labels (team,
-    model); ``workload`` (what the job is an instance of, which analytics compares like with
-    like) defaults to the name without its run suffix (``default_workload``). ``mode``:
+    processes (containers); ``tags`` a few low-cardinality labels (model);
+    ``team`` who pays for it (the report's per-team showback); ``workload`` (what the
+    job is an instance of, which analytics compares like with like) defaults to the name
+    without its run suffix (``default_workload``). ``mode``:
     ``auto`` reports to the agent if one answers at
     ``agent_url`` and measures in-process otherwise; ``agent`` or
     ``standalone`` force one. ``autopilot=True`` lets an agent running ``--autopilot`` tune the
@@ -514,5 +352,5 @@ def job(
     """
     return Job(name, kind=kind, precision=precision, batch_size=batch_size,
                planned_samples=planned_samples, gpus=gpus, tags=tags, deferrable=deferrable,
-               agent_url=agent_url, store_url=store_url, mode=mode,
+               team=team, agent_url=agent_url, store_url=store_url, mode=mode,
                flush_interval_s=flush_interval_s, autopilot=autopilot)

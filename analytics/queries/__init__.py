@@ -39,6 +39,7 @@ from analytics.queries.buckets import (
     facility_buckets,
     gpu_buckets,
     job_buckets,
+    job_energy_by_tags,
     job_summaries,
     work_buckets,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "has_data",
     "hosts_of_job",
     "job_buckets",
+    "job_energy_by_tags",
     "job_summaries",
     "job_work_by_host",
     "last_seen_ns",

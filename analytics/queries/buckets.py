@@ -260,3 +260,15 @@ def energy_by_where(store: Store, window: Window, measurement: str, by: tuple[st
     rows = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
                                       window.end_ns, group_by=by, where=where))
     return {tuple(r.tags[t] for t in by): r.values.get("sum_energy_j") or 0.0 for r in rows}
+
+
+def job_energy_by_tags(store: Store, window: Window, tags: tuple[str, ...]
+                       ) -> dict[tuple[str, ...], tuple[float, float]]:
+    """(job, host, *tags) -> (energy J, idle J) of the job points over the window; a tag a point
+    lacks reads "" (the team showback and the idle policy, analytics.teams)."""
+    by = ("job", "host", *tags)
+    rows = store.query(AggregateQuery("job", (("sum", "energy_j"), ("sum", "idle_j")),
+                                      window.start_ns, window.end_ns, group_by=by))
+    return {tuple(r.tags.get(t) or "" for t in by): (r.values.get("sum_energy_j") or 0.0,
+                                                    r.values.get("sum_idle_j") or 0.0)
+            for r in rows}

@@ -36,6 +36,13 @@ class JobSpec:
     batch_size: int
     diurnal: bool = False
     deferrable: bool = False
+    namespace: str = ""  # the Kubernetes namespace it runs in; its team via NAMESPACE_TEAM
+
+
+# Who runs what, for the showback demo: namespaces mapped to teams the way an operator's
+# --team-map would; `search` is left unmapped, so its namespace is its team (the default).
+NAMESPACE_TEAM = {"llm-research": "research", "nlp-train": "nlp", "serving": "product",
+                  "evals": "research"}
 
 
 @dataclass(frozen=True)
@@ -114,18 +121,19 @@ def _cap(model: str, frac: float) -> float:
 
 # --- jobs (flops per sample: 6·N·tokens for training, 2·N·tokens for inference) -------------------
 LLM = JobSpec("llm-pretrain", "llm-1.3b", "train", "llm-train", "bf16", 0.97, 4096,
-              6 * 1.3e9 * 4096, 32)
+              6 * 1.3e9 * 4096, 32, namespace="llm-research")
 BERT_FP32 = JobSpec("bert-ft-fp32", "bert-large", "train", "train", "fp32", 0.96, 512,
-                    6 * 3.4e8 * 512, 64)
-BERT = JobSpec("bert-ft", "bert-large", "train", "train", "bf16", 0.95, 512, 6 * 3.4e8 * 512, 64)
+                    6 * 3.4e8 * 512, 64, namespace="nlp-train")
+BERT = JobSpec("bert-ft", "bert-large", "train", "train", "bf16", 0.95, 512, 6 * 3.4e8 * 512, 64,
+               namespace="nlp-train")
 SERVE = JobSpec("serve", "llm-7b-serve", "infer", "llm-infer", "fp8", 0.9, 1024,
-                2 * 7e9 * 1024, 32)
+                2 * 7e9 * 1024, 32, namespace="serving")
 EVAL = JobSpec("nightly-eval", "eval-7b", "batch", "batch-infer", "fp8", 0.9, 2048,
-               2 * 7e9 * 2048, 16, deferrable=True)
+               2 * 7e9 * 2048, 16, deferrable=True, namespace="evals")
 CHAT = JobSpec("chat-infer", "chat-7b", "infer", "llm-infer", "fp8", 0.6, 512, 2 * 7e9 * 512, 8,
-               diurnal=True)
+               diurnal=True, namespace="serving")
 EMBED = JobSpec("embed-infer", "embedding", "infer", "embed", "int8", 0.10, 256,
-                2 * 1.1e8 * 256, 64)
+                2 * 1.1e8 * 256, 64, namespace="search")
 
 
 def _split(g: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.idle import ALLOCATION
+from collector.job_round import job_team
 from collector.schema import Point, point
-from collector.sim.fleet import Fleet, Group, JobSpec, Run, build_fleet, fleet_layout, job_id
+from collector.sim.fleet import NAMESPACE_TEAM, Fleet, Group, JobSpec, Run, build_fleet, fleet_layout, job_id
 from collector.sim.models import GPU_SPECS, GpuSpec
 from collector.sim.physics import KINDS, operating_point, work_rate_flops
 from collector.sources.base import Probe, Tick
@@ -354,7 +356,12 @@ class SimulatedFleet:
         return point(
             "job",
             {"job": job_id(acc.run, acc.k), "host": acc.host, "kind": job.kind,
-             "precision": job.precision, "gpu_model": acc.model, "workload": job.workload},
+             "precision": job.precision, "gpu_model": acc.model, "workload": job.workload,
+             "namespace": job.namespace,
+             "team": job_team({"namespace": job.namespace}, None, NAMESPACE_TEAM),
+             # A run holds its GPUs alone: all their energy is its, idle draw included, which
+             # is the allocation policy (collector.idle); idle_j is that draw's part.
+             "idle_policy": ALLOCATION},
             {"energy_j": acc.energy_j, "samples": acc.samples,
              "tokens": acc.samples * job.tokens_per_sample,
              "steps": acc.samples / job.batch_size,
@@ -363,7 +370,8 @@ class SimulatedFleet:
              "gpus": n_gpus, "batch_size": job.batch_size, "power_limit_w": acc.cap_w,
              "util_pct": round(acc.util_sum / acc.gpu_s, 2) if acc.gpu_s else 0.0,
              "deferrable": 1 if job.deferrable else 0,
-             "planned_samples": planned, "gpu_mask": sum(1 << g for g in acc.gpus)},
+             "planned_samples": planned, "gpu_mask": sum(1 << g for g in acc.gpus),
+             "idle_j": min(acc.energy_j, GPU_SPECS[acc.model].idle_w * acc.gpu_s)},
             end_ns,
         )
 

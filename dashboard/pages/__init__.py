@@ -35,7 +35,8 @@ class Deps:
 def view_filter(view: dict[str, object] | None) -> Filter:
     """The analytics filter of the URL state kept in the ``view`` store."""
     v = view or {}
-    return Filter(str(v.get("node") or ""), str(v.get("model") or ""), str(v.get("job") or ""))
+    return Filter(str(v.get("node") or ""), str(v.get("model") or ""), str(v.get("job") or ""),
+                  str(v.get("team") or ""))
 
 
 def anchor(name: str) -> object:

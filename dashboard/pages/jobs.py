@@ -8,7 +8,7 @@ from urllib.parse import quote
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import components, figures, views
-from dashboard.pages import Deps, anchor
+from dashboard.pages import Deps, anchor, view_filter
 
 
 def layout() -> list[Any]:
@@ -20,6 +20,17 @@ def layout() -> list[Any]:
             note="click a row for its power, throughput and PER over time · "
                  "filter with e.g. >10 or train · \"over best cap\" uses the η of the Trade-off page",
             id="card-jobs"),
+        components.section(
+            "Energy by team (showback)", html.Div(id="teams-summary", className="wl-summary"),
+            components.TEAMS_TABLE,
+            note="GPU + CPU energy, PER, CO₂ and cost per team (the job's team tag) or Kubernetes "
+                 "namespace; energy no team claims has its own rows · Export gives the CSV for "
+                 "chargeback",
+            tools=dcc.RadioItems(id="teams-by", options=[
+                {"label": "by team", "value": "team"},
+                {"label": "by namespace", "value": "namespace"},
+            ], value="team", inline=True, className="wl-radio"),
+            id="card-teams"),
     ]
 
 
@@ -55,6 +66,30 @@ def register(app: Dash, deps: Deps) -> None:
         return rows, [f"{len(rows)} jobs in the range · {running} running · "
                       f"{energy:,.1f} kWh of GPU energy · η = {float(lam or 0.5):.2f} · ",
                       components.window_caption(ctx.window, "jobs-window")]
+
+    @app.callback(Output("teams-table", "data"), Output("teams-summary", "children"),
+                  Output("teams-table", "columns"),
+                  Input("page-jobs", "title"), Input("range", "value"), Input("tick", "n_intervals"),
+                  Input("view", "data"), Input("teams-by", "value"))
+    def teams(_page: str, range_key: str, _n: int | None,
+              view: dict[str, Any] | None, by: str | None) -> tuple[Any, Any, Any]:
+        columns = [{**components.TEAM_COLUMNS[0], "name": "Namespace" if by == "namespace"
+                    else "Team"}, *components.TEAM_COLUMNS[1:]]
+        if views.data_end_ns(store) is None:
+            return [], "No data yet.", columns
+        ctx = deps.context(range_key, view)
+        rows = views.teams_rows(ctx, filtered=view_filter(view).active, by=by or "team")
+        return rows, views.teams_note(ctx, rows), columns
+
+    @app.callback(Output("filter-team", "value", allow_duplicate=True),
+                  Input("teams-table", "active_cell"), State("teams-by", "value"),
+                  prevent_initial_call=True)
+    def pick_team(cell: dict[str, Any] | None, by: str | None) -> Any:
+        """A click on a team's row filters every page to that team (?team=)."""
+        team = str((cell or {}).get("row_id") or "")
+        if by == "namespace" or not team or team.startswith("("):
+            return no_update  # a namespace, or energy no team claims: not a team to filter on
+        return team
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("jobs-table", "active_cell"), prevent_initial_call=True)

@@ -45,6 +45,7 @@ from dashboard.views.recommendations import (
     recommendations_view,
 )
 from dashboard.views.status import Status, status
+from dashboard.views.teams import teams_note, teams_rows
 from dashboard.views.tradeoff import Tradeoff, tradeoff
 
 __all__ = [
@@ -73,7 +74,8 @@ __all__ = [
     "custom_range",
     "data_end_ns",
     "evidence_rows",
-    "filter_options", "filter_wheres",
+    "filter_options",
+    "filter_wheres",
     "fleet_kpis",
     "fleet_power",
     "fleet_power_update",
@@ -92,6 +94,8 @@ __all__ = [
     "settled_end_ns",
     "short_model",
     "status",
+    "teams_note",
+    "teams_rows",
     "tradeoff",
     "units",
     "window_for",

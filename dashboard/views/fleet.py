@@ -69,6 +69,12 @@ def filter_wheres(store: Store, window: Window, flt: Filter) -> tuple[Where, Whe
     if flt.job:
         hosts = queries.hosts_of_job(store, window, flt.job)
         gpu["host"] = tuple(h for h in hosts if not flt.node or h == flt.node) or ("",)
+    if flt.team:  # the hosts its jobs ran on (and the other filters' hosts, when set)
+        hosts = sorted({h for (h,) in queries.energy_by_where(store, window, "job", ("host",),
+                                                              {"team": flt.team})})
+        kept = gpu.get("host")
+        gpu["host"] = tuple(h for h in hosts if (not flt.node or h == flt.node)
+                            and (kept is None or h in kept)) or ("",)
     cpu_hosts = sorted({h for (h,) in queries.energy_by_where(store, window, "gpu", ("host",), gpu)})
     return gpu, {"host": tuple(cpu_hosts) or ("",)}
 

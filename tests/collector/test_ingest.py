@@ -64,6 +64,9 @@ def test_a_full_report_parses() -> None:
     ("ok", b'{"kind": "training"}', 400, "kind"),
     ("ok", b'{"tags": {"host": "x"}}', 400, "tags"),
     ("ok", b'{"tags": {"team": "a b"}}', 400, "tags.team"),
+    ("ok", b'{"team": "a b"}', 400, "team: must be"),
+    ("ok", b'{"team": ""}', 400, "team: must be"),
+    ("ok", b'{"team": ["x"]}', 400, "team: must be"),
     ("ok", b'{"pid": 0}', 400, "pid"),
     ("ok", b'{"final": 1}', 400, "final"),
     ("a/b", b"{}", 400, "job id"),
@@ -218,7 +221,7 @@ class RunningAgent:
         return self.exporter.server.port
 
     def unix_connection(self) -> http.client.HTTPConnection:
-        from wattlens.jobs import _UnixConnection
+        from wattlens.job_transports import UnixConnection as _UnixConnection
 
         assert self.exporter.server.unix_socket is not None
         return _UnixConnection(str(self.exporter.server.unix_socket), 5)

@@ -207,7 +207,7 @@ def _report(db: Path, window: tuple[int, int], *extra: str) -> dict[str, Any]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("flt", [("node", "node-01"), ("model", "NVIDIA L4")])
+@pytest.mark.parametrize("flt", [("node", "node-01"), ("model", "NVIDIA L4"), ("team", "research")])
 def test_filtered_cards_change_and_equal_the_filtered_report(
         chrome: webdriver.Chrome, server: str, demo_db: Path, flt: tuple[str, str]) -> None:
     chrome.set_window_size(1440, 900)

@@ -197,6 +197,10 @@ def test_forcing_agent_mode_without_an_agent_fails_before_training() -> None:
     ({"name": "ok", "tags": {"host": "x"}}, "tags"),
     ({"name": "ok", "agent_url": "ftp://x"}, "agent_url"),
     ({"name": "ok", "mode": "remote"}, "mode"),
+    ({"name": "ok", "team": "ml team"}, r"team: .* got 'ml team'"),
+    ({"name": "ok", "team": "unattributed"}, "team"),
+    ({"name": "ok", "team": 7}, "team: .* got 7"),
+    ({"name": "ok", "tags": {"idle_policy": "even"}}, "tags"),
 ])
 def test_bad_arguments_name_the_field(kwargs: dict[str, object], named: str) -> None:
     name = kwargs.pop("name")

@@ -72,6 +72,28 @@ def _scenario(text: str) -> str:
     return text
 
 
+def _idle_policy(text: str) -> str:
+    from collector.idle import IDLE_POLICIES
+
+    if text not in IDLE_POLICIES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(IDLE_POLICIES)}, got {text!r}")
+    return text
+
+
+def _team_map(text: str) -> dict[str, str]:
+    """``ns-a=team-x,ns-b=team-y``: Kubernetes namespace -> team (unmapped: the namespace)."""
+    from collector.attribution import TEAM_RE
+
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        ns, sep, team = (v.strip() for v in item.partition("="))
+        if not sep or not TEAM_RE.fullmatch(ns) or not TEAM_RE.fullmatch(team):
+            raise argparse.ArgumentTypeError(f"expected NAMESPACE=TEAM[,...] with names of "
+                                             f"A-Z a-z 0-9 . _ : / @ + -, got {item!r}")
+        out[ns] = team
+    return out
+
+
 def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
     """Options shared by `collect` and `demo` (the demo spools to its own ``demo-spool``)."""
     option(p, "--store", default=default_store_url(),
@@ -98,6 +120,12 @@ def add_agent_options(p: argparse.ArgumentParser, spool: str = "spool") -> None:
            help="Unix socket for local job reports (the jobs API's default): auto is "
                 "/run/wattlens/ingest.sock for root, else $XDG_RUNTIME_DIR/wattlens/ingest.sock; "
                 "off disables")
+    option(p, "--idle-policy", type=_idle_policy, default="allocation",
+           help="who pays for idle (static) GPU and CPU power: allocation (the jobs holding the "
+                "device), even (every job on the host alike) or unattributed (docs/attribution.md)")
+    option(p, "--team-map", type=_team_map, default=None,
+           help="Kubernetes namespace -> team for showback, NS=TEAM[,...]; an unmapped "
+                "namespace is its own team")
     option(p, "--spool-max-mb", type=positive_float, default=256.0,
            help="spool size bound in MiB; beyond it the oldest points are dropped and counted")
 
@@ -240,7 +268,9 @@ class AgentProcess:
             feeds.append(PromScrapeSource(args.host, load_targets(scrape)))
         wrapped, tracker = with_jobs(sources, args.host,
                                      proc_root=getattr(args, "procfs_root", None) or "/proc",
-                                     feeds=feeds, kubelet_socket=getattr(args, "kubelet_socket", None))
+                                     feeds=feeds, kubelet_socket=getattr(args, "kubelet_socket", None),
+                                     idle_policy=getattr(args, "idle_policy", None) or "allocation",
+                                     team_map=getattr(args, "team_map", None))
         store = store if store is not None else open_store(args.store)
         if hasattr(store, "init"):
             try:

@@ -49,9 +49,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     option(p, "--format", choices=FORMATS, default="table", help="output format")
     add_carbon_cost_options(p)
     p.add_argument("--config", help="TOML config file; settings under [report] (env WATTLENS_CONFIG)")
-    for name, what in (("node", "one node (host)"), ("model", "one GPU model"), ("job", "one job")):
+    for name, what in (("node", "one node (host)"), ("model", "one GPU model"), ("job", "one job"),
+                       ("team", "one team's jobs (and their hosts)")):
         p.add_argument(f"--{name}", default="", help=f"only {what}: the same filter as the dashboard's "
                                                        f"?{name}= (docs/dashboard.md)")
+    p.add_argument("--teams-csv", metavar="FILE", default=None,
+                   help="also write the per-team showback (energy, PER, CO2, cost) as CSV for "
+                        "chargeback; - for standard output")
     p.set_defaults(func=run, _parser=p, _section="report")
 
 
@@ -216,6 +220,7 @@ class LazyProgress:
 def run(args: argparse.Namespace) -> int:
     from analytics.filters import Filter
     from analytics.report import STEPS, build_report, render
+    from analytics.teams import to_csv
 
     settings = build_settings(args)
     check_carbon_options(settings)
@@ -225,10 +230,14 @@ def run(args: argparse.Namespace) -> int:
         with LazyProgress("report", STEPS) as bar:
             report = build_report(store, window, args.tradeoff_weight, settings, progress=bar.step,
                                   objective_lambda_j=args.objective_lambda_j,
-                                  flt=Filter(args.node, args.model, args.job))
+                                  flt=Filter(args.node, args.model, args.job, args.team))
     finally:
         store.close()
-    flt = Filter(args.node, args.model, args.job)
+    flt = Filter(args.node, args.model, args.job, args.team)
+    if args.teams_csv:
+        _write_teams_csv(args.teams_csv, to_csv(report.teams, report.totals["currency"]))
+        if args.teams_csv == "-":
+            return 0
     if args.format == "json":
         print(report.to_json())
     else:
@@ -237,3 +246,18 @@ def run(args: argparse.Namespace) -> int:
                   f"× the site's PUE.\n")
         print(render(report, args.format), end="")
     return 0
+
+
+def _write_teams_csv(path: str, text: str) -> None:
+    """The CSV to a file (or standard output for ``-``); a path we cannot write is one line."""
+    from collector.errors import ConfigError
+
+    if path == "-":
+        print(text, end="")
+        return
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as exc:
+        raise ConfigError(f"--teams-csv: cannot write {path!r}: {exc.strerror or exc}") from None
+    print(f"teams CSV written to {path}", file=sys.stderr)

@@ -176,6 +176,35 @@ def test_bucketed_power_and_gauges_match(session: Session, engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_means_divided_in_the_engine_equal_sums_over_counts(session: Session, engine: str) -> None:
+    """A mean asked as one PromQL division equals its sum and count divided here, per bucket."""
+    from collector.store.promql import Plan, field_exprs, plan, selector
+
+    store = open_store(_url(session, engine, "dcgm-exporter"))
+    w = session.window
+    q = AggregateQuery("gpu", (("mean", "power_w"), ("mean", "util_pct")), w.start_ns + NS // 2,
+                       w.end_ns, group_by=("host", "gpu"), bucket_s=10)
+    mm = store.mapping["gpu"]  # type: ignore[attr-defined]
+    one = plan(q, mm)
+    assert [e.op for e in one.exprs] == ["mean", "mean"]
+    two = Plan(tuple(e for agg, f in q.aggregates for src in mm.fields[f]
+                     for e in field_exprs(agg, f, src, selector(src, {}) or "",
+                                          tuple(src.labels[t] for t in q.group_by))),
+               one.group_by, False)
+    assert [e.part for e in two.exprs] == ["mean_power_w#s", "mean_power_w#c",
+                                           "mean_util_pct#s", "mean_util_pct#c"]
+
+    def rows(p: Plan) -> dict[tuple[int | None, str, str], dict[str, float | None]]:
+        return {(r.time_ns, r.tags["host"], r.tags["gpu"]): dict(r.values)
+                for r in store._query(q, p)}  # type: ignore[attr-defined]
+
+    got, want = rows(one), rows(two)
+    assert len(want) >= NODES * GPUS * (w.seconds // 10) and set(got) == set(want)
+    for key, values in want.items():
+        assert got[key] == pytest.approx(values, rel=1e-9), key
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_wattlens_exporter_totals_match_the_agents_sqlite(session: Session, engine: str) -> None:
     """The agent's own /metrics read back equal what the same agent wrote to SQLite."""
     store = open_store(_url(session, engine, "wattlens"))

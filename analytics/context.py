@@ -79,15 +79,20 @@ class Settings:
             raise ConfigError(f"bucket_s: must divide an hour (60, 300, 900, ...), got {self.bucket_s!r}")
 
 
+DAY_S = 86400
+
+
 def bucket_for_window(window: Window) -> int:
-    """5 min buckets up to three days (idle detection needs them), then coarser, always dividing an hour
-    or a multiple of one, so hourly carbon and tariff lookups stay exact."""
-    if window.seconds <= 3 * 86400:
-        return 300
-    for step in (600, 900, 1200, 1800, 3600):
-        if window.seconds / step <= 900:
-            return step
-    return 3600
+    """The per-GPU and per-job bucket of the report, the CLI and every dashboard page that reads a
+    Context: 5 min for windows under a day, hourly from a day on.
+
+    One definition, so the figures reconcile everywhere. Hourly buckets read the store's hourly
+    tier (a day of 1,000 GPUs is 24 k rows, not 288 k), and still divide an hour, so hourly carbon
+    and tariff lookups stay exact. The price: over a day or more, idle and low-utilisation
+    stretches are seen at hourly resolution (an idle stretch must fill a whole clock hour to
+    count); ``Settings.bucket_s`` asks for other buckets (docs/decisions.md).
+    """
+    return 300 if window.seconds < DAY_S else 3600
 
 
 @dataclass

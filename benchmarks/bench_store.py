@@ -5,6 +5,8 @@ Run from the repository root::
     python benchmarks/bench_store.py --gpus 1000 --hours 24 --interval-s 10   # report + dashboard
     python benchmarks/bench_store.py --gpus 1000 --hours 1 --interval-s 1 --duckdb  # reference
     python benchmarks/bench_store.py --year --gpus 8 --interval-s 60          # bounded by retention
+    python benchmarks/bench_store.py --store /tmp/fleet.db --interval-s 10 --duckdb --influx
+        # measure a store built earlier (same --gpus/--hours), DuckDB and InfluxDB 1.6 alongside
 
 Data: the simulated fleet (``--gpus`` / 8 nodes of 8 GPUs) stepped once a
 minute, each minute expanded into ``60 / --interval-s`` rows per series
@@ -17,6 +19,11 @@ real write path, rollups included. Measured in the same run, on the same data:
   then DuckDB over the same rows (``--duckdb``: loaded from a CSV of the raw table);
 - ``report``: ``build_report`` + ``render`` over the whole window (`wattlens report`);
 - ``dashboard``: the Fleet page's cold load (``fleet_view`` + ``status``), no cache;
+  both timed as wall clock and as this process's CPU time (the machine is shared);
+- ``--duckdb`` also times DuckDB on the whole window's raw rows: per GPU x 5 min and per
+  GPU x 1 h (the shapes the dashboard and the report read), the reference of the ratios;
+- ``--influx`` writes the same minutes (at ``--influx-interval-s``) into a fresh InfluxDB 1.6
+  (raw policy plus the 1m/1h rollups, backfilled) and times the same report and load there;
 - bytes: the store's pages per tier (``dbstat``), per GPU-day of data.
 
 ``--year`` writes a simulated year with the default retention (raw 7 d, 1 min
@@ -68,7 +75,7 @@ def expand(t: int, pts: list[Point], interval_s: float) -> list[Point]:
     return out
 
 
-def fill(store: SQLiteStore, gpus: int, start_ns: int, n_minutes: int, interval_s: float,
+def fill(store: Any, gpus: int, start_ns: int, n_minutes: int, interval_s: float,
          every: Callable[[int], None] | None = None, batch_minutes: int = 1) -> tuple[int, float]:
     """Write ``n_minutes`` through ``store.write``, ``batch_minutes`` minutes per call."""
     rows, write_s = 0, 0.0
@@ -106,12 +113,18 @@ def tier_bytes(path: Path, measurement: str | None = None) -> dict[str, int]:
 
 
 def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
-    best = float("inf")
+    return timed_cpu(fn, repeat)[0]
+
+
+def timed_cpu(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float]:
+    """Best wall-clock and CPU seconds of ``repeat`` runs (CPU: this process, all threads)."""
+    best, cpu = float("inf"), float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         best = min(best, time.perf_counter() - t0)
-    return best
+        cpu = min(cpu, time.process_time() - c0)
+    return best, cpu
 
 
 def aggregate_query(start_ns: int, end_ns: int) -> AggregateQuery:
@@ -119,8 +132,10 @@ def aggregate_query(start_ns: int, end_ns: int) -> AggregateQuery:
                           start_ns, end_ns, group_by=("host", "gpu"), bucket_s=300)
 
 
-def duckdb_reference(path: Path, start_ns: int, end_ns: int, tmp: Path) -> tuple[float, int]:
-    """The same aggregate in DuckDB, over the same raw rows (exported from the store)."""
+def duckdb_reference(path: Path, start_ns: int, end_ns: int, tmp: Path,
+                     buckets_s: tuple[int, ...] = (300,)) -> tuple[list[float], int]:
+    """The same aggregate (per GPU and bucket) in DuckDB, over the same raw rows (exported
+    from the store): the best of three per bucket width, and the rows it read."""
     import duckdb
 
     conn = sqlite3.connect(path)
@@ -141,35 +156,36 @@ def duckdb_reference(path: Path, start_ns: int, end_ns: int, tmp: Path) -> tuple
     db = duckdb.connect(str(tmp / "ref.duckdb"))
     db.execute(f"CREATE TABLE gpu AS SELECT * FROM read_csv_auto('{csv_path}')")
     means = ", ".join(f"avg({g})" for g in GAUGES)
-    sql = (f"SELECT host, gpu, time_ns // {300 * NS} AS b, sum(energy_j), {means} FROM gpu "
-           f"WHERE time_ns >= {start_ns} AND time_ns < {end_ns} GROUP BY 1, 2, 3")
-    best = timed(lambda: db.execute(sql).fetchall())
+    best = []
+    for bucket_s in buckets_s:
+        sql = (f"SELECT host, gpu, time_ns // {bucket_s * NS} AS b, sum(energy_j), {means} "
+               f"FROM gpu WHERE time_ns >= {start_ns} AND time_ns < {end_ns} GROUP BY 1, 2, 3")
+        best.append(timed(lambda sql=sql: db.execute(sql).fetchall()))  # type: ignore[misc]
     db.close()
     return best, n
 
 
 def run_fleet(args: argparse.Namespace, root: Path) -> None:
-    path = root / "bench.db"
-    store = SQLiteStore(path)
     n_min = int(args.hours * 60)
     start = END_NS - n_min * 60 * NS
-    rows, write_s = fill(store, args.gpus, start, n_min, args.interval_s)
+    if args.store:
+        path = Path(args.store)  # built earlier with the same --gpus, --hours, --interval-s
+        SQLiteStore(path).close()  # opening upgrades an older layout (timed apart from reads)
+    else:
+        path = root / "bench.db"
+        rows, write_s = fill(SQLiteStore(path), args.gpus, start, n_min, args.interval_s)
+        print(f"\nwrote {rows:,} points ({args.gpus} GPUs x {args.hours:g} h at "
+              f"{args.interval_s:g} s) in {write_s:.0f} s of write(): {rows / write_s:,.0f} points/s")
     sizes = tier_bytes(path)
     gpu_days = args.gpus * args.hours / 24
     raw_scale = args.interval_s  # bytes at 1 Hz = bytes at interval_s x interval_s (rows scale)
-    print(f"\nwrote {rows:,} points ({args.gpus} GPUs x {args.hours:g} h at {args.interval_s:g} s) "
-          f"in {write_s:.0f} s of write(): {rows / write_s:,.0f} points/s")
     print(f"file {sum(sizes.values()) / 1e6:.0f} MB; per tier MB: "
           + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items())))
-    gpu_raw = SQLiteStore(path).count("gpu")
-    print(f"raw bytes per row (all measurements): {sizes['raw'] / max(rows, 1):.1f}; "
-          f"gpu raw rows {gpu_raw:,}")
     for what, part in (("gpu measurement", tier_bytes(path, "gpu")), ("all measurements", sizes)):
         per_day_raw = part["raw"] / gpu_days * raw_scale
-        per_day_roll = (part.get("1m", 0) + part.get("1h", 0)) / gpu_days
+        per_day_roll = sum(v for k, v in part.items() if k in ("1m", "5m", "1h")) / gpu_days
         print(f"bytes per GPU-day at 1 Hz, {what}: raw {per_day_raw / 1e6:.2f} MB + rollups "
               f"{per_day_roll / 1e6:.2f} MB (raw x{raw_scale:g} from {args.interval_s:g} s rows)")
-    window = Window(start + 1, END_NS + 1)
     hour = AggregateQuery("gpu", (("sum", "energy_j"),), END_NS - 3600 * NS, END_NS)
     q = aggregate_query(hour.start_ns, hour.end_ns)
     tiered = SQLiteStore(path)
@@ -179,19 +195,57 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
     assert len(tiered.query(q)) == len(raw_only.query(q))
     print(f"aggregate per GPU x 5 min over the last hour: tiered {t_tier:.3f} s, "
           f"raw rows only {t_raw:.3f} s")
+    window = Window(start + 1, END_NS + 1)
+    ref = None
     if args.duckdb:
-        t_duck, n = duckdb_reference(path, q.start_ns, q.end_ns, root)
-        print(f"  DuckDB on the same {n:,} rows: {t_duck:.3f} s")
-    t_report = timed(lambda: render(build_report(tiered, window, 0.5)), repeat=1)
-    print(f"report over {args.hours:g} h: {t_report:.2f} s")
+        (t5, t60), n = duckdb_reference(path, window.start_ns, window.end_ns, root, (300, 3600))
+        ref = t5
+        print(f"DuckDB on the window's {n:,} raw gpu rows: per GPU x 5 min {t5:.3f} s, "
+              f"per GPU x 1 h {t60:.3f} s (the reference below)")
+    measure_reads("SQLite", SQLiteStore(path), window, args.hours, ref)
+    for name, store in influx_stores(args, root, start):  # influxd runs while this loop does
+        measure_reads(name, store, window, args.hours, ref)
+
+
+def measure_reads(name: str, store: Any, window: Window, hours: float, ref: float | None) -> None:
+    """`wattlens report` over the window and the Fleet page's cold load, wall and CPU."""
     from analytics.context import Settings
     from dashboard import views
 
-    settings = Settings()
-    cold = SQLiteStore(path)
-    t_dash = timed(lambda: (views.fleet_view(cold, "24h", "host", settings),
-                            views.status(cold, "24h", END_NS)), repeat=1)
-    print(f"dashboard cold load (24h Fleet page, no cache): {t_dash:.2f} s")
+    per = (lambda t: f" = {t / ref:.1f} x DuckDB") if ref else (lambda _t: "")
+    wall, cpu = timed_cpu(lambda: render(build_report(store, window, 0.5)))
+    print(f"{name}: report over {hours:g} h: {wall:.2f} s wall{per(wall)}, {cpu:.2f} s CPU",
+          flush=True)
+    end = window.end_ns - 1
+    wall, cpu = timed_cpu(lambda: (views.fleet_view(store, "24h", "host", Settings()),
+                                   views.status(store, "24h", end)))
+    print(f"{name}: dashboard cold load (24h Fleet page, no cache): {wall:.2f} s wall"
+          f"{per(wall)}, {cpu:.2f} s CPU", flush=True)
+
+
+def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[tuple[str, Any]]:
+    """With ``--influx``: a fresh InfluxDB 1.6 holding the same minutes, rollups backfilled."""
+    if not args.influx:
+        return
+    from collector.store.influx_v1 import InfluxStore
+    from tests.fixtures_influx import influxdb_process
+
+    influxd = influxdb_process(root / "influxdb")
+    influxd.start()
+    try:
+        store = InfluxStore(f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800")
+        store.init(raw_retention="INF")
+        n_min = int(args.hours * 60)
+        t0 = time.perf_counter()
+        rows, _ = fill(store, args.gpus, start, n_min, args.influx_interval_s, batch_minutes=10)
+        store.flush_writes()
+        t1 = time.perf_counter()
+        store.backfill_rollups(start, END_NS + NS)
+        print(f"\nInfluxDB 1.6: wrote {rows:,} points at {args.influx_interval_s:g} s in "
+              f"{t1 - t0:.0f} s, rollups backfilled in {time.perf_counter() - t1:.0f} s", flush=True)
+        yield "InfluxDB 1.6", store
+    finally:
+        influxd.stop()
 
 
 def run_year(args: argparse.Namespace, root: Path) -> None:
@@ -224,6 +278,9 @@ def main() -> int:
     ap.add_argument("--year", action="store_true", help="a simulated year, bounded by retention")
     ap.add_argument("--days", type=float, default=365)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--store", default=None, help="measure this SQLite file instead of building one")
+    ap.add_argument("--influx", action="store_true", help="also measure InfluxDB 1.6 (influxd)")
+    ap.add_argument("--influx-interval-s", type=float, default=60.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         if args.year:

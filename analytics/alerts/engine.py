@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analytics.alerts import record
 from analytics.alerts.conditions import Observation, observe
 from analytics.alerts.hooks import AlertEvent, Dispatcher, iso
 from analytics.alerts.rules import Rule, RuleSet
 from collector.logutil import LogOnce
-from collector.schema import Point, point
+from collector.schema import Point
 from collector.store.base import Store
 
 log = logging.getLogger("wattlens.alerts")
@@ -307,13 +308,12 @@ class Engine:
                 continue
             st = self.states.get((t.rule, t.target))
             severity = st.severity if st is not None else "warning"
-            points.append(point("alert", {"rule": t.rule, "severity": severity, "target": t.target},
-                                {"state": 1.0 if t.to == FIRING else 0.0, "value": t.value},
-                                res.now_ns))
+            points.append(record.alert_point(t.rule, severity, t.target, t.to == FIRING, t.value,
+                                             res.now_ns))
         if not points:
             return
         try:
-            self.store.write(points)
+            record.record(self.store, points)
         except Exception as exc:  # the notification still goes out; the store record is best effort
             self._warn.warning("alert write", f"cannot write alert transitions to the store: {exc}")
         else:

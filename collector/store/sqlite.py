@@ -92,10 +92,15 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 lay.create_meta(conn)
+                upgraded = lay.upgrade(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error:
                 conn.execute("ROLLBACK")
                 raise
+            if upgraded:
+                log.warning("SQLite store %s: added the 5-minute tier (layout %s) for %s, built "
+                            "from the 1-minute rows", self.path, lay.LAYOUT_VERSION,
+                            ", ".join(upgraded))
             old = lay.old_layout_tables(conn)
             if old:
                 log.error("SQLite store %s holds tables of the first layout (%s) that this version "
@@ -163,7 +168,7 @@ class SQLiteStore:
     # --- settings -------------------------------------------------------------------
     @property
     def retention_s(self) -> dict[str, int]:
-        """Seconds kept per tier (raw, 1m, 1h); 0 means kept forever."""
+        """Seconds kept per tier (raw, 1m, 5m, 1h); 0 means kept forever."""
         if self._retention is None:
             self._retention = lay.read_retention(self._conn())
         return dict(self._retention)
@@ -173,6 +178,7 @@ class SQLiteStore:
         """Set the retention of each tier (``wattlens store init``); rollups are always kept."""
         wanted = {"raw": lay.retention_seconds("--raw-retention", raw_retention),
                   "1m": lay.retention_seconds("--rollup-1m-retention", rollup_1m_retention),
+                  "5m": lay.retention_seconds("--rollup-1m-retention", rollup_1m_retention),
                   "1h": lay.retention_seconds("--rollup-1h-retention", rollup_1h_retention)}
         conn = self._conn()
         with self._lock:
@@ -354,7 +360,7 @@ class SQLiteStore:
         conn = self._conn()
         first: int | None = None
         last: int | None = None
-        for tier, width_s in (("raw", 0), ("1m", 60), ("1h", 3600)):
+        for width_s, tier in sorted(lay.TIER_TABLE.items()):
             t = lay.table(tier, measurement)
             # Two subqueries: each is one B-tree seek; MIN and MAX in one SELECT scan the table.
             lo, hi = conn.execute(f"SELECT (SELECT MIN(time_ns) FROM {t}), "

@@ -19,17 +19,80 @@ def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
         if tag not in tags or not values:
             return []
     need = [f for f in tiers.expand(q) if f in fields]
-    parts: list[tiers.PartRow] = []
-    if any(agg != "last" for agg, _ in q.aggregates):
+    out: list[Row] = []
+    if need and any(agg != "last" for agg, _ in q.aggregates):
         plain = AggregateQuery(q.measurement, tuple((a, f) for a, f in q.aggregates if a != "last"),
                                q.start_ns, q.end_ns, q.group_by, q.bucket_s, q.where)
-        for piece in tiers.plan(plain, tiers.TIERS if tiered else (tiers.RAW,)):
-            parts.extend(_piece(conn, q, piece, need, tags))
-    out = tiers.merge(q, parts)
+        pieces = tiers.plan(plain, _tiers(conn, q.measurement) if tiered else (tiers.RAW,))
+        out = _merged(conn, q, pieces, need, tags)
     lasts = [f for agg, f in q.aggregates if agg == "last"]
     if lasts:
         out = _fill_lasts(conn, q, out, [f for f in lasts if f in fields], tags)
     return out
+
+
+def _tiers(conn: sqlite3.Connection, measurement: str) -> tuple[tiers.Tier, ...]:
+    """The tiers to read, the 5-minute one complete only as far as it keeps pace with the minutes.
+
+    A writer of layout 2 still running after the file was upgraded does not maintain the
+    5-minute tier: where its newest bucket is not the newest minutes' bucket, it is read only
+    up to that bucket, and the minutes answer the rest.
+    """
+    def newest(tier: str) -> int | None:
+        got = conn.execute(f"SELECT MAX(time_ns) FROM {lay.table(tier, measurement)}").fetchone()
+        return None if got[0] is None else int(got[0])
+
+    minute = newest("1m")
+    if minute is None:
+        return tiers.TIERS
+    width = tiers.FIVE_MINUTES.width_s * NS
+    five = newest("5m")
+    if five is not None and five == minute // width * width:
+        return tiers.TIERS
+    held = tiers.Tier("5m", tiers.FIVE_MINUTES.width_s, ready_ns=five or 0)
+    return tuple(held if t.name == "5m" else t for t in tiers.TIERS)
+
+
+def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piece],
+            need: list[str], tags: set[str]) -> list[Row]:
+    """All pieces in one statement: each piece's parts (sum, count, min, max per field) grouped
+    in its tier, then combined across pieces and finished by SQLite (the rules of
+    :func:`tiers.merge` and :func:`tiers.finish`), so Python only builds the result rows."""
+    if not pieces:
+        return []
+    inner, params = [], []
+    for piece in pieces:
+        sql, p = _piece_sql(q, piece, need, tags)
+        inner.append(sql)
+        params.extend(p)
+    keys = ["b", *(f"g{i}" for i in range(len(q.group_by)))]
+    index = {f: i for i, f in enumerate(need)}
+    select = [*keys]
+    names: list[str] = []
+    for agg, f in q.aggregates:
+        if agg == "last":
+            continue
+        names.append(column(agg, f))
+        i = index.get(f)
+        if i is None:
+            select.append("0.0" if agg == "count" else "NULL")
+        elif agg == "count":
+            select.append(f"TOTAL(n{i})")
+        elif agg == "sum":
+            select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) END")
+        elif agg == "mean":
+            select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) / SUM(n{i}) END")
+        else:  # text has no extremes; integers come back as floats, as tiers.finish gives them
+            ext = f"{'MIN' if agg == 'min' else 'MAX'}({'lo' if agg == 'min' else 'hi'}{i})"
+            select.append(f"CASE WHEN typeof({ext}) IN ('integer', 'real') THEN {ext} * 1.0 END")
+    any_value = " + ".join(f"TOTAL(n{i})" for i in range(len(need)))
+    sql = (f"SELECT {', '.join(select)} FROM ({' UNION ALL '.join(inner)}) "
+           f"GROUP BY {', '.join(keys)} HAVING {any_value} > 0 "
+           f"ORDER BY {', '.join(keys)}")  # b is NULL in every row or in none
+    group_by = q.group_by
+    n = len(keys)
+    return [Row(r[0], dict(zip(group_by, r[1:n], strict=True)), dict(zip(names, r[n:], strict=True)))
+            for r in conn.execute(sql, params)]
 
 
 def _where(q: AggregateQuery, start: int, end: int) -> tuple[str, list[object]]:
@@ -56,18 +119,27 @@ def _group(q: AggregateQuery, tags: set[str]) -> tuple[list[str], list[str]]:
     return select, group
 
 
-def _piece(conn: sqlite3.Connection, q: AggregateQuery, piece: tiers.Piece, need: list[str],
-           tags: set[str]) -> list[tiers.PartRow]:
+def _piece_sql(q: AggregateQuery, piece: tiers.Piece, need: list[str],
+               tags: set[str]) -> tuple[str, list[object]]:
+    """One piece of the plan as a GROUP BY in its tier: bucket, group tags, then per field its
+    sum, count, min and max (columns b, g0.., s0, n0, lo0, hi0, ..)."""
     tier = lay.TIER_TABLE[piece.tier.width_s]
     select, group = _group(q, tags)
-    for f in need:
+    # A tier as wide as the bucket holds one row per series and bucket: nothing to group here.
+    whole = tier != "raw" and piece.tier.width_s == q.bucket_s
+    if whole:
+        select[0], group = "d.time_ns", []
+    select = [f"{select[0]} AS b", *(f"{e} AS g{i}" for i, e in enumerate(select[1:]))]
+    for i, f in enumerate(need):
         if tier == "raw":
             c = f"d.{lay.field_col(f)}"
             v = lay.value_expr(c)
-            select += [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
+            exprs = [f"SUM({v})", f"COUNT({c})", f"MIN({v})", f"MAX({v})"]
         else:
             s, n, lo, hi = (f"d.{lay.part_col(p, f)}" for p in lay.PARTS)
-            select += [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"]
+            exprs = ([s, n, lo, hi] if whole else
+                     [f"SUM({s})", f"SUM({n})", f"MIN({lo})", f"MAX({hi})"])
+        select += [f"{e} AS {name}{i}" for e, name in zip(exprs, ("s", "n", "lo", "hi"), strict=True)]
     where, params = _where(q, piece.start_ns, piece.end_ns)
     join = (f" JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid"
             if q.group_by or q.where else "")
@@ -75,13 +147,7 @@ def _piece(conn: sqlite3.Connection, q: AggregateQuery, piece: tiers.Piece, need
            f"WHERE {where}")
     if group:
         sql += f" GROUP BY {', '.join(group)}"
-    if not need:
-        return []
-    base = 1 + len(q.group_by)
-    spans = [(f, base + 4 * i, base + 4 * i + 4) for i, f in enumerate(need)]
-    # Values as SQLite returns them (float, int or None): tiers.finish makes them floats.
-    return [(r[0], r[1:base], {f: r[a:b] for f, a, b in spans})
-            for r in conn.execute(sql, params)]
+    return sql, params
 
 
 def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],
@@ -122,7 +188,7 @@ def tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: i
     """Distinct values of one tag among the series with data in the window (coarsest tiers first)."""
     probe = AggregateQuery(measurement, (("count", "_"),), start_ns, end_ns)
     sids: set[int] = set()
-    for piece in tiers.plan(probe):
+    for piece in tiers.plan(probe, _tiers(conn, measurement)):
         t = lay.table(lay.TIER_TABLE[piece.tier.width_s], measurement)
         sids.update(r[0] for r in conn.execute(
             f"SELECT DISTINCT sid FROM {t} WHERE time_ns >= ? AND time_ns < ?",

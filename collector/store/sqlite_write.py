@@ -1,4 +1,4 @@
-"""Writing into the embedded layout: raw rows plus the 1m and 1h rollups, in the caller's transaction.
+"""Writing into the embedded layout: raw rows plus the 1m, 5m and 1h rollups, in the caller's transaction.
 
 Points newer than anything stored (the agent's normal case) are added to the
 rollups incrementally: sum, count, min and max of the batch per series and
@@ -137,20 +137,23 @@ def _upsert_parts(conn: sqlite3.Connection, tier_table: str,
 
 def recompute(conn: sqlite3.Connection, measurement: str, keys: set[tuple[int, int]],
               all_fields: Sequence[str]) -> None:
-    """Rebuild the 1m buckets holding ``keys`` ((time_ns, sid)) from raw rows, then their hours."""
+    """Rebuild the rollup buckets holding ``keys`` ((time_ns, sid)): the minutes from raw rows,
+    then the 5-minute and hourly buckets from the minutes."""
     if not all_fields:
         return
-    raw = lay.table("raw", measurement)
-    m1, h1 = lay.table("1m", measurement), lay.table("1h", measurement)
     part_cols = [lay.part_col(p, f) for f in all_fields for p in lay.PARTS]
     insert = f"INSERT OR REPLACE INTO {{dst}} (time_ns, sid, {','.join(part_cols)}) "
     from_raw = ", ".join(f"SUM({v}), COUNT({c}), MIN({v}), MAX({v})"
                          for c, v in ((c, lay.value_expr(c)) for c in
                                       (lay.field_col(f) for f in all_fields)))
-    from_1m = ", ".join(
+    from_parts = ", ".join(
         f"SUM({lay.part_col('s', f)}), SUM({lay.part_col('n', f)}), "
         f"MIN({lay.part_col('lo', f)}), MAX({lay.part_col('hi', f)})" for f in all_fields)
-    for width_s, dst, src, select in ((60, m1, raw, from_raw), (3600, h1, m1, from_1m)):
+    for width_s in lay.ROLLUP_WIDTHS_S:  # finest first: each reads a tier already rebuilt
+        tier = lay.TIER_TABLE[width_s]
+        source = lay.ROLLUP_SOURCE[tier]
+        dst, src = lay.table(tier, measurement), lay.table(source, measurement)
+        select = from_raw if source == "raw" else from_parts
         width = width_s * NS
         buckets: dict[int, set[int]] = defaultdict(set)
         for t, sid in keys:

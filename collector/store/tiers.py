@@ -1,4 +1,4 @@
-"""Tiered reads: split a query's window over the raw, 1-minute and 1-hour tiers, and recombine exactly.
+"""Tiered reads: split a query's window over the raw, 1-minute, 5-minute and 1-hour tiers, and recombine exactly.
 
 A tier row holds, per field, the SUM, COUNT, MIN and MAX of the raw values in
 its bucket. From those, every composable aggregate of a wider span is exact:
@@ -32,8 +32,9 @@ class Tier:
 
 RAW = Tier("raw", 0)
 MINUTE = Tier("1m", 60)
+FIVE_MINUTES = Tier("5m", 300)
 HOUR = Tier("1h", 3600)
-TIERS: tuple[Tier, ...] = (RAW, MINUTE, HOUR)
+TIERS: tuple[Tier, ...] = (RAW, MINUTE, FIVE_MINUTES, HOUR)
 
 
 @dataclass(frozen=True)

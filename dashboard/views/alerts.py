@@ -35,7 +35,7 @@ class AlertLane:
 
 def alert_lanes(store: Store, end_ns: int) -> list[AlertLane]:
     """Every alert with a transition in the lookback, firing ones first, newest first."""
-    if store.time_range("alert") is None:
+    if not queries.has_data(store, "alert"):
         return []
     events = queries.alert_events(store, Window(end_ns - ALERT_LOOKBACK_S * NS, end_ns))
     by_lane: dict[tuple[str, str, str], list[queries.AlertEvent]] = defaultdict(list)
@@ -71,7 +71,7 @@ class AlertsView:
 
 def alerts_view(store: Store, range_key: str) -> AlertsView:
     window = window_for(store, range_key)
-    recorded = store.time_range("alert") is not None
+    recorded = queries.has_data(store, "alert")
     lanes = alert_lanes(store, window.end_ns) if recorded else []
     shown = [a for a in lanes if a.firing or any(
         (end is None or end >= window.start_ns) for _s, end in a.spans)]

@@ -214,18 +214,18 @@ def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
     where = where or {}
     if top is None:
         return queries.power_series(store, window, bucket_s, (by,), where=where or None)
-    named = queries.power_series(store, window, bucket_s, (by,), where={**where, by: tuple(top)})
-    total = queries.power_series(store, window, bucket_s, (), where=where or None)
-    if not total:
+    named, total = queries.power_series_and_total(store, window, bucket_s, (by,),
+                                                  where=where or None, names=set(top))
+    if total is None:
         return named
     sums: dict[int, float] = defaultdict(float)
     for s in named:
         for t, v in zip(s.times_ns, s.values, strict=True):
             sums[t] += v
-    t_all = total[0].times_ns
-    other = Series("other", t_all, [max(0.0, v - sums.get(t, 0.0))
-                                    for t, v in zip(t_all, total[0].values, strict=True)],
-                   total[0].covered_s)
+    other = Series("other", total.times_ns, [max(0.0, v - sums.get(t, 0.0))
+                                             for t, v in zip(total.times_ns, total.values,
+                                                             strict=True)],
+                   total.covered_s)
     order = {name: i for i, name in enumerate(top)}
     return [*sorted(named, key=lambda s: order.get(s.name, len(order))), other]
 
@@ -233,9 +233,11 @@ def _power_groups(store: Store, window: Window, bucket_s: int, by: str,
 def chart_bucket_s(store: Store, window: Window) -> int:
     """The power chart's bucket: about MAX_BUCKETS over the window, and never narrower than the
     sampling interval of the data in it (a 6 s bucket over 60 s samples would swing between 0
-    and ten times the truth)."""
+    and ten times the truth). Over a day or more the interval is measured on hourly buckets,
+    which the store answers from its hourly tier."""
     bucket = bucket_for(window, MAX_BUCKETS)
-    interval = queries.sampling_interval_s(store, window, bucket)
+    probe = 3600 if window.seconds >= DAY_NS // NS else bucket
+    interval = queries.sampling_interval_s(store, window, max(bucket, probe))
     if interval is not None and interval > bucket:
         bucket = max(bucket, bucket_for(Window(0, max(1, int(0.95 * interval * NS))), 1))
     return bucket

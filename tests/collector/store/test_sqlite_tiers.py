@@ -74,9 +74,14 @@ def test_long_windows_read_the_hour_tier(tmp_path: Path) -> None:
     q = AggregateQuery("gpu", AGGS, T0 + 5 * NS, T0 + 3 * HOUR - 61 * NS,  # type: ignore[arg-type]
                        bucket_s=3600)
     pieces = [(p.tier.width_s, p.start_ns - T0, p.end_ns - T0) for p in tiers.plan(q)]
-    assert pieces == [(3600, HOUR, 2 * HOUR), (60, 60 * NS, HOUR), (0, 5 * NS, 60 * NS),
-                      (60, 2 * HOUR, 3 * HOUR - 120 * NS), (0, 3 * HOUR - 120 * NS,
-                                                            3 * HOUR - 61 * NS)]
+    assert pieces == [(3600, HOUR, 2 * HOUR), (300, 300 * NS, HOUR), (60, 60 * NS, 300 * NS),
+                      (0, 5 * NS, 60 * NS), (300, 2 * HOUR, 3 * HOUR - 300 * NS),
+                      (60, 3 * HOUR - 300 * NS, 3 * HOUR - 120 * NS),
+                      (0, 3 * HOUR - 120 * NS, 3 * HOUR - 61 * NS)]
+    five_min = AggregateQuery("gpu", AGGS, T0, T0 + 2 * HOUR + 90 * NS,  # type: ignore[arg-type]
+                              bucket_s=300)
+    assert [(p.tier.width_s, p.start_ns - T0) for p in tiers.plan(five_min)] == [
+        (300, 0), (60, 2 * HOUR), (0, 2 * HOUR + 60 * NS)]  # the 5 min tier; 1 h does not divide
     five_s = AggregateQuery("gpu", AGGS, T0, T0 + HOUR, bucket_s=5)  # type: ignore[arg-type]
     assert [p.tier.width_s for p in tiers.plan(five_s)] == [0]
     last = AggregateQuery("gpu", (("last", "power_w"),), T0, T0 + 3 * HOUR)
@@ -97,6 +102,7 @@ def test_retention_per_tier_keeps_the_store_bounded_and_old_totals_exact(tmp_pat
     newest = T0 + (days * 144 - 1) * 600 * NS
     assert store.count("gpu") == 2 * 144 + 1  # raw: the last two days (and the horizon row)
     assert store.count("gpu", "1m") == 5 * 144 + 1
+    assert store.count("gpu", "5m") == 5 * 144 + 1
     assert store.count("gpu", "1h") == days * 24
     # The first day is only in the hour tier now, and still adds up exactly.
     for day in (0, 4, 9):
@@ -107,7 +113,8 @@ def test_retention_per_tier_keeps_the_store_bounded_and_old_totals_exact(tmp_pat
     with pytest.raises(ConfigError, match="--rollup-1m-retention: 'ninety days'"):
         store.init(rollup_1m_retention="ninety days")
     reopened = SQLiteStore(tmp_path / "w.db")
-    assert reopened.retention_s == {"raw": 2 * 86400, "1m": 5 * 86400, "1h": 0}
+    # The 5-minute tier follows the 1-minute retention (one flag).
+    assert reopened.retention_s == {"raw": 2 * 86400, "1m": 5 * 86400, "5m": 5 * 86400, "1h": 0}
 
 
 def test_init_moves_a_first_layout_database_into_the_tiers(tmp_path: Path) -> None:
@@ -130,3 +137,49 @@ def test_init_moves_a_first_layout_database_into_the_tiers(tmp_path: Path) -> No
     assert rows == {"h0": {"sum_energy_j": 180.0, "max_power_w": 538.0},
                     "h1": {"sum_energy_j": 180.0, "max_power_w": 539.0}}
     assert store.count("gpu", "1h") == 4
+
+
+def _five_minute_rows(store: SQLiteStore) -> list[dict[str, object]]:
+    cur = store._conn().execute('SELECT * FROM "5m:gpu" ORDER BY time_ns, sid')
+    names = [d[0] for d in cur.description]
+    return [{n: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+             for n, v in zip(names, r, strict=True)} for r in cur.fetchall()]
+
+
+def _fill(store: SQLiteStore, minutes: int) -> None:
+    rng = random.Random(3)
+    for k in range(minutes * 3):  # every 20 s, two hosts
+        store.write([point("gpu", {"host": f"h{h}"}, {"energy_j": rng.uniform(1, 9),
+                                                      "power_w": rng.uniform(50, 400)},
+                           T0 + k * 20 * NS) for h in range(2)])
+
+
+def test_a_layout_2_file_gets_its_five_minute_tier_on_open(tmp_path: Path) -> None:
+    """A file written before the 5-minute tier: opening it builds the tier from the minutes,
+    equal to what writing the same points builds."""
+    store = SQLiteStore(tmp_path / "v3.db")
+    _fill(store, 95)
+    want = _five_minute_rows(store)
+    conn = store._conn()
+    conn.execute('DROP TABLE "5m:gpu"')
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'layout'")
+    store.close()
+    upgraded = SQLiteStore(tmp_path / "v3.db")
+    assert len(want) == 2 * 19 and _five_minute_rows(upgraded) == want
+    assert upgraded._conn().execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == ("3",)
+
+
+def test_a_five_minute_tier_behind_the_minutes_is_read_only_as_far_as_it_goes(
+        tmp_path: Path) -> None:
+    """A layout-2 writer still running after the upgrade does not maintain the 5-minute tier:
+    reads stay exact by taking the minutes where the 5-minute tier stops."""
+    store = SQLiteStore(tmp_path / "mixed.db")
+    _fill(store, 95)
+    q = AggregateQuery("gpu", AGGS, T0, T0 + 2 * HOUR, group_by=("host",),  # type: ignore[arg-type]
+                       bucket_s=300)
+    raw = SQLiteStore(tmp_path / "mixed.db", tiered=False).query(q)
+    store._conn().execute('DELETE FROM "5m:gpu" WHERE time_ns >= ?', (T0 + 3600 * NS,))
+    got = store.query(q)
+    assert [(r.time_ns, r.tags) for r in got] == [(r.time_ns, r.tags) for r in raw]
+    for a, b in zip(got, raw, strict=True):
+        assert a.values == {k: pytest.approx(v, rel=1e-12) for k, v in b.values.items()}

@@ -1,0 +1,69 @@
+"""The dashboard's filters, GPU health, and what the store holds (cache, newest time, presence)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from analytics.queries.buckets import WORK_FIELDS, energy_by, energy_by_where
+from analytics.timeutil import Window
+from collector.store.base import AggregateQuery, Store
+
+
+def cached(store: Store) -> Store:
+    """``store`` behind the store layer's read-through rollup cache (what the dashboard reads)."""
+    from collector.store.cache import CachedStore
+
+    return CachedStore(store)
+
+
+HEALTH_FIELDS = ("temp_c", "sm_clock_mhz", "mem_clock_mhz", "mem_util_pct", "util_pct", "power_w",
+                 "power_limit_w", "throttle_power", "throttle_thermal")
+
+
+def gpu_health_buckets(store: Store, window: Window, bucket_s: int,
+                       where: dict[str, str | tuple[str, ...]] | None = None,
+                       ) -> dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]]:
+    """Per GPU (host, gpu, model), per bucket: the mean of each health field (None where not stored)."""
+    rows = store.query(AggregateQuery("gpu", tuple(("mean", f) for f in HEALTH_FIELDS),
+                                      window.start_ns, window.end_ns,
+                                      group_by=("host", "gpu", "model"), bucket_s=bucket_s,
+                                      where=where or {}))
+    out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
+    for r in rows:
+        if r.time_ns is not None:
+            out[(r.tags["host"], r.tags["gpu"], r.tags["model"])].append(
+                (r.time_ns, {f: r.values.get(f"mean_{f}") for f in HEALTH_FIELDS}))
+    return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
+
+
+def job_work_by_host(store: Store, window: Window) -> dict[str, tuple[dict[str, float], float]]:
+    """Per host: the work of its jobs by unit and the energy those job records hold (J)."""
+    rows = store.query(AggregateQuery(
+        "job", (("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS)),  # type: ignore[arg-type]
+        window.start_ns, window.end_ns, group_by=("host",)))
+    return {r.tags["host"]: ({f: r.values.get(f"sum_{f}") or 0.0 for f in WORK_FIELDS},
+                             r.values.get("sum_energy_j") or 0.0) for r in rows}
+
+
+def filter_values(store: Store, window: Window) -> dict[str, list[str]]:
+    """What the dashboard's filters can pick in the window: nodes, GPU models and jobs, sorted."""
+    gpus = energy_by(store, window, "gpu", ("host", "model"))
+    jobs = energy_by(store, window, "job", ("job", "host"))
+    return {"node": sorted({h for h, _m in gpus}), "model": sorted({m for _h, m in gpus}),
+            "job": sorted({j for j, _h in jobs})}
+
+
+def hosts_of_job(store: Store, window: Window, job: str) -> list[str]:
+    """The hosts a job ran on in the window."""
+    return sorted({h for (h,) in energy_by_where(store, window, "job", ("host",), {"job": job})})
+
+
+def newest_time_ns(store: Store, measurements: tuple[str, ...] = ("gpu", "job")) -> int | None:
+    """The newest point time over the given measurements, or None when they are all empty."""
+    ends = [span[1] for m in measurements if (span := store.time_range(m)) is not None]
+    return max(ends) if ends else None
+
+
+def has_data(store: Store, measurement: str) -> bool:
+    """Whether the store has ever held a point of ``measurement`` (e.g. did alerting ever write)."""
+    return store.time_range(measurement) is not None

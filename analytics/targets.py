@@ -27,7 +27,8 @@ def _gpus_matching(ctx: Context, hosts: Iterable[str], model: str, cap_w: float 
 def _idle_w(ctx: Context) -> dict[str, tuple[float, str]]:
     """Each model's idle draw and where it comes from: the lowest power its GPUs drew in buckets at
     ≤ 2 % utilisation, else the model's published idle figure (collector.idle.idle_power_w, the
-    definition the agent's idle-power policy uses too)."""
+    definition the agent's idle-power policy uses too). A bucket counts only if it was idle
+    throughout: from a day on (hourly buckets) shorter idle stretches are not seen."""
     lowest: dict[str, float] = {}
     for g in ctx.gpus:
         if (g.power_min_w is not None and g.util_max_pct is not None
@@ -41,7 +42,8 @@ def _idle_w(ctx: Context) -> dict[str, tuple[float, str]]:
             continue
         out[model] = (watts, f"the lowest power this model drew at ≤ {IDLE_UTIL_MAX_PCT:g}% "
                              f"utilisation in the window" if model in lowest else
-                      "the model's typical idle figure (none of its GPUs was idle in the window)")
+                      f"the model's typical idle figure (none of its GPUs stayed at ≤ {IDLE_UTIL_MAX_PCT:g}% "
+                      f"utilisation for a whole {ctx.bucket_s / 60:g}-min bucket of the window)")
     return out
 
 

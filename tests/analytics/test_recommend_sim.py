@@ -186,7 +186,7 @@ def test_consolidation_names_the_jobs_gpus_and_the_labelled_idle_figure(
     assert [r.target for r in cons] == ["embed-infer-node-03"]
     assert cons[0].gpus == ("node-03/6", "node-03/7")
     assert cons[0].action is not None and cons[0].action["gpus_needed"] == 1
-    # No L4 was idle in the window: the model's idle figure, said so (not a busy GPU's minimum).
+    # No L4 was idle for a whole bucket: the model's idle figure, said so (not a busy GPU's minimum).
     assert cons[0].evidence["idle_power_w"] == 16
     assert "typical idle figure" in cons[0].estimate_method
 
@@ -201,6 +201,32 @@ def test_the_idle_baseline_is_the_lowest_power_at_2_pct_utilisation(day: SimStor
     assert idle["NVIDIA A100-SXM4-80GB"][0] == min(quiet)
     busy_min = min(g.power_min_w or 1e9 for g in ctx.gpus if g.model == "NVIDIA L4")
     assert idle["NVIDIA L4"][0] < busy_min  # the figure, not the lowest power of a busy L4
+
+
+def test_the_idle_figure_does_not_claim_no_gpu_was_idle_when_hourly_buckets_hid_it(
+        tmp_path: Any) -> None:
+    """Over a day the GPUs are read in hourly buckets, so a 30-minute idle stretch inside a busy
+    hour is not seen; the fallback to the typical figure must say so, not claim no GPU was idle."""
+    from analytics.recommend import _idle_w
+
+    a100, step = "NVIDIA A100-SXM4-80GB", 600
+    store = SQLiteStore(tmp_path / "w.db")
+    pts = []
+    for k in range(1, 24 * 6 + 1):  # a day of 10-minute points; 12:10-12:40 idle at 50 W
+        t = END_NS - 86400 * NS + k * step * NS
+        idle = 73 <= k <= 75
+        pts.append(point("gpu", {"host": "h", "gpu": "0", "model": a100, "method": "counter"},
+                         {"energy_j": (50.0 if idle else 300.0) * step, "power_w": 50.0 if idle else 300.0,
+                          "util_pct": 0.0 if idle else 60.0, "power_limit_w": 400.0}, t))
+    store.write(pts)
+    window = Window(END_NS - 86400 * NS + 1, END_NS + 1)
+    five = _idle_w(load_context(store, window, Settings(bucket_s=300)))[a100]
+    hourly = _idle_w(load_context(store, window))[a100]
+    assert five == (50.0, "the lowest power this model drew at ≤ 2% utilisation in the window")
+    assert hourly[0] > 50.0 and "typical idle figure" in hourly[1]
+    assert "was idle in the window" not in hourly[1]
+    assert "for a whole 60-min bucket" in hourly[1], hourly[1]
+    store.close()
 
 
 def test_nothing_on_the_control_groups(recs_default: list[Recommendation],

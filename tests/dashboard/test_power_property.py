@@ -80,10 +80,15 @@ def test_power_chart_integrates_to_the_stored_energy(sampling: tuple[str, list[i
             chart = views.fleet_power(store, window, "host")
             assert chart.bucket_s >= max(intervals)  # never narrower than the sampling interval
             stored = sum(queries.energy_by(store, chart.window, "gpu", ()).values())
-            assert chart_energy_j(chart) == pytest.approx(stored, rel=0.01)
-            # No seam and no right-edge dip: every bucket is within the fleet's power range.
             totals = [sum(v for s in chart.series if (v := s.values[i]) is not None)
                       for i in range(len(chart.series[0].values))]
+            # The chart reads each bucket's power samples; the counter's energy is the trapezoid
+            # between them. Over the window the two differ by half a sampling interval of the
+            # power's change from the first point to the last: an edge term, 1/120 of the
+            # fleet's power swing for 60 s samples over an hour, beyond any fixed 1 %.
+            edge_j = max(intervals) / 2 * (max(totals) - min(totals))
+            assert chart_energy_j(chart) == pytest.approx(stored, rel=0.01, abs=edge_j)
+            # No seam and no right-edge dip: every bucket is within the fleet's power range.
             assert max(totals) <= 700.0 * nodes * gpus * 1.02
             assert min(totals) >= 40.0 * nodes * gpus * 0.98
         finally:

@@ -53,6 +53,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="lam", data=lam, storage_type="session"),
         dcc.Store(id="view", data=urlstate.ViewState(eta=lam).to_dict()),
+        dcc.Store(id="zoom"),  # the last chart zoom, [start, end] (register_url_sync)
         dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
         components.header(views.DEFAULT_RANGE),
         components.filter_bar(),
@@ -96,10 +97,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     return app
 
 
-# The filters with a picker. `team` is set by a link or a click on the Jobs page's team table: a
-# fourth picker here broke the zoom-to-range browser test (the zoomed range never reached the
-# URL), for a reason not yet found.
-PICKED = ("node", "model", "job")
+PICKED = urlstate.FILTER_KEYS  # every filter has a picker in the filter bar
 
 
 def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:
@@ -160,18 +158,43 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                   for k, v in zip(urlstate.FILTER_KEYS, picked, strict=True)),
                 *_filter_options(store, state))
 
+    # A zoom is caught in the browser and kept in the "zoom" store; only a new zoom reaches the
+    # server. dcc.Graph follows a zoom with its own {'autosize': True} relayout (it re-plots the
+    # zoomed figure); a server callback on relayoutData was re-requested by that follow-up while
+    # the zoom's request was in flight, Dash dropped the in-flight result, and the follow-up
+    # answered no_update: the zoom was lost whenever the server was slower than the re-plot.
     for graph_id in ZOOM_GRAPHS:
-        app.callback(Output("range", "value", allow_duplicate=True), Input(graph_id, "relayoutData"),
-                     prevent_initial_call=True)(zoom_to_range)
+        app.clientside_callback(ZOOM_JS, Output("zoom", "data", allow_duplicate=True),
+                                Input(graph_id, "relayoutData"), State(graph_id, "figure"),
+                                State("zoom", "data"), prevent_initial_call=True)
+    app.callback(Output("range", "value", allow_duplicate=True), Input("zoom", "data"),
+                 prevent_initial_call=True)(zoom_to_range)
 
 
 ZOOM_GRAPHS = ("fleet-power", *(f"gpus-{f}" for f in gpus.CHARTS))
 
+# [start, end] of an x-axis zoom: from the relayout itself, or, for the follow-up relayout that
+# reports only `autosize`, from the zoomed axis dcc.Graph writes back into its figure.
+ZOOM_JS = """
+function (relayout, figure, last) {
+    const r = relayout || {};
+    let a = r['xaxis.range[0]'], b = r['xaxis.range[1]'];
+    if (a === undefined && Array.isArray(r['xaxis.range'])) { [a, b] = r['xaxis.range']; }
+    if (a === undefined && r.autosize) {
+        const x = ((figure || {}).layout || {}).xaxis || {};
+        if (x.autorange === false && Array.isArray(x.range)) { [a, b] = x.range; }
+    }
+    if (typeof a !== 'string' || typeof b !== 'string') { return window.dash_clientside.no_update; }
+    if (Array.isArray(last) && last[0] === a && last[1] === b) { return window.dash_clientside.no_update; }
+    return [a, b];
+}
+"""
 
-def zoom_to_range(relayout: dict[str, Any] | None) -> Any:
-    """A zoom on a time chart's x axis becomes the page's time range (START..END, to the second)."""
-    relayout = relayout or {}
-    a, b = relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")
+
+def zoom_to_range(zoom: list[Any] | None) -> Any:
+    """A zoom on a time chart's x axis ([start, end] from ZOOM_JS) becomes the page's time range
+    (START..END, to the second)."""
+    a, b = zoom if isinstance(zoom, list) and len(zoom) == 2 else (None, None)
     if not (isinstance(a, str) and isinstance(b, str)):
         return no_update  # autoscale, a y-only zoom or a legend click: the range stays
     try:

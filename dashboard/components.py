@@ -56,10 +56,10 @@ def range_options(range_key: str | None) -> list[dict[str, str]]:
 
 
 def filter_bar() -> html.Div:
-    """Node, GPU model and job filters under the header (kept in the URL with the range).
+    """Node, GPU model, job and team filters under the header (kept in the URL with the range).
 
-    ``team`` filters by the job points' ``team`` tag (analytics.filters); it is set by a link
-    (``?team=``) or a click on the Jobs page's team table, so it has no picker here.
+    ``team`` filters by the job points' ``team`` tag (analytics.filters); a click on the Jobs
+    page's team table sets it too.
     """
     def pick(key: str, label: str) -> Any:
         return html.Div(className="wl-filter", children=[
@@ -67,8 +67,7 @@ def filter_bar() -> html.Div:
             dcc.Dropdown(id=f"filter-{key}", options=[], value=None, placeholder="all",
                          className="wl-filter-dd", clearable=True)])
     return html.Div(className="wl-filters", id="filters", children=[
-        pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"),
-        dcc.Input(id="filter-team", type="hidden", value=None),
+        pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"), pick("team", "Team"),
         html.Span(id="url-error", className="wl-url-error"),
     ])
 

@@ -38,5 +38,6 @@ def health_rows(v: HealthView) -> list[dict[str, Any]]:
 
 
 def filter_options(store: Store, window: Window) -> dict[str, list[str]]:
-    """Nodes, GPU models and jobs seen in the window, for the filter bar."""
-    return queries.filter_values(store, window)
+    """Nodes, GPU models, jobs and teams seen in the window, for the filter bar."""
+    teams = {key[2] for key in queries.job_energy_by_tags(store, window, ("team",)) if key[2]}
+    return {**queries.filter_values(store, window), "team": sorted(teams)}

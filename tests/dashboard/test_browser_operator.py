@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -20,6 +21,7 @@ from selenium.webdriver.common.by import By
 from analytics.per import PER_UNITS
 from collector.store.sqlite import SQLiteStore
 from dashboard import units, views
+from dashboard.urlstate import FILTER_KEYS
 from tests.dashboard.test_browser import TRACES_JS, _idle, _open, _shot, _texts, _traces, _wait
 from tests.dashboard.test_browser_reconcile import _card, _iso, _window
 
@@ -184,6 +186,14 @@ def test_layout_menu_fits(chrome: webdriver.Chrome, server: str, artifacts_dir: 
     nav = chrome.find_element(By.ID, "nav")
     assert chrome.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth + 1", nav)
     assert "Recommendations" in nav.text and "Alerts" in nav.text and "GPU health" in nav.text
+    # Every filter has a picker, inside the window, wide enough to read, all on one row.
+    boxes = [chrome.execute_script("const b = arguments[0].getBoundingClientRect();"
+                                   "return [b.left, b.right, b.top, b.bottom];",
+                                   chrome.find_element(By.ID, f"filter-{k}")) for k in FILTER_KEYS]
+    for k, (left, right, _top, _bottom) in zip(FILTER_KEYS, boxes, strict=True):
+        assert 0 <= left and right <= view_w and right - left >= 120, (k, left, right, view_w)
+    assert all(abs(b[2] - boxes[0][2]) < 2 and a[1] <= b[0] for a, b in pairwise(boxes)), boxes
+    chrome.find_element(By.ID, "filters").screenshot(str(artifacts_dir / f"filters-{width}.png"))
     # The chart toolbar is hidden until the pointer is over the chart.
     bars = chrome.find_elements(By.CSS_SELECTOR, "#fleet-power .modebar")
     assert bars and not chrome.execute_script(

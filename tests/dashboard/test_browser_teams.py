@@ -95,3 +95,26 @@ def test_the_team_csv_is_the_table_on_screen(chrome: webdriver.Chrome, server: s
             else:
                 decimals = len(on_screen.split(".")[1]) if "." in on_screen else 0
                 assert f"{float(value):,.{decimals}f}" == on_screen, (col, value, on_screen)
+
+
+def test_the_team_picker_lists_the_teams_and_filters_to_one(
+        chrome: webdriver.Chrome, server: str, demo_db: Path) -> None:
+    chrome.set_window_size(1440, 900)
+    _open(chrome, server + "/jobs?range=6h", "page-jobs")
+    rows = _teams(chrome)
+    report = _report(demo_db, _window(chrome, "jobs-window"))
+    chrome.find_element(By.CSS_SELECTOR, "#filter-team").click()
+    options = _wait(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role=option]"))
+    # The picks are the teams in the window, the ones the report names (not its "(...)" rows).
+    assert [o.text.strip() for o in options] == sorted(
+        t["team"] for t in report["teams"] if not t["team"].startswith("("))
+    next(o for o in options if o.text.strip() == "research").click()
+    _wait(chrome, lambda d: _query(d).get("team") == "research")
+    _idle(chrome, "page-jobs")
+    assert chrome.find_element(By.CSS_SELECTOR, "#filter-team").text.strip() == "research"
+    _wait(chrome, lambda d: _teams(d) != rows)  # the numbers change ...
+    filtered = _teams(chrome)
+    part = _report(demo_db, _window(chrome, "jobs-window"), "--team", "research")
+    assert [(r["team"], r["energy_kwh"]) for r in filtered] == [  # ... to the filtered report's
+        (t["team"], _kwh(t["energy_j"])) for t in part["teams"]]
+    assert _query(chrome)["range"] == "6h"  # the other parts of the link stay

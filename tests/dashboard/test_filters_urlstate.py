@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dash import no_update
 
 from analytics.context import load_context
 from analytics.filters import Filter, filter_context
@@ -12,6 +13,7 @@ from analytics.health import HealthFilter, gpu_health
 from analytics.timeutil import Window
 from collector.store.sqlite import SQLiteStore
 from dashboard import urlstate, views
+from dashboard.app import zoom_to_range
 
 NS = 1_000_000_000
 
@@ -99,3 +101,11 @@ def test_report_filter_that_matches_nothing_names_the_flag(demo_db: Path) -> Non
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stdout == ""
     assert "--node: no data for 'node-09' in this window; it has node-00, node-01" in out.stderr
+
+
+def test_a_chart_zoom_becomes_an_absolute_range_and_anything_else_keeps_it() -> None:
+    assert zoom_to_range(["2026-11-29 04:20:00.123", "2026-11-29 10:20:00"]) == \
+        "2026-11-29T04:20:00..2026-11-29T10:20:00"
+    for bad in (None, [], ["2026-11-29 04:20:00"], [1.5, 2.5], ["tomorrow", "later"],
+                ["2026-11-29 10:20:00", "2026-11-29 04:20:00"]):
+        assert zoom_to_range(bad) is no_update, bad

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.atomicfile import replace_text
 from collector.autopilot import Decision, GroupController, Limits, Settings
 from collector.autopilot_groups import GroupRound, group_rounds
 from collector.logutil import LogOnce
@@ -62,13 +62,7 @@ class Originals:
             return
         body = {"gpus": [{"host": h, "gpu": g, "original_w": w}
                          for (h, g), w in sorted(originals.items())]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(body, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_text(self.path, json.dumps(body))
 
 
 @dataclass

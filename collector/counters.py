@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.atomicfile import replace_text
 from collector.schema import Point, point
 
 # Measurement of the data-quality points every real sensor emits (docs/sensors.md).
@@ -280,8 +280,5 @@ class CounterState:
         """Persist a snapshot (temp file + rename, so a crash leaves the old or the new file)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"boot_id": self.boot, "readings": {
-            k: [r, t] for k, (r, t) in sorted(snapshot.items())}}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        replace_text(self.path, json.dumps({"boot_id": self.boot, "readings": {
+            k: [r, t] for k, (r, t) in sorted(snapshot.items())}}), durable=False)

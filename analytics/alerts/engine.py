@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ from analytics.alerts import record
 from analytics.alerts.conditions import Observation, observe
 from analytics.alerts.hooks import AlertEvent, Dispatcher, iso
 from analytics.alerts.rules import Rule, RuleSet
+from collector.atomicfile import replace_text
 from collector.logutil import LogOnce
 from collector.schema import Point
 from collector.store.base import Store
@@ -120,26 +120,9 @@ class StateFile:
         return {(s.rule, s.target): s for s in states}
 
     def save(self, states: dict[tuple[str, str], AlertState], now_ns: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"version": STATE_VERSION, "saved_at": iso(now_ns),
                            "alerts": [asdict(s) for s in states.values()]}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        replace_text(self.path, body)
 
 
 class Engine:

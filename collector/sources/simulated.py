@@ -17,12 +17,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.atomicfile import replace_text
 from collector.idle import ALLOCATION
 from collector.job_round import job_team
 from collector.schema import Point, point
@@ -212,13 +212,7 @@ class SimulatedFleet:
         if self.cap_state is None:
             return
         body = {"caps": {f"{h}/{g}": changes for (h, g), changes in self._cap_changes.items()}}
-        self.cap_state.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cap_state.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(body, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.cap_state)
+        replace_text(self.cap_state, json.dumps(body))
 
     def uuid(self, host: str, gpu: int) -> str:
         """The GPU's simulated UUID (the ``uuid`` tag of its points)."""

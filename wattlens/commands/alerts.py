@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from collector.atomicfile import replace_text
 from wattlens.config import default_store_url, option, positive_float
 
 log = logging.getLogger("wattlens.alerts")
@@ -200,8 +201,6 @@ def export(args: argparse.Namespace) -> int:
         sys.stdout.write(result.yaml)
     else:
         out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(result.yaml, encoding="utf-8")
-        os.replace(tmp, out)
+        replace_text(out, result.yaml, durable=False)
         print(f"wrote {len(result.exported)} Prometheus rules to {out}", file=sys.stderr)
     return 0

@@ -88,6 +88,20 @@ def expand(q: AggregateQuery) -> tuple[str, ...]:
     return tuple(sorted({f for _, f in q.aggregates}))
 
 
+# The parts (indices into PARTS) each aggregate is finished from.
+_PARTS_OF = {"sum": (0, 1), "mean": (0, 1), "count": (1,), "min": (2,), "max": (3,)}
+
+
+def needed_parts(q: AggregateQuery) -> dict[str, tuple[int, ...]]:
+    """Per field (sorted), the parts its aggregates need: a sum or mean needs the sum and the
+    count, a count the count, a min or max only that extreme. A store that pays per part read
+    (InfluxDB 1.x: per aggregate call) asks for these only; the others stay None."""
+    want: dict[str, set[int]] = {}
+    for agg, f in q.aggregates:
+        want.setdefault(f, set()).update(_PARTS_OF.get(agg, ()))
+    return {f: tuple(sorted(want[f])) for f in sorted(want)}
+
+
 PartRow = tuple[int | None, tuple[str, ...], dict[str, Sequence[float | None]]]
 
 
@@ -108,11 +122,17 @@ def merge(q: AggregateQuery, parts: Iterable[PartRow]) -> list[Row]:
     names = [(column(agg, f), agg, f) for agg, f in q.aggregates]
     out: list[Row] = []
     for (bucket, group), values in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
-        if not any(v[1] for v in values.values()):
+        if not any(_present(v) for v in values.values()):
             continue  # no raw value behind this group: the contract leaves it out
         out.append(Row(bucket, dict(zip(q.group_by, group, strict=True)),
                        {name: finish(agg, values.get(f)) for name, agg, f in names}))
     return out
+
+
+def _present(parts: Sequence[float | None]) -> bool:
+    """Whether a value stands behind these parts: a count above 0, or an extreme (when only
+    the extremes were read)."""
+    return bool(parts[1]) or parts[2] is not None or parts[3] is not None
 
 
 def _combine(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
@@ -138,14 +158,14 @@ def finish(agg: str, parts: Sequence[float | None] | None) -> float | None:
     total, n, lo, hi = parts
     if agg == "count":
         return float(n or 0)
+    if agg in ("min", "max"):  # an extreme stands for itself (its count may not have been read)
+        value = lo if agg == "min" else hi
+        return None if value is None or isinstance(value, str) else float(value)
     if not n:
         return None
     if agg == "sum":
         return None if total is None or isinstance(total, str) else float(total)
-    if agg == "mean":
-        return None if total is None else total / n
-    value = lo if agg == "min" else hi
-    return None if value is None or isinstance(value, str) else float(value)
+    return None if total is None else total / n
 
 
 def bucket_of(time_ns: int, bucket_s: int | None) -> int | None:

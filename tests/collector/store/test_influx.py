@@ -271,10 +271,12 @@ def test_init_creates_retention_policies_and_rollups(influxdb: ServerProcess,
     rps = {v[0]: (v[1], v[4]) for v in policies["results"][0]["series"][0]["values"]}
     assert rps["raw"] == ("720h0m0s", True)
     assert rps["rollup_1m"][0] == "2160h0m0s" and rps["rollup_1h"][0] == "0s"
+    assert rps["rollup_5m"][0] == "2160h0m0s"  # kept as long as the 1m rollup
     cqs = json.loads(influx_query(influxdb, "SHOW CONTINUOUS QUERIES"))
     mine = next(s for s in cqs["results"][0]["series"] if s["name"] == influx_db)
     assert sorted(v[0] for v in mine["values"]) == sorted(
-        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility") for r in ("1m", "1h"))
+        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility")
+        for r in ("1m", "5m", "1h"))
     store.close()
 
 
@@ -286,14 +288,18 @@ def test_reads_use_the_rollup_policies_and_match_raw(influxdb: ServerProcess,
     t_old = T0 - 3 * HOUR  # five hours ago: both rollups are complete there
     store.write(_sim_points(t_old, 3 * 3600, step_s=20))
     store.backfill_rollups(t_old, t_old + 3 * HOUR)
-    assert set(store.tier_starts("gpu")) == {60, 3600}
+    assert set(store.tier_starts("gpu")) == {60, 300, 3600}
     aggs = (("sum", "energy_j"), ("mean", "power_w"), ("max", "power_w"), ("min", "util_pct"),
             ("count", "power_w"))
     start, end = t_old + 7 * NS, t_old + 3 * HOUR - 13 * NS
-    for bucket_s, group_by in ((None, ("host",)), (3600, ()), (600, ("host", "gpu")), (5, ())):
-        q = AggregateQuery("gpu", aggs, start, end, group_by=group_by,  # type: ignore[arg-type]
-                           bucket_s=bucket_s)
-        _assert_rows_equal(store.query(q), store.raw_query(q), f"{bucket_s} {group_by}")  # type: ignore[arg-type]
+    # Extremes alone (only min/max parts are read), sums alone, and everything; buckets as wide
+    # as a tier (its rows read plain and folded here) and narrower or wider (grouped by influxd).
+    for which in (aggs, (("max", "temp_c"), ("min", "power_w")), (("sum", "energy_j"),)):
+        for bucket_s, group_by in ((None, ("host",)), (3600, ()), (600, ("host", "gpu")), (5, ()),
+                                   (300, ("host", "gpu")), (60, ("gpu",))):
+            q = AggregateQuery("gpu", which, start, end, group_by=group_by,  # type: ignore[arg-type]
+                               bucket_s=bucket_s)
+            _assert_rows_equal(store.query(q), store.raw_query(q), f"{which} {bucket_s} {group_by}")  # type: ignore[arg-type]
     pieces = tiers.plan(AggregateQuery("gpu", aggs, start, end), [  # type: ignore[arg-type]
         tiers.RAW, tiers.Tier("1m", 60, since_ns=t_old), tiers.Tier("1h", 3600, since_ns=t_old)])
     assert [p.tier.width_s for p in pieces] == [3600, 60, 0, 60, 0]
@@ -323,7 +329,7 @@ def test_downsample_writes_rollup_measurements_that_reads_use(influxdb: ServerPr
     assert store.tier_starts("gpu") == {}
     done = downsample(store, t_old, t_old + 3 * HOUR)
     assert any(line.startswith("gpu_1m: ") and not line.endswith(": 0 rows") for line in done)
-    assert set(store.tier_starts("gpu")) == {60, 3600}
+    assert set(store.tier_starts("gpu")) == {60, 300, 3600}
     q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "temp_c")),
                        t_old + 11 * NS, t_old + 3 * HOUR - 5 * NS, group_by=("host",),
                        bucket_s=1800)

@@ -227,17 +227,18 @@ def tier_query(store: InfluxStore, q: AggregateQuery) -> list[Row]:
     return tiers.merge(q, parts)
 
 
-def read_rows_plain(width_s: int, span_ns: int, calls: int) -> bool:
+def read_rows_plain(width_s: int, span_ns: int, bucket_s: int | None) -> bool:
     """Whether a piece is cheaper read as its stored rows (folded here) than grouped by influxd.
 
-    InfluxDB 1.x builds one iterator per aggregate call and series: about 40 µs each on this
-    project's machine, whatever the rows (1,000 GPUs x 32 calls: 1.2 s for one minute of raw
-    points, 3.6 s for an hour), while a plain SELECT costs about 17 µs a row. So a piece with
-    fewer stored rows per series than calls is read plain: the edges from raw points (under a
-    minute), and a tier as wide as the query's buckets or a few of its rows.
+    Measured on InfluxDB 1.6 with 1,000 GPUs (docs/benchmarks.md): an aggregate with
+    ``GROUP BY time()`` costs far more than reading the rows it reduces (the hourly tier's
+    23 rows a GPU, 11 parts: 3.4 s grouped, 0.22 s read plain; the 5-minute tier over a day
+    by host: 2.5 s grouped, 1.2 s plain), and even an empty minute of raw points costs 0.7 s
+    grouped, 0.13 s plain. Without time buckets influxd's reduce is cheap (0.11 s for the
+    hourly tier), so only short pieces are read plain. Raw points are assumed at most 1 Hz.
     """
-    rows_per_series = span_ns / (max(width_s, 1) * NS)  # raw points: at most 1 Hz assumed
-    return rows_per_series <= max(calls, 4)
+    rows_per_series = span_ns / (max(width_s, 1) * NS)
+    return rows_per_series <= (60 if bucket_s is None else 300)
 
 
 def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
@@ -250,9 +251,8 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
         return []
     where = influxql.time_window(piece.start_ns, piece.end_ns) + (f" AND {filters}"
                                                                   if filters else "")
-    calls = sum(len(p) for p in wanted.values())
     tag_groups = [qi(t) for t in q.group_by]
-    if read_rows_plain(width, piece.end_ns - piece.start_ns, calls):
+    if read_rows_plain(width, piece.end_ns - piece.start_ns, q.bucket_s):
         cols = (list(wanted) if width == 0 else
                 [f + _SUFFIX[j] for f, js in wanted.items() for j in js])
         text = f"SELECT {', '.join(f'{qi(c)}::field' for c in cols)} FROM {src} WHERE {where}"
@@ -288,37 +288,43 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
 
 def _fold(q: AggregateQuery, series: Sequence[dict[str, Any]],
           wanted: dict[str, tuple[int, ...]], raw: bool) -> list[tiers.PartRow]:
-    """Stored rows (raw points, or rollup rows' parts) folded into parts per bucket and group."""
+    """Stored rows (raw points, or rollup rows' parts) folded into parts per bucket and group.
+
+    Columns come in ``wanted``'s order: a raw field once, a rollup field once per part.
+    """
     acc: dict[tuple[int | None, tuple[str, ...]], dict[str, list[float | None]]] = {}
     width = None if q.bucket_s is None else int(q.bucket_s) * NS
-    items = list(wanted.items())
+    # (field, column, parts fed): a raw value feeds all four (sum, count, min, max).
+    cols: list[tuple[str, int, tuple[int, ...]]] = []
+    for f, js in wanted.items():
+        if raw:
+            cols.append((f, len(cols) + 1, js))
+        else:
+            cols.extend((f, len(cols) + 1, (j,)) for j in js)
     for s in series:
         tags_in = s.get("tags") or {}
         group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
         for row in s.get("values") or []:
-            bucket = None if width is None else int(row[0]) // width * width
-            parts = acc.get((bucket, group))
+            key = (None if width is None else row[0] // width * width, group)
+            parts = acc.get(key)
             if parts is None:
-                parts = acc[(bucket, group)] = {f: [None, None, None, None] for f in wanted}
-            i = 1
-            for f, js in items:
+                parts = acc[key] = {f: [None, None, None, None] for f in wanted}
+            for f, i, js in cols:
+                value = row[i]
+                if value is None:
+                    continue
+                number = value if type(value) in _NUMBERS else None
                 have = parts[f]
-                if raw:
-                    value = row[i]
-                    i += 1
-                    if value is None:
-                        continue
-                    number = _num(value)
-                    add: list[float | None] = [number, 1.0, number, number]
-                else:
-                    add = [None, None, None, None]
-                    for j in js:
-                        add[j] = _num(row[i])
-                        i += 1
                 for j in js:
-                    have[j] = _PICK[j](have[j], add[j])
+                    if j == 1:
+                        have[1] = (have[1] or 0) + (1 if raw else number or 0)
+                    elif number is not None:
+                        have[j] = _PICK[j](have[j], number)
     return [(bucket, group, cast(dict[str, Sequence[float | None]], values))
             for (bucket, group), values in acc.items()]
+
+
+_NUMBERS = (int, float)  # not bool: a boolean field has no sum or extremes
 
 
 def _add(a: float | None, b: float | None) -> float | None:

@@ -290,17 +290,15 @@ def _fold(q: AggregateQuery, series: Sequence[dict[str, Any]],
           wanted: dict[str, tuple[int, ...]], raw: bool) -> list[tiers.PartRow]:
     """Stored rows (raw points, or rollup rows' parts) folded into parts per bucket and group.
 
-    Columns come in ``wanted``'s order: a raw field once, a rollup field once per part.
+    Columns come in ``wanted``'s order: a raw field once (its value feeds sum, count, min and
+    max), a rollup field once per part read.
     """
     acc: dict[tuple[int | None, tuple[str, ...]], dict[str, list[float | None]]] = {}
     width = None if q.bucket_s is None else int(q.bucket_s) * NS
-    # (field, column, parts fed): a raw value feeds all four (sum, count, min, max).
-    cols: list[tuple[str, int, tuple[int, ...]]] = []
+    cols: list[tuple[str, int, int]] = []  # (field, column, part; -1: a raw value)
     for f, js in wanted.items():
-        if raw:
-            cols.append((f, len(cols) + 1, js))
-        else:
-            cols.extend((f, len(cols) + 1, (j,)) for j in js)
+        cols.extend([(f, len(cols) + 1, -1)] if raw else [(f, len(cols) + 1 + k, j)
+                                                           for k, j in enumerate(js)])
     for s in series:
         tags_in = s.get("tags") or {}
         group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
@@ -309,43 +307,38 @@ def _fold(q: AggregateQuery, series: Sequence[dict[str, Any]],
             parts = acc.get(key)
             if parts is None:
                 parts = acc[key] = {f: [None, None, None, None] for f in wanted}
-            for f, i, js in cols:
-                value = row[i]
-                if value is None:
+            for f, i, j in cols:
+                v = row[i]
+                if v is None:
                     continue
-                number = value if type(value) in _NUMBERS else None
                 have = parts[f]
-                for j in js:
-                    if j == 1:
-                        have[1] = (have[1] or 0) + (1 if raw else number or 0)
-                    elif number is not None:
-                        have[j] = _PICK[j](have[j], number)
+                if j < 0:  # a raw value: counted whatever its type, summed if a number
+                    have[1] = (have[1] or 0) + 1
+                    if type(v) not in _NUMBERS:
+                        continue
+                    old = have[0]
+                    have[0] = v if old is None else old + v
+                    old = have[2]
+                    if old is None or v < old:
+                        have[2] = v
+                    old = have[3]
+                    if old is None or v > old:
+                        have[3] = v
+                    continue
+                if type(v) not in _NUMBERS:
+                    continue
+                old = have[j]
+                if old is None:
+                    have[j] = v
+                elif j < 2:
+                    have[j] = old + v
+                elif (v < old) if j == 2 else (v > old):
+                    have[j] = v
     return [(bucket, group, cast(dict[str, Sequence[float | None]], values))
             for (bucket, group), values in acc.items()]
 
 
 _NUMBERS = (int, float)  # not bool: a boolean field has no sum or extremes
-
-
-def _add(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else a + b
-
-
-def _lo(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None or a <= b else b
-
-
-def _hi(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None or a >= b else b
-
-
-_PICK = (_add, _add, _lo, _hi)
 
 
 def _num(value: object) -> float | None:

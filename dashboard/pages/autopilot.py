@@ -9,7 +9,8 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, html
 
-from analytics.autopilot import table_rows
+from analytics.autopilot import filter_groups, table_rows
+from analytics.report import pct1
 from dashboard import components, figures, views
 from dashboard.pages import Deps, anchor, view_filter
 from dashboard.views.autopilot import autopilot_view
@@ -78,13 +79,14 @@ def register(app: Dash, deps: Deps) -> None:
     def update(_page: str, range_key: str, _n: int | None,
                view: dict[str, Any] | None) -> tuple[Any, ...]:
         flt = view_filter(view)
-        data = autopilot_view(store, range_key, flt.node, flt.job)
+        kept = filter_groups(deps.context(range_key, view), flt) if flt.model or flt.team else None
+        data = autopilot_view(store, range_key, flt.node, flt.job, kept)
         heads, steps, gheads, groups = table_rows(data, max_rows=200)
         saved = data["saved_pct"]
         kpis = components.kpi_cards([
             views.Kpi("autopilot-saved", "Energy saved vs original limits",
                       f"{data['saved_j'] / 3.6e6:,.3g} kWh",
-                      f"{saved:.1f} % of what the original limits would have used"
+                      f"{pct1(saved)} of what the original limits would have used"
                       if saved is not None else "no measured window yet", None, None, ""),
             views.Kpi("autopilot-groups-n", "Groups steered", str(len(data["groups"])),
                       "opted-in jobs' GPU groups", None, None, ""),

@@ -4,6 +4,7 @@ figures against the report's: one definition (analytics.autopilot)."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +13,14 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from analytics.autopilot import summary
-from analytics.report import build_report, render
+from analytics.autopilot import summary, table_rows
+from analytics.filters import Filter
+from analytics.report import build_report, pct1, render, sig, signed_pct
 from collector.autopilot_sim import run_autopilot
 from collector.sources.simulated import NS, SimulatedFleet
 from collector.store.sqlite import SQLiteStore
 from dashboard.views.autopilot import autopilot_view
-from dashboard.views.common import DEFAULT_RANGE, window_for
+from dashboard.views.common import DEFAULT_RANGE, range_window
 
 DAY0 = 20_000 * 86400 * NS
 
@@ -70,7 +72,7 @@ def test_autopilot_page_shows_the_reports_figures(
     chrome.save_screenshot(str(artifacts_dir / "autopilot.png"))
     assert [e["message"] for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []
     # the report says the same, from the same definition over the same window
-    window = window_for(store, DEFAULT_RANGE)
+    window = range_window(store, DEFAULT_RANGE)
     assert summary(store, window)["saved_j"] == pytest.approx(data["saved_j"])
     text = render(build_report(store, window), "table")
     assert "Power-cap autopilot" in text
@@ -90,3 +92,62 @@ def test_autopilot_page_follows_the_node_filter(
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
     assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
     assert data["saved_j"] < autopilot_view(store, DEFAULT_RANGE)["saved_j"]
+
+
+def _group_rows(driver: webdriver.Chrome) -> list[str]:
+    """The group column of the savings table as shown."""
+    return [tr.find_elements(By.CSS_SELECTOR, "td")[0].text.strip()
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#autopilot-groups-table tr")
+            if tr.find_elements(By.CSS_SELECTOR, "td")]
+
+
+@pytest.mark.parametrize(("flt", "groups"), [
+    (Filter(team="nlp"), ["node-00 ap-bert-node-00-1004-0000", "node-03 ap-phase-node-03"]),
+    (Filter(model="NVIDIA A100-SXM4-80GB"), ["node-00 ap-bert-node-00-1004-0000"]),
+    (Filter(model="NVIDIA H100 80GB HBM3", team="nlp"), ["node-03 ap-phase-node-03"]),
+])
+def test_autopilot_page_and_report_follow_the_model_and_team_filters(
+        chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore], flt: Filter,
+        groups: list[str]) -> None:
+    url, store = autopilot_server
+    query = "&".join(f"{k}={v.replace(' ', '+')}" for k, v in (("model", flt.model), ("team", flt.team)) if v)
+    chrome.get(f"{url}/autopilot?{query}")
+    WebDriverWait(chrome, 60, 0.2).until(lambda d: _group_rows(d) == groups)
+    window = range_window(store, DEFAULT_RANGE)
+    report = build_report(store, window, flt=flt)
+    whole = summary(store, window)
+    part = report.autopilot
+    assert [f"{g['host']} {g['job']}" for g in part["groups"]] == groups
+    assert 0 < part["saved_j"] < whole["saved_j"]  # the filter changes the figures ...
+    kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
+    assert kwh == f"{part['saved_j'] / 3.6e6:,.3g} kWh"  # ... to the filtered report's
+    changes = [tr for tr in chrome.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tr")
+               if tr.find_elements(By.CSS_SELECTOR, "td")]
+    assert len(changes) == len(part["timeline"]) > 0
+    text = render(report, "table")
+    for g in groups:
+        assert g in text
+    assert "bert-ft" not in text.split("Power-cap autopilot")[1].split("Recommendations")[0]
+
+
+def test_timeline_rows_carry_the_work_unit_and_never_minus_zero(
+        autopilot_server: tuple[str, SQLiteStore]) -> None:
+    _url, store = autopilot_server
+    data = summary(store, range_window(store, DEFAULT_RANGE))
+    heads, steps, _gheads, groups = table_rows(data, max_rows=1000)
+    assert {s["unit"] for s in data["timeline"]} == {"samples"}  # what the agent measures them in
+    before = heads.index("before")
+    for row in steps:
+        if row[before] != "–":
+            assert re.fullmatch(r"[\d,.]+ samples/s, \d+ W, PER [\d,.]+ samples/J", row[before]), row
+    slowdowns = [row[heads.index("slowdown")] for row in steps]
+    assert "±0.0%" in slowdowns  # the scenario's phase job explores caps that cost nothing
+    assert not any("-0.0" in c for row in steps + groups for c in row)
+    # the throughput shown is the one stored, rounded to three significant digits
+    first = data["timeline"][0]
+    assert steps[-len(data["timeline"])][before].startswith(f"{sig(first['before']['throughput'])} samples/s")
+
+
+def test_no_minus_zero_in_shares_and_changes() -> None:
+    assert signed_pct(-0.04) == "±0.0%" and signed_pct(0.04) == "±0.0%" and signed_pct(-1.26) == "-1.3%"
+    assert pct1(-0.04) == "0.0 %" and pct1(12.345) == "12.3 %" and pct1(None) == "–"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -295,6 +296,23 @@ TEAM_COLUMNS: list[dict[str, Any]] = [
 # The chargeback table: its CSV export (the button above it) is the showback in a spreadsheet.
 TEAMS_TABLE = _data_table(id="teams-table", columns=TEAM_COLUMNS, data=[], sort_action="native",
                           page_size=20, **TABLE_STYLE)
+
+def text_columns(headers: Sequence[str]) -> list[dict[str, Any]]:
+    """Columns of a table of preformatted text (the report's rows): the header shown, a slug id."""
+    return [{"name": h, "id": re.sub(r"\W+", "_", h).strip("_")} for h in headers]
+
+
+def text_records(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
+    """The rows of :func:`text_columns`'s table, as DataTable data."""
+    ids = [c["id"] for c in text_columns(headers)]
+    return [dict(zip(ids, row, strict=True)) for row in rows]
+
+
+def text_table(table_id: str, headers: Sequence[str], page_size: int = 20) -> Any:
+    """A table of preformatted text rows with the same CSV export as every other table."""
+    return _data_table(id=table_id, columns=text_columns(headers), data=[], page_size=page_size,
+                       **TABLE_STYLE)
+
 
 HEALTH_COLUMNS: list[dict[str, Any]] = [
     {"name": "GPU", "id": "gpu"}, {"name": "Model", "id": "model"},

@@ -3,8 +3,11 @@ figures against the report's: one definition (analytics.autopilot)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,16 @@ from dashboard.views.autopilot import autopilot_view
 from dashboard.views.common import DEFAULT_RANGE, range_window
 
 DAY0 = 20_000 * 86400 * NS
+
+
+def _rows(driver: webdriver.Chrome, table_id: str) -> list[list[str]]:
+    """The cells of a table's rows on screen (its current page), header row left out."""
+    rows = []
+    for tr in driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tr"):
+        cells = tr.find_elements(By.CSS_SELECTOR, "td")
+        if cells:
+            rows.append([(c.get_attribute("textContent") or "").strip() for c in cells])
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +67,14 @@ def test_autopilot_page_shows_the_reports_figures(
     url, store = autopilot_server
     chrome.get_log("browser")  # start clean: only this page's messages count
     chrome.get(f"{url}/autopilot")
-    WebDriverWait(chrome, 60, 0.2).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tbody tr"))
+    WebDriverWait(chrome, 60, 0.2).until(lambda d: _rows(d, "autopilot-changes-table"))
     data = autopilot_view(store, DEFAULT_RANGE)
     assert data["timeline"] and data["saved_j"] > 0
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
     assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
-    rows = chrome.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tbody tr")
-    assert len(rows) == len(data["timeline"])
-    groups = chrome.find_elements(By.CSS_SELECTOR, "#autopilot-groups-table tbody tr")
+    rows = _rows(chrome, "autopilot-changes-table")
+    assert len(rows) == min(20, len(data["timeline"]))  # the first page of 20
+    groups = _rows(chrome, "autopilot-groups-table")
     assert len(groups) == 4  # the four opted-in jobs; bert-ft next to ap-bert never appears
     assert "bert-ft" not in chrome.find_element(By.ID, "autopilot-groups-table").text
     traces = chrome.execute_script(
@@ -83,11 +95,10 @@ def test_autopilot_page_follows_the_node_filter(
         chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore]) -> None:
     url, store = autopilot_server
     chrome.get(f"{url}/autopilot?node=node-01")
-    WebDriverWait(chrome, 60, 0.2).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#autopilot-groups-table tbody tr")) == 1)
+    WebDriverWait(chrome, 60, 0.2).until(lambda d: len(_rows(d, "autopilot-groups-table")) == 1)
     data = autopilot_view(store, DEFAULT_RANGE, "node-01")
     assert {s["host"] for s in data["timeline"]} == {"node-01"}
-    rows = chrome.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tbody tr")
+    rows = _rows(chrome, "autopilot-changes-table")
     assert len(rows) == len(data["timeline"])
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
     assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
@@ -96,9 +107,7 @@ def test_autopilot_page_follows_the_node_filter(
 
 def _group_rows(driver: webdriver.Chrome) -> list[str]:
     """The group column of the savings table as shown."""
-    return [tr.find_elements(By.CSS_SELECTOR, "td")[0].text.strip()
-            for tr in driver.find_elements(By.CSS_SELECTOR, "#autopilot-groups-table tr")
-            if tr.find_elements(By.CSS_SELECTOR, "td")]
+    return [row[0] for row in _rows(driver, "autopilot-groups-table")]
 
 
 @pytest.mark.parametrize(("flt", "groups"), [
@@ -121,9 +130,7 @@ def test_autopilot_page_and_report_follow_the_model_and_team_filters(
     assert 0 < part["saved_j"] < whole["saved_j"]  # the filter changes the figures ...
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
     assert kwh == f"{part['saved_j'] / 3.6e6:,.3g} kWh"  # ... to the filtered report's
-    changes = [tr for tr in chrome.find_elements(By.CSS_SELECTOR, "#autopilot-changes-table tr")
-               if tr.find_elements(By.CSS_SELECTOR, "td")]
-    assert len(changes) == len(part["timeline"]) > 0
+    assert len(_rows(chrome, "autopilot-changes-table")) == min(20, len(part["timeline"])) > 0
     text = render(report, "table")
     for g in groups:
         assert g in text
@@ -151,3 +158,24 @@ def test_timeline_rows_carry_the_work_unit_and_never_minus_zero(
 def test_no_minus_zero_in_shares_and_changes() -> None:
     assert signed_pct(-0.04) == "±0.0%" and signed_pct(0.04) == "±0.0%" and signed_pct(-1.26) == "-1.3%"
     assert pct1(-0.04) == "0.0 %" and pct1(12.345) == "12.3 %" and pct1(None) == "–"
+
+
+@pytest.mark.parametrize("table", ["changes", "groups"])
+def test_autopilot_tables_export_the_csv_on_screen(
+        chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore], tmp_path: Path,
+        table: str) -> None:
+    url, store = autopilot_server
+    chrome.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    chrome.get(f"{url}/autopilot")
+    WebDriverWait(chrome, 60, 0.2).until(lambda d: _rows(d, f"autopilot-{table}-table"))
+    shown = _rows(chrome, f"autopilot-{table}-table")
+    headers = [(h.get_attribute("textContent") or "").strip() for h in chrome.find_elements(
+        By.CSS_SELECTOR, f"#autopilot-{table}-table th.dash-header span.column-header-name")]
+    chrome.find_element(By.CSS_SELECTOR, f"#card-autopilot-{table} button.export").click()
+    got = WebDriverWait(chrome, 20, 0.1).until(lambda d: list(tmp_path.glob("*.csv")))
+    time.sleep(0.3)
+    data = list(csv.reader(io.StringIO(got[0].read_text(encoding="utf-8-sig"))))
+    heads, steps, gheads, groups = table_rows(autopilot_view(store, DEFAULT_RANGE), max_rows=200)
+    assert data[0] == headers == (heads if table == "changes" else gheads)
+    assert data[1:len(shown) + 1] == shown  # the rows on screen, as shown ...
+    assert data[1:] == (steps if table == "changes" else groups)  # ... and every page: the report's rows

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from analytics import queries
-from analytics.per import PER_UNITS
 from analytics.timeutil import Window, fmt_time
 from collector.schema import WORK_UNITS
 from collector.store.base import Store
@@ -142,26 +141,19 @@ def summary(store: Store, window: Window, node: str = "", job: str = "",
     }
 
 
-def _rate(x: float | None, unit: str) -> str:
-    from analytics.report import sig  # the report's number format (never -0)
-
-    return f"{sig(x)} {unit}" if x is not None else "–"
-
-
 def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], list[list[str]],
                                                                    list[str], list[list[str]]]:
     """(headers, rows) of the timeline and of the per-group savings, as text for report and dashboard.
 
     Throughput and PER carry the job's work unit (tokens/s, tokens/J, ...); a slowdown is a signed
     change (±0.0%, never -0.0)."""
-    from analytics.report import pct1, signed_pct
+    from analytics.report import pct1, signed_pct, work_rate  # the report's formats
 
     def m(x: dict[str, Any] | None, unit: str | None) -> str:
         if not x or x.get("throughput") is None:
             return "–"
-        per = PER_UNITS.get(unit or "", "units/J")
-        return (f"{_rate(x['throughput'], per[:-2] + '/s')}, {x['power_w']:.0f} W, "
-                f"PER {_rate(x.get('per'), per)}")
+        return (f"{work_rate(x['throughput'], unit, 's')}, {x['power_w']:.0f} W, "
+                f"PER {work_rate(x.get('per'), unit)}")
 
     steps = [[s["time"], f"{s['host']} {s['job']}", s["reason"],
               f"{s['previous_w']:.0f} → {s['cap_w']:.0f} W", signed_pct(s["slowdown_pct"]),

@@ -280,11 +280,20 @@ def _objective_rows(report: Report, max_rows: int) -> list[list[str]]:
     return rows
 
 
+def work_rate(value: float | None, unit: str | None, per: str = "J") -> str:
+    """Work per joule (``per="J"``: PER) or per second (``"s"``: throughput) in the work unit, four
+    significant digits, as every PER in the report: '0.02003 tokens/J', '47.98 tokens/s'."""
+    if value is None:
+        return "–"
+    name = PER_UNITS[unit][:-2] if unit in PER_UNITS else "units"
+    return f"{value:.4g} {name}/{per}"
+
+
 def _per_text(row: levels.PerRow) -> str:
     unit = primary_unit(row.work)
     if unit is None or unit not in row.per:
         return "– (no work)" if row.energy_j > 0 else "– (no energy)"
-    text = f"{row.per[unit]:.4g} {PER_UNITS[unit]}"
+    text = work_rate(row.per[unit], unit)
     if "flops" in row.per and unit != "flops":
         text += f", {row.gflops_per_w:.3g} GFLOP/s/W"
     return text
@@ -292,7 +301,7 @@ def _per_text(row: levels.PerRow) -> str:
 
 def _team_per(r: TeamRow) -> str:
     unit = primary_unit(r.work)
-    return f"{r.per[unit]:.4g} {PER_UNITS[unit]}" if unit and unit in r.per else "–"
+    return work_rate(r.per[unit], unit) if unit and unit in r.per else "–"
 
 
 def _table(headers: list[str], rows: list[list[str]], md: bool) -> list[str]:

@@ -22,8 +22,10 @@ from analytics.report import build_report, pct1, render, signed_pct
 from collector.autopilot_sim import run_autopilot
 from collector.sources.simulated import NS, SimulatedFleet
 from collector.store.sqlite import SQLiteStore
+from dashboard import figures
 from dashboard.views.autopilot import autopilot_view
 from dashboard.views.common import DEFAULT_RANGE, range_window
+from tests.dashboard.test_browser_operator import _query
 
 DAY0 = 20_000 * 86400 * NS
 
@@ -190,3 +192,30 @@ def test_autopilot_tables_export_the_csv_on_screen(
     assert data[0] == headers == (heads if table == "changes" else gheads)
     assert data[1:len(shown) + 1] == shown  # the rows on screen, as shown ...
     assert data[1:] == (steps if table == "changes" else groups)  # ... and every page: the report's rows
+
+
+def test_zoom_on_the_autopilot_timeline_becomes_the_range(
+        chrome: webdriver.Chrome, autopilot_server: tuple[str, SQLiteStore]) -> None:
+    url, store = autopilot_server
+    chrome.set_window_size(1440, 900)
+    chrome.get(f"{url}/autopilot?range=24h")
+    WebDriverWait(chrome, 60, 0.2).until(lambda d: _rows(d, "autopilot-changes-table"))
+    # A resize re-plots every chart (an `autosize` relayout): it is no zoom, the range stays.
+    chrome.set_window_size(1300, 900)
+    time.sleep(1.5)
+    chrome.set_window_size(1440, 900)
+    time.sleep(1.5)
+    assert _query(chrome)["range"] == "24h"
+    start, end = range_window(store, "24h").start_ns, range_window(store, "24h").end_ns
+    a, b = figures.iso(end - 3600 * NS), figures.iso(end - 2400 * NS)
+    assert start < end - 3600 * NS
+    chrome.execute_script("""
+        const gd = document.querySelector('#autopilot-timeline .js-plotly-plot');
+        Plotly.relayout(gd, {'xaxis.range[0]': arguments[0], 'xaxis.range[1]': arguments[1]});""", a, b)
+    want = f"{a.replace(' ', 'T')[:19]}..{b.replace(' ', 'T')[:19]}"
+    WebDriverWait(chrome, 30, 0.2).until(lambda d: _query(d).get("range") == want)
+    # redrawn over the zoomed range: only the changes in it are listed
+    data = autopilot_view(store, want)
+    assert 0 < len(data["timeline"]) < len(autopilot_view(store, "24h")["timeline"])
+    WebDriverWait(chrome, 30, 0.2).until(
+        lambda d: len(_rows(d, "autopilot-changes-table")) == min(20, len(data["timeline"])))

@@ -169,6 +169,23 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                                 State("zoom", "data"), prevent_initial_call=True)
     app.callback(Output("range", "value", allow_duplicate=True), Input("zoom", "data"),
                  prevent_initial_call=True)(zoom_to_range)
+    app.callback(Output("range", "value", allow_duplicate=True),
+                 Output("url-error", "children", allow_duplicate=True),
+                 Input("range-apply", "n_clicks"), Input("range-start", "n_submit"),
+                 Input("range-end", "n_submit"), State("range-start", "value"),
+                 State("range-end", "value"), prevent_initial_call=True)(custom_range_applied)
+    app.callback(Output("range-start", "value"), Output("range-end", "value"),
+                 Input("range", "value"))(urlstate.range_fields)
+
+
+def custom_range_applied(_n: int | None, _s: int | None, _e: int | None, start: str | None,
+                         end: str | None) -> tuple[Any, Any]:
+    """The filter bar's "from" and "to" become the page's range (START..END, as a zoom); a bad
+    field is one red line naming it, and the range stays."""
+    try:
+        return urlstate.range_from_fields(start, end), ""
+    except ValueError as exc:
+        return no_update, f"Custom range not applied: {exc}"
 
 
 # Every chart with a time x axis: a drag on it sets the page's range. (The Trade-off charts have

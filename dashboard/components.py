@@ -57,7 +57,8 @@ def range_options(range_key: str | None) -> list[dict[str, str]]:
 
 
 def filter_bar() -> html.Div:
-    """Node, GPU model, job and team filters under the header (kept in the URL with the range).
+    """Node, GPU model, job and team filters under the header (kept in the URL with the range), and
+    a custom absolute range ("from", "to": it sets the same ``range=START..END`` a chart zoom sets).
 
     ``team`` filters by the job points' ``team`` tag (analytics.filters); a click on the Jobs
     page's team table sets it too.
@@ -67,8 +68,16 @@ def filter_bar() -> html.Div:
             html.Label(label, htmlFor=f"filter-{key}"),
             dcc.Dropdown(id=f"filter-{key}", options=[], value=None, placeholder="all",
                          className="wl-filter-dd", clearable=True)])
+    def when(key: str, label: str) -> Any:
+        return html.Div(className="wl-filter", children=[
+            html.Label(label, htmlFor=f"range-{key}"),
+            dcc.Input(id=f"range-{key}", type="text", placeholder="YYYY-MM-DD hh:mm", debounce=True,
+                      className="wl-when", autoComplete="off")])
     return html.Div(className="wl-filters", id="filters", children=[
         pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"), pick("team", "Team"),
+        html.Div(className="wl-custom-range", title="an absolute time range, UTC", children=[
+            when("start", "From (UTC)"), when("end", "to"),
+            html.Button("Apply", id="range-apply", className="wl-button", n_clicks=0)]),
         html.Span(id="url-error", className="wl-url-error"),
     ])
 

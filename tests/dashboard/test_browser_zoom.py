@@ -1,20 +1,27 @@
-"""Zoom to range on every time chart, in a real headless Chromium: a drag on the x axis of the job
+"""Zoom to range on every time chart, and the filter bar's custom range, in a real headless
+Chromium: a drag on the x axis of the job
 detail, Carbon and Alerts charts (the Fleet, GPU health and Autopilot ones are tested beside their
-pages) becomes the page's absolute range, the filters stay, and the chart is redrawn over it."""
+pages) becomes the page's absolute range, the filters stay, and the chart is redrawn over it; the
+"from"/"to" fields set the same range."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
+from collector.store.sqlite import SQLiteStore
 from dashboard import views
 from tests.dashboard.test_browser import _idle, _open, _texts, _traces
 from tests.dashboard.test_browser_operator import _dropdown_text, _query, _wait
 
 pytestmark = pytest.mark.browser
+NS = 1_000_000_000
 
 ZOOM = """
     const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
@@ -64,3 +71,45 @@ def test_zoom_on_a_time_chart_becomes_the_range(chrome: webdriver.Chrome, server
         assert new and min(new) >= a[:16] and max(new) <= b, (min(new), max(new), a, b)
     if page == "alerts":  # its axis is the range, to the second
         assert [t[:19] for t in chrome.execute_script(RANGE, graph, axis)] == [a, b]
+
+
+def _fill(driver: webdriver.Chrome, element_id: str, text: str) -> None:
+    box = driver.find_element(By.ID, element_id)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text)
+
+
+def test_the_custom_range_fields_set_the_range_a_zoom_sets(chrome: webdriver.Chrome, server: str,
+                                                           demo_db: Path) -> None:
+    chrome.set_window_size(1440, 900)
+    store = SQLiteStore(demo_db)
+    end = views.data_end_ns(store)
+    store.close()
+    assert end is not None
+    start_ns, end_ns = end - 30 * 3600 * NS, end - 28 * 3600 * NS
+    key = views.range_key_for(start_ns, end_ns)
+    a, b = (t.replace("T", " ").rstrip("Z") for t in key.split(".."))
+    _open(chrome, server + "/gpus?range=24h&node=node-03", "page-gpus")
+    assert chrome.find_element(By.ID, "range-start").get_attribute("value") == ""  # a preset
+    # A bad field: one red line naming it and its value; the range stays.
+    _fill(chrome, "range-start", "yesterday")
+    _fill(chrome, "range-end", b)
+    chrome.find_element(By.ID, "range-apply").click()
+    msg = _wait(chrome, lambda d: d.find_element(By.ID, "url-error").text)
+    assert "from" in msg and "'yesterday'" in msg
+    assert _query(chrome)["range"] == "24h"
+    # Good fields: the same START..END a zoom writes; the filter stays; the charts cover it only.
+    _fill(chrome, "range-start", a[:16])  # to the minute, as one types it
+    chrome.find_element(By.ID, "range-apply").click()
+    want = views.range_key_for(start_ns // (60 * NS) * 60 * NS, end_ns)
+    _wait(chrome, lambda d: _query(d).get("range") == want)
+    _idle(chrome, "page-gpus")
+    assert chrome.find_element(By.ID, "url-error").text == ""
+    assert _query(chrome)["node"] == "node-03"
+    assert _dropdown_text(chrome, "range") == views.range_label(want)
+    xs = [x for x in _traces(chrome, "gpus-temp_c")[0]["x"] if x]
+    assert xs[0] >= a[:16] and xs[-1] < b
+    # An absolute range, from a link (or a zoom: the same range value), shows in the fields.
+    _open(chrome, f"{server}/gpus?range={key}", "page-gpus")
+    assert [chrome.find_element(By.ID, f"range-{k}").get_attribute("value") for k in ("start", "end")] == [a, b]

@@ -317,10 +317,16 @@ def text_records(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
     return [dict(zip(ids, row, strict=True)) for row in rows]
 
 
-def text_table(table_id: str, headers: Sequence[str], page_size: int = 20) -> Any:
-    """A table of preformatted text rows with the same CSV export as every other table."""
+def text_table(table_id: str, headers: Sequence[str], page_size: int = 20,
+               wrap: Sequence[str] = ()) -> Any:
+    """A table of preformatted text rows with the same CSV export as every other table; the
+    ``wrap`` columns (long text) wrap instead of being cut."""
+    ids = {c["name"]: c["id"] for c in text_columns(headers)}
+    wide = [{"if": {"column_id": ids[h]}, "whiteSpace": "normal", "minWidth": "220px", "maxWidth": "340px"}
+            for h in wrap]
     return _data_table(id=table_id, columns=text_columns(headers), data=[], page_size=page_size,
-                       **TABLE_STYLE)
+                       **{**TABLE_STYLE, "style_cell_conditional": [
+                           *TABLE_STYLE["style_cell_conditional"], *wide]})
 
 
 HEALTH_COLUMNS: list[dict[str, Any]] = [

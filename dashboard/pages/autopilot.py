@@ -17,7 +17,8 @@ from dashboard.views.autopilot import autopilot_view
 
 # The report's rows as text, in tables built once at import (components.text_table: CSV export).
 CHANGE_HEADERS, _, GROUP_HEADERS, _ = table_rows({"timeline": [], "groups": []})
-CHANGES_TABLE = components.text_table("autopilot-changes-table", CHANGE_HEADERS)
+CHANGES_TABLE = components.text_table("autopilot-changes-table", CHANGE_HEADERS,
+                                      wrap=("before", "after"))
 GROUPS_TABLE = components.text_table("autopilot-groups-table", GROUP_HEADERS)
 SHOWN: dict[str, str] = {}
 HIDDEN = {"display": "none"}

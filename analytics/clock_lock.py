@@ -37,6 +37,10 @@ LOCK_SM_CLOCK_FRACTION = 0.8  # the advised lock where none is measured, as a sh
 # A job bucket whose mean SM clock is below this share of the class's highest ran clock-locked (its
 # cap never binds, so nothing else lowers the clock); GPU Boost's own wander stays well above it.
 LOCKED_BELOW = 0.9
+# Locked and full-clock runs are compared only at a like load: their mean utilisation over the hours
+# both ran may differ by at most this many points (a GPU whose clock fell because it had little to
+# do is not a lock, and a lighter load alone lowers the energy per unit of work).
+LOAD_MATCH_PCT = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,15 @@ def split_by_clock(buckets: Sequence[JobBucket], min_util_pct: float = 0.0
 
 
 def measure_lock(buckets: Sequence[JobBucket], unit: str, min_util_pct: float = 0.0) -> MeasuredLock | None:
-    """The measured lock of a class, or None where it has no locked and full-clock runs to compare.
-    Compared over the buckets (hours) in which both ran, so a diurnal load weighs both alike."""
+    """The measured lock of a class, or None where it has no locked and full-clock runs to compare
+    at a like load. Compared over the buckets (hours) in which both ran, so a diurnal load weighs
+    both alike."""
     full, locked = split_by_clock(buckets, min_util_pct)
     both = {b.time_ns for b in full} & {b.time_ns for b in locked}
     f = [b for b in full if b.time_ns in both]
     lk = [b for b in locked if b.time_ns in both]
+    if not f or not lk or abs(_util(lk) - _util(f)) > LOAD_MATCH_PCT:
+        return None
     sums = []
     for part in (lk, f):
         work = sum(b.work.get(unit, 0.0) for b in part)
@@ -140,6 +147,12 @@ def dvfs_saving(kind: str) -> DvfsSaving:
     return DVFS_SAVINGS["any"]
 
 
+def _util(buckets: Sequence[JobBucket]) -> float:
+    """Mean utilisation (%) weighted by run time."""
+    active = sum(b.active_s for b in buckets)
+    return sum((b.util_pct or 0.0) * b.active_s for b in buckets) / active if active else 0.0
+
+
 def clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
                idle_w: Mapping[str, tuple[float, str]]) -> Recommendation | None:
     """Lock SM clocks for a busy class whose cap never binds. The saving: measured where some of the
@@ -147,8 +160,7 @@ def clock_lock(ctx: Context, f: Frontier, buckets: list[JobBucket],
     idle (or the operator's ``clock_lock_saving_frac``). Runs already locked are not named."""
     st = ctx.settings
     full, _locked = split_by_clock(buckets, st.busy_util_pct)
-    active = sum(b.active_s for b in full)
-    util = (sum((b.util_pct or 0.0) * b.active_s for b in full) / active) if active else 0.0
+    util = _util(full)
     if util < max(st.clock_lock_min_util_pct, st.low_util_pct):
         return None  # lightly used (consolidation is the better advice), or every run is locked already
     m = measure_lock(buckets, f.unit, st.busy_util_pct)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from analytics.clock_lock import DVFS_SAVINGS, LOCKED_BELOW
+from analytics.clock_lock import DVFS_SAVINGS, LOCKED_BELOW, measure_lock
+from analytics.queries import JobBucket
 from analytics.recommend import Recommendation, recommendations
 from analytics.timeutil import Window
 from collector.schema import point
@@ -107,3 +108,37 @@ def test_without_clocks_on_the_job_points_the_saving_is_the_labelled_published_e
         assert r.action is not None and r.action["sm_clock_fraction"] == 0.8
         # the locked twins cannot be told apart without clocks: the whole class is named
         assert len(r.gpus) == 16
+
+
+def _jb(job: str, t: int, energy: float, tokens: float, clock: float | None, util: float = 90.0,
+        host: str = "h") -> JobBucket:
+    return JobBucket(job, host, "infer", "fp8", "NVIDIA L4", t, energy,
+                     {"samples": 0.0, "tokens": tokens, "flops": 0.0, "steps": 0.0}, 3600.0, 2,
+                     None, 72.0, util, util, False, None, "chat", sm_clock_mhz=clock)
+
+
+def test_measure_lock_by_hand() -> None:
+    """Two hours: a full-clock and a locked run in each, plus an hour only the full-clock run has
+    (left out of the comparison, so a diurnal load weighs both alike)."""
+    h = 3600 * NS
+    buckets = [_jb("full", 0, 400_000.0, 8e6, 2040.0), _jb("full", h, 300_000.0, 6e6, 2040.0),
+               _jb("full", 2 * h, 100_000.0, 1e6, 2040.0),
+               _jb("lock", 0, 300_000.0, 7e6, 1632.0, host="g"),
+               _jb("lock", h, 250_000.0, 5e6, 1632.0, host="g")]
+    m = measure_lock(buckets, "tokens")
+    assert m is not None
+    assert m.j_per_unit_full == pytest.approx(700_000.0 / 14e6)
+    assert m.j_per_unit_locked == pytest.approx(550_000.0 / 12e6)
+    assert m.saving_frac == pytest.approx(1 - (550_000.0 / 12e6) / (700_000.0 / 14e6))
+    assert m.clock_share == pytest.approx(0.8) and m.locked_jobs == ("lock",)
+    assert m.slowdown == pytest.approx(14e6 / 12e6 - 1)
+
+
+@pytest.mark.parametrize("case", ["no clocks", "one clock", "no common hour", "lighter load"])
+def test_no_measured_lock_without_a_like_for_like_pair(case: str) -> None:
+    h = 3600 * NS
+    clock, t, util = {"no clocks": (None, 0, 90.0), "one clock": (2040.0, 0, 90.0),
+                      "no common hour": (1632.0, h, 90.0), "lighter load": (1632.0, 0, 40.0)}[case]
+    buckets = [_jb("full", 0, 400_000.0, 8e6, None if clock is None else 2040.0),
+               _jb("lock", t, 300_000.0, 7e6, clock, util=util, host="g")]
+    assert measure_lock(buckets, "tokens") is None

@@ -210,7 +210,7 @@ class CapEndpoint:
         names = sorted(self.actuators)
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
         raise ActuationRefused(400, f"host: {host!r} is not a host of this agent; it answers for "
-                                    f"{shown}", "unknown_host")
+                                    f"{shown}; name one of them", "unknown_host")
 
     def _handle(self, request: Request, *, revert: bool) -> Response:
         try:

@@ -182,15 +182,17 @@ class CapEndpoint:
     """POST /v1/cap and /v1/cap/revert for every host an agent speaks for.
 
     A real agent has one actuator (its own GPUs); a simulated agent one per simulated host, each
-    on that host's simulated NVML. The request's optional ``host`` picks one; an agent with a
-    single actuator answers for it whatever name the caller used (the URL chose the node). The
-    actuators of one agent share its token: the guard is the first one's.
+    on that host's simulated NVML. The request's optional ``host`` picks one; without it, a single
+    actuator answers. ``any_name``: a single actuator also answers whatever name the caller knows
+    its node by (a real agent: the URL chose the node); a simulated agent names its hosts exactly.
+    The actuators of one agent share its token: the guard is the first one's.
     """
 
-    def __init__(self, actuators: dict[str, PowerCapActuator]) -> None:
+    def __init__(self, actuators: dict[str, PowerCapActuator], *, any_name: bool = True) -> None:
         if not actuators:
             raise ValueError("actuators: need at least one host")
         self.actuators = dict(actuators)
+        self.any_name = any_name
 
     def mount(self, server: Any) -> None:
         server.route("POST", "/v1/cap", self._handle_apply)
@@ -205,7 +207,7 @@ class CapEndpoint:
     def _pick(self, host: str | None) -> PowerCapActuator:
         if host in self.actuators:
             return self.actuators[host]
-        if len(self.actuators) == 1:
+        if len(self.actuators) == 1 and (host is None or self.any_name):
             return next(iter(self.actuators.values()))
         names = sorted(self.actuators)
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")

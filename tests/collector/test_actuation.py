@@ -16,7 +16,7 @@ import pytest
 from collector.actuation import ActuationRefused, PowerCapActuator
 from collector.agent import AgentStats
 from collector.exporter import Exporter
-from tests.collector.sources.fake_pynvml import FakeGpu, FakeNvml
+from tests.collector.sources.fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakeNvml
 
 TOKEN = "t0ken-for-tests-only"
 
@@ -198,3 +198,16 @@ def test_cli_dry_run_on_loopback_needs_no_token_and_a_disabled_agent_says_how_to
     finally:
         exporter.stop()
         bare.stop()
+
+
+def test_a_host_without_nvml_answers_503_with_a_clear_message(tmp_path: Path) -> None:
+    act, _ = _actuator(tmp_path, nvml=FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    exporter = Exporter(AgentStats(), port=0)
+    act.mount(exporter)
+    exporter.start()
+    try:
+        status, body = _post(exporter.url + "/v1/cap", {"gpu": 0, "watts": 300}, None)
+    finally:
+        exporter.stop()
+    assert status == 503 and body["code"] == "no_nvml"
+    assert body["error"].startswith("power limits unavailable on this host:")

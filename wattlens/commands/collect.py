@@ -302,7 +302,8 @@ class AgentProcess:
             observers.append(exporter)
             IngestApp(tracker, token=token, proc_root=getattr(args, "procfs_root", None) or "/proc",
                       socket_path=str(sock) if sock else None).mount(exporter)
-            CapEndpoint(actuators).mount(exporter)
+            simulated = any(getattr(s, "name", "") == "sim" for s in sources)
+            CapEndpoint(actuators, any_name=not simulated).mount(exporter)
         elif enable_actuation:
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")

@@ -211,8 +211,9 @@ class CapEndpoint:
             return next(iter(self.actuators.values()))
         names = sorted(self.actuators)
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        raise ActuationRefused(400, f"host: {host!r} is not a host of this agent; it answers for "
-                                    f"{shown}; name one of them", "unknown_host")
+        what = "required" if host is None else f"{host!r} is not a host of this agent"
+        raise ActuationRefused(400, f"host: {what}; it answers for {shown}; name one of them",
+                               "unknown_host")
 
     def _handle(self, request: Request, *, revert: bool) -> Response:
         try:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,14 +149,22 @@ def test_cap_a_simulated_gpu_end_to_end(agent: Agent) -> None:
     seen_ns = time.time_ns()
     assert now["power"] <= new + 1e-6
     time.sleep(1.5)  # a few more rounds
+    back = subprocess.run([sys.executable, "-m", "wattlens", "cap", "revert", "--host", host,
+                           "--gpu", str(gpu), "--agent-url", agent.url, "--apply"],
+                          env=_env(TOKEN), capture_output=True, text=True, timeout=60)
+    revert_ns = time.time_ns()
+    assert back.returncode == 0, back.stderr
+    assert f"power limit {new:g} W -> {before['limit']:g} W" in back.stdout
     agent.stop()
+    state = json.loads((agent.audit.parent / "sim-gpu-state.json").read_text())["caps"]
+    assert state[f"{host}/{gpu}"][-1][1] == before["limit"]  # the simulated GPU has it back
     assert agent.proc.returncode == 0
 
     store = open_store(agent.store)
     try:
         aggs = (("max", "power_limit_w"), ("min", "power_limit_w"), ("max", "power_w"),
                 ("count", "power_w"))
-        after = store.query(AggregateQuery("gpu", aggs, seen_ns, seen_ns + 3600 * 10**9,
+        after = store.query(AggregateQuery("gpu", aggs, seen_ns, revert_ns,
                                            where={"host": host, "gpu": str(gpu)}))
     finally:
         store.close()
@@ -165,8 +174,8 @@ def test_cap_a_simulated_gpu_end_to_end(agent: Agent) -> None:
     assert (got["max_power_w"] or 0) <= new + 1e-6
 
     audit = [e for e in _audit(agent) if not e["dry_run"]]
-    assert [(e["host"], e["gpu"], e["before_w"], e["after_w"]) for e in audit] == [
-        (host, gpu, before["limit"], new)]
+    assert [(e["action"], e["host"], e["gpu"], e["before_w"], e["after_w"]) for e in audit] == [
+        ("apply", host, gpu, before["limit"], new), ("revert", host, gpu, new, before["limit"])]
     log = (agent.audit.parent / "agent.log").read_text()
     assert TOKEN not in log and "APPLIED" in log
 
@@ -183,5 +192,12 @@ def test_unknown_host_and_disabled_agent(tmp_path: Path) -> None:
         assert nowhere.returncode == 2
         assert "host: 'node-99' is not a host of this agent" in nowhere.stderr
         assert "node-00" in nowhere.stderr
+        # a caller that names no host (an older client) on an agent with several: told to name one
+        req = urllib.request.Request(agent.url + "/v1/cap", data=b'{"gpu": 0, "watts": 300}',
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 400
+        assert json.loads(err.value.read())["error"].startswith("host: required; it answers for node-00")
     finally:
         agent.stop()

@@ -94,3 +94,26 @@ def test_no_carbon_in_the_store_the_country_covers_every_hour(
     assert (em["hours"], em["fallback_hours"]) == (HOURS, HOURS)
     assert str(em["source"]).startswith("SG (annual average 2023")
     assert "--country SG: every hour (10 h), no hourly intensity for this window" in line
+
+
+def test_simulated_store_through_the_cli(tmp_path: Path) -> None:
+    """The issue's check: `wattlens report --country US|GB|JP|SG` on a small simulated store."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'sim.db'}"
+    cli = [sys.executable, "-m", "wattlens"]
+    end = ["--end", "2026-11-28T00:00:00Z"]
+    wrote = subprocess.run([*cli, "simulate", "write", "--hours", "3", "--nodes", "1", "--gpus", "2",
+                            "--store", url, *end], capture_output=True, text=True, timeout=300)
+    assert wrote.returncode == 0, wrote.stderr
+    lines = {}
+    for code in ("US", "GB", "JP", "SG"):
+        out = subprocess.run([*cli, "report", "--store", url, "--since", "3h", "--until",
+                              "2026-11-28T00:00:00Z", "--country", code],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        lines[code] = next(x for x in out.stdout.splitlines() if x.startswith("carbon "))
+        assert f"--country {code}: unused, the store's own intensity covers every hour" in lines[code]
+    assert len(set(lines.values())) == 4
+    assert len({x.split(" kg CO2")[0] for x in lines.values()}) == 1  # the same figure: the store's

@@ -79,9 +79,9 @@ def test_autopilot_page_shows_the_reports_figures(
     groups = _rows(chrome, "autopilot-groups-table")
     assert len(groups) == 4  # the four opted-in jobs; bert-ft next to ap-bert never appears
     assert "bert-ft" not in chrome.find_element(By.ID, "autopilot-groups-table").text
-    traces = chrome.execute_script(
-        "return document.getElementById('autopilot-timeline').querySelector('.js-plotly-plot')"
-        ".data.filter(t => t.showlegend !== false).length")
+    traces = WebDriverWait(chrome, 60, 0.2).until(lambda d: d.execute_script(  # drawn yet?
+        "const g = document.getElementById('autopilot-timeline').querySelector('.js-plotly-plot');"
+        "return g && g.data ? g.data.filter(t => t.showlegend !== false).length : null"))
     assert traces == 4
     chrome.save_screenshot(str(artifacts_dir / "autopilot.png"))
     assert [e["message"] for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -14,12 +14,18 @@ work x J per unit of work measured at the original limit - energy used).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics import queries
 from analytics.timeutil import Window, fmt_time
+from collector.schema import WORK_UNITS
 from collector.store.base import Store
+
+if TYPE_CHECKING:
+    from analytics.context import Context
+    from analytics.filters import Filter
 
 
 @dataclass(frozen=True)
@@ -89,27 +95,47 @@ def timeline(events: list[tuple[int, dict[str, str], dict[str, float | None]]]) 
     return out
 
 
-def summary(store: Store, window: Window, node: str = "", job: str = "") -> dict[str, Any]:
+def work_unit(work: Mapping[str, float]) -> str | None:
+    """The unit the agent measures a group's throughput in: the first of WORK_UNITS the job counts
+    (collector.autopilot_groups picks it the same way)."""
+    return next((u for u in WORK_UNITS if (work.get(u) or 0) > 0), None)
+
+
+def filter_groups(ctx: Context, flt: Filter) -> set[tuple[str, str]] | None:
+    """The (host, job) groups a GPU-model or team filter keeps: those of the jobs the filtered
+    Context holds (analytics.filters, the same filter as every other figure); None when neither
+    is set (node and job are matched on the autopilot points' own tags)."""
+    if not (flt.model or flt.team):
+        return None
+    return {(j.host, j.job) for j in ctx.jobs}
+
+
+def summary(store: Store, window: Window, node: str = "", job: str = "",
+            groups: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The autopilot's timeline and savings in the window (empty lists when it never ran), of one
-    node and/or job when given (the report's and dashboard's filters)."""
+    node and/or job when given, and of the (host, job) ``groups`` a model or team filter keeps
+    (:func:`filter_groups`): the report's and dashboard's filters."""
     def keep(host: str | None, name: str | None) -> bool:
-        return (not node or host == node) and (not job or name == job)
+        return ((not node or host == node) and (not job or name == job)
+                and (groups is None or (host, name) in groups))
 
     events = [e for e in queries.autopilot_events(store, window)
               if keep(e[1].get("host"), e[1].get("job"))]
     steps = timeline(events)
+    units = {s.job: work_unit(s.work) for s in queries.job_summaries(store, window)} if events else {}
     latest: dict[tuple[str, str], float | None] = {}
     for _t, tags, f in events:
         latest[(tags.get("host", ""), tags.get("job", ""))] = f.get("cap_w")
-    groups = [GroupSaving(h, j, v.get("max_original_w"), latest.get((h, j), v.get("min_cap_w")),
+    saving = [GroupSaving(h, j, v.get("max_original_w"), latest.get((h, j), v.get("min_cap_w")),
                           v.get("sum_seconds") or 0.0, v.get("sum_energy_j") or 0.0,
                           v.get("sum_saved_j") or 0.0)
               for (h, j), v in sorted(queries.autopilot_windows(store, window).items()) if keep(h, j)]
-    used = sum(g.energy_j for g in groups)
-    saved = sum(g.saved_j for g in groups)
+    used = sum(g.energy_j for g in saving)
+    saved = sum(g.saved_j for g in saving)
     return {
-        "timeline": [{**asdict(s), "time": fmt_time(s.time_ns)} for s in steps],
-        "groups": [{**asdict(g), "saved_pct": g.saved_pct} for g in groups],
+        "timeline": [{**asdict(s), "time": fmt_time(s.time_ns), "unit": units.get(s.job)}
+                     for s in steps],
+        "groups": [{**asdict(g), "saved_pct": g.saved_pct} for g in saving],
         "energy_j": used, "saved_j": saved,
         "saved_pct": 100 * saved / (used + saved) if used + saved > 0 else None,
     }
@@ -117,23 +143,27 @@ def summary(store: Store, window: Window, node: str = "", job: str = "") -> dict
 
 def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], list[list[str]],
                                                                    list[str], list[list[str]]]:
-    """(headers, rows) of the timeline and of the per-group savings, as text for report and dashboard."""
-    def m(x: dict[str, Any] | None) -> str:
+    """(headers, rows) of the timeline and of the per-group savings, as text for report and dashboard.
+
+    Throughput and PER carry the job's work unit (tokens/s, tokens/J, ...); a slowdown is a signed
+    change (±0.0%, never -0.0)."""
+    from analytics.report import pct1, signed_pct, work_rate  # the report's formats
+
+    def m(x: dict[str, Any] | None, unit: str | None) -> str:
         if not x or x.get("throughput") is None:
             return "–"
-        per = x.get("per")
-        return (f"{x['throughput']:.4g}/s, {x['power_w']:.0f} W, "
-                + (f"PER {per:.4g}/J" if per is not None else "PER –"))
+        return (f"{work_rate(x['throughput'], unit, 's')}, {x['power_w']:.0f} W, "
+                f"PER {work_rate(x.get('per'), unit)}")
 
     steps = [[s["time"], f"{s['host']} {s['job']}", s["reason"],
-              f"{s['previous_w']:.0f} → {s['cap_w']:.0f} W",
-              f"{s['slowdown_pct']:.1f} %" if s["slowdown_pct"] is not None else "–",
-              m(s["before"]), m(s["after"])] for s in data["timeline"][-max_rows:]]
+              f"{s['previous_w']:.0f} → {s['cap_w']:.0f} W", signed_pct(s["slowdown_pct"]),
+              m(s["before"], s.get("unit")), m(s["after"], s.get("unit"))]
+             for s in data["timeline"][-max_rows:]]
     groups = [[f"{g['host']} {g['job']}",
                f"{g['original_w']:.0f} W" if g["original_w"] is not None else "–",
                f"{g['cap_w']:.0f} W" if g["cap_w"] is not None else "–",
                f"{g['energy_j'] / 3.6e6:.3g} kWh", f"{g['saved_j'] / 3.6e6:.3g} kWh",
-               f"{g['saved_pct']:.1f} %" if g["saved_pct"] is not None else "–"]
+               pct1(g["saved_pct"])]
               for g in data["groups"]]
     return (["time", "group", "why", "limit", "slowdown", "before", "after"], steps,
             ["group", "original", "now", "used", "saved vs original", "saved %"], groups)

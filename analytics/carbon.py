@@ -48,19 +48,25 @@ class IntensitySeries:
     max_gap_s: float = MAX_GAP_S
     signal: str | None = None  # "average" or "marginal" when the source says which
     forecast_hours: frozenset[int] = frozenset()  # hours whose value is a provider's forecast
+    fallback: str | None = None  # the option whose ``annual`` fills hours, e.g. "--country GB"
+    fallback_source: str = ""  # where that annual figure comes from, when it is not ``source``
 
     def at(self, t_ns: int) -> Intensity | None:
         """The intensity for the hour containing ``t_ns``; the nearest known hour within the gap limit."""
+        return self.lookup(t_ns)[0]
+
+    def lookup(self, t_ns: int) -> tuple[Intensity | None, bool]:
+        """:meth:`at`, and whether the value is the ``annual`` figure rather than an hourly one."""
         hour = t_ns // HOUR_NS * HOUR_NS
         got = self.hourly.get(hour)
         if got is not None:
-            return got
+            return got, False
         for k in range(1, int(self.max_gap_s // 3600) + 1):
             for h in (hour - k * HOUR_NS, hour + k * HOUR_NS):
                 got = self.hourly.get(h)
                 if got is not None and h not in self.forecast_hours:  # a forecast speaks for its hour only
-                    return got
-        return self.annual
+                    return got, False
+        return self.annual, self.annual is not None
 
     def describe(self) -> str:
         """The region and where its numbers came from, for messages and evidence."""
@@ -197,6 +203,9 @@ class Emissions:
     renewable_pct: float | None
     source: str | None
     message: str | None = None
+    hours: int = 0  # hours with energy and a known intensity
+    fallback_hours: int = 0  # of them, hours whose intensity was the series' fallback (--country)
+    fallback_energy_j: float = 0.0
 
     @property
     def kg_co2(self) -> float | None:
@@ -208,7 +217,8 @@ class Emissions:
                 "covered_energy_j": self.covered_energy_j,
                 "uncovered_energy_j": self.uncovered_energy_j,
                 "mean_g_per_kwh": self.mean_g_per_kwh, "renewable_pct": self.renewable_pct,
-                "source": self.source, "message": self.message}
+                "source": self.source, "message": self.message, "hours": self.hours,
+                "fallback_hours": self.fallback_hours, "fallback_energy_j": self.fallback_energy_j}
 
 
 def emissions(energy_by_hour: Mapping[int, float], series: IntensitySeries | None) -> Emissions:
@@ -217,13 +227,20 @@ def emissions(energy_by_hour: Mapping[int, float], series: IntensitySeries | Non
     if series is None:
         return Emissions(None, total, 0.0, total, None, None, None,
                          f"no carbon intensity data; {NO_CARBON_HINT}")
-    grams = covered = ren_energy = ren_weighted = 0.0
+    grams = covered = ren_energy = ren_weighted = filled_j = 0.0
+    hours: set[int] = set()
+    filled: set[int] = set()
     for t_ns, energy_j in sorted(energy_by_hour.items()):
-        value = series.at(t_ns)
+        value, from_fallback = series.lookup(t_ns)
         if value is None:
             continue
         grams += energy_j / J_PER_KWH * value.g_per_kwh
         covered += energy_j
+        if energy_j > 0:
+            hours.add(t_ns // HOUR_NS)
+            if from_fallback:
+                filled.add(t_ns // HOUR_NS)
+                filled_j += energy_j
         if value.renewable_pct is not None:
             ren_energy += energy_j
             ren_weighted += energy_j * value.renewable_pct
@@ -238,7 +255,27 @@ def emissions(energy_by_hour: Mapping[int, float], series: IntensitySeries | Non
                    f"with no carbon intensity in {series.describe()} and is not counted")
     mean = grams / (covered / J_PER_KWH) if covered > 0 else None
     ren = ren_weighted / ren_energy if ren_energy > 0 else None
-    return Emissions(grams, total, covered, uncovered, mean, ren, series.describe(), message)
+    source = series.describe() + fallback_note(series, len(filled), len(hours), filled_j, covered)
+    return Emissions(grams, total, covered, uncovered, mean, ren, source, message, len(hours),
+                     len(filled), filled_j)
+
+
+def fallback_note(series: IntensitySeries, filled_hours: int, hours: int, filled_j: float,
+                  covered_j: float) -> str:
+    """Which hours the fallback (``--country``) filled, for the source line: "; --country GB:
+    unused, ...", the share it filled, or every hour; "" for a series without a fallback."""
+    if series.fallback is None or series.annual is None or hours == 0:
+        return ""
+    if not series.hourly:
+        return f"; {series.fallback}: every hour ({hours} h), no hourly intensity for this window"
+    own = ("the store's own intensity" if series.source.startswith("store")
+           else f"the hourly intensity ({series.source.split(';')[0]})")
+    if filled_hours == 0:
+        return f"; {series.fallback}: unused, {own} covers every hour"
+    share = 100 * filled_j / covered_j if covered_j > 0 else 0.0
+    cited = f", {series.fallback_source}" if series.fallback_source else ""
+    return (f"; {series.fallback} ({series.annual.g_per_kwh:.0f} g/kWh{cited}) filled "
+            f"{filled_hours} of {hours} h ({share:.0f} % of the energy), {own} the rest")
 
 
 def hourly_profile(series: IntensitySeries) -> dict[int, float]:

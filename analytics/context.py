@@ -230,7 +230,8 @@ def load_carbon(store: Store, window: Window, settings: Settings) -> tuple[carbo
             series = annual
         else:
             series.annual = annual.annual
-            series.source += f"; gaps: {annual.source}"
+            series.fallback_source = annual.source  # the emissions' source line says which hours
+        series.fallback = f"--country {annual.region}"
     note = None
     if settings.carbon_live:
         from analytics.carbon_live import load_forecast

@@ -23,11 +23,13 @@ MAX_POINTS = 240  # per GPU trace: 32+ traces share a chart
 
 @dataclass(frozen=True)
 class HealthFilter:
-    """Which GPUs: by node (host), GPU model, or the hosts a job ran on. Empty means all."""
+    """Which GPUs: by node (host), GPU model, the hosts a job ran on, or the hosts a team's jobs ran
+    on (the job points' ``team`` tag, as analytics.filters). Empty means all."""
 
     node: str = ""
     model: str = ""
     job: str = ""
+    team: str = ""
 
     def where(self) -> dict[str, str | tuple[str, ...]]:
         out: dict[str, str | tuple[str, ...]] = {}
@@ -112,13 +114,19 @@ def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter())
     """Every GPU matching the filter over the window, with its series and the node's PER."""
     bucket_s = bucket_for(window, MAX_POINTS)
     where = flt.where()
-    if flt.job:
-        hosts = queries.hosts_of_job(store, window, flt.job)
+    if flt.job or flt.team:
+        found: list[set[str]] = []
+        if flt.job:
+            found.append(set(queries.hosts_of_job(store, window, flt.job)))
+        if flt.team:
+            found.append({host for (_job, host, team) in queries.job_energy_by_tags(
+                store, window, ("team",)) if team == flt.team})
+        hosts = set.intersection(*found)
         if flt.node:
-            hosts = [h for h in hosts if h == flt.node]
+            hosts = {h for h in hosts if h == flt.node}
         if not hosts:
             return HealthView(window, [], {}, {}, False)
-        where["host"] = tuple(hosts)
+        where["host"] = tuple(sorted(hosts))
     buckets = queries.gpu_health_buckets(store, window, bucket_s, where)
     work = queries.job_work_by_host(store, window)
     gpus: list[GpuHealth] = []

@@ -153,7 +153,8 @@ def build_report(store: Store, window: Window, lam: float = DEFAULT_TRADEOFF_WEI
     report = report_from(ctx, lam, objective_lambda_j, filtered=flt.active)
     from analytics import autopilot
 
-    report.autopilot = autopilot.summary(store, window, flt.node, flt.job)
+    report.autopilot = autopilot.summary(store, window, flt.node, flt.job,
+                                         autopilot.filter_groups(ctx, flt))
     if flt.active:  # say what the figures cover
         report.totals["filter"] = {"node": flt.node, "model": flt.model, "job": flt.job,
                                    "team": flt.team}
@@ -224,11 +225,16 @@ def sig(x: float | None, digits: int = 3) -> str:
     return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
 
 
-def _pct(x: float | None) -> str:
+def signed_pct(x: float | None) -> str:
     """A signed change in one decimal; a change that rounds to zero is ±0.0 %, never -0.0."""
     if x is None:
         return "–"
     return "±0.0%" if round(x, 1) == 0 else f"{x:+.1f}%"
+
+
+def pct1(x: float | None) -> str:
+    """A share in one decimal, '12.3 %'; never -0.0 (a share that rounds to zero reads 0.0 %)."""
+    return "–" if x is None else f"{round(x, 1) + 0.0:.1f} %"
 
 
 def _kwh(j: float | None) -> str:
@@ -274,11 +280,20 @@ def _objective_rows(report: Report, max_rows: int) -> list[list[str]]:
     return rows
 
 
+def work_rate(value: float | None, unit: str | None, per: str = "J") -> str:
+    """Work per joule (``per="J"``: PER) or per second (``"s"``: throughput) in the work unit, four
+    significant digits, as every PER in the report: '0.02003 tokens/J', '47.98 tokens/s'."""
+    if value is None:
+        return "–"
+    name = PER_UNITS[unit][:-2] if unit in PER_UNITS else "units"
+    return f"{value:.4g} {name}/{per}"
+
+
 def _per_text(row: levels.PerRow) -> str:
     unit = primary_unit(row.work)
     if unit is None or unit not in row.per:
         return "– (no work)" if row.energy_j > 0 else "– (no energy)"
-    text = f"{row.per[unit]:.4g} {PER_UNITS[unit]}"
+    text = work_rate(row.per[unit], unit)
     if "flops" in row.per and unit != "flops":
         text += f", {row.gflops_per_w:.3g} GFLOP/s/W"
     return text
@@ -286,7 +301,7 @@ def _per_text(row: levels.PerRow) -> str:
 
 def _team_per(r: TeamRow) -> str:
     unit = primary_unit(r.work)
-    return f"{r.per[unit]:.4g} {PER_UNITS[unit]}" if unit and unit in r.per else "–"
+    return work_rate(r.per[unit], unit) if unit and unit in r.per else "–"
 
 
 def _table(headers: list[str], rows: list[list[str]], md: bool) -> list[str]:
@@ -364,7 +379,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
     trends = [tr for tr in report.trends if tr.change_pct is not None]  # below: + 0.0 turns -0.0 into 0.0
     if trends:
         body = [[tr.job, f"{tr.baseline:.4g}", f"{tr.latest:.4g}" if tr.latest else "–",
-                 _pct(tr.change_pct), f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
+                 signed_pct(tr.change_pct), f"{PER_UNITS[tr.unit]}, {tr.baseline_source}"]
                 for tr in sorted(trends, key=lambda tr: (tr.change_pct or 0.0, tr.job))[:max_rows]]
         lines += [h("PER trend vs baseline"), *_table(["job", "baseline", "latest", "change", "unit"],
                                                        body, md)]
@@ -402,7 +417,7 @@ def render(report: Report, fmt: str = "table", max_rows: int = 20) -> str:
         saved = report.autopilot
         lines += [h("Power-cap autopilot"),
                   f"energy saved vs the original limits: {_kwh(saved['saved_j'])}"
-                  + (f" ({saved['saved_pct']:.1f} % of what they would have used)"
+                  + (f" ({pct1(saved['saved_pct'])} of what they would have used)"
                      if saved["saved_pct"] is not None else ""),
                   *_table(gheads, groups, md), "", *_table(heads, steps, md)]
     lines.append(h("Recommendations"))

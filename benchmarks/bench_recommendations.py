@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 NS = 1_000_000_000
 END = "2026-11-28T00:00:00Z"  # fixed, so every run scores the same simulated days
 RUNS = (("default", 1), ("default", 2), ("mixed", 1), ("v100-lab", 1), ("a100-serving", 3),
-        ("healthy", 1))
+        ("healthy", 1), ("clock-lock", 1), ("clock-lock", 2))
 LAMBDAS = (0.3, 0.5, 0.8)
 
 

@@ -174,7 +174,27 @@ class PowerCapActuator:
 
     # --- HTTP ------------------------------------------------------------------
     def mount(self, server: Any) -> None:
-        """Mount POST /v1/cap and POST /v1/cap/revert on the agent's route server."""
+        """Mount POST /v1/cap and POST /v1/cap/revert for this one host (see :class:`CapEndpoint`)."""
+        CapEndpoint({self.host: self}).mount(server)
+
+
+class CapEndpoint:
+    """POST /v1/cap and /v1/cap/revert for every host an agent speaks for.
+
+    A real agent has one actuator (its own GPUs); a simulated agent one per simulated host, each
+    on that host's simulated NVML. The request's optional ``host`` picks one; without it, a single
+    actuator answers. ``any_name``: a single actuator also answers whatever name the caller knows
+    its node by (a real agent: the URL chose the node); a simulated agent names its hosts exactly.
+    The actuators of one agent share its token: the guard is the first one's.
+    """
+
+    def __init__(self, actuators: dict[str, PowerCapActuator], *, any_name: bool = True) -> None:
+        if not actuators:
+            raise ValueError("actuators: need at least one host")
+        self.actuators = dict(actuators)
+        self.any_name = any_name
+
+    def mount(self, server: Any) -> None:
         server.route("POST", "/v1/cap", self._handle_apply)
         server.route("POST", "/v1/cap/revert", self._handle_revert)
 
@@ -184,16 +204,30 @@ class PowerCapActuator:
     def _handle_revert(self, request: Request) -> Response:
         return self._handle(request, revert=True)
 
+    def _pick(self, host: str | None) -> PowerCapActuator:
+        if host in self.actuators:
+            return self.actuators[host]
+        if len(self.actuators) == 1 and (host is None or self.any_name):
+            return next(iter(self.actuators.values()))
+        names = sorted(self.actuators)
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        what = "required" if host is None else f"{host!r} is not a host of this agent"
+        raise ActuationRefused(400, f"host: {what}; it answers for {shown}; name one of them",
+                               "unknown_host")
+
     def _handle(self, request: Request, *, revert: bool) -> Response:
         try:
             body = _parse_body(request.body, need_watts=not revert)
-            self.authorize(request.headers.get("authorization"), request.client,
-                           dry_run=body["dry_run"])
+            guard = next(iter(self.actuators.values()))
+            guard.authorize(request.headers.get("authorization"), request.client,
+                            dry_run=body["dry_run"])
+            actuator = self._pick(body["host"])
             who = f"{body['who']}@{request.client}"
             if revert:
-                change = self.revert(body["gpu"], who=who, dry_run=body["dry_run"])
+                change = actuator.revert(body["gpu"], who=who, dry_run=body["dry_run"])
             else:
-                change = self.apply(body["gpu"], body["watts"], who=who, dry_run=body["dry_run"])
+                change = actuator.apply(body["gpu"], body["watts"], who=who,
+                                        dry_run=body["dry_run"])
         except ActuationRefused as exc:
             if exc.status in (401, 403):
                 log.warning("power cap request from %s refused: %s", request.client, exc)
@@ -225,6 +259,10 @@ def _parse_body(raw: bytes, *, need_watts: bool) -> dict[str, Any]:
     if not isinstance(who, str) or len(who) > 64:
         raise ActuationRefused(400, "who: expected a string of at most 64 characters")
     out["who"] = who
+    host = body.get("host")
+    if host is not None and (not isinstance(host, str) or not 0 < len(host) <= 253):
+        raise ActuationRefused(400, f"host: expected a host name of 1-253 characters, got {host!r}")
+    out["host"] = host
     if need_watts:
         watts = body.get("watts")
         if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not (

@@ -25,12 +25,13 @@ from collector.sources.simulated import NS, SimulatedFleet
 
 
 def sim_actuators(fleet: SimulatedFleet, audit_path: Path, hosts: Sequence[str] | None = None,
-                  token: str | None = None) -> dict[str, PowerCapActuator]:
-    """One enabled actuator per simulated host, each on that host's simulated NVML (``token``:
-    the agent's; a fresh random one for a run in simulated time, where nobody else calls)."""
-    token = token or secrets.token_hex(24)
+                  token: str | None = None, *, enabled: bool = True) -> dict[str, PowerCapActuator]:
+    """One actuator per simulated host, each on that host's simulated NVML (``token``: the
+    agent's; a fresh random one for a run in simulated time, where nobody else calls; ``enabled``
+    False: dry runs only). Simulated GPUs have no privilege to guard, so no root is needed."""
+    token = token or (secrets.token_hex(24) if enabled else None)
     names = sorted({g.host for g in fleet.groups}) if hosts is None else list(hosts)
-    return {h: PowerCapActuator(host=h, enabled=True, token=token, audit_path=audit_path,
+    return {h: PowerCapActuator(host=h, enabled=enabled, token=token, audit_path=audit_path,
                                 nvml=SimulatedNvml(fleet, h), is_root=lambda: True) for h in names}
 
 

@@ -75,6 +75,7 @@ class GpuReading:
     util_pct: float | None
     power_limit_w: float | None
     mig: bool = False  # split into MIG instances: a job holds its instance's share of the GPU
+    sm_clock_mhz: float | None = None  # NVML_CLOCK_SM now: shows a clock lock (nvidia-smi -lgc)
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
         "deferrable": None if j.deferrable is None else int(j.deferrable),
         "util_pct": _mean(x.util_pct for x in readings),
         "power_limit_w": _mean(x.power_limit_w for x in readings),
+        "sm_clock_mhz": _mean(x.sm_clock_mhz for x in readings),
     }
     return point("job", tags, fields, r.wall_ns)
 

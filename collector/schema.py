@@ -36,6 +36,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "estimated_j",
             "gpu_mask",  # bit i set: the job ran on the host's GPU i during the interval
             "idle_j",  # the part of energy_j that is its share of idle power (collector.idle)
+            "sm_clock_mhz",  # mean SM clock of its GPUs: a clock lock shows here (analytics.clock_lock)
         ),
     ),
     # One MIG instance's part of its GPU's energy (collector/sources/mig.py); the parts of a GPU

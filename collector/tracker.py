@@ -274,7 +274,8 @@ class JobTracker:
                     continue
                 out[int(index)] = GpuReading(int(index), p.tag("model") or "", _num(p.field("energy_j")),
                                        _num(p.field("util_pct")), _num(p.field("power_limit_w")),
-                                       mig=bool(_num(p.field("mig_instances"))))
+                                       mig=bool(_num(p.field("mig_instances"))),
+                                       sm_clock_mhz=_num(p.field("sm_clock_mhz")))
         return out
 
     def _cpu_energy(self, tick: Tick) -> float | None:

@@ -87,7 +87,7 @@ class AgentClient:
         results = []
         for s in steps:
             url = self.url_template.replace("{host}", s.host) + "/v1/cap"
-            body = json.dumps({"gpu": s.gpu, "watts": s.watts, "dry_run": False,
+            body = json.dumps({"host": s.host, "gpu": s.gpu, "watts": s.watts, "dry_run": False,
                                "who": who[:64]}).encode()
             req = urllib.request.Request(  # noqa: S310 - the operator's own agent URL
                 url, data=body, method="POST",

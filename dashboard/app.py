@@ -169,20 +169,49 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                                 State("zoom", "data"), prevent_initial_call=True)
     app.callback(Output("range", "value", allow_duplicate=True), Input("zoom", "data"),
                  prevent_initial_call=True)(zoom_to_range)
+    app.callback(Output("range", "value", allow_duplicate=True),
+                 Output("url-error", "children", allow_duplicate=True),
+                 Input("range-apply", "n_clicks"), Input("range-start", "n_submit"),
+                 Input("range-end", "n_submit"), State("range-start", "value"),
+                 State("range-end", "value"), prevent_initial_call=True)(custom_range_applied)
+    app.callback(Output("range-start", "value"), Output("range-end", "value"),
+                 Input("range", "value"))(urlstate.range_fields)
 
 
-ZOOM_GRAPHS = ("fleet-power", *(f"gpus-{f}" for f in gpus.CHARTS))
+def custom_range_applied(_n: int | None, _s: int | None, _e: int | None, start: str | None,
+                         end: str | None) -> tuple[Any, Any]:
+    """The filter bar's "from" and "to" become the page's range (START..END, as a zoom); a bad
+    field is one red line naming it, and the range stays."""
+    try:
+        return urlstate.range_from_fields(start, end), ""
+    except ValueError as exc:
+        return no_update, f"Custom range not applied: {exc}"
 
-# [start, end] of an x-axis zoom: from the relayout itself, or, for the follow-up relayout that
-# reports only `autosize`, from the zoomed axis dcc.Graph writes back into its figure.
+
+# Every chart with a time x axis: a drag on it sets the page's range. (The Trade-off charts have
+# none: GPU-seconds and joules per unit of work, cost against the cap.)
+ZOOM_GRAPHS = ("fleet-power", *(f"gpus-{f}" for f in gpus.CHARTS), "job-graph", "carbon-intensity",
+               "alerts-timeline", "autopilot-timeline")
+
+# [start, end] of a zoom on any x axis (xaxis, or xaxis2.. of a chart with subplots sharing time):
+# from the relayout itself, or, for the follow-up relayout that reports only `autosize`, from the
+# zoomed axis dcc.Graph writes back into its figure.
 ZOOM_JS = """
 function (relayout, figure, last) {
     const r = relayout || {};
-    let a = r['xaxis.range[0]'], b = r['xaxis.range[1]'];
-    if (a === undefined && Array.isArray(r['xaxis.range'])) { [a, b] = r['xaxis.range']; }
+    let a, b;
+    for (const k of Object.keys(r)) {
+        const m = k.match(/^(xaxis\\d*)\\.range(\\[0\\])?$/);
+        if (!m) { continue; }
+        if (m[2]) { [a, b] = [r[k], r[m[1] + '.range[1]']]; } else if (Array.isArray(r[k])) { [a, b] = r[k]; }
+        break;
+    }
     if (a === undefined && r.autosize) {
-        const x = ((figure || {}).layout || {}).xaxis || {};
-        if (x.autorange === false && Array.isArray(x.range)) { [a, b] = x.range; }
+        const layout = (figure || {}).layout || {};
+        for (const k of Object.keys(layout).filter(k => /^xaxis\\d*$/.test(k)).sort()) {
+            const x = layout[k] || {};
+            if (x.autorange === false && Array.isArray(x.range)) { [a, b] = x.range; break; }
+        }
     }
     if (typeof a !== 'string' || typeof b !== 'string') { return window.dash_clientside.no_update; }
     if (Array.isArray(last) && last[0] === a && last[1] === b) { return window.dash_clientside.no_update; }

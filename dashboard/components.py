@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -56,7 +57,8 @@ def range_options(range_key: str | None) -> list[dict[str, str]]:
 
 
 def filter_bar() -> html.Div:
-    """Node, GPU model, job and team filters under the header (kept in the URL with the range).
+    """Node, GPU model, job and team filters under the header (kept in the URL with the range), and
+    a custom absolute range ("from", "to": it sets the same ``range=START..END`` a chart zoom sets).
 
     ``team`` filters by the job points' ``team`` tag (analytics.filters); a click on the Jobs
     page's team table sets it too.
@@ -66,8 +68,16 @@ def filter_bar() -> html.Div:
             html.Label(label, htmlFor=f"filter-{key}"),
             dcc.Dropdown(id=f"filter-{key}", options=[], value=None, placeholder="all",
                          className="wl-filter-dd", clearable=True)])
+    def when(key: str, label: str) -> Any:
+        return html.Div(className="wl-filter", children=[
+            html.Label(label, htmlFor=f"range-{key}"),
+            dcc.Input(id=f"range-{key}", type="text", placeholder="YYYY-MM-DD hh:mm", debounce=True,
+                      className="wl-when", autoComplete="off")])
     return html.Div(className="wl-filters", id="filters", children=[
         pick("node", "Node"), pick("model", "GPU model"), pick("job", "Job"), pick("team", "Team"),
+        html.Div(className="wl-custom-range", title="an absolute time range, UTC", children=[
+            when("start", "From (UTC)"), when("end", "to"),
+            html.Button("Apply", id="range-apply", className="wl-button", n_clicks=0)]),
         html.Span(id="url-error", className="wl-url-error"),
     ])
 
@@ -295,6 +305,29 @@ TEAM_COLUMNS: list[dict[str, Any]] = [
 # The chargeback table: its CSV export (the button above it) is the showback in a spreadsheet.
 TEAMS_TABLE = _data_table(id="teams-table", columns=TEAM_COLUMNS, data=[], sort_action="native",
                           page_size=20, **TABLE_STYLE)
+
+def text_columns(headers: Sequence[str]) -> list[dict[str, Any]]:
+    """Columns of a table of preformatted text (the report's rows): the header shown, a slug id."""
+    return [{"name": h, "id": re.sub(r"\W+", "_", h).strip("_")} for h in headers]
+
+
+def text_records(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
+    """The rows of :func:`text_columns`'s table, as DataTable data."""
+    ids = [c["id"] for c in text_columns(headers)]
+    return [dict(zip(ids, row, strict=True)) for row in rows]
+
+
+def text_table(table_id: str, headers: Sequence[str], page_size: int = 20,
+               wrap: Sequence[str] = ()) -> Any:
+    """A table of preformatted text rows with the same CSV export as every other table; the
+    ``wrap`` columns (long text) wrap instead of being cut."""
+    ids = {c["name"]: c["id"] for c in text_columns(headers)}
+    wide = [{"if": {"column_id": ids[h]}, "whiteSpace": "normal", "minWidth": "220px", "maxWidth": "340px"}
+            for h in wrap]
+    return _data_table(id=table_id, columns=text_columns(headers), data=[], page_size=page_size,
+                       **{**TABLE_STYLE, "style_cell_conditional": [
+                           *TABLE_STYLE["style_cell_conditional"], *wide]})
+
 
 HEALTH_COLUMNS: list[dict[str, Any]] = [
     {"name": "GPU", "id": "gpu"}, {"name": "Model", "id": "model"},

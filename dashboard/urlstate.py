@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from urllib.parse import parse_qs, urlencode
 
-from dashboard.views.common import DEFAULT_RANGE, RANGES, custom_range
+from dashboard.views.common import DEFAULT_RANGE, RANGES, custom_range, range_key_for
 
 FILTER_KEYS = ("node", "model", "job", "team")
 DEFAULT_ETA = 0.5
@@ -70,3 +70,33 @@ def from_dict(data: dict[str, object] | None) -> ViewState:
     return ViewState(range=str(data.get("range") or DEFAULT_RANGE),
                      eta=float(eta) if isinstance(eta, int | float) else DEFAULT_ETA,
                      **{k: str(data.get(k) or "") for k in FILTER_KEYS})
+
+
+def range_from_fields(start: str | None, end: str | None) -> str:
+    """The ``START..END`` range key (to the second, UTC) of the filter bar's "from" and "to" fields
+    (ISO times such as 2026-11-29 10:00, UTC unless they say otherwise); a bad field is a ValueError
+    naming it and its value."""
+    from datetime import UTC, datetime
+
+    ns = []
+    for name, text in (("from", start), ("to", end)):
+        t = (text or "").strip()
+        try:
+            when = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name}: expected an ISO time such as 2026-11-29 10:00 (UTC), "
+                             f"got {t!r}") from None
+        ns.append(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9))
+    if ns[1] <= ns[0]:
+        raise ValueError(f"to: must be after from, got {start!r} .. {end!r}")
+    return range_key_for(ns[0], ns[1])
+
+
+def range_fields(range_key: str | None) -> tuple[str, str]:
+    """The "from" and "to" fields showing an absolute range ('2026-11-29 10:00:00'); empty for a
+    preset (the fields' placeholders show the format)."""
+    fixed = custom_range(range_key)
+    if fixed is None:
+        return "", ""
+    a, _, b = range_key_for(*fixed).partition("..")
+    return a.replace("T", " ").rstrip("Z"), b.replace("T", " ").rstrip("Z")

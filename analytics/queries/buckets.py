@@ -154,6 +154,7 @@ class JobBucket:
     workload: str = ""  # the job's explicit workload tag; "" where the reporter set none
     gpu_mask: int | None = None  # bit i set: the job ran on the host's GPU i (where reported)
     estimated_j: float = 0.0  # the part of energy_j a model estimated (the CPU estimate)
+    sm_clock_mhz: float | None = None  # mean SM clock of its GPUs (a clock lock shows here)
 
     @property
     def workload_class(self) -> str:
@@ -168,7 +169,7 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
         ("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS), ("sum", "active_s"),
         ("max", "gpus"), ("max", "batch_size"), ("mean", "power_limit_w"), ("mean", "util_pct"),
         ("max", "util_pct"), ("max", "deferrable"), ("max", "planned_samples"),
-        ("sum", "estimated_j"), ("max", "gpu_mask"),
+        ("sum", "estimated_j"), ("max", "gpu_mask"), ("mean", "sm_clock_mhz"),
     )
     rows = store.query(AggregateQuery(
         "job", aggs, window.start_ns, window.end_ns,  # type: ignore[arg-type]
@@ -187,7 +188,7 @@ def job_buckets(store: Store, window: Window, bucket_s: int,
             v.get("mean_util_pct"), v.get("max_util_pct"), bool(v.get("max_deferrable")),
             v.get("max_planned_samples"), workload=r.tags.get("workload") or "",
             gpu_mask=int(m) if (m := v.get("max_gpu_mask")) is not None else None,
-            estimated_j=v.get("sum_estimated_j") or 0.0))
+            estimated_j=v.get("sum_estimated_j") or 0.0, sm_clock_mhz=v.get("mean_sm_clock_mhz")))
     return out
 
 

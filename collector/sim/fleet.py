@@ -3,7 +3,8 @@
 Inefficiencies are planted here, in how the fleet is run, never in the physics: a power cap
 left at TDP where the same workload runs at a lower cap elsewhere, FP32 training on tensor-core
 GPUs, idle GPUs, a lightly used multi-GPU service, a deferrable job at the evening carbon peak, an
-inference service whose cap never binds, a site with a high PUE. Each group says whether it is a
+inference service whose cap never binds (next to a twin whose SM clocks the operator locked), a
+site with a high PUE. Each group says whether it is a
 ``control`` (healthy: nothing should flag it) or ``planted``; ``collector.sim.truth`` derives the
 true savings from the physics.
 """
@@ -70,6 +71,7 @@ class Group:
     cap_w: float
     runs: tuple[Run, ...] = ()
     role: str = ""
+    clock_lock: float | None = None  # SM clocks locked at this share of max (nvidia-smi -lgc)
 
     def active(self, t_s: float) -> tuple[Run, int] | None:
         for run in self.runs:
@@ -307,6 +309,30 @@ def _autopilot(i: int, host: str, g: int, phase: int) -> list[Group]:
         Run(heavy, 2 * H, 22 * H, 24 * H, service=True)))]
 
 
+def _clock_lock(i: int, host: str, g: int, phase: int) -> list[Group]:
+    """Classes whose caps never bind, half at full clocks (planted) and half with SM clocks locked
+    at 80 % by the operator (control: a measured lock): bert-large bf16 training on A100 SXM4 at
+    400 W, diurnal chat serving on L4."""
+    first, second, _ = _split(g)
+    if i % 2 == 0:
+        m = "NVIDIA A100-SXM4-80GB"
+        out = [Group(host, m, first, 400.0, (
+            Run(_named(BERT, f"{host}-a"), phase, 4 * H - GAP_S, 4 * H),), "planted")]
+        if second:
+            out.append(Group(host, m, second, 400.0, (
+                Run(_named(BERT, f"{host}-b"), phase + H, 4 * H - GAP_S, 4 * H),), "control",
+                clock_lock=0.8))
+        return out
+    m = "NVIDIA L4"
+    out = [Group(host, m, first, 72.0, (
+        Run(_named(CHAT, f"{host}-a"), 0, 24 * H, 24 * H, service=True),), "planted")]
+    if second:
+        out.append(Group(host, m, second, 72.0, (
+            Run(_named(CHAT, f"{host}-b"), 0, 24 * H, 24 * H, service=True),), "control",
+            clock_lock=0.8))
+    return out
+
+
 Builder = Callable[[int, str, int, int], list[Group]]
 # scenario -> (layout per node, site of node i)
 SCENARIOS: dict[str, tuple[Builder, Callable[[int], Site]]] = {
@@ -316,6 +342,7 @@ SCENARIOS: dict[str, tuple[Builder, Callable[[int], Site]]] = {
     "mixed": (_mixed, lambda i: Site("dc-2", 1.20) if i % 3 else Site("dc-3", 1.68, 0.06)),
     "healthy": (_healthy, lambda i: Site("dc-1", 1.18, 0.05)),
     "autopilot": (_autopilot, lambda i: Site("dc-1", 1.25)),
+    "clock-lock": (_clock_lock, lambda i: Site("dc-1", 1.25)),
 }
 
 

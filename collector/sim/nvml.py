@@ -10,10 +10,15 @@ autopilot's loop runs end to end without a GPU. The range check is the physics' 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from collector.sim.models import GPU_SPECS
+
+# One writer at a time: the agent's HTTP cap endpoint and the autopilot set limits from different
+# threads, and the fleet rewrites its whole saved limit state on each change.
+_SET_LOCK = threading.Lock()
 
 NVML_SUCCESS = 0
 NVML_ERROR_INVALID_ARGUMENT = 2
@@ -88,6 +93,7 @@ class SimulatedNvml:
 
     def nvmlDeviceSetPowerManagementLimit(self, handle: _Handle, limit: int) -> None:
         try:
-            self.fleet.set_cap(self.host, handle.index, limit / 1000)
+            with _SET_LOCK:
+                self.fleet.set_cap(self.host, handle.index, limit / 1000)
         except ValueError:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT) from None

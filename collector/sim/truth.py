@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from collector.sim.fleet import Group, job_id
@@ -75,9 +75,8 @@ def _ticks(start_ns: int, end_ns: int) -> range:
 
 def _run_group(grp: Group, ticks: range, cap_w: float | None = None, precision: str | None = None,
                clock: float | None = None) -> _Acc:
-    """Energy, work and time of one group over the ticks, at its cap or an alternative setting."""
-    from dataclasses import replace
-
+    """Energy, work and time of one group over the ticks, at its cap and clock lock, or an
+    alternative setting (a cap, a precision, or SM clocks locked at share ``clock``)."""
     spec = GPU_SPECS[grp.model]
     n = len(grp.gpu_indices)
     acc = _Acc()
@@ -94,7 +93,8 @@ def _run_group(grp: Group, ticks: range, cap_w: float | None = None, precision: 
             base = rate_at(spec, job, util, grp.cap_w)
             power, rate = op.power_w, base[2] * op.speed
         else:
-            power, _clk, rate = rate_at(spec, job, util, grp.cap_w if cap_w is None else cap_w)
+            power, _clk, rate = rate_at(spec, job, util, grp.cap_w if cap_w is None else cap_w,
+                                        grp.clock_lock)
         acc.energy_j += power * SIM_TICK_S * n
         acc.work += rate * SIM_TICK_S * n
         acc.gpu_s += SIM_TICK_S * n
@@ -112,7 +112,7 @@ def _classes(fleet: SimulatedFleet) -> dict[tuple[str, str, str, str], list[Grou
         for run in grp.runs:
             j = run.job
             out[(grp.model, j.kind, j.workload, j.precision)].append(
-                Group(grp.host, grp.model, grp.gpu_indices, grp.cap_w, (run,), grp.role))
+                replace(grp, runs=(run,)))
     return out
 
 
@@ -157,7 +157,9 @@ def power_caps(fleet: SimulatedFleet, ticks: range, span_s: float, lams: Sequenc
 
 
 def clock_locks(fleet: SimulatedFleet, ticks: range, span_s: float) -> list[TruthItem]:
-    """Classes whose caps never bind (peak below 85 % of every cap), busy enough: lock SM clocks at 80 %."""
+    """Classes whose caps never bind (peak below 85 % of every cap), busy enough: lock the SM clocks
+    of the groups that run at full clocks, at the clock the class's locked groups run at (where the
+    fleet has locked some: the recommender measures that lock) else at 80 %."""
     classes = _classes(fleet)
     out = []
     for key, groups in sorted(classes.items()):
@@ -166,15 +168,20 @@ def clock_locks(fleet: SimulatedFleet, ticks: range, span_s: float) -> list[Trut
         if gpu_s <= 0 or any(a.peak_w >= CAP_FREE_FRAC * g.cap_w for g, a in accs):
             continue
         util = sum(a.util_s for _g, a in accs) / gpu_s
-        if util < max(CLOCK_LOCK_MIN_UTIL_PCT, LOW_UTIL_PCT):
+        locks = sorted({g.clock_lock for g, a in accs if g.clock_lock is not None and a.gpu_s > 0})
+        accs = [(g, a) for g, a in accs if g.clock_lock is None]  # locked already: healthy
+        if util < max(CLOCK_LOCK_MIN_UTIL_PCT, LOW_UTIL_PCT) or not any(a.gpu_s > 0 for _g, a in accs):
             continue
+        at = locks[0] if locks else CLOCK_LOCK_AT
         saved = 0.0
         for g, a in accs:
-            locked = _run_group(g, ticks, clock=CLOCK_LOCK_AT)
+            if a.gpu_s <= 0:
+                continue
+            locked = _run_group(g, ticks, clock=at)
             saved += a.energy_j - a.work * locked.energy_j / locked.work
         out.append(TruthItem("clock_lock", f"lock SM clocks of {key[2]} on {key[0]} at "
-                             f"{CLOCK_LOCK_AT:.0%}", _per_day(saved, span_s),
-                             gpus=sorted(x for g, _a in accs for x in g.gpus),
+                             f"{at:.0%}", _per_day(saved, span_s),
+                             gpus=sorted(x for g, a in accs if a.gpu_s > 0 for x in g.gpus),
                              jobs=sorted(j for _g, a in accs for j in a.jobs)))
     return out
 
@@ -199,7 +206,7 @@ def _precision_items(fleet: SimulatedFleet, ticks: range, span_s: float) -> list
                     continue
                 if run.job.workload != workload:
                     continue
-                sub = Group(grp.host, grp.model, grp.gpu_indices, grp.cap_w, (run,))
+                sub = replace(grp, runs=(run,), role="")
                 now, then = _run_group(sub, ticks), _run_group(sub, ticks, precision=to)
                 if now.work > 0 and then.work > 0:
                     saved += now.energy_j * (1 - (then.energy_j / then.work) / (now.energy_j / now.work))
@@ -257,7 +264,7 @@ def carbon_windows(fleet: SimulatedFleet, ticks: range, span_s: float, end_s: fl
         for run in grp.runs:
             if not run.job.deferrable:
                 continue
-            sub = Group(grp.host, grp.model, grp.gpu_indices, grp.cap_w, (run,))
+            sub = replace(grp, runs=(run,), role="")
             acc = _run_group(sub, ticks)
             if acc.energy_j <= 0:
                 continue

@@ -28,7 +28,7 @@ from collector.job_round import job_team
 from collector.schema import Point, point
 from collector.sim.fleet import NAMESPACE_TEAM, Fleet, Group, JobSpec, Run, build_fleet, fleet_layout, job_id
 from collector.sim.models import GPU_SPECS, GpuSpec
-from collector.sim.physics import KINDS, operating_point, work_rate_flops
+from collector.sim.physics import KINDS, locked_clock_point, operating_point, work_rate_flops
 from collector.sources.base import Probe, Tick
 
 NS = 1_000_000_000
@@ -87,10 +87,15 @@ def job_util(job: JobSpec, t_s: float, noise: float) -> float:
 
 
 @functools.lru_cache(maxsize=65536)
-def rate_at(spec: GpuSpec, job: JobSpec, util: float, cap_w: float) -> tuple[float, float, float]:
-    """(power W, SM clock share, samples/s) of one GPU running ``job`` at ``util`` under ``cap_w``."""
+def rate_at(spec: GpuSpec, job: JobSpec, util: float, cap_w: float,
+            clock_lock: float | None = None) -> tuple[float, float, float]:
+    """(power W, SM clock share, samples/s) of one GPU running ``job`` at ``util`` under ``cap_w``,
+    with SM clocks locked at share ``clock_lock`` of max where the group's are (the lower of the
+    locked clock and the clock the limit allows: the driver honours both)."""
     kind = KINDS[job.work]
     op = operating_point(spec, kind, util, cap_w)
+    if clock_lock is not None and clock_lock < op.clock:
+        op = locked_clock_point(spec, kind, util, clock_lock)
     rate = work_rate_flops(spec, kind, job.precision, util, op) / job.flops_per_sample
     return op.power_w, op.clock, rate
 
@@ -117,6 +122,7 @@ class _JobAcc:
     energy_j: float = 0.0
     samples: float = 0.0
     util_sum: float = 0.0  # util_pct x GPU-seconds
+    clock_sum: float = 0.0  # SM clock MHz x GPU-seconds
     gpu_s: float = 0.0
     gpus: set[int] = field(default_factory=set)
 
@@ -247,7 +253,7 @@ class SimulatedFleet:
             power = min(spec.idle_w * (1 + 0.02 * n), cap_w)
             return GpuState(power, 0.0, 0.0, 210.0, 0.0, None)
         util = job_util(active[0].job, t_s, n)
-        power, clock, rate = rate_at(spec, active[0].job, util, cap_w)
+        power, clock, rate = rate_at(spec, active[0].job, util, cap_w, grp.clock_lock)
         return GpuState(
             power_w=power,
             util_pct=100 * util,
@@ -320,6 +326,7 @@ class SimulatedFleet:
                         acc.energy_j += state.power_w * overlap_s
                         acc.samples += state.samples_per_s * overlap_s
                         acc.util_sum += state.util_pct * overlap_s
+                        acc.clock_sum += state.sm_clock_mhz * overlap_s
                         acc.gpu_s += overlap_s
                         acc.gpus.add(gpu)
                 assert state is not None
@@ -363,6 +370,7 @@ class SimulatedFleet:
              "active_s": acc.gpu_s / max(n_gpus, 1),
              "gpus": n_gpus, "batch_size": job.batch_size, "power_limit_w": acc.cap_w,
              "util_pct": round(acc.util_sum / acc.gpu_s, 2) if acc.gpu_s else 0.0,
+             "sm_clock_mhz": round(acc.clock_sum / acc.gpu_s, 1) if acc.gpu_s else None,
              "deferrable": 1 if job.deferrable else 0,
              "planned_samples": planned, "gpu_mask": sum(1 << g for g in acc.gpus),
              "idle_j": min(acc.energy_j, GPU_SPECS[acc.model].idle_w * acc.gpu_s)},

@@ -102,6 +102,8 @@ def _dcgm() -> Mapping_:
         "util_pct": (Source("DCGM_FI_DEV_GPU_UTIL", "gauge", DCGM_JOB, matchers=IN_POD),),
         "power_limit_w": (Source("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", DCGM_JOB,
                                  matchers=IN_POD),),
+        # a clock lock shows here: the measured clock-lock saving (analytics.clock_lock)
+        "sm_clock_mhz": (Source("DCGM_FI_DEV_SM_CLOCK", "gauge", DCGM_JOB, matchers=IN_POD),),
     }
     return {"gpu": MeasurementMap(gpu), "job": MeasurementMap(job)}
 

@@ -7,7 +7,7 @@ from typing import Any
 from dash import Dash, Input, Output, html
 
 from dashboard import components, figures, units, views
-from dashboard.pages import Deps, anchor
+from dashboard.pages import Deps, anchor, view_filter
 
 
 def layout() -> list[Any]:
@@ -44,14 +44,20 @@ def register(app: Dash, deps: Deps) -> None:
     @app.callback(Output("alerts-summary", "children"), Output("alerts-body", "children"),
                   Output("alerts-table", "data"), Output("alerts-table-box", "style"),
                   Output("alerts-timeline", "figure"),
-                  Input("page-alerts", "title"), Input("range", "value"), Input("tick", "n_intervals"))
-    def update(_page: str, range_key: str, _n: int | None) -> tuple[Any, ...]:
-        v = views.alerts_view(store, range_key)
+                  Input("page-alerts", "title"), Input("range", "value"), Input("tick", "n_intervals"),
+                  Input("view", "data"))
+    def update(_page: str, range_key: str, _n: int | None,
+               view: dict[str, Any] | None) -> tuple[Any, ...]:
+        flt = view_filter(view)
+        keep = views.alert_scope(deps.context(range_key, view), flt) if flt.active else None
+        v = views.alerts_view(store, range_key, keep)
         firing = sum(1 for a in v.lanes if a.firing)
+        of = f" · {flt.text()}" if flt.active else ""
         kpis = components.kpi_cards([
-            views.Kpi("alerts-firing", "Firing now", str(firing), "alerts in state firing", None, None, ""),
+            views.Kpi("alerts-firing", "Firing now", str(firing), f"alerts in state firing{of}", None,
+                      None, ""),
             views.Kpi("alerts-resolved", "Resolved in range", str(len(v.lanes) - firing),
-                      "fired and cleared", None, None, ""),
+                      f"fired and cleared{of}", None, None, ""),
         ])
         for card in kpis:
             card.children = [c for c in card.children if "wl-delta" not in str(getattr(c, "className", ""))]
@@ -65,8 +71,9 @@ def register(app: Dash, deps: Deps) -> None:
                  " (see docs/alerting.md); alerts appear here as they fire."], id="alerts-empty")
             table_style = {"display": "none"}
         elif not v.lanes:
-            body = components.empty_state("All quiet", "No alert fired or was firing in this range.",
-                                          id="alerts-quiet")
+            body = components.empty_state(
+                "All quiet", "No alert fired or was firing in this range"
+                + (f" for {flt.text()}." if flt.active else "."), id="alerts-quiet")
             table_style = {"display": "none"}
         else:
             body = None

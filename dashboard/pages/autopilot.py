@@ -9,10 +9,19 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, html
 
-from analytics.autopilot import table_rows
+from analytics.autopilot import filter_groups, table_rows
+from analytics.report import pct1
 from dashboard import components, figures, views
 from dashboard.pages import Deps, anchor, view_filter
 from dashboard.views.autopilot import autopilot_view
+
+# The report's rows as text, in tables built once at import (components.text_table: CSV export).
+CHANGE_HEADERS, _, GROUP_HEADERS, _ = table_rows({"timeline": [], "groups": []})
+CHANGES_TABLE = components.text_table("autopilot-changes-table", CHANGE_HEADERS,
+                                      wrap=("before", "after"))
+GROUPS_TABLE = components.text_table("autopilot-groups-table", GROUP_HEADERS)
+SHOWN: dict[str, str] = {}
+HIDDEN = {"display": "none"}
 
 
 def layout() -> list[Any]:
@@ -24,9 +33,10 @@ def layout() -> list[Any]:
                            note="limits the autopilot set (`wattlens collect --autopilot`); dashed: "
                                 "the original limit", id="card-autopilot-timeline"),
         components.section("Savings per group", html.Div(id="autopilot-groups"),
+                           html.Div(GROUPS_TABLE, id="autopilot-groups-box"),
                            note="energy saved = work × J per unit of work measured at the original "
                                 "limit − energy used", id="card-autopilot-groups"),
-        components.section("Changes", html.Div(id="autopilot-changes"),
+        components.section("Changes", html.Div(CHANGES_TABLE, id="autopilot-changes-box"),
                            note="before: measured at the limit it left; after: at the new limit",
                            id="card-autopilot-changes"),
     ]
@@ -62,29 +72,26 @@ def cap_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _table(headers: list[str], rows: list[list[str]], table_id: str) -> html.Table:
-    return html.Table(id=table_id, className="wl-table", children=[
-        html.Thead(html.Tr([html.Th(h) for h in headers])),
-        html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows])])
-
-
 def register(app: Dash, deps: Deps) -> None:
     store = deps.store
 
     @app.callback(Output("autopilot-summary", "children"), Output("autopilot-timeline", "figure"),
-                  Output("autopilot-groups", "children"), Output("autopilot-changes", "children"),
+                  Output("autopilot-groups", "children"), Output("autopilot-groups-table", "data"),
+                  Output("autopilot-changes-table", "data"), Output("autopilot-groups-box", "style"),
+                  Output("autopilot-changes-box", "style"),
                   Input("page-autopilot", "title"), Input("range", "value"),
                   Input("tick", "n_intervals"), Input("view", "data"))
     def update(_page: str, range_key: str, _n: int | None,
                view: dict[str, Any] | None) -> tuple[Any, ...]:
         flt = view_filter(view)
-        data = autopilot_view(store, range_key, flt.node, flt.job)
+        kept = filter_groups(deps.context(range_key, view), flt) if flt.model or flt.team else None
+        data = autopilot_view(store, range_key, flt.node, flt.job, kept)
         heads, steps, gheads, groups = table_rows(data, max_rows=200)
         saved = data["saved_pct"]
         kpis = components.kpi_cards([
             views.Kpi("autopilot-saved", "Energy saved vs original limits",
                       f"{data['saved_j'] / 3.6e6:,.3g} kWh",
-                      f"{saved:.1f} % of what the original limits would have used"
+                      f"{pct1(saved)} of what the original limits would have used"
                       if saved is not None else "no measured window yet", None, None, ""),
             views.Kpi("autopilot-groups-n", "Groups steered", str(len(data["groups"])),
                       "opted-in jobs' GPU groups", None, None, ""),
@@ -99,6 +106,6 @@ def register(app: Dash, deps: Deps) -> None:
                 ["Start the agent with ", html.Code("wattlens collect --autopilot --enable-actuation"),
                  " and opt jobs in (", html.Code("wattlens.job(..., autopilot=True)"),
                  " or --autopilot-jobs); see docs/autopilot.md."], id="autopilot-empty")
-            return kpis, cap_figure(data), empty, None
-        return (kpis, cap_figure(data), _table(gheads, groups, "autopilot-groups-table"),
-                _table(heads, steps, "autopilot-changes-table"))
+            return kpis, cap_figure(data), empty, [], [], HIDDEN, HIDDEN
+        return (kpis, cap_figure(data), None, components.text_records(gheads, groups),
+                components.text_records(heads, steps), SHOWN, SHOWN)

@@ -46,11 +46,11 @@ def register(app: Dash, deps: Deps) -> None:
                   *(Output(f"gpus-{f}", "figure") for f in CHARTS),
                   Input("page-gpus", "title"), Input("range", "value"), Input("tick", "n_intervals"),
                   Input("filter-node", "value"), Input("filter-model", "value"),
-                  Input("filter-job", "value"))
+                  Input("filter-job", "value"), Input("filter-team", "value"))
     def update(_page: str, range_key: str, _n: int | None, node: str | None, model: str | None,
-               job: str | None) -> tuple[Any, ...]:
+               job: str | None, team: str | None) -> tuple[Any, ...]:
         window = views.window_for(store, range_key)
-        v = views.health_view(store, window, node or "", model or "", job or "")
+        v = views.health_view(store, window, node or "", model or "", job or "", team or "")
         rows = views.health_rows(v)
         flagged = sum(1 for r in rows if r["n_flags"])
         summary = (f"{len(rows)} GPUs · {flagged} flagged" if rows else
@@ -58,7 +58,7 @@ def register(app: Dash, deps: Deps) -> None:
         figs = []
         for f in CHARTS:
             fig = health_figures.health_lines(v.times_ns, v.series, f)
-            fig.update_layout(uirevision=f"{range_key}/{node}/{model}/{job}")
+            fig.update_layout(uirevision=f"{range_key}/{node}/{model}/{job}/{team}")
             figs.append(fig)
         return (rows, summary, components.window_caption(window, "gpus-window-text", "covers: "),
                 *figs)

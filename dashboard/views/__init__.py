@@ -5,7 +5,7 @@ shared time ranges (common) and the header's status."""
 from __future__ import annotations
 
 from dashboard import units
-from dashboard.views.alerts import AlertLane, AlertsView, alert_lanes, alerts_view
+from dashboard.views.alerts import AlertLane, AlertsView, alert_lanes, alert_scope, alerts_view
 from dashboard.views.carbon import UNATTRIBUTED_JOB, UNATTRIBUTED_NODE, CarbonView, carbon_view
 from dashboard.views.common import (
     DEFAULT_RANGE,
@@ -67,6 +67,7 @@ __all__ = [
     "Status",
     "Tradeoff",
     "alert_lanes",
+    "alert_scope",
     "alerts_view",
     "cap_commands",
     "carbon_view",

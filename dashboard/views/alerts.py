@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from analytics import queries
+from analytics.alerts.conditions import gpu_target
+from analytics.context import Context
+from analytics.filters import Filter
 from analytics.timeutil import NS, Window
 from collector.store.base import Store
 from dashboard.figures import AlertSpan
@@ -69,10 +73,35 @@ class AlertsView:
     spans: list[AlertSpan]
 
 
-def alerts_view(store: Store, range_key: str) -> AlertsView:
+def alert_scope(ctx: Context, flt: Filter) -> Callable[[str], bool]:
+    """Whether an alert's target lies in the part of the fleet a filter keeps (``ctx`` is the
+    Context narrowed by analytics.filters): a job it keeps, a host it keeps, or a GPU it keeps (any
+    GPU of a kept host unless a GPU model is picked). A fleet-wide target (``fleet``) belongs to no
+    part, so a filter hides it."""
+    jobs = {j.job for j in ctx.jobs}
+    hosts = {g.host for g in ctx.gpus} | {j.host for j in ctx.jobs}
+    if flt.node and not flt.model:
+        hosts.add(flt.node)  # a node that fell silent (an absence alert) has no data to keep
+    gpus = {gpu_target(g.host, g.gpu) for g in ctx.gpus}
+
+    def keep(target: str) -> bool:
+        host, slash, _gpu = target.partition("/")
+        if target in jobs:
+            return True
+        if slash:
+            return target in gpus or (not flt.model and host in hosts)
+        return target in hosts
+    return keep
+
+
+def alerts_view(store: Store, range_key: str, keep: Callable[[str], bool] | None = None) -> AlertsView:
+    """The Alerts page over the range; ``keep`` (:func:`alert_scope`) narrows it to a filter's
+    targets."""
     window = window_for(store, range_key)
     recorded = queries.has_data(store, "alert")
     lanes = alert_lanes(store, window.end_ns) if recorded else []
+    if keep is not None:
+        lanes = [a for a in lanes if keep(a.target)]
     shown = [a for a in lanes if a.firing or any(
         (end is None or end >= window.start_ns) for _s, end in a.spans)]
     spans = [AlertSpan(a.lane, a.severity, s, e) for a in shown for s, e in a.spans

@@ -15,8 +15,10 @@ def _r(x: float | None, nd: int) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def health_view(store: Store, window: Window, node: str = "", model: str = "", job: str = "") -> HealthView:
-    return gpu_health(store, window, HealthFilter(node=node or "", model=model or "", job=job or ""))
+def health_view(store: Store, window: Window, node: str = "", model: str = "", job: str = "",
+                team: str = "") -> HealthView:
+    return gpu_health(store, window, HealthFilter(node=node or "", model=model or "", job=job or "",
+                                                  team=team or ""))
 
 
 def health_rows(v: HealthView) -> list[dict[str, Any]]:

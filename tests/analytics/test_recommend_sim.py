@@ -46,7 +46,7 @@ def by_kind(recs: list[Recommendation], kind: str) -> list[Recommendation]:
     return [r for r in recs if r.kind == kind]
 
 
-@pytest.mark.parametrize("scenario", ["default", "mixed", "v100-lab"])
+@pytest.mark.parametrize("scenario", ["default", "mixed", "v100-lab", "clock-lock"])
 @pytest.mark.parametrize("lam", [0.3, 0.5, 0.8])
 def test_every_planted_item_found_nothing_on_controls_measured_savings_close(
         tmp_path_factory: pytest.TempPathFactory, scenario: str, lam: float) -> None:

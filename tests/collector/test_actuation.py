@@ -16,7 +16,7 @@ import pytest
 from collector.actuation import ActuationRefused, PowerCapActuator
 from collector.agent import AgentStats
 from collector.exporter import Exporter
-from tests.collector.sources.fake_pynvml import FakeGpu, FakeNvml
+from tests.collector.sources.fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakeNvml
 
 TOKEN = "t0ken-for-tests-only"
 
@@ -116,6 +116,11 @@ def test_http_endpoint_checks_token_and_input_then_applies(tmp_path: Path) -> No
         assert status == 400 and body["error"].startswith("gpu:")
         status, body = _post(url, {"gpu": 0, "watts": "lots"}, TOKEN)
         assert status == 400 and body["error"].startswith("watts:")
+        status, body = _post(url, {"gpu": 0, "watts": 450, "host": 7}, TOKEN)
+        assert status == 400 and body["error"].startswith("host:") and "7" in body["error"]
+        # one actuator: it answers whatever name the caller knows its node by (the URL chose it)
+        status, body = _post(url, {"gpu": 0, "watts": 450, "host": "node-a.example"}, None)
+        assert status == 200 and body["host"] == "node-a"
         status, body = _post(url, {"gpu": 0, "watts": 450, "dry_run": False, "who": "ops"}, TOKEN)
         assert status == 200 and body["after_w"] == 450 and not body["dry_run"]
         assert nv.gpus[0].limit_mw == 450_000
@@ -156,7 +161,7 @@ def test_cli_dry_run_then_apply_through_a_real_agent_server(tmp_path: Path) -> N
         assert nv.gpus[1].limit_mw == 500_000
         bad = subprocess.run([*base[:-4], "--watts", "9000", "--agent-url", exporter.url],
                              capture_output=True, text=True, env=env, timeout=60)
-        assert bad.returncode == 1 and "allowed range 200-700 W" in bad.stderr
+        assert bad.returncode == 2 and "allowed range 200-700 W" in bad.stderr  # bad input: exit 2
     finally:
         exporter.stop()
 
@@ -193,3 +198,16 @@ def test_cli_dry_run_on_loopback_needs_no_token_and_a_disabled_agent_says_how_to
     finally:
         exporter.stop()
         bare.stop()
+
+
+def test_a_host_without_nvml_answers_503_with_a_clear_message(tmp_path: Path) -> None:
+    act, _ = _actuator(tmp_path, nvml=FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    exporter = Exporter(AgentStats(), port=0)
+    act.mount(exporter)
+    exporter.start()
+    try:
+        status, body = _post(exporter.url + "/v1/cap", {"gpu": 0, "watts": 300}, None)
+    finally:
+        exporter.stop()
+    assert status == 503 and body["code"] == "no_nvml"
+    assert body["error"].startswith("power limits unavailable on this host:")

@@ -376,3 +376,16 @@ def test_nvml_processes_reads_utilisation_since_last_call() -> None:
     procs = NvmlProcesses(source)
     assert procs.utilization() == {0: {1: 30.0, 2: 10.0}, 1: {}}
     assert procs.utilization() == {0: {}, 1: {}}  # nothing newer than the last timestamp
+
+
+def test_the_job_point_shows_the_sm_clock_nvml_reads_on_its_gpu(tmp_path: Path) -> None:
+    """NVML's nvmlDeviceGetClockInfo(NVML_CLOCK_SM) on the job's GPU reaches its job point: a GPU
+    locked at 1,584 MHz (nvidia-smi -lgc) shows there (analytics.clock_lock measures from it)."""
+    rig = Rig(tmp_path)
+    write_proc(tmp_path, 500, environ={"WATTLENS_JOB": "locked"}, start_ticks=rig.start_ticks(60))
+    rig.nv.gpus[1].pids = [500]
+    rig.nv.gpus[1].sm_clock_mhz = 1584
+    rig.round()
+    rig.advance(10.0, [100.0, 400.0, 100.0])
+    job = jobs_of(rig.round())[("locked", "")]
+    assert job.field("sm_clock_mhz") == 1584.0

@@ -60,3 +60,17 @@ def test_work_without_energy_waits_a_round_in_the_live_job() -> None:
     assert result.held_work == {"w": {"samples": 8.0, "steps": 1.0}}
     assert result.held == {"w": 1}
     assert "w" not in {p.tag("job") for p in result.points}
+
+
+def test_a_job_point_carries_the_mean_sm_clock_of_its_gpus() -> None:
+    """The SM clock (NVML_CLOCK_SM) shows a clock lock on the job's own points (analytics.clock_lock)."""
+    gpus = {0: GpuReading(0, "H100", 3000.0, 90.0, 700.0, sm_clock_mhz=1584.0),
+            1: GpuReading(1, "H100", 2000.0, 40.0, 700.0, sm_clock_mhz=1980.0),
+            2: GpuReading(2, "H100", 600.0, 0.0, 700.0)}
+    two = {"a": JobState("a", first_s=0.0, last_s=9.0, gpus=(0, 1), pids={101},
+                         work={"samples": 64.0, "tokens": 0.0, "steps": 1.0, "flops": 0.0})}
+    clocks = {p.tag("job"): p.field("sm_clock_mhz") for p in job_round(_input(gpus=gpus, jobs=two,
+                                                                          live=frozenset({"a"}))).points}
+    assert clocks["a"] == pytest.approx((1584.0 + 1980.0) / 2)
+    unknown = {p.tag("job"): p.field("sm_clock_mhz") for p in job_round(_input()).points}
+    assert unknown["a"] is None  # a source that cannot read the clock: no field, not a 0

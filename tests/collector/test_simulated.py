@@ -153,3 +153,20 @@ def test_sample_continues_from_the_previous_tick() -> None:
 def test_bad_layout_is_refused() -> None:
     with pytest.raises(ValueError, match="nodes, gpus_per_node"):
         fleet_layout(0, 8)
+
+
+def test_a_group_the_operator_clock_locked_runs_at_that_clock_and_its_jobs_say_so() -> None:
+    """The clock-lock scenario's locked twins: SM clock at 80 % of max on the GPU and job points,
+    less power than the full-clock twin at the same load (collector.sim.physics.locked_clock_point)."""
+    fleet = SimulatedFleet(scenario="clock-lock")
+    pts = fleet.points_between(T0, T0 + 600 * NS)
+    chat = {p.tag("job"): p for p in pts if p.measurement == "job" and p.tag("workload") == "chat-7b"}
+    top = GPU_SPECS["NVIDIA L4"].max_sm_clock_mhz
+    locked, full = chat["chat-infer-node-01-b"], chat["chat-infer-node-01-a"]
+    assert locked.field("sm_clock_mhz") == pytest.approx(0.8 * top, abs=0.1)
+    assert full.field("sm_clock_mhz") == pytest.approx(top, abs=0.1)
+    per_gpu = {k: float(p.field("energy_j") or 0) / float(p.field("gpus") or 1) for k, p in chat.items()}
+    assert per_gpu["chat-infer-node-01-b"] < per_gpu["chat-infer-node-01-a"]
+    gpu_clock = {p.tag("gpu"): p.field("sm_clock_mhz") for p in pts
+                 if p.measurement == "gpu" and p.tag("host") == "node-01"}
+    assert gpu_clock["0"] == round(top) and gpu_clock["4"] == round(0.8 * top)

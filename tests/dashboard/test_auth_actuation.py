@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from collector.actuation import PowerCapActuator
+from collector.actuation import CapEndpoint, PowerCapActuator
 from collector.agent import AgentStats
+from collector.autopilot_sim import sim_actuators
 from collector.errors import ConfigError
 from collector.exporter import Exporter
+from collector.sim.nvml import SimulatedNvml
+from collector.sources.simulated import SimulatedFleet
 from collector.store.sqlite import SQLiteStore
 from dashboard import actuation
 from dashboard.app import create_app
@@ -205,3 +208,27 @@ def test_a_wrong_token_or_range_is_reported_per_gpu_and_changes_nothing(agent) -
     assert not r.ok and "cannot reach the agent" in r.message
     with pytest.raises(ValueError, match="WATTLENS_AGENT_TOKEN"):
         actuation.AgentClient(exporter.url, "")
+
+
+def test_apply_names_the_host_so_a_simulated_agent_of_several_nodes_caps_the_right_one(
+        tmp_path: Path) -> None:
+    fleet = SimulatedFleet(nodes=2, gpus_per_node=2, seed=3)
+    acts = sim_actuators(fleet, tmp_path / "audit.jsonl", token=AGENT_TOKEN)
+    exporter = Exporter(AgentStats(), port=0)
+    CapEndpoint(acts, any_name=False).mount(exporter)
+    exporter.start()
+    try:
+        nvml = {h: SimulatedNvml(fleet, h) for h in acts}
+        before = {h: n.nvmlDeviceGetPowerManagementLimit(n.nvmlDeviceGetHandleByIndex(1))
+                  for h, n in nvml.items()}
+        lo_mw = nvml["node-01"].nvmlDeviceGetPowerManagementLimitConstraints(
+            nvml["node-01"].nvmlDeviceGetHandleByIndex(1))[0]
+        watts = lo_mw / 1000 + 10
+        (r,) = actuation.AgentClient(exporter.url, AGENT_TOKEN).apply(
+            [actuation.CapStep("node-01", 1, watts)], who="dashboard")
+        assert r.ok, r.message
+        after = {h: n.nvmlDeviceGetPowerManagementLimit(n.nvmlDeviceGetHandleByIndex(1))
+                 for h, n in nvml.items()}
+        assert after == {"node-00": before["node-00"], "node-01": round(watts * 1000)}
+    finally:
+        exporter.stop()

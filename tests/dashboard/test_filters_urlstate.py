@@ -109,3 +109,21 @@ def test_a_chart_zoom_becomes_an_absolute_range_and_anything_else_keeps_it() -> 
     for bad in (None, [], ["2026-11-29 04:20:00"], [1.5, 2.5], ["tomorrow", "later"],
                 ["2026-11-29 10:20:00", "2026-11-29 04:20:00"]):
         assert zoom_to_range(bad) is no_update, bad
+
+
+def test_the_custom_range_fields_make_the_key_a_zoom_makes() -> None:
+    from dashboard.urlstate import range_fields, range_from_fields
+
+    key = range_from_fields("2026-11-29 10:00", "2026-11-29T12:30:05Z")
+    assert key == "2026-11-29T10:00:00Z..2026-11-29T12:30:05Z"
+    assert range_fields(key) == ("2026-11-29 10:00:00", "2026-11-29 12:30:05")
+    assert range_from_fields(*range_fields(key)) == key  # the fields round-trip
+    assert range_from_fields("2026-11-29 12:00+02:00", "2026-11-29 11:00") == \
+        "2026-11-29T10:00:00Z..2026-11-29T11:00:00Z"
+    assert range_fields("6h") == ("", "")
+    for start, end, words in (("yesterday", "2026-11-29 12:00", ("from", "'yesterday'")),
+                              ("2026-11-29 10:00", "", ("to", "''")),
+                              ("2026-11-29 12:00", "2026-11-29 10:00", ("to", "after"))):
+        with pytest.raises(ValueError) as err:
+            range_from_fields(start, end)
+        assert all(w in str(err.value) for w in words), err.value

@@ -258,13 +258,19 @@ def test_a_client_hanging_up_early_leaves_no_traceback(agent: RunningAgent) -> N
     assert "Traceback" not in agent.log.read_text()
 
 
-def test_cap_without_nvml_is_503_with_a_clear_message(agent: RunningAgent) -> None:
-    body = b'{"gpu": 0, "watts": 300}'
-    answer = agent.request(_post_head("/v1/cap", f"Content-Length: {len(body)}\r\n"
-                                                 "Connection: close\r\n\r\n") + body)
-    assert _responses(answer) == [503]
-    payload = json.loads(answer.split(b"\r\n\r\n", 1)[1])
-    assert payload["code"] == "no_nvml" and "power limits unavailable" in payload["error"]
+def test_cap_on_the_simulated_agent_answers_from_the_simulated_gpus(agent: RunningAgent) -> None:
+    # (a host without NVML answers 503 no_nvml: tests/collector/test_actuation.py)
+    for body, status in ((b'{"gpu": 0, "watts": 300}', 200),  # a dry run: the plan
+                         (b'{"gpu": 0, "watts": 300, "host": "node-99"}', 400),
+                         (b'{"gpu": 7, "watts": 300}', 400)):  # no such GPU on node-00
+        answer = agent.request(_post_head("/v1/cap", f"Content-Length: {len(body)}\r\n"
+                                                     "Connection: close\r\n\r\n") + body)
+        assert _responses(answer) == [status], answer[:300]
+        payload = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        if status == 200:
+            assert payload["dry_run"] and payload["host"] == "node-00" and payload["after_w"] == 300
+        else:
+            assert payload["error"].startswith(("host:", "gpu index 7"))
     assert "Traceback" not in agent.log.read_text()
 
 

@@ -56,8 +56,9 @@ def sim_state_path(args: argparse.Namespace) -> Path | None:
     return originals_path(args).parent / "sim-gpu-state.json"
 
 
-def build(args: argparse.Namespace, sources: list[Any], token: str | None) -> Any:
-    """The Autopilot for ``collect``, or None; recovers limits a crashed run left changed."""
+def build(args: argparse.Namespace, sources: list[Any], actuators: dict[str, Any]) -> Any:
+    """The Autopilot for ``collect`` on the agent's ``actuators`` (see :func:`actuators`), or None;
+    recovers limits a crashed run left changed."""
     from collector.errors import ConfigError
 
     wanted = bool(getattr(args, "autopilot", False))
@@ -81,7 +82,6 @@ def build(args: argparse.Namespace, sources: list[Any], token: str | None) -> An
     try:
         settings = Settings(max_slowdown=args.max_slowdown / 100, hold_s=args.autopilot_hold,
                             settle_s=args.autopilot_settle, step_frac=args.autopilot_step / 100)
-        actuators = _actuators(args, sources, token)
     except ValueError as exc:
         raise ConfigError(f"--autopilot: {exc}") from None
     rules = [r.strip() for r in str(getattr(args, "autopilot_jobs", "") or "").split(",") if r.strip()]
@@ -96,20 +96,23 @@ def build(args: argparse.Namespace, sources: list[Any], token: str | None) -> An
     return pilot if wanted else None
 
 
-def _actuators(args: argparse.Namespace, sources: list[Any], token: str | None) -> dict[str, Any]:
+def actuators(args: argparse.Namespace, sources: list[Any], token: str | None) -> dict[str, Any]:
+    """The agent's power-cap actuators, host -> PowerCapActuator, shared by its HTTP cap endpoint
+    and the autopilot: one per simulated host on the simulated NVML with ``--source sim``, else one
+    for this host on the real NVML. Changes need ``--enable-actuation`` (and the token)."""
     from collector.actuation import PowerCapActuator
+    from collector.errors import ConfigError
 
+    enabled = bool(getattr(args, "enable_actuation", False))
     audit = Path(getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl")
     sim = next((s for s in sources if getattr(s, "name", "") == "sim"), None)
-    if sim is not None:
-        from collector.sim.nvml import SimulatedNvml
+    try:
+        if sim is not None:
+            from collector.autopilot_sim import sim_actuators
 
-        hosts = sorted({g.host for g in sim.groups})
-        # Simulated GPUs have no privilege to guard: no root needed (the token and
-        # --enable-actuation still are).
-        return {h: PowerCapActuator(host=h, enabled=True, token=token, audit_path=audit,
-                                    nvml=SimulatedNvml(sim, h), is_root=lambda: True)
-                for h in hosts}
-    nvml = next((s.nvml_module for s in sources if getattr(s, "name", "") == "nvml"), None)
-    return {args.host: PowerCapActuator(host=args.host, enabled=True, token=token,
-                                        audit_path=audit, nvml=nvml)}
+            return dict(sim_actuators(sim, audit, token=token, enabled=enabled))
+        nvml = next((s.nvml_module for s in sources if getattr(s, "name", "") == "nvml"), None)
+        return {args.host: PowerCapActuator(host=args.host, enabled=enabled, token=token,
+                                            audit_path=audit, nvml=nvml)}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, helptext in (("apply", "set a GPU's power limit"),
                            ("revert", "restore the limit before the latest applied change")):
         a = actions.add_parser(name, help=helptext)
-        a.add_argument("--host", required=True, help="the node whose agent to ask")
+        a.add_argument("--host", required=True,
+                       help="the node whose agent to ask (a simulated host, e.g. node-00, "
+                            "with --agent-url of the `collect --source sim` agent)")
         a.add_argument("--gpu", required=True, type=int, help="GPU index on that node")
         if name == "apply":
             a.add_argument("--watts", required=True, type=float, help="new power limit in W")
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         need = "a real change" if args.apply else "a dry run on another host"
         raise ConfigError(f"WATTLENS_AGENT_TOKEN is not set: {need} needs the agent's token "
                           "(export it from your secret store; never pass it as a flag)")
-    body: dict[str, object] = {"gpu": args.gpu, "dry_run": not args.apply,
+    # ``host`` picks the GPU's host on an agent that speaks for several (a simulated fleet).
+    body: dict[str, object] = {"host": args.host, "gpu": args.gpu, "dry_run": not args.apply,
                                "who": getpass.getuser()[:64]}
     path = "/v1/cap"
     if args.cap_action == "apply":
@@ -84,10 +87,14 @@ def run(args: argparse.Namespace) -> int:
             message, code = exc.reason, ""
         if code == "actuation_disabled" or exc.code == 404:  # 404: an agent older than /v1/cap
             raise WattlensError(DISABLED) from None
-        raise WattlensError(f"agent at {url} refused ({exc.code}): {message}") from None
+        # 400: the request itself was wrong (a limit out of range, an unknown host): exit 2
+        error = ConfigError if exc.code == 400 else WattlensError
+        raise error(f"agent at {url} refused ({exc.code}): {message}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise WattlensError(f"cannot reach the agent at {url}: {exc}; is `wattlens collect` "
-                            f"running there (see --agent-url)?") from None
+                            f"running there? (--agent-url names it; a simulated host's agent "
+                            f"is the `collect --source sim` one, e.g. "
+                            f"--agent-url http://127.0.0.1:{DEFAULT_AGENT_PORT})") from None
     mode = "dry run, nothing changed" if change["dry_run"] else "APPLIED"
     print(f"{change['host']} gpu {change['gpu']}: power limit {change['before_w']:g} W -> "
           f"{change['after_w']:g} W (allowed {change['min_w']:g}-{change['max_w']:g} W) [{mode}]")

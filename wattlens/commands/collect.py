@@ -282,14 +282,16 @@ class AgentProcess:
         observers: list[Any] = []
         from wattlens.commands import autopilot_opts
 
-        pilot = autopilot_opts.build(args, sources, token)
+        # One set of actuators (per simulated host with --source sim) for /v1/cap and the autopilot.
+        actuators = autopilot_opts.actuators(args, sources, token)
+        pilot = autopilot_opts.build(args, sources, actuators)
         if pilot is not None:  # sampled last (it writes its own points), and sees every round
             wrapped = [*wrapped, pilot]
         agent = Agent(wrapped, spool, args.interval, observers=observers,
                       counter_state=counter_state)
         exporter = None
         if args.prometheus_port:
-            from collector.actuation import PowerCapActuator
+            from collector.actuation import CapEndpoint
             from collector.exporter import Exporter
 
             sock = ingest_socket(getattr(args, "ingest_socket", "auto"))
@@ -300,14 +302,8 @@ class AgentProcess:
             observers.append(exporter)
             IngestApp(tracker, token=token, proc_root=getattr(args, "procfs_root", None) or "/proc",
                       socket_path=str(sock) if sock else None).mount(exporter)
-            nvml = next((s.nvml_module for s in sources if getattr(s, "name", "") == "nvml"), None)
-            audit = getattr(args, "audit_log", None) or state_dir() / "cap-audit.jsonl"
-            try:
-                actuator = PowerCapActuator(host=args.host, enabled=enable_actuation, token=token,
-                                            audit_path=Path(audit), nvml=nvml)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            actuator.mount(exporter)
+            simulated = any(getattr(s, "name", "") == "sim" for s in sources)
+            CapEndpoint(actuators, any_name=not simulated).mount(exporter)
         elif enable_actuation:
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")

@@ -306,6 +306,25 @@ def test_reads_use_the_rollup_policies_and_match_raw(influxdb: ServerProcess,
     store.close()
 
 
+def test_a_database_without_the_5_minute_policy_reads_its_1m_and_1h_ones(
+        influxdb: ServerProcess, influx_db: str) -> None:
+    """Set up before rollup_5m existed: reads use the policies there are, and still match raw."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    store.init(raw_retention="30d")
+    t_old = T0 - 3 * HOUR
+    store.write(_sim_points(t_old, 2 * 3600, step_s=30))
+    store.backfill_rollups(t_old, t_old + 2 * HOUR)
+    store.influxql(f'DROP RETENTION POLICY "rollup_5m" ON "{influx_db}"', database="")
+    store.forget_tiers()
+    assert set(store.tier_starts("gpu")) == {60, 3600}
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "util_pct")),
+                       t_old + 3 * NS, t_old + 2 * HOUR - 7 * NS, group_by=("host", "gpu"),
+                       bucket_s=300)
+    _assert_rows_equal(store.query(q), store.raw_query(q), "no rollup_5m")  # type: ignore[arg-type]
+    assert "retention policy 'rollup_5m': 90d created" in store.init(raw_retention="30d")
+    store.close()
+
+
 def test_gzip_and_small_batches_write_the_same(influxdb: ServerProcess, influx_db: str) -> None:
     store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
                         f"?gzip=on&batch_size=97&max_inflight=3")

@@ -300,14 +300,14 @@ class InfluxStore:
     # --- set-up ------------------------------------------------------------------
     def init(self, *, raw_retention: str = "30d", rollup_1m_retention: str = "90d",
              rollup_1h_retention: str = "INF", rollups: bool = True) -> list[str]:
-        """Create the database, the raw retention policy and the 1m/1h rollups; idempotent."""
+        """Create the database, the raw retention policy and the 1m/5m/1h rollups; idempotent."""
         from collector.store.influx_rollups import init_v1
 
         return init_v1(self, raw_retention=raw_retention, rollup_1m_retention=rollup_1m_retention,
                        rollup_1h_retention=rollup_1h_retention, rollups=rollups)
 
     def backfill_rollups(self, start_ns: int, end_ns: int) -> list[str]:
-        """Recompute the 1m and 1h rollups over a window (widened to whole hours), now."""
+        """Recompute the 1m, 5m and 1h rollups over a window (widened to whole hours), now."""
         from collector.store.influx_rollups import backfill
 
         return backfill(self, start_ns, end_ns)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from analytics import queries
 from analytics.timeutil import Window, fmt_time
-from collector.schema import WORK_UNITS
+from collector.schema import primary_work_unit
 from collector.store.base import Store
 
 if TYPE_CHECKING:
@@ -96,9 +96,9 @@ def timeline(events: list[tuple[int, dict[str, str], dict[str, float | None]]]) 
 
 
 def work_unit(work: Mapping[str, float]) -> str | None:
-    """The unit the agent measures a group's throughput in: the first of WORK_UNITS the job counts
-    (collector.autopilot_groups picks it the same way)."""
-    return next((u for u in WORK_UNITS if (work.get(u) or 0) > 0), None)
+    """The unit the agent measures a group's throughput in (collector.autopilot_groups picks it
+    the same way): the job's primary unit, as everywhere else in the report."""
+    return primary_work_unit(work)
 
 
 def filter_groups(ctx: Context, flt: Filter) -> set[tuple[str, str]] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.schema import WORK_UNITS
+from collector.schema import WORK_UNITS, primary_work_unit
 
 PER_UNITS = {
     "samples": "samples/J",
@@ -40,8 +40,6 @@ def gflops_per_watt(flop_per_j: float | None) -> float | None:
 
 
 def primary_unit(work: Mapping[str, float | None]) -> str | None:
-    """The work unit a job is best compared by: tokens for LLM work, else samples, else FLOPs."""
-    for unit in ("tokens", "samples", "flops", "steps"):
-        if (work.get(unit) or 0) > 0:
-            return unit
-    return None
+    """The work unit a job is best compared by: tokens for LLM work, else samples, else FLOPs
+    (collector.schema.primary_work_unit: the autopilot measures in the same unit)."""
+    return primary_work_unit(work)

@@ -286,7 +286,9 @@ def work_rate(value: float | None, unit: str | None, per: str = "J") -> str:
     if value is None:
         return "–"
     name = PER_UNITS[unit][:-2] if unit in PER_UNITS else "units"
-    return f"{value:.4g} {name}/{per}"
+    # plain digits with separators where they read well ('101,500 tokens/s'), else '4.9e+09'
+    text = sig(value, 4) if 1e-3 <= abs(value) < 1e9 else f"{value:.4g}"
+    return f"{text} {name}/{per}"
 
 
 def _per_text(row: levels.PerRow) -> str:

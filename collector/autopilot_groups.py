@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.autopilot import Sample
-from collector.schema import WORK_UNITS, Point
+from collector.schema import WORK_UNITS, Point, primary_work_unit
 
 OPT_IN_TAG = "autopilot"
 OPT_IN_VALUES = frozenset({"on", "true", "1", "yes"})
@@ -94,7 +94,7 @@ def group_rounds(points: Sequence[Point], seconds: float, rules: Sequence[str],
         if any(used.get((host, g), 0) > 1 or (host, g) not in gpus for g in mask):
             continue
         key = (host, job)
-        unit = units.get(key) or next((u for u in WORK_UNITS if _num(fields.get(u)) > 0), None)
+        unit = units.get(key) or primary_work_unit({u: _num(fields.get(u)) for u in WORK_UNITS})
         if unit is None:
             continue
         units[key] = unit

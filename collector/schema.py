@@ -68,8 +68,15 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 INCREMENT_FIELDS = frozenset({"energy_j", "samples", "tokens", "steps", "flops", "active_s",
                               "it_energy_j", "facility_energy_j", "estimated_j", "saved_j", "idle_j"})
 
-# Work units in the order PER prefers to report them.
+# Every work unit a job can count.
 WORK_UNITS = ("samples", "tokens", "flops", "steps")
+# The unit a job's work is compared and shown in: tokens for LLM work, else samples, FLOPs, steps.
+PRIMARY_WORK_ORDER = ("tokens", "samples", "flops", "steps")
+
+
+def primary_work_unit(work: Mapping[str, float | None]) -> str | None:
+    """The first unit of PRIMARY_WORK_ORDER the job counted any of; None when it counted none."""
+    return next((u for u in PRIMARY_WORK_ORDER if (work.get(u) or 0) > 0), None)
 
 METHODS = ("counter", "integrated", "estimated", "simulated")
 ESTIMATED = "estimated"
@@ -195,6 +202,7 @@ __all__ = [
     "INCREMENT_FIELDS",
     "MEASUREMENTS",
     "METHODS",
+    "PRIMARY_WORK_ORDER",
     "WORK_UNITS",
     "FieldValue",
     "Point",
@@ -203,5 +211,6 @@ __all__ = [
     "escape_string_field",
     "format_field_value",
     "point",
+    "primary_work_unit",
     "to_line",
 ]

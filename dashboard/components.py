@@ -89,7 +89,7 @@ def nav_links(pathname: str, firing: int, search: str = "") -> list[Any]:
         active = pathname == path or (path != "/" and pathname.startswith(path + "/"))
         children: list[Any] = [label]
         if path == "/alerts" and firing:
-            children.append(html.Span(str(firing), className="wl-badge", title=f"{firing} firing"))
+            children.append(html.Span(str(firing), className="wl-badge", title=f"{firing} firing fleet-wide"))
         out.append(dcc.Link(children, href=path + search,
                             id=f"nav-{label.lower().replace('-', '').replace(' ', '')}",
                             className="wl-nav-link" + (" wl-nav-active" if active else "")))

@@ -18,7 +18,8 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from analytics.autopilot import summary, table_rows, work_unit
 from analytics.filters import Filter
-from analytics.report import build_report, pct1, render, signed_pct
+from analytics.per import primary_unit
+from analytics.report import build_report, pct1, render, sig, signed_pct
 from collector.autopilot_sim import run_autopilot
 from collector.sources.simulated import NS, SimulatedFleet
 from collector.store.sqlite import SQLiteStore
@@ -144,22 +145,24 @@ def test_timeline_rows_carry_the_work_unit_and_never_minus_zero(
     _url, store = autopilot_server
     data = summary(store, range_window(store, DEFAULT_RANGE))
     heads, steps, _gheads, groups = table_rows(data, max_rows=1000)
-    assert {s["unit"] for s in data["timeline"]} == {"samples"}  # what the agent measures them in
+    # the unit the agent measures in, and the one the report's PER columns use (tokens for LLMs)
+    assert {s["unit"] for s in data["timeline"]} == {"tokens"}
     before = heads.index("before")
     for row in steps:
         if row[before] != "–":
-            assert re.fullmatch(r"[\d.]+ samples/s, \d+ W, PER [\d.]+ samples/J", row[before]), row
+            assert re.fullmatch(r"[\d.,]+ tokens/s, [\d,]+ W, PER [\d.,]+ tokens/J", row[before]), row
     slowdowns = [row[heads.index("slowdown")] for row in steps]
     assert "±0.0%" in slowdowns  # the scenario's phase job explores caps that cost nothing
     assert not any("-0.0" in c for row in steps + groups for c in row)
     # the throughput shown is the one stored, rounded to three significant digits
     first = data["timeline"][0]
-    assert steps[-len(data["timeline"])][before].startswith(f"{first['before']['throughput']:.4g} samples/s")
+    assert steps[-len(data["timeline"])][before].startswith(f"{sig(first['before']['throughput'], 4)} tokens/s")
 
 
 def test_the_unit_is_the_one_the_agent_measures_in() -> None:
-    assert work_unit({"tokens": 9.0, "samples": 2.0}) == "samples"  # collector.autopilot_groups' order
-    assert work_unit({"samples": 0.0, "tokens": 3.0}) == "tokens" and work_unit({}) is None
+    assert work_unit({"tokens": 9.0, "samples": 2.0}) == "tokens"  # collector.autopilot_groups' order
+    assert work_unit({"samples": 4.0, "flops": 3.0}) == "samples" and work_unit({}) is None
+    assert work_unit({"tokens": 9.0, "samples": 2.0}) == primary_unit({"tokens": 9.0, "samples": 2.0})
     row = {"time": "t", "host": "h", "job": "j", "reason": "explore", "previous_w": 300.0,
            "cap_w": 280.0, "slowdown_pct": -0.01, "unit": "flops",
            "before": {"throughput": 1.234e12, "power_w": 250.0, "per": 4.9e9}, "after": None}

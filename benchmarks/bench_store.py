@@ -7,6 +7,9 @@ Run from the repository root::
     python benchmarks/bench_store.py --year --gpus 8 --interval-s 60          # bounded by retention
     python benchmarks/bench_store.py --store /tmp/fleet.db --interval-s 10 --duckdb --influx
         # measure a store built earlier (same --gpus/--hours), DuckDB and InfluxDB 1.6 alongside
+    python benchmarks/bench_store.py --store /tmp/fleet.db --interval-s 10 --duckdb \
+        --influx-url influxdb://127.0.0.1:8086/bench --repeat 3
+        # the same, reading an InfluxDB database filled earlier (same minutes, rollups written)
 
 Data: the simulated fleet (``--gpus`` / 8 nodes of 8 GPUs) stepped once a
 minute, each minute expanded into ``60 / --interval-s`` rows per series
@@ -23,7 +26,9 @@ real write path, rollups included. Measured in the same run, on the same data:
 - ``--duckdb`` also times DuckDB on the whole window's raw rows: per GPU x 5 min and per
   GPU x 1 h (the shapes the dashboard and the report read), the reference of the ratios;
 - ``--influx`` writes the same minutes (at ``--influx-interval-s``) into a fresh InfluxDB 1.6
-  (raw policy plus the 1m/1h rollups, backfilled) and times the same report and load there;
+  (raw policy plus the 1m/5m/1h rollups, backfilled) and times the same report and load there;
+  ``--influx-url`` times them on a database filled earlier instead;
+- ``--repeat N``: the report and the cold load N times each, every run printed, the median kept;
 - bytes: the store's pages per tier (``dbstat``), per GPU-day of data.
 
 ``--year`` writes a simulated year with the default retention (raw 7 d, 1 min
@@ -202,29 +207,47 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
         ref = t5
         print(f"DuckDB on the window's {n:,} raw gpu rows: per GPU x 5 min {t5:.3f} s, "
               f"per GPU x 1 h {t60:.3f} s (the reference below)")
-    measure_reads("SQLite", SQLiteStore(path), window, args.hours, ref)
+    measure_reads("SQLite", SQLiteStore(path), window, args.hours, ref, args.repeat)
     for name, store in influx_stores(args, root, start):  # influxd runs while this loop does
-        measure_reads(name, store, window, args.hours, ref)
+        measure_reads(name, store, window, args.hours, ref, args.repeat)
 
 
-def measure_reads(name: str, store: Any, window: Window, hours: float, ref: float | None) -> None:
-    """`wattlens report` over the window and the Fleet page's cold load, wall and CPU."""
+def measure_reads(name: str, store: Any, window: Window, hours: float, ref: float | None,
+                  repeat: int = 1) -> None:
+    """`wattlens report` over the window and the Fleet page's cold load, wall and CPU: the
+    median of ``repeat`` runs, each printed with the machine's load average."""
+    import os
+    import statistics
+
     from analytics.context import Settings
     from dashboard import views
 
     per = (lambda t: f" = {t / ref:.1f} x DuckDB") if ref else (lambda _t: "")
-    wall, cpu = timed_cpu(lambda: render(build_report(store, window, 0.5)))
-    print(f"{name}: report over {hours:g} h: {wall:.2f} s wall{per(wall)}, {cpu:.2f} s CPU",
-          flush=True)
     end = window.end_ns - 1
-    wall, cpu = timed_cpu(lambda: (views.fleet_view(store, "24h", "host", Settings()),
-                                   views.status(store, "24h", end)))
-    print(f"{name}: dashboard cold load (24h Fleet page, no cache): {wall:.2f} s wall"
-          f"{per(wall)}, {cpu:.2f} s CPU", flush=True)
+    for what, fn in ((f"report over {hours:g} h", lambda: render(build_report(store, window, 0.5))),
+                     ("dashboard cold load (24h Fleet page, no cache)",
+                      lambda: (views.fleet_view(store, "24h", "host", Settings()),
+                               views.status(store, "24h", end)))):
+        runs = []
+        for _ in range(repeat):
+            runs.append(timed_cpu(fn))
+            if repeat > 1:
+                print(f"  {name}: {what}: {runs[-1][0]:.2f} s wall, {runs[-1][1]:.2f} s CPU, "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"{name}: {what}: {wall:.2f} s wall{per(wall)}, {cpu:.2f} s CPU"
+              f"{f' (median of {repeat})' if repeat > 1 else ''}", flush=True)
 
 
 def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[tuple[str, Any]]:
-    """With ``--influx``: a fresh InfluxDB 1.6 holding the same minutes, rollups backfilled."""
+    """With ``--influx``: a fresh InfluxDB 1.6 holding the same minutes, rollups backfilled;
+    with ``--influx-url``: that database, filled earlier."""
+    if args.influx_url:
+        from collector.store.influx_v1 import InfluxStore
+
+        yield "InfluxDB 1.6", InfluxStore(args.influx_url)
+        return
     if not args.influx:
         return
     from collector.store.influx_v1 import InfluxStore
@@ -281,6 +304,9 @@ def main() -> int:
     ap.add_argument("--store", default=None, help="measure this SQLite file instead of building one")
     ap.add_argument("--influx", action="store_true", help="also measure InfluxDB 1.6 (influxd)")
     ap.add_argument("--influx-interval-s", type=float, default=60.0)
+    ap.add_argument("--influx-url", default=None,
+                    help="measure this InfluxDB 1.x database (filled earlier) instead of --influx")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of the report and the cold load")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         if args.year:

@@ -88,6 +88,20 @@ def expand(q: AggregateQuery) -> tuple[str, ...]:
     return tuple(sorted({f for _, f in q.aggregates}))
 
 
+# The parts (indices into PARTS) each aggregate is finished from.
+_PARTS_OF = {"sum": (0, 1), "mean": (0, 1), "count": (1,), "min": (2,), "max": (3,)}
+
+
+def needed_parts(q: AggregateQuery) -> dict[str, tuple[int, ...]]:
+    """Per field (sorted), the parts its aggregates need: a sum or mean needs the sum and the
+    count, a count the count, a min or max only that extreme. A store that pays per part read
+    (InfluxDB 1.x: per aggregate call) asks for these only; the others stay None."""
+    want: dict[str, set[int]] = {}
+    for agg, f in q.aggregates:
+        want.setdefault(f, set()).update(_PARTS_OF.get(agg, ()))
+    return {f: tuple(sorted(want[f])) for f in sorted(want)}
+
+
 PartRow = tuple[int | None, tuple[str, ...], dict[str, Sequence[float | None]]]
 
 
@@ -105,14 +119,25 @@ def merge(q: AggregateQuery, parts: Iterable[PartRow]) -> list[Row]:
             old = merged.get(f)
             merged[f] = v if old is None else _combine(old, v)
         acc[key] = merged
-    names = [(column(agg, f), agg, f) for agg, f in q.aggregates]
+    names = [(column(agg, f), _FINISH[agg], f) for agg, f in q.aggregates]
+    group_by = q.group_by
     out: list[Row] = []
     for (bucket, group), values in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
-        if not any(v[1] for v in values.values()):
+        for v in values.values():
+            if v[1] or v[2] is not None or v[3] is not None:
+                break
+        else:
             continue  # no raw value behind this group: the contract leaves it out
-        out.append(Row(bucket, dict(zip(q.group_by, group, strict=True)),
-                       {name: finish(agg, values.get(f)) for name, agg, f in names}))
+        get = values.get
+        out.append(Row(bucket, dict(zip(group_by, group, strict=True)),
+                       {name: fin(get(f)) for name, fin, f in names}))
     return out
+
+
+def _present(parts: Sequence[float | None]) -> bool:
+    """Whether a value stands behind these parts: a count above 0, or an extreme (when only
+    the extremes were read)."""
+    return bool(parts[1]) or parts[2] is not None or parts[3] is not None
 
 
 def _combine(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
@@ -132,20 +157,42 @@ def _pick(fn: Callable[[float, float], float], a: float | None, b: float | None)
 
 
 def finish(agg: str, parts: Sequence[float | None] | None) -> float | None:
-    """One aggregate from a field's combined parts; None where the field had no value."""
-    if parts is None:
-        return 0.0 if agg == "count" else None
-    total, n, lo, hi = parts
-    if agg == "count":
-        return float(n or 0)
-    if not n:
+    """One aggregate from a field's combined parts; None where the field had no value.
+
+    A count is 0 without parts; a sum or mean needs a count above 0; an extreme stands for
+    itself (its count may not have been read); text has no sum or extremes.
+    """
+    return _FINISH[agg](parts)
+
+
+def _finish_sum(p: Sequence[float | None] | None) -> float | None:
+    if p is None or not p[1] or p[0] is None or isinstance(p[0], str):
         return None
-    if agg == "sum":
-        return None if total is None or isinstance(total, str) else float(total)
-    if agg == "mean":
-        return None if total is None else total / n
-    value = lo if agg == "min" else hi
-    return None if value is None or isinstance(value, str) else float(value)
+    return float(p[0])
+
+
+def _finish_mean(p: Sequence[float | None] | None) -> float | None:
+    if p is None or not p[1] or p[0] is None:
+        return None
+    return p[0] / p[1]
+
+
+def _finish_count(p: Sequence[float | None] | None) -> float | None:
+    return 0.0 if p is None else float(p[1] or 0)
+
+
+def _finish_min(p: Sequence[float | None] | None) -> float | None:
+    return None if p is None or p[2] is None or isinstance(p[2], str) else float(p[2])
+
+
+def _finish_max(p: Sequence[float | None] | None) -> float | None:
+    return None if p is None or p[3] is None or isinstance(p[3], str) else float(p[3])
+
+
+# finish(agg, parts) for each aggregate, without looking the aggregate up per value.
+_FINISH: dict[str, Callable[[Sequence[float | None] | None], float | None]] = {
+    "sum": _finish_sum, "mean": _finish_mean, "count": _finish_count, "min": _finish_min,
+    "max": _finish_max}
 
 
 def bucket_of(time_ns: int, bucket_s: int | None) -> int | None:

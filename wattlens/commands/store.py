@@ -16,18 +16,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Set up the time-series store the agent writes to.")
     actions = p.add_subparsers(dest="store_action", metavar="ACTION")
     init = actions.add_parser(
-        "init", help="set the retention of raw points and of the 1m/1h rollups",
+        "init", help="set the retention of raw points and of the 1m/5m/1h rollups",
         description="Set up what the store needs, idempotently. SQLite: the retention of each "
                     "tier (default raw 7d, 1m 90d, 1h kept); rollups are kept as points are "
                     "written. InfluxDB 1.x: the database, a default retention policy for raw "
                     "points (default 30d) and continuous queries that roll gpu, cpu, job and "
-                    "facility up to 1m and 1h. InfluxDB 2.x: the bucket; run `wattlens store "
+                    "facility up to 1m, 5m and 1h. InfluxDB 2.x: the bucket; run `wattlens store "
                     "downsample` on a schedule for rollups. See docs/influxdb.md.")
     option(init, "--store", default=default_store_url(), help=_STORE_HELP)
     option(init, "--raw-retention", default=None,
            help="how long raw points are kept (7d, 12w, 720h or INF; default: the store's)")
     option(init, "--rollup-1m-retention", default=None,
-           help="how long 1-minute rollups are kept (default 90d)")
+           help="how long 1-minute (and 5-minute) rollups are kept (default 90d)")
     option(init, "--rollup-1h-retention", default=None,
            help="how long 1-hour rollups are kept (default INF: kept)")
     option(init, "--no-rollups", action="store_true", default=False,
@@ -38,9 +38,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                        "(env WATTLENS_CONFIG)")
     init.set_defaults(func=run_init, _parser=init, _section="store")
     down = actions.add_parser(
-        "downsample", help="compute the 1m and 1h rollups of recent hours (InfluxDB 2.x/3.x)",
-        description="Read the last N whole hours of raw points with InfluxQL and write their 1m "
-                    "and 1h rollups (sum, count, min, max per field) back as NAME_1m and NAME_1h, "
+        "downsample", help="compute the 1m, 5m and 1h rollups of recent hours (InfluxDB 2.x/3.x)",
+        description="Read the last N whole hours of raw points with InfluxQL and write their 1m, "
+                    "5m and 1h rollups (sum, count, min, max per field) back as NAME_1m, NAME_5m "
+                    "and NAME_1h, "
                     "which reads then use. Idempotent; run it hourly (cron, systemd timer). "
                     "InfluxDB 1.x does this with continuous queries, SQLite as points are written.")
     option(down, "--store", default=default_store_url(), help=_STORE_HELP)

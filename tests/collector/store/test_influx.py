@@ -271,10 +271,12 @@ def test_init_creates_retention_policies_and_rollups(influxdb: ServerProcess,
     rps = {v[0]: (v[1], v[4]) for v in policies["results"][0]["series"][0]["values"]}
     assert rps["raw"] == ("720h0m0s", True)
     assert rps["rollup_1m"][0] == "2160h0m0s" and rps["rollup_1h"][0] == "0s"
+    assert rps["rollup_5m"][0] == "2160h0m0s"  # kept as long as the 1m rollup
     cqs = json.loads(influx_query(influxdb, "SHOW CONTINUOUS QUERIES"))
     mine = next(s for s in cqs["results"][0]["series"] if s["name"] == influx_db)
     assert sorted(v[0] for v in mine["values"]) == sorted(
-        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility") for r in ("1m", "1h"))
+        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility")
+        for r in ("1m", "5m", "1h"))
     store.close()
 
 
@@ -286,17 +288,40 @@ def test_reads_use_the_rollup_policies_and_match_raw(influxdb: ServerProcess,
     t_old = T0 - 3 * HOUR  # five hours ago: both rollups are complete there
     store.write(_sim_points(t_old, 3 * 3600, step_s=20))
     store.backfill_rollups(t_old, t_old + 3 * HOUR)
-    assert set(store.tier_starts("gpu")) == {60, 3600}
+    assert set(store.tier_starts("gpu")) == {60, 300, 3600}
     aggs = (("sum", "energy_j"), ("mean", "power_w"), ("max", "power_w"), ("min", "util_pct"),
             ("count", "power_w"))
     start, end = t_old + 7 * NS, t_old + 3 * HOUR - 13 * NS
-    for bucket_s, group_by in ((None, ("host",)), (3600, ()), (600, ("host", "gpu")), (5, ())):
-        q = AggregateQuery("gpu", aggs, start, end, group_by=group_by,  # type: ignore[arg-type]
-                           bucket_s=bucket_s)
-        _assert_rows_equal(store.query(q), store.raw_query(q), f"{bucket_s} {group_by}")  # type: ignore[arg-type]
+    # Extremes alone (only min/max parts are read), sums alone, and everything; buckets as wide
+    # as a tier (its rows read plain and folded here) and narrower or wider (grouped by influxd).
+    for which in (aggs, (("max", "temp_c"), ("min", "power_w")), (("sum", "energy_j"),)):
+        for bucket_s, group_by in ((None, ("host",)), (3600, ()), (600, ("host", "gpu")), (5, ()),
+                                   (300, ("host", "gpu")), (60, ("gpu",))):
+            q = AggregateQuery("gpu", which, start, end, group_by=group_by,  # type: ignore[arg-type]
+                               bucket_s=bucket_s)
+            _assert_rows_equal(store.query(q), store.raw_query(q), f"{which} {bucket_s} {group_by}")  # type: ignore[arg-type]
     pieces = tiers.plan(AggregateQuery("gpu", aggs, start, end), [  # type: ignore[arg-type]
         tiers.RAW, tiers.Tier("1m", 60, since_ns=t_old), tiers.Tier("1h", 3600, since_ns=t_old)])
     assert [p.tier.width_s for p in pieces] == [3600, 60, 0, 60, 0]
+    store.close()
+
+
+def test_a_database_without_the_5_minute_policy_reads_its_1m_and_1h_ones(
+        influxdb: ServerProcess, influx_db: str) -> None:
+    """Set up before rollup_5m existed: reads use the policies there are, and still match raw."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    store.init(raw_retention="30d")
+    t_old = T0 - 3 * HOUR
+    store.write(_sim_points(t_old, 2 * 3600, step_s=30))
+    store.backfill_rollups(t_old, t_old + 2 * HOUR)
+    store.influxql(f'DROP RETENTION POLICY "rollup_5m" ON "{influx_db}"', database="")
+    store.forget_tiers()
+    assert set(store.tier_starts("gpu")) == {60, 3600}
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "util_pct")),
+                       t_old + 3 * NS, t_old + 2 * HOUR - 7 * NS, group_by=("host", "gpu"),
+                       bucket_s=300)
+    _assert_rows_equal(store.query(q), store.raw_query(q), "no rollup_5m")  # type: ignore[arg-type]
+    assert "retention policy 'rollup_5m': 90d created" in store.init(raw_retention="30d")
     store.close()
 
 
@@ -323,7 +348,7 @@ def test_downsample_writes_rollup_measurements_that_reads_use(influxdb: ServerPr
     assert store.tier_starts("gpu") == {}
     done = downsample(store, t_old, t_old + 3 * HOUR)
     assert any(line.startswith("gpu_1m: ") and not line.endswith(": 0 rows") for line in done)
-    assert set(store.tier_starts("gpu")) == {60, 3600}
+    assert set(store.tier_starts("gpu")) == {60, 300, 3600}
     q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w"), ("max", "temp_c")),
                        t_old + 11 * NS, t_old + 3 * HOUR - 5 * NS, group_by=("host",),
                        bucket_s=1800)

@@ -25,6 +25,7 @@ from collector.schema import ESTIMATED, Point
 from collector.sources.base import Probe, Source, Tick
 from collector.sources.rapl import is_additive_cpu_domain
 
+REPORT_TICKS_KEEP_S = 300.0  # a reported process's baseline waits this long for a round
 log = logging.getLogger("wattlens.ingest")
 
 MAX_JOBS = 1024
@@ -86,6 +87,10 @@ class JobTracker:
         self._last_s: float | None = None
         self._prev_pids: dict[int, set[int]] = {}
         self._prev_ticks: dict[tuple[int, int], float] = {}
+        # CPU time of a job's process when its first report named it: the baseline its first
+        # round counts from, however late that round comes (a stalled disk can hold the agent's
+        # loop for seconds). (pid, start) -> (ticks, when read).
+        self._report_ticks: dict[tuple[int, int], tuple[float, float]] = {}
         self._prev_busy: float | None = None
         self._warn = LogOnce(log)
 
@@ -120,6 +125,8 @@ class JobTracker:
                                                       owner=owner)
             elif job.owner is None and job.reported:
                 job.owner = owner
+            if progress.pid is not None and progress.pid not in job.pids:
+                self._note_report_ticks(progress.pid, now)
             job.apply(progress)
             job.last_s = now
             job.end_s = now if progress.final else None
@@ -321,6 +328,16 @@ class JobTracker:
         self._warn.clear("processes", "jobs: GPU process list available again")
         return pids, utils
 
+    def _note_report_ticks(self, pid: int, now: float) -> None:
+        """(Under the lock.) The CPU time a newly reported process has used so far."""
+        if self.proc is None or not self.attribute_cpu:
+            return
+        st = self.proc.stat(pid)
+        if st is not None:
+            self._report_ticks.setdefault((pid, st.start_ticks), (st.cpu_ticks, now))
+        for key in [k for k, (_, t) in self._report_ticks.items() if now - t > REPORT_TICKS_KEEP_S]:
+            del self._report_ticks[key]
+
     def _cpu_ticks_by_job(self, roots: Mapping[int, str], interval_s: float) -> dict[str, float]:
         """CPU time (clock ticks) each job's processes and their descendants used since last round."""
         if self.proc is None or not self.attribute_cpu:
@@ -341,9 +358,13 @@ class JobTracker:
                 seen[key] = st.cpu_ticks
                 before = self._prev_ticks.get(key)
                 if before is None:
-                    # New since the last round: all its CPU time is in this interval if it is younger.
+                    with self._lock:
+                        reported = self._report_ticks.pop(key, None)
+                    # New since the last round: counted from when its job's report named it, else
+                    # all its CPU time is in this interval if it is younger, else from now.
                     age = self.proc.age_s(pid)
-                    before = 0.0 if age is not None and age <= interval_s else st.cpu_ticks
+                    before = (reported[0] if reported is not None
+                              else 0.0 if age is not None and age <= interval_s else st.cpu_ticks)
                 ticks[name] = ticks.get(name, 0.0) + max(0.0, st.cpu_ticks - before)
         self._prev_ticks = seen
         return ticks

@@ -368,6 +368,26 @@ def test_cpu_only_job_method_is_cpu_time(tmp_path: Path) -> None:
     assert etl.field("energy_j") == pytest.approx(cpu_j * 40 / 80)
 
 
+def test_cpu_time_after_the_first_report_counts_when_the_next_round_comes_late(tmp_path: Path) -> None:
+    """An old process joins a job, works, and the agent's next round comes only afterwards (its
+    loop held up by a stalled disk): its CPU time since the report is the job's, not lost."""
+    write_host(tmp_path, uptime_s=1000, busy=0, idle=0)
+    write_proc(tmp_path, 700, cpu_ticks=500, start_ticks=0)  # running for 1,000 s already
+    mono = [10.0]
+    cpu = EnergyTap(CpuEstimateSource(host="h", proc_root=tmp_path, tdp_w=50.0))
+    tracker = JobTracker("h", taps=[cpu], proc=ProcTree(tmp_path), clock=lambda: mono[0])
+    for source in (cpu, tracker):
+        source.sample(Tick(1, mono[0]))
+    tracker.record(Progress("etl", kind="batch", pid=700))  # 500 ticks used before the job
+    mono[0] += 1.0
+    write_host(tmp_path, uptime_s=1001, busy=80, idle=20)
+    write_proc(tmp_path, 700, cpu_ticks=540, start_ticks=0)
+    points = [p for s in (cpu, tracker) for p in s.sample(Tick(2, mono[0]))]
+    etl = jobs_of(points)[("etl", "batch")]
+    cpu_j = math.fsum(float(p.field("energy_j") or 0) for p in points if p.measurement == "cpu")
+    assert cpu_j > 0 and etl.field("energy_j") == pytest.approx(cpu_j * 40 / 80)
+
+
 def test_nvml_processes_reads_utilisation_since_last_call() -> None:
     nv = FakeNvmlWithProcessUtil([FakeGpu(pids=[1, 2]), FakeGpu(pids=[])])
     source = NvmlSource("h", nvml=nv)

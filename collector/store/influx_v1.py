@@ -230,13 +230,19 @@ class InfluxStore:
         return self._source(f"{measurement}_{suffix}")
 
     def tier_starts(self, measurement: str) -> dict[int, int]:
-        """Width -> time of the first rollup row, for the tiers this database has (cached 60 s)."""
+        """Width -> time of the first rollup row, for the tiers this database has (cached 60 s).
+
+        ``measurement`` may name a node rollup (``gpu_node``); a database created before it
+        has none, and its reads use the per-GPU rollups."""
         now = time.monotonic()
         cached = self._tier_cache.get(measurement)
         if cached is not None and now - cached[0] < 60.0:
             return cached[1]
         starts: dict[int, int] = {}
-        first_field = schema.MEASUREMENTS.get(measurement, ((), ()))[1][:1]
+        from collector.store.influx_rollups import NODE_ROLLUPS
+
+        base = NODE_ROLLUPS.get(measurement, (measurement, ()))[0]
+        first_field = schema.MEASUREMENTS.get(base, ((), ()))[1][:1]
         for width_s in (60, 300, 3600):
             if not first_field:
                 break

@@ -205,10 +205,10 @@ def downsample(store: InfluxStore, start_ns: int, end_ns: int) -> list[str]:
         jobs += [(node, (m if every == "1m" else node) + "_1m", rollup_select(m, False),
                   ", ".join(influxql.quote_ident(t) for t in kept))
                  for node, (m, kept) in NODE_ROLLUPS.items()]
-        for m, src, select, tags in jobs:
+        for m, src, select, group in jobs:
             series = store.influxql(
                 f"SELECT {select} FROM {store.source_of(src)} WHERE "
-                f"{influxql.time_window(start, end)} GROUP BY time({every}), {tags} fill(none)")
+                f"{influxql.time_window(start, end)} GROUP BY time({every}), {group} fill(none)")
             pts = []
             for s in series:
                 cols = list(s.get("columns") or [])

@@ -27,7 +27,8 @@ real write path, rollups included. Measured in the same run, on the same data:
   GPU x 1 h (the shapes the dashboard and the report read), the reference of the ratios;
 - ``--influx`` writes the same minutes (at ``--influx-interval-s``) into a fresh InfluxDB 1.6
   (raw policy plus the 1m/5m/1h rollups, backfilled) and times the same report and load there;
-  ``--influx-url`` times them on a database filled earlier instead;
+  ``--influx-url`` times them on a database filled earlier instead; both also time the same
+  database read without its node rollups (``gpu_node``), as one created before them reads;
 - ``--repeat N``: the report and the cold load N times each, every run printed, the median kept;
 - bytes: the store's pages per tier (``dbstat``), per GPU-day of data.
 
@@ -246,7 +247,9 @@ def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[
     if args.influx_url:
         from collector.store.influx_v1 import InfluxStore
 
-        yield "InfluxDB 1.6", InfluxStore(args.influx_url)
+        store = InfluxStore(args.influx_url)
+        yield "InfluxDB 1.6", store
+        yield "InfluxDB 1.6, GPU rollups only", without_node_rollups(store, args.influx_url)
         return
     if not args.influx:
         return
@@ -256,7 +259,8 @@ def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[
     influxd = influxdb_process(root / "influxdb")
     influxd.start()
     try:
-        store = InfluxStore(f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800")
+        url = f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800"
+        store = InfluxStore(url)
         store.init(raw_retention="INF")
         n_min = int(args.hours * 60)
         t0 = time.perf_counter()
@@ -267,8 +271,33 @@ def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[
         print(f"\nInfluxDB 1.6: wrote {rows:,} points at {args.influx_interval_s:g} s in "
               f"{t1 - t0:.0f} s, rollups backfilled in {time.perf_counter() - t1:.0f} s", flush=True)
         yield "InfluxDB 1.6", store
+        yield "InfluxDB 1.6, GPU rollups only", without_node_rollups(store, url)
     finally:
         influxd.stop()
+
+
+def without_node_rollups(store: Any, url: str) -> Any:
+    """The same database read as one created before the node rollups (their fallback path);
+    checks first that both answer the by-node power chart's read alike."""
+    from collector.store.influx_rollups import NODE_ROLLUPS
+    from collector.store.influx_v1 import InfluxStore
+
+    class GpuRollupsOnly(InfluxStore):
+        def tier_starts(self, measurement: str) -> dict[int, int]:
+            return {} if measurement in NODE_ROLLUPS else super().tier_starts(measurement)
+
+    other = GpuRollupsOnly(url)
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w")),
+                       END_NS - 24 * 3600 * NS + 1, END_NS + 1, group_by=("host",), bucket_s=300)
+    a, b = store.query(q), other.query(q)
+    assert [(r.time_ns, r.tags) for r in a] == [(r.time_ns, r.tags) for r in b]
+    worst = max((abs(x.values[k] - y.values[k]) / max(abs(y.values[k]), 1e-9)
+                 for x, y in zip(a, b, strict=True) for k in x.values
+                 if x.values[k] is not None and y.values[k] is not None), default=0.0)
+    print(f"by-node 5-minute chart read: {len(a):,} rows, node rollup vs GPU rollups: largest "
+          f"relative difference {worst:.1e}", flush=True)
+    assert worst < 1e-9
+    return other
 
 
 def run_year(args: argparse.Namespace, root: Path) -> None:

@@ -143,3 +143,23 @@ def test_downsample_writes_node_measurements_that_reads_use(influxdb: ServerProc
     _assert_rows_equal(store.query(q), store.raw_query(q), "downsampled by node")  # type: ignore[arg-type]
     assert any('"gpu_node_5m"' in s for s in seen)
     store.close()
+
+
+def test_time_range_remembers_the_first_point_until_this_store_writes(
+        influxdb: ServerProcess, influx_db: str) -> None:
+    """A second call reads only the newest point; a write (here, an older point) is seen."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    assert store.time_range("gpu") is None
+    pts = _sim_points(T_OLD, 60, step_s=20)
+    store.write(pts)
+    first = min(p.time_ns for p in pts if p.measurement == "gpu")
+    last = max(p.time_ns for p in pts if p.measurement == "gpu")
+    assert store.time_range("gpu") == (first, last)
+    seen = _statements(store)
+    assert store.time_range("gpu") == (first, last)
+    assert len(seen) == 1 and "DESC" in seen[0]
+    older = _sim_points(T_OLD - HOUR, 20, step_s=20)
+    store.write(older)
+    assert store.time_range("gpu") == (min(p.time_ns for p in older if p.measurement == "gpu"),
+                                       last)
+    store.close()

@@ -237,6 +237,8 @@ def measure_reads(stores: list[tuple[str, Any]], window: Window, hours: float,
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in stores}
         for _ in range(repeat):
             for name, store in stores:
+                if hasattr(store, "forget_tiers"):  # cold: nothing remembered from the last run
+                    store.forget_tiers()
                 runs[name].append(timed_cpu(make(store)))
                 if repeat > 1:
                     print(f"  {name}: {what}: {runs[name][-1][0]:.2f} s wall, "

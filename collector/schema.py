@@ -154,6 +154,8 @@ def point(
             raise ValueError(f"field {key}: must be finite, got {value!r}")
         if not isinstance(value, (bool, int, float, str)):
             raise ValueError(f"field {key}: must be a number, bool or string, got {value!r}")
+        if isinstance(value, str):
+            _check_no_newline(f"field {key}", value)  # one point, one line (and one spool line)
         if isinstance(value, int) and not isinstance(value, bool):
             # One numeric type per field, always: InfluxDB rejects a whole batch
             # when a field is written as an integer once and a float later.

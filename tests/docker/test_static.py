@@ -243,6 +243,16 @@ def requirement_lines(path: Path) -> Iterator[str]:
             yield line
 
 
+def test_every_runtime_dependency_is_in_an_image() -> None:
+    """A dependency added to pyproject must reach the images too (orjson once did not)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {Requirement(r).name.lower() for r in project["dependencies"]
+              if Requirement(r).marker is None or Requirement(r).marker.evaluate()}
+    images = {Requirement(line).name.lower() for name in ("requirements-agent.txt",
+              "requirements-dashboard.txt") for line in requirement_lines(DOCKER / name)}
+    assert wanted <= images, wanted - images
+
+
 @pytest.mark.parametrize("name", ["requirements-agent.txt", "requirements-dashboard.txt"])
 def test_image_requirements_are_pinned_within_pyproject_bounds(name: str) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -27,8 +27,10 @@ real write path, rollups included. Measured in the same run, on the same data:
   GPU x 1 h (the shapes the dashboard and the report read), the reference of the ratios;
 - ``--influx`` writes the same minutes (at ``--influx-interval-s``) into a fresh InfluxDB 1.6
   (raw policy plus the 1m/5m/1h rollups, backfilled) and times the same report and load there;
-  ``--influx-url`` times them on a database filled earlier instead;
-- ``--repeat N``: the report and the cold load N times each, every run printed, the median kept;
+  ``--influx-url`` times them on a database filled earlier instead; both also time the same
+  database read without its node rollups (``gpu_node``), as one created before them reads;
+- ``--repeat N``: the report and the cold load N times each, every run printed, the median kept
+  (the InfluxDB variants take turns run by run);
 - bytes: the store's pages per tier (``dbstat``), per GPU-day of data.
 
 ``--year`` writes a simulated year with the default retention (raw 7 d, 1 min
@@ -38,6 +40,7 @@ real write path, rollups included. Measured in the same run, on the same data:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sqlite3
 import sys
@@ -207,15 +210,17 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
         ref = t5
         print(f"DuckDB on the window's {n:,} raw gpu rows: per GPU x 5 min {t5:.3f} s, "
               f"per GPU x 1 h {t60:.3f} s (the reference below)")
-    measure_reads("SQLite", SQLiteStore(path), window, args.hours, ref, args.repeat)
-    for name, store in influx_stores(args, root, start):  # influxd runs while this loop does
-        measure_reads(name, store, window, args.hours, ref, args.repeat)
+    measure_reads([("SQLite", SQLiteStore(path))], window, args.hours, ref, args.repeat)
+    with influx_stores(args, root, start) as influx:  # influxd runs while this block does
+        if influx:
+            measure_reads(influx, window, args.hours, ref, args.repeat)
 
 
-def measure_reads(name: str, store: Any, window: Window, hours: float, ref: float | None,
-                  repeat: int = 1) -> None:
+def measure_reads(stores: list[tuple[str, Any]], window: Window, hours: float,
+                  ref: float | None, repeat: int = 1) -> None:
     """`wattlens report` over the window and the Fleet page's cold load, wall and CPU: the
-    median of ``repeat`` runs, each printed with the machine's load average."""
+    median of ``repeat`` runs, each printed with the machine's load average. Several stores
+    take turns run by run (A, B, A, B, ...), so a change in the machine's load falls on all."""
     import os
     import statistics
 
@@ -224,39 +229,51 @@ def measure_reads(name: str, store: Any, window: Window, hours: float, ref: floa
 
     per = (lambda t: f" = {t / ref:.1f} x DuckDB") if ref else (lambda _t: "")
     end = window.end_ns - 1
-    for what, fn in ((f"report over {hours:g} h", lambda: render(build_report(store, window, 0.5))),
-                     ("dashboard cold load (24h Fleet page, no cache)",
-                      lambda: (views.fleet_view(store, "24h", "host", Settings()),
-                               views.status(store, "24h", end)))):
-        runs = []
+    for what, make in ((f"report over {hours:g} h",
+                        lambda s: lambda: render(build_report(s, window, 0.5))),
+                       ("dashboard cold load (24h Fleet page, no cache)",
+                        lambda s: lambda: (views.fleet_view(s, "24h", "host", Settings()),
+                                           views.status(s, "24h", end)))):
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in stores}
         for _ in range(repeat):
-            runs.append(timed_cpu(fn))
-            if repeat > 1:
-                print(f"  {name}: {what}: {runs[-1][0]:.2f} s wall, {runs[-1][1]:.2f} s CPU, "
-                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        wall = statistics.median(w for w, _ in runs)
-        cpu = statistics.median(c for _, c in runs)
-        print(f"{name}: {what}: {wall:.2f} s wall{per(wall)}, {cpu:.2f} s CPU"
-              f"{f' (median of {repeat})' if repeat > 1 else ''}", flush=True)
+            for name, store in stores:
+                if hasattr(store, "forget_tiers"):  # cold: nothing remembered from the last run
+                    store.forget_tiers()
+                runs[name].append(timed_cpu(make(store)))
+                if repeat > 1:
+                    print(f"  {name}: {what}: {runs[name][-1][0]:.2f} s wall, "
+                          f"{runs[name][-1][1]:.2f} s CPU, load average {os.getloadavg()[0]:.1f}",
+                          flush=True)
+        for name, got in runs.items():
+            wall = statistics.median(w for w, _ in got)
+            cpu = statistics.median(c for _, c in got)
+            print(f"{name}: {what}: {wall:.2f} s wall{per(wall)}, {cpu:.2f} s CPU"
+                  f"{f' (median of {repeat})' if repeat > 1 else ''}", flush=True)
 
 
-def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[tuple[str, Any]]:
+@contextlib.contextmanager
+def influx_stores(args: argparse.Namespace, root: Path, start: int
+                  ) -> Iterator[list[tuple[str, Any]]]:
     """With ``--influx``: a fresh InfluxDB 1.6 holding the same minutes, rollups backfilled;
-    with ``--influx-url``: that database, filled earlier."""
-    if args.influx_url:
-        from collector.store.influx_v1 import InfluxStore
+    with ``--influx-url``: that database, filled earlier. Each also read as a database without
+    the node rollups reads (:func:`without_node_rollups`)."""
+    from collector.store.influx_v1 import InfluxStore
 
-        yield "InfluxDB 1.6", InfluxStore(args.influx_url)
+    if args.influx_url:
+        store = InfluxStore(args.influx_url)
+        yield [("InfluxDB 1.6", store),
+               ("InfluxDB 1.6, GPU rollups only", without_node_rollups(store, args.influx_url))]
         return
     if not args.influx:
+        yield []
         return
-    from collector.store.influx_v1 import InfluxStore
     from tests.fixtures_influx import influxdb_process
 
     influxd = influxdb_process(root / "influxdb")
     influxd.start()
     try:
-        store = InfluxStore(f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800")
+        url = f"influxdb://127.0.0.1:{influxd.port}/bench?timeout_s=1800"
+        store = InfluxStore(url)
         store.init(raw_retention="INF")
         n_min = int(args.hours * 60)
         t0 = time.perf_counter()
@@ -266,9 +283,34 @@ def influx_stores(args: argparse.Namespace, root: Path, start: int) -> Iterator[
         store.backfill_rollups(start, END_NS + NS)
         print(f"\nInfluxDB 1.6: wrote {rows:,} points at {args.influx_interval_s:g} s in "
               f"{t1 - t0:.0f} s, rollups backfilled in {time.perf_counter() - t1:.0f} s", flush=True)
-        yield "InfluxDB 1.6", store
+        yield [("InfluxDB 1.6", store),
+               ("InfluxDB 1.6, GPU rollups only", without_node_rollups(store, url))]
     finally:
         influxd.stop()
+
+
+def without_node_rollups(store: Any, url: str) -> Any:
+    """The same database read as one created before the node rollups (their fallback path);
+    checks first that both answer the by-node power chart's read alike."""
+    from collector.store.influx_rollups import NODE_ROLLUPS
+    from collector.store.influx_v1 import InfluxStore
+
+    class GpuRollupsOnly(InfluxStore):
+        def tier_starts(self, measurement: str) -> dict[int, int]:
+            return {} if measurement in NODE_ROLLUPS else super().tier_starts(measurement)
+
+    other = GpuRollupsOnly(url)
+    q = AggregateQuery("gpu", (("sum", "energy_j"), ("mean", "power_w")),
+                       END_NS - 24 * 3600 * NS + 1, END_NS + 1, group_by=("host",), bucket_s=300)
+    a, b = store.query(q), other.query(q)
+    assert [(r.time_ns, r.tags) for r in a] == [(r.time_ns, r.tags) for r in b]
+    worst = max((abs(x.values[k] - y.values[k]) / max(abs(y.values[k]), 1e-9)
+                 for x, y in zip(a, b, strict=True) for k in x.values
+                 if x.values[k] is not None and y.values[k] is not None), default=0.0)
+    print(f"by-node 5-minute chart read: {len(a):,} rows, node rollup vs GPU rollups: largest "
+          f"relative difference {worst:.1e}", flush=True)
+    assert worst < 1e-9
+    return other
 
 
 def run_year(args: argparse.Namespace, root: Path) -> None:

@@ -32,6 +32,12 @@ ROLLUP_1H_RP = "rollup_1h"
 # Tier width (s) -> suffix of its retention policy (rollup_1m) or measurement (gpu_1m).
 SUFFIXES = {60: "1m", 300: "5m", 3600: "1h"}
 ROLLUP_MEASUREMENTS = ("gpu", "cpu", "job", "facility")
+# Rollups without a per-device dimension: name -> (measurement, the tags kept). A query that
+# groups and filters only by kept tags reads them: the dashboard's power chart by node reads
+# 125 series instead of 1,000 (docs/benchmarks.md). Same parts, so every composable aggregate
+# stays exact; the 1m one sums the measurement's 1m rollup, the 5m and 1h ones its own 1m.
+NODE_ROLLUPS: dict[str, tuple[str, tuple[str, ...]]] = {"gpu_node": ("gpu", ("host", "model",
+                                                                            "method"))}
 # How far behind now each tier is complete: the continuous queries run at each
 # interval's end (RESAMPLE recomputes the recent ones), and the 5m and 1h ones read the 1m.
 LAG_S = {60: 300, 300: 900, 3600: 2 * 3600}
@@ -69,21 +75,31 @@ def rollup_select(measurement: str, from_raw: bool) -> str:
     return ", ".join(out)
 
 
-def rollup_queries(database: str, raw_rp: str = RAW_RP) -> list[tuple[str, str, str, str]]:
-    """(name, every, resample span, SELECT ... INTO ... FROM ...) for each rollup, 1m first.
+def rollup_queries(database: str, raw_rp: str = RAW_RP
+                   ) -> list[tuple[str, str, str, str, str]]:
+    """(name, every, resample span, SELECT ... INTO ... FROM ..., GROUP BY tags) per rollup.
 
-    The 1m rollup reads the raw policy, the 5m and 1h rollups read the 1m one; the
-    SELECT has no WHERE and no GROUP BY, which the caller adds.
+    The 1m rollup reads the raw policy, the 5m and 1h rollups read the 1m one; a node
+    rollup (:data:`NODE_ROLLUPS`) reads its measurement's 1m rollup at 1m, its own 1m above.
+    Ordered so that each reads only rollups listed before it. The SELECT has no WHERE and no
+    GROUP BY, which the caller adds: ``time(every)`` and the tags (``*`` or a list).
     """
     q = influxql.quote_ident
-    out: list[tuple[str, str, str, str]] = []
+    out: list[tuple[str, str, str, str, str]] = []
     for every, span, src_rp, dst_rp in (("1m", "30m", raw_rp, ROLLUP_1M_RP),
                                         ("5m", "1h", ROLLUP_1M_RP, ROLLUP_5M_RP),
                                         ("1h", "3h", ROLLUP_1M_RP, ROLLUP_1H_RP)):
         for m in ROLLUP_MEASUREMENTS:
             out.append((f"wattlens_{m}_{every}_v2", every, span,
                         f"SELECT {rollup_select(m, every == '1m')} INTO "
-                        f"{q(database)}.{q(dst_rp)}.{q(m)} FROM {q(database)}.{q(src_rp)}.{q(m)}"))
+                        f"{q(database)}.{q(dst_rp)}.{q(m)} FROM {q(database)}.{q(src_rp)}.{q(m)}",
+                        "*"))
+        for node, (m, kept) in NODE_ROLLUPS.items():
+            src = m if every == "1m" else node
+            out.append((f"wattlens_{node}_{every}_v2", every, span,
+                        f"SELECT {rollup_select(m, False)} INTO {q(database)}.{q(dst_rp)}."
+                        f"{q(node)} FROM {q(database)}.{q(ROLLUP_1M_RP)}.{q(src)}",
+                        ", ".join(q(t) for t in kept)))
     return out
 
 
@@ -97,8 +113,8 @@ def continuous_queries(database: str, raw_rp: str = RAW_RP) -> list[tuple[str, s
     q = influxql.quote_ident
     return [(name, f"CREATE CONTINUOUS QUERY {q(name)} ON {q(database)} "
                    f"RESAMPLE EVERY {every} FOR {span} BEGIN {select} "
-                   f"GROUP BY time({every}), * END")
-            for name, every, span, select in rollup_queries(database, raw_rp)]
+                   f"GROUP BY time({every}), {tags} END")
+            for name, every, span, select, tags in rollup_queries(database, raw_rp)]
 
 
 def init_v1(store: InfluxStore, *, raw_retention: str, rollup_1m_retention: str,
@@ -160,9 +176,9 @@ def backfill(store: InfluxStore, start_ns: int, end_ns: int) -> list[str]:
     hour = 3600 * NS
     start, end = start_ns // hour * hour, -(-end_ns // hour) * hour
     done: list[str] = []
-    for name, every, _, select in rollup_queries(store.database, store.rp or RAW_RP):
+    for name, every, _, select, tags in rollup_queries(store.database, store.rp or RAW_RP):
         series = store.influxql(f"{select} WHERE {influxql.time_window(start, end)} "
-                                f"GROUP BY time({every}), *", database="")
+                                f"GROUP BY time({every}), {tags}", database="")
         written = sum(int(v[1]) for s in series for v in s.get("values") or [])
         done.append(f"{name}: {written} points")
     store.forget_tiers()
@@ -184,12 +200,15 @@ def downsample(store: InfluxStore, start_ns: int, end_ns: int) -> list[str]:
     if end <= start:
         return ["downsample: the window holds no whole hour yet"]
     for every, suffix in (("1m", "_1m"), ("5m", "_5m"), ("1h", "_1h")):
-        for m in ROLLUP_MEASUREMENTS:
-            src = m if every == "1m" else m + "_1m"
-            select = rollup_select(m, every == "1m")
+        jobs = [(m, m if every == "1m" else m + "_1m", rollup_select(m, every == "1m"), "*")
+                for m in ROLLUP_MEASUREMENTS]
+        jobs += [(node, (m if every == "1m" else node) + "_1m", rollup_select(m, False),
+                  ", ".join(influxql.quote_ident(t) for t in kept))
+                 for node, (m, kept) in NODE_ROLLUPS.items()]
+        for m, src, select, group in jobs:
             series = store.influxql(
                 f"SELECT {select} FROM {store.source_of(src)} WHERE "
-                f"{influxql.time_window(start, end)} GROUP BY time({every}), * fill(none)")
+                f"{influxql.time_window(start, end)} GROUP BY time({every}), {group} fill(none)")
             pts = []
             for s in series:
                 cols = list(s.get("columns") or [])
@@ -216,15 +235,26 @@ def tier_query(store: InfluxStore, q: AggregateQuery) -> list[Row]:
         return store.raw_query(q)
     now = time.time_ns()
     avail = [tiers.RAW]
-    for width_s, since in store.tier_starts(q.measurement).items():
-        ready = now - LAG_S[width_s] * NS
-        avail.append(tiers.Tier(f"{width_s}s", width_s, ready_ns=ready, since_ns=since))
+    # Per width, the node rollup (when q needs no per-device tag) after the measurement's own:
+    # the plan reads the later of two equally wide tiers first, the other where it is missing.
+    for name in (q.measurement, *node_rollups_for(q)):
+        for width_s, since in store.tier_starts(name).items():
+            avail.append(tiers.Tier(name, width_s, ready_ns=now - LAG_S[width_s] * NS,
+                                    since_ns=since))
     wanted = tiers.needed_parts(q)
     pieces = tiers.plan(q, avail)
     parts: list[tiers.PartRow] = []
     for rows in store.map_reads(lambda piece: _piece_rows(store, q, piece, wanted), pieces):
         parts.extend(rows)
     return tiers.merge(q, parts)
+
+
+def node_rollups_for(q: AggregateQuery) -> list[str]:
+    """The node rollups (:data:`NODE_ROLLUPS`) that answer ``q``: of its measurement, keeping
+    every tag it groups or filters by."""
+    used = set(q.group_by) | set(q.where)
+    return [node for node, (m, kept) in NODE_ROLLUPS.items()
+            if m == q.measurement and used <= set(kept)]
 
 
 def read_rows_plain(width_s: int, span_ns: int, bucket_s: int | None) -> bool:
@@ -245,7 +275,7 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
                 wanted: dict[str, tuple[int, ...]]) -> list[tiers.PartRow]:
     qi = influxql.quote_ident
     width = piece.tier.width_s
-    src = store.tier_source(q.measurement, width)
+    src = store.tier_source(q.measurement if width == 0 else piece.tier.name, width)
     filters = influxql.tag_filter(q.where)
     if filters is None:
         return []

@@ -275,7 +275,7 @@ def test_init_creates_retention_policies_and_rollups(influxdb: ServerProcess,
     cqs = json.loads(influx_query(influxdb, "SHOW CONTINUOUS QUERIES"))
     mine = next(s for s in cqs["results"][0]["series"] if s["name"] == influx_db)
     assert sorted(v[0] for v in mine["values"]) == sorted(
-        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility")
+        f"wattlens_{m}_{r}_v2" for m in ("gpu", "cpu", "job", "facility", "gpu_node")
         for r in ("1m", "5m", "1h"))
     store.close()
 

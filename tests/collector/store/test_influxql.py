@@ -112,6 +112,14 @@ def test_rollups_keep_sum_count_min_and_max_of_every_field() -> None:
     assert 'FROM "db"."rollup_1m"."job" GROUP BY time(1h), *' in job_1h
     assert 'sum("samples_sum") AS "samples_sum"' in job_1h
     assert 'sum("samples_count") AS "samples_count"' in job_1h
+    # The node rollup: the GPUs' 1m rows summed per host, model and method; 5m and 1h from it.
+    node_1m, node_5m = cqs["wattlens_gpu_node_1m_v2"], cqs["wattlens_gpu_node_5m_v2"]
+    assert 'sum("energy_j_sum") AS "energy_j_sum"' in node_1m
+    assert 'min("power_w_min") AS "power_w_min"' in node_1m
+    assert ('INTO "db"."rollup_1m"."gpu_node" FROM "db"."rollup_1m"."gpu" '
+            'GROUP BY time(1m), "host", "model", "method"') in node_1m
+    assert ('INTO "db"."rollup_5m"."gpu_node" FROM "db"."rollup_1m"."gpu_node" '
+            'GROUP BY time(5m), "host", "model", "method"') in node_5m
 
 
 def test_error_text_is_short_and_readable() -> None:

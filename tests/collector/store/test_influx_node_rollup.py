@@ -1,0 +1,165 @@
+"""InfluxDB's per-node rollup (``gpu_node``): the sum of its GPUs, read only where it is exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.store import AggregateQuery
+from collector.store.influx import InfluxStore
+from collector.store.sqlite import SQLiteStore
+from tests.collector.store.test_influx import HOUR, NS, T0, _assert_rows_equal, _sim_points
+from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+T_OLD = T0 - 3 * HOUR  # five hours ago: every rollup is complete there
+BY_NODE = (("sum", "energy_j"), ("mean", "power_w"), ("max", "power_w"), ("min", "util_pct"),
+           ("count", "power_w"))
+
+
+@pytest.fixture
+def store(influxdb: ServerProcess, influx_db: str) -> Iterator[InfluxStore]:
+    """A database with rollups (node ones included) over three hours of 2 nodes x 4 GPUs."""
+    s = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    s.init(raw_retention="30d")
+    s.write(_sim_points(T_OLD, 3 * 3600, step_s=20))
+    s.backfill_rollups(T_OLD, T_OLD + 3 * HOUR)
+    yield s
+    s.close()
+
+
+def _statements(store: InfluxStore) -> list[str]:
+    """Record every InfluxQL statement the store sends from now on."""
+    seen: list[str] = []
+    original = store.influxql
+
+    def logged(statement: str, **kw: str | None) -> list[dict[str, object]]:
+        seen.append(statement)
+        return original(statement, **kw)
+
+    store.influxql = logged  # type: ignore[method-assign,assignment]
+    return seen
+
+
+def _by_node_queries(start: int, end: int) -> list[AggregateQuery]:
+    return [AggregateQuery("gpu", BY_NODE, start, end, group_by=by, bucket_s=b,  # type: ignore[arg-type]
+                           where=where)
+            for by, b, where in ((("host",), 300, {}), ((), 3600, {}), (("method",), None, {}),
+                                 (("model",), 900, {}), ((), None, {"host": "node-01"}),
+                                 (("host",), 60, {}))]
+
+
+def test_node_rollup_equals_the_sum_of_its_gpus(store: InfluxStore) -> None:
+    """Each node row's parts are its GPUs' rows' parts added (sums, counts) or extremes."""
+    window = f"time >= {T_OLD} AND time < {T_OLD + 3 * HOUR}"
+    for rp in ("rollup_1m", "rollup_5m", "rollup_1h"):
+        node = {(v[0], s["tags"]["host"]): v[1:] for s in store.influxql(
+            f'SELECT "energy_j_sum", "energy_j_count", "power_w_min", "power_w_max" '
+            f'FROM "{rp}"."gpu_node" WHERE {window} GROUP BY "host"') for v in s["values"]}
+        gpus: dict[tuple[int, str], list[float]] = {}
+        for s in store.influxql(
+                f'SELECT "energy_j_sum", "energy_j_count", "power_w_min", "power_w_max" '
+                f'FROM "{rp}"."gpu" WHERE {window} GROUP BY "host", "gpu"'):
+            for t, e, n, lo, hi in s["values"]:
+                have = gpus.setdefault((t, s["tags"]["host"]), [0.0, 0, lo, hi])
+                have[0] += e
+                have[1] += n
+                have[2], have[3] = min(have[2], lo), max(have[3], hi)
+        assert len(node) > 2 and node.keys() == gpus.keys(), rp
+        for key, (e, n, lo, hi) in node.items():
+            assert e == pytest.approx(gpus[key][0], rel=1e-12), (rp, key)
+            assert (n, lo, hi) == tuple(gpus[key][1:]), (rp, key)
+
+
+def test_by_node_reads_use_the_node_rollup_and_equal_raw_and_sqlite(
+        store: InfluxStore, tmp_path: Path) -> None:
+    sqlite = SQLiteStore(tmp_path / "ref.db")
+    sqlite.write(_sim_points(T_OLD, 3 * 3600, step_s=20))
+    start, end = T_OLD + 7 * NS, T_OLD + 3 * HOUR - 13 * NS
+    seen = _statements(store)
+    for q in _by_node_queries(start, end):
+        got = store.query(q)
+        assert got, q
+        _assert_rows_equal(got, store.raw_query(q), f"raw {q}")  # type: ignore[arg-type]
+        _assert_rows_equal(got, sqlite.query(q), f"sqlite {q}")  # type: ignore[arg-type]
+    assert any('."gpu_node"' in s for s in seen)
+    # A per-GPU read (or one filtered by GPU) never reads the node rollup.
+    seen.clear()
+    for q in (AggregateQuery("gpu", BY_NODE, start, end, group_by=("host", "gpu"),  # type: ignore[arg-type]
+                             bucket_s=3600),
+              AggregateQuery("gpu", BY_NODE, start, end, where={"gpu": "0"})):  # type: ignore[arg-type]
+        _assert_rows_equal(store.query(q), sqlite.query(q), f"per GPU {q}")  # type: ignore[arg-type]
+    assert seen and not any("gpu_node" in s for s in seen)
+    sqlite.close()
+
+
+def test_a_database_without_the_node_rollup_reads_the_gpu_rollups(
+        store: InfluxStore, influx_db: str) -> None:
+    """Created before the node rollup: no gpu_node rows, no such continuous queries. Reads fall
+    back to the per-GPU rollups; `store init` adds the queries; a node rollup that starts later
+    than the GPU ones is read only from where it starts."""
+    start, end = T_OLD + 7 * NS, T_OLD + 3 * HOUR - 13 * NS
+    expected = {repr(q): store.query(q) for q in _by_node_queries(start, end)}
+    store.influxql('DROP MEASUREMENT "gpu_node"')
+    for every in ("1m", "5m", "1h"):
+        store.influxql(f'DROP CONTINUOUS QUERY "wattlens_gpu_node_{every}_v2" ON "{influx_db}"',
+                       database="")
+    store.forget_tiers()
+    assert store.tier_starts("gpu_node") == {}
+    seen = _statements(store)
+    for q in _by_node_queries(start, end):
+        _assert_rows_equal(store.query(q), expected[repr(q)], f"fallback {q}")  # type: ignore[arg-type]
+    assert seen and not any("gpu_node" in s for s in seen)
+    assert "continuous query 'wattlens_gpu_node_1m_v2': created" in store.init(raw_retention="30d")
+    # Rollups recomputed for the last hour only: the node rollup starts there.
+    store.backfill_rollups(T_OLD + 2 * HOUR, T_OLD + 3 * HOUR)
+    assert set(store.tier_starts("gpu_node")) == {60, 300, 3600}
+    assert store.tier_starts("gpu_node")[3600] == T_OLD + 2 * HOUR
+    seen.clear()
+    for q in _by_node_queries(start, end):
+        _assert_rows_equal(store.query(q), expected[repr(q)], f"partial {q}")  # type: ignore[arg-type]
+    assert any('."gpu_node"' in s for s in seen) and any('."gpu" WHERE' in s for s in seen
+                                                         if "rollup_" in s)
+
+
+def test_downsample_writes_node_measurements_that_reads_use(influxdb: ServerProcess,
+                                                            influx_db: str) -> None:
+    """The InfluxDB 2.x/3.x layout: gpu_node_1m, gpu_node_5m and gpu_node_1h measurements."""
+    from collector.store.influx_rollups import downsample
+
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    store.init(raw_retention="30d", rollups=False)
+    store.rollup_layout = "measurement"
+    store.write(_sim_points(T_OLD, 2 * 3600, step_s=30))
+    done = downsample(store, T_OLD, T_OLD + 2 * HOUR)
+    assert "gpu_node_5m: 48 rows" in done  # 2 nodes x 24 buckets
+    assert set(store.tier_starts("gpu_node")) == {60, 300, 3600}
+    seen = _statements(store)
+    q = AggregateQuery("gpu", BY_NODE, T_OLD + 3 * NS, T_OLD + 2 * HOUR - 5 * NS,  # type: ignore[arg-type]
+                       group_by=("host",), bucket_s=600)
+    _assert_rows_equal(store.query(q), store.raw_query(q), "downsampled by node")  # type: ignore[arg-type]
+    assert any('"gpu_node_5m"' in s for s in seen)
+    store.close()
+
+
+def test_time_range_remembers_the_first_point_until_this_store_writes(
+        influxdb: ServerProcess, influx_db: str) -> None:
+    """A second call reads only the newest point; a write (here, an older point) is seen."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    assert store.time_range("gpu") is None
+    pts = _sim_points(T_OLD, 60, step_s=20)
+    store.write(pts)
+    first = min(p.time_ns for p in pts if p.measurement == "gpu")
+    last = max(p.time_ns for p in pts if p.measurement == "gpu")
+    assert store.time_range("gpu") == (first, last)
+    seen = _statements(store)
+    assert store.time_range("gpu") == (first, last)
+    assert len(seen) == 1 and "DESC" in seen[0]
+    older = _sim_points(T_OLD - HOUR, 20, step_s=20)
+    store.write(older)
+    assert store.time_range("gpu") == (min(p.time_ns for p in older if p.measurement == "gpu"),
+                                       last)
+    store.close()

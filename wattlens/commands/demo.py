@@ -147,6 +147,10 @@ class DemoAlerts:
 
         home = state_dir() / "demo-alerts"  # never mixed with a real `alerts run` state
         state = home / f"state-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}.json"
+        # The replay judges the whole history from its start: an earlier demo's state (its store
+        # since deleted) would hold alerts as already firing, and their transitions would never
+        # reach the new store, so the Alerts page would show fewer than the engine holds.
+        state.unlink(missing_ok=True)
         dispatcher = Dispatcher.from_ruleset(ruleset, home)
         engine = Engine(store, ruleset, state, dispatcher)
         steps = int((now_ns - history_start_ns) / NS // cls.REPLAY_STEP_S)

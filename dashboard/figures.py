@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from analytics.queries import Series
+from analytics.queries import GpuCell, Series
 from dashboard import units
 
 # No trace carries more points than this; views size their buckets to the chart's width
@@ -131,19 +131,7 @@ def power_over_time(series: Sequence[Series], *, stacked_by: str, title: str = "
     return fig
 
 
-@dataclass(frozen=True)
-class HeatCell:
-    """What the heatmap needs of one GPU (a plain mirror of analytics.queries.GpuCell)."""
-
-    host: str
-    gpu: str
-    model: str
-    util_pct: float | None
-    power_w: float | None
-    power_limit_w: float | None
-
-
-def _heat_value(c: HeatCell, metric: str) -> float | None:
+def _heat_value(c: GpuCell, metric: str) -> float | None:
     if metric == "util_pct":
         return c.util_pct
     if metric == "power_w":
@@ -153,7 +141,7 @@ def _heat_value(c: HeatCell, metric: str) -> float | None:
     return 100.0 * c.power_w / c.power_limit_w
 
 
-def gpu_heatmap(cells: Sequence[HeatCell], metric: str = "util_pct") -> go.Figure:
+def gpu_heatmap(cells: Sequence[GpuCell], metric: str = "util_pct") -> go.Figure:
     """Hosts across, GPU index down: one cell per GPU, coloured by utilisation, power or power/limit.
 
     One Heatmap trace (drawn as an image, not SVG), so 1,000 GPUs cost the

@@ -15,7 +15,6 @@ from analytics.queries import Series
 from analytics.timeutil import NS, Window, bucket_for
 from collector.store.base import Store
 from dashboard import units
-from dashboard.figures import HeatCell
 from dashboard.views.common import (
     DAY_NS,
     DEFAULT_RANGE,
@@ -320,14 +319,13 @@ def fleet_power_update(store: Store, range_key: str, state: dict[str, Any],
     return PowerUpdate(int(drop), int(replace), grid, values, new_state)
 
 
-def gpu_heat(store: Store, window: Window, where: Where | None = None) -> list[HeatCell]:
+def gpu_heat(store: Store, window: Window, where: Where | None = None) -> list[queries.GpuCell]:
     """One heatmap cell per GPU: means over the window, computed in the store in one grouped query;
     ``where`` keeps the GPUs whose host/model match (a tuple: any of)."""
     def keep(tag: str, value: str) -> bool:
         want = (where or {}).get(tag)
         return want is None or value == want or (isinstance(want, tuple) and value in want)
-    return [HeatCell(c.host, c.gpu, c.model, c.util_pct, c.power_w, c.power_limit_w)
-            for c in queries.gpu_cells(store, window) if keep("host", c.host) and keep("model", c.model)]
+    return [c for c in queries.gpu_cells(store, window) if keep("host", c.host) and keep("model", c.model)]
 
 
 @dataclass
@@ -337,7 +335,7 @@ class FleetView:
     window: Window
     kpis: list[Kpi]
     power: PowerChart
-    heat: list[HeatCell]
+    heat: list[queries.GpuCell]
 
 
 def fleet_view(store: Store, range_key: str, by: str = "host",

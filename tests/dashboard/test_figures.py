@@ -7,9 +7,9 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from analytics.queries import Series
+from analytics.queries import GpuCell, Series
 from dashboard import figures, units
-from dashboard.figures import MAX_POINTS_PER_TRACE, AlertSpan, CapPoint, HeatCell
+from dashboard.figures import MAX_POINTS_PER_TRACE, AlertSpan, CapPoint
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS
@@ -74,9 +74,9 @@ def test_empty_data_gives_an_explained_empty_chart_with_axis_units(maker: object
     assert _axis_titles(fig), "even an empty chart says what its axes measure"
 
 
-def _cells(hosts: int, gpus: int) -> list[HeatCell]:
-    return [HeatCell(f"node-{h:04d}", str(g), "NVIDIA H100 80GB HBM3", float((h + g) % 100),
-                     100.0 + h % 600, 700.0) for h in range(hosts) for g in range(gpus)]
+def _cells(hosts: int, gpus: int) -> list[GpuCell]:
+    return [GpuCell(f"node-{h:04d}", str(g), "NVIDIA H100 80GB HBM3", float((h + g) % 100),
+                    100.0 + h % 600, 700.0, 0.0) for h in range(hosts) for g in range(gpus)]
 
 
 def test_heatmap_is_one_image_trace_of_hosts_by_gpus_at_1000_gpus() -> None:
@@ -92,7 +92,7 @@ def test_heatmap_is_one_image_trace_of_hosts_by_gpus_at_1000_gpus() -> None:
 
 
 def test_heatmap_power_share_of_limit_and_missing_cells() -> None:
-    cells = [HeatCell("a", "0", "m", 10.0, 350.0, 700.0), HeatCell("b", "1", "m", None, None, None)]
+    cells = [GpuCell("a", "0", "m", 10.0, 350.0, 700.0, 0.0), GpuCell("b", "1", "m", None, None, None, 0.0)]
     fig = figures.gpu_heatmap(cells, "power_pct")
     z = fig.data[0].z
     assert z[0][0] == pytest.approx(50.0)

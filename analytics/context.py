@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from analytics import carbon, queries
 from analytics.cost import Tariff
@@ -248,19 +249,19 @@ def load_context(store: Store, window: Window, settings: Settings | None = None,
     settings = settings or Settings()
     step = progress or (lambda _name: None)
     bucket = settings.bucket_s or bucket_for_window(window)
-    step("gpu")
-    gpus = queries.gpu_buckets(store, window, bucket)
-    step("job")
-    jobs = queries.job_buckets(store, window, bucket)
-    step("cpu")
-    cpu = queries.energy_buckets(store, window, "cpu", bucket, ("host", "method"))
-    step("facility")
-    fac_rows = queries.facility_buckets(store, window, 3600)
-    step("carbon")
-    series, message = load_carbon(store, window, settings)
-    ctx = Context(window, bucket, gpus, jobs, cpu, fac_rows, series, message, settings)
-    owners, ctx.job_idle, ctx.idle_policies = job_owners(queries.job_energy_by_tags(
-        store, window, (*OWNER_TAGS, "idle_policy")))
+    got: dict[str, Any] = queries.gather(store, {
+        "gpu": lambda: queries.gpu_buckets(store, window, bucket),
+        "job": lambda: queries.job_buckets(store, window, bucket),
+        "cpu": lambda: queries.energy_buckets(store, window, "cpu", bucket, ("host", "method")),
+        "facility": lambda: queries.facility_buckets(store, window, 3600),
+        "carbon": lambda: load_carbon(store, window, settings),
+        "job owners": lambda: queries.job_energy_by_tags(store, window,
+                                                     (*OWNER_TAGS, "idle_policy")),
+    }, step)
+    series, message = got["carbon"]
+    ctx = Context(window, bucket, got["gpu"], got["job"], got["cpu"], got["facility"], series,
+                  message, settings)
+    owners, ctx.job_idle, ctx.idle_policies = job_owners(got["job owners"])
     ctx.job_teams, ctx.job_namespaces = owners["team"], owners["namespace"]
     derive(ctx)
     return ctx

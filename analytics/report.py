@@ -37,7 +37,7 @@ from collector.store.base import Store
 J_PER_KWH = 3.6e6
 NS = 1_000_000_000
 MIN_EXTRAPOLATE_S = 3600.0  # under this much data, per-day figures are flagged as indicative
-STEPS = ("gpu", "job", "cpu", "facility", "carbon", "analyse")
+STEPS = ("gpu", "job", "cpu", "facility", "carbon", "job owners", "analyse")
 
 
 @dataclass

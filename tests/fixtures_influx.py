@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import urllib.parse
 import urllib.request
@@ -124,12 +125,18 @@ def influxdb_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start private InfluxDB servers (for outages and auth); all are stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def make(name: str = "influxdb", *, auth: bool = False) -> ServerProcess:
+    def make(name: str = "influxdb", *, auth: bool = False,
+             max_row_limit: int | None = None) -> ServerProcess:
         server = influxdb_process(tmp_path / name)
+        conf = Path(server.argv[-1])
         if auth:
-            conf = Path(server.argv[-1])
             conf.write_text(conf.read_text().replace("auth-enabled = false",
                                                      "auth-enabled = true"))
+        if max_row_limit is not None:
+            text, n = re.subn(r"(?m)^(\s*)max-row-limit = \d+$",
+                              rf"\g<1>max-row-limit = {max_row_limit}", conf.read_text())
+            assert n == 1, "influxd config has no max-row-limit line to set"
+            conf.write_text(text)
         started.append(server)
         server.start()
         return server

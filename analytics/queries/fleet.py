@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from analytics.queries.buckets import WORK_FIELDS, energy_by, energy_by_where
 from analytics.timeutil import Window
 from collector.store.base import AggregateQuery, Store
+
+_T = TypeVar("_T")
+
+
+def gather(store: Store, reads: Mapping[str, Callable[[], _T]],
+           step: Callable[[str], None] = lambda _name: None) -> dict[str, _T]:
+    """Independent reads, by name; at once where the store answers reads concurrently
+    (``concurrent_reads``: a server such as influxd works on its own cores while this process
+    folds the answer before), else one after another. ``step(name)`` is called as each is
+    waited for; the first error is raised once every read has ended."""
+    if not getattr(store, "concurrent_reads", False) or len(reads) <= 1:
+        out: dict[str, _T] = {}
+        for name, read in reads.items():
+            step(name)
+            out[name] = read()
+        return out
+    with ThreadPoolExecutor(len(reads), thread_name_prefix="wattlens-read") as pool:
+        futures = {name: pool.submit(read) for name, read in reads.items()}
+        done: dict[str, _T] = {}
+        for name, future in futures.items():
+            step(name)
+            done[name] = future.result()
+        return done
 
 
 def cached(store: Store) -> Store:

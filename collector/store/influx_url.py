@@ -48,8 +48,9 @@ class InfluxURL:
         return {"true": "on", "1": "on", "false": "off", "0": "off"}.get(value, value)
 
 
-_V1_PARAMS = ("rp", "timeout_s", "batch_size", "max_inflight", "gzip", "tls")
-_V2_PARAMS = ("org", "rp", "timeout_s", "batch_size", "flush_interval_ms", "gzip", "tls")
+_V1_PARAMS = ("rp", "timeout_s", "batch_size", "max_inflight", "gzip", "tls", "chunk_size")
+_V2_PARAMS = ("org", "rp", "timeout_s", "batch_size", "flush_interval_ms", "gzip", "tls",
+              "chunk_size")
 
 
 def parse_url(url: str, known: Sequence[str]) -> InfluxURL:

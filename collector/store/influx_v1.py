@@ -52,6 +52,9 @@ class InfluxStore:
     # The spool may serialize a batch (lines) while the previous one is on the
     # wire (write_lines): write_lines is this store's own synchronous write.
     pipelined_lines = True
+    # Reads may be asked from several threads at once (analytics.queries.gather): influxd
+    # answers them on its own cores.
+    concurrent_reads = True
 
     def __init__(self, url: str, *, known_params: Sequence[str] = _V1_PARAMS) -> None:
         self.parsed = parse_url(url, known_params)
@@ -61,6 +64,8 @@ class InfluxStore:
         self.timeout_s = self.parsed.number("timeout_s", 10.0)
         self.batch_size = int(self.parsed.number("batch_size", 5000.0, minimum=0.5))
         self.max_inflight = int(self.parsed.number("max_inflight", 2.0, minimum=0.5))
+        # Rows per chunk of a read's answer (influxql.chunked_series): one chunk for most.
+        self.chunk_size = int(self.parsed.number("chunk_size", 100_000.0, minimum=0.5))
         gzip_mode = self.parsed.flag("gzip", "auto")
         # Compression costs CPU and saves nothing on loopback; elsewhere it pays.
         self.gzip = gzip_mode == "on" or (gzip_mode == "auto" and self.parsed.host not in _LOOPBACK)
@@ -75,6 +80,7 @@ class InfluxStore:
         self._read_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._tier_cache: dict[str, tuple[float, dict[int, int]]] = {}
+        self._tier_lock = threading.Lock()
         self._first_cache: dict[str, tuple[float, int]] = {}  # measurement -> (when, first time)
 
     def _auth_headers(self) -> dict[str, str]:
@@ -190,7 +196,8 @@ class InfluxStore:
     # --- reading -------------------------------------------------------------
     def influxql(self, statement: str, *, database: str | None = None) -> list[dict[str, Any]]:
         """Run one InfluxQL statement; its series, or StoreRejected with InfluxDB's message."""
-        params = {"q": statement, "epoch": "ns"}
+        params = {"q": statement, "epoch": "ns", "chunked": "true",
+                  "chunk_size": str(self.chunk_size)}
         db = self.database if database is None else database
         if db:
             params["db"] = db
@@ -199,8 +206,8 @@ class InfluxStore:
             headers={"Content-Type": "application/x-www-form-urlencoded"})
         raise_for_status(status, data, what="query", display=self.url)
         try:
-            payload = orjson.loads(data)
-            return [dict(s) for s in influxql.statement_series(payload)]
+            return influxql.chunked_series([orjson.loads(line) for line in data.splitlines()
+                                            if line.strip()])
         except ValueError as exc:
             message = str(exc)
             if "database not found" in message:
@@ -236,6 +243,10 @@ class InfluxStore:
 
         ``measurement`` may name a node rollup (``gpu_node``); a database created before it
         has none, and its reads use the per-GPU rollups."""
+        with self._tier_lock:  # reads at once (analytics.queries.gather) ask once between them
+            return self._tier_starts(measurement)
+
+    def _tier_starts(self, measurement: str) -> dict[int, int]:
         now = time.monotonic()
         cached = self._tier_cache.get(measurement)
         if cached is not None and now - cached[0] < 60.0:

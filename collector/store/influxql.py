@@ -97,6 +97,29 @@ def statement_series(response: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return series
 
 
+def chunked_series(chunks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The series of a chunked /query answer (``chunked=true``), a series cut across chunks
+    joined again; raises ValueError on an error in any chunk.
+
+    Reads ask for chunks because a plain answer is cut at the server's ``[http]
+    max-row-limit`` (10,000 rows by default in 1.2.0-1.2.1), marked only by ``partial`` on a
+    series, which 1.x also sets on complete answers of over 10,000 rows (influxdb#8014): a
+    sum over the rows that fit would be silently wrong. Chunks are never cut by that limit.
+    """
+    out: list[dict[str, Any]] = []
+    for chunk in chunks:
+        for s in statement_series(chunk):
+            last = out[-1] if out else None
+            if (last is not None and last.get("partial") and last.get("name") == s.get("name")
+                    and last.get("tags") == s.get("tags")
+                    and last.get("columns") == s.get("columns")):
+                last["values"] = [*(last.get("values") or []), *(s.get("values") or [])]
+                last["partial"] = s.get("partial", False)
+            else:
+                out.append(dict(s))
+    return out
+
+
 def rows(q: AggregateQuery, series: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Rows in the store contract's shape and order (bucket, then group tags)."""
     names = [column(agg, field) for agg, field in q.aggregates]

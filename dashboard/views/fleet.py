@@ -343,6 +343,9 @@ def fleet_view(store: Store, range_key: str, by: str = "host",
     """The whole Fleet page (first render): KPIs, the stacked power chart and the GPU heatmap."""
     end = data_end_ns(store)
     window = window_for(store, range_key, end)
-    kpis = fleet_kpis(store, range_key, window.end_ns, settings or Settings())
-    return FleetView(window, kpis, fleet_power(store, window, by),
-                     gpu_heat(store, range_window(store, range_key, end)))
+    got: dict[str, Any] = queries.gather(store, {
+        "kpis": lambda: fleet_kpis(store, range_key, window.end_ns, settings or Settings()),
+        "power": lambda: fleet_power(store, window, by),
+        "heat": lambda: gpu_heat(store, range_window(store, range_key, end)),
+    })
+    return FleetView(window, got["kpis"], got["power"], got["heat"])

@@ -10,7 +10,7 @@ import pytest
 from analytics import queries
 from analytics.context import Settings, load_headline
 from analytics.cost import parse_tariff
-from analytics.report import build_report, render
+from analytics.report import STEPS, build_report, render
 from analytics.timeutil import Window
 from collector.store import open_store
 from tests.analytics.simstore import SimStore, sim_store
@@ -28,7 +28,8 @@ def test_report_totals_match_the_store(day: SimStore) -> None:
     steps: list[str] = []
     report = build_report(store, day.window, 0.5, Settings(tariff=parse_tariff("0.10,17-21=0.40")),
                           progress=steps.append)
-    assert steps == ["gpu", "job", "cpu", "facility", "carbon", "analyse"]
+    assert steps == list(STEPS) == ["gpu", "job", "cpu", "facility", "carbon", "job owners",
+                                    "analyse"]
     # The dashboard cards' path: hourly aggregates only (analytics.context.load_headline).
     ref = load_headline(store, day.window, Settings(tariff=parse_tariff("0.10,17-21=0.40")))
     t = report.totals

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from collector import schema
 from collector.errors import ConfigError
@@ -300,21 +300,18 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
         text += " GROUP BY " + ", ".join(groups)
     if q.bucket_s is not None:
         text += " fill(none)"
+    n_parts = 4 * len(wanted)
+    slots = [4 * k + j for k, js in enumerate(wanted.values()) for j in js]
     out: list[tiers.PartRow] = []
     for s in store.influxql(text):
         tags_in = s.get("tags") or {}
         group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
         for raw in s.get("values") or []:
-            values: dict[str, Sequence[float | None]] = {}
-            i = 1
-            for f, js in wanted.items():
-                got: list[float | None] = [None, None, None, None]
-                for j in js:
-                    got[j] = _num(raw[i])
-                    i += 1
-                values[f] = got
+            flat: list[float | None] = [None] * n_parts
+            for i, at in enumerate(slots, 1):
+                flat[at] = _num(raw[i])
             bucket = int(raw[0]) if q.bucket_s is not None else None
-            out.append((bucket, group, values))
+            out.append((bucket, group, flat))
     return out
 
 
@@ -323,52 +320,54 @@ def _fold(q: AggregateQuery, series: Sequence[dict[str, Any]],
     """Stored rows (raw points, or rollup rows' parts) folded into parts per bucket and group.
 
     Columns come in ``wanted``'s order: a raw field once (its value feeds sum, count, min and
-    max), a rollup field once per part read; then one per tag of ``q.group_by``.
+    max), a rollup field once per part read; then one per tag of ``q.group_by``. The parts are
+    flat, four slots a field (:data:`tiers.PartRow`).
     """
-    acc: dict[tuple[int | None, tuple[str, ...]], dict[str, list[float | None]]] = {}
+    acc: dict[tuple[int | None, tuple[str, ...]], list[float | None]] = {}
     width = None if q.bucket_s is None else int(q.bucket_s) * NS
-    cols: list[tuple[str, int, int]] = []  # (field, column, part; -1: a raw value)
-    for f, js in wanted.items():
-        cols.extend([(f, len(cols) + 1, -1)] if raw else [(f, len(cols) + 1 + k, j)
-                                                           for k, j in enumerate(js)])
+    n_parts = 4 * len(wanted)
+    cols: list[tuple[int, int, int]] = []  # (column, slot, part; -1: a raw value)
+    for k, js in enumerate(wanted.values()):
+        cols.extend([(len(cols) + 1, 4 * k, -1)] if raw else [(len(cols) + 1 + n, 4 * k, j)
+                                                              for n, j in enumerate(js)])
     first_tag = len(cols) + 1
-    tag_cols = range(first_tag, first_tag + len(q.group_by))
     for s in series:
         for row in s.get("values") or []:
-            group = tuple("" if row[k] is None else str(row[k]) for k in tag_cols)
+            group = tuple(row[first_tag:])  # tags come as text, or null where a point has none
+            if None in group:
+                group = tuple("" if t is None else t for t in group)
             key = (None if width is None else row[0] // width * width, group)
-            parts = acc.get(key)
-            if parts is None:
-                parts = acc[key] = {f: [None, None, None, None] for f in wanted}
-            for f, i, j in cols:
+            have = acc.get(key)
+            if have is None:
+                have = acc[key] = [None] * n_parts
+            for i, at, j in cols:
                 v = row[i]
                 if v is None:
                     continue
-                have = parts[f]
                 if j < 0:  # a raw value: counted whatever its type, summed if a number
-                    have[1] = (have[1] or 0) + 1
+                    have[at + 1] = (have[at + 1] or 0) + 1
                     if type(v) not in _NUMBERS:
                         continue
-                    old = have[0]
-                    have[0] = v if old is None else old + v
-                    old = have[2]
+                    old = have[at]
+                    have[at] = v if old is None else old + v
+                    old = have[at + 2]
                     if old is None or v < old:
-                        have[2] = v
-                    old = have[3]
+                        have[at + 2] = v
+                    old = have[at + 3]
                     if old is None or v > old:
-                        have[3] = v
+                        have[at + 3] = v
                     continue
                 if type(v) not in _NUMBERS:
                     continue
-                old = have[j]
+                at += j
+                old = have[at]
                 if old is None:
-                    have[j] = v
+                    have[at] = v
                 elif j < 2:
-                    have[j] = old + v
+                    have[at] = old + v
                 elif (v < old) if j == 2 else (v > old):
-                    have[j] = v
-    return [(bucket, group, cast(dict[str, Sequence[float | None]], values))
-            for (bucket, group), values in acc.items()]
+                    have[at] = v
+    return [(bucket, group, flat) for (bucket, group), flat in acc.items()]
 
 
 _NUMBERS = (int, float)  # not bool: a boolean field has no sum or extremes

@@ -102,46 +102,46 @@ def needed_parts(q: AggregateQuery) -> dict[str, tuple[int, ...]]:
     return {f: tuple(sorted(want[f])) for f in sorted(want)}
 
 
-PartRow = tuple[int | None, tuple[str, ...], dict[str, Sequence[float | None]]]
+# A piece's row of parts: (bucket, group tags, parts), the parts flat: (sum, count, min, max)
+# of each field of needed_parts(q) in its order, four slots a field.
+PartRow = tuple[int | None, tuple[str, ...], list[float | None]]
 
 
 def merge(q: AggregateQuery, parts: Iterable[PartRow]) -> list[Row]:
-    """Combine rows of parts (bucket, group tags, field -> (sum, count, min, max)) into ``q``'s rows."""
-    acc: dict[tuple[int | None, tuple[str, ...]], dict[str, Sequence[float | None]]] = {}
-    for bucket, group, values in parts:
+    """Combine rows of parts (see :data:`PartRow`) into ``q``'s rows. The parts lists are
+    merge's to change: the first row of a bucket and group takes the others in."""
+    at = {f: 4 * k for k, f in enumerate(needed_parts(q))}
+    width = 4 * len(at)
+    acc: dict[tuple[int | None, tuple[str, ...]], list[float | None]] = {}
+    for bucket, group, flat in parts:
         key = (bucket, group)
         have = acc.get(key)
         if have is None:
-            acc[key] = values  # parts are never changed in place: _combine builds new ones
+            acc[key] = flat
             continue
-        merged = dict(have)
-        for f, v in values.items():
-            old = merged.get(f)
-            merged[f] = v if old is None else _combine(old, v)
-        acc[key] = merged
-    names = [(column(agg, f), _FINISH[agg], f) for agg, f in q.aggregates]
+        for i in range(0, width, 4):
+            have[i] = _add(have[i], flat[i])
+            have[i + 1] = _add(have[i + 1], flat[i + 1])
+            have[i + 2] = _pick(min, have[i + 2], flat[i + 2])
+            have[i + 3] = _pick(max, have[i + 3], flat[i + 3])
+    names = [(column(agg, f), _FINISH[agg], at[f]) for agg, f in q.aggregates]
     group_by = q.group_by
     out: list[Row] = []
-    for (bucket, group), values in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
-        for v in values.values():
-            if v[1] or v[2] is not None or v[3] is not None:
-                break
-        else:
+    for (bucket, group), flat in sorted(acc.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
+        if not any(_present(flat, i) for i in range(0, width, 4)):
             continue  # no raw value behind this group: the contract leaves it out
-        get = values.get
         out.append(Row(bucket, dict(zip(group_by, group, strict=True)),
-                       {name: fin(get(f)) for name, fin, f in names}))
+                       {name: fin(flat, i) for name, fin, i in names}))
     return out
 
 
-def _present(parts: Sequence[float | None]) -> bool:
-    """Whether a value stands behind these parts: a count above 0, or an extreme (when only
-    the extremes were read)."""
-    return bool(parts[1]) or parts[2] is not None or parts[3] is not None
+Parts = Sequence[float | None]
 
 
-def _combine(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
-    return [_add(a[0], b[0]), _add(a[1], b[1]), _pick(min, a[2], b[2]), _pick(max, a[3], b[3])]
+def _present(p: Parts, i: int = 0) -> bool:
+    """Whether a value stands behind the parts at ``i``: a count above 0, or an extreme (when
+    only the extremes were read)."""
+    return bool(p[i + 1]) or p[i + 2] is not None or p[i + 3] is not None
 
 
 def _add(a: float | None, b: float | None) -> float | None:
@@ -156,41 +156,49 @@ def _pick(fn: Callable[[float, float], float], a: float | None, b: float | None)
     return a if b is None else fn(a, b)
 
 
-def finish(agg: str, parts: Sequence[float | None] | None) -> float | None:
-    """One aggregate from a field's combined parts; None where the field had no value.
+_NO_PARTS: Parts = (None, None, None, None)
+
+
+def finish(agg: str, parts: Parts | None) -> float | None:
+    """One aggregate from a field's combined parts (sum, count, min, max); None where the field
+    had no value.
 
     A count is 0 without parts; a sum or mean needs a count above 0; an extreme stands for
     itself (its count may not have been read); text has no sum or extremes.
     """
-    return _FINISH[agg](parts)
+    return _FINISH[agg](parts or _NO_PARTS, 0)
 
 
-def _finish_sum(p: Sequence[float | None] | None) -> float | None:
-    if p is None or not p[1] or p[0] is None or isinstance(p[0], str):
+def _finish_sum(p: Parts, i: int) -> float | None:
+    s = p[i]
+    if not p[i + 1] or s is None or isinstance(s, str):
         return None
-    return float(p[0])
+    return float(s)
 
 
-def _finish_mean(p: Sequence[float | None] | None) -> float | None:
-    if p is None or not p[1] or p[0] is None:
+def _finish_mean(p: Parts, i: int) -> float | None:
+    s, n = p[i], p[i + 1]
+    if not n or s is None:
         return None
-    return p[0] / p[1]
+    return s / n
 
 
-def _finish_count(p: Sequence[float | None] | None) -> float | None:
-    return 0.0 if p is None else float(p[1] or 0)
+def _finish_count(p: Parts, i: int) -> float | None:
+    return float(p[i + 1] or 0)
 
 
-def _finish_min(p: Sequence[float | None] | None) -> float | None:
-    return None if p is None or p[2] is None or isinstance(p[2], str) else float(p[2])
+def _finish_min(p: Parts, i: int) -> float | None:
+    v = p[i + 2]
+    return None if v is None or isinstance(v, str) else float(v)
 
 
-def _finish_max(p: Sequence[float | None] | None) -> float | None:
-    return None if p is None or p[3] is None or isinstance(p[3], str) else float(p[3])
+def _finish_max(p: Parts, i: int) -> float | None:
+    v = p[i + 3]
+    return None if v is None or isinstance(v, str) else float(v)
 
 
-# finish(agg, parts) for each aggregate, without looking the aggregate up per value.
-_FINISH: dict[str, Callable[[Sequence[float | None] | None], float | None]] = {
+# finish for each aggregate (parts, offset of the field's four slots), looked up once a query.
+_FINISH: dict[str, Callable[[Parts, int], float | None]] = {
     "sum": _finish_sum, "mean": _finish_mean, "count": _finish_count, "min": _finish_min,
     "max": _finish_max}
 

@@ -310,18 +310,25 @@ def load_headline(store: Store, window: Window, settings: Settings | None = None
     """The headline figures of a window from hourly aggregates alone (the dashboard's cards):
     the same definition as ``Context.headline()``, at a fraction of the read."""
     settings = settings or Settings()
+    got: dict[str, Any] = queries.gather(store, {
+        "gpu": lambda: queries.energy_buckets(store, window, "gpu", 3600, ("method",)),
+        "cpu": lambda: queries.energy_buckets(store, window, "cpu", 3600, ("method",)),
+        "work": lambda: queries.work_buckets(store, window, 3600),
+        "facility": lambda: queries.facility_buckets(store, window, 3600),
+        "carbon": lambda: load_carbon(store, window, settings),
+        "covered": lambda: queries.covered_s(store, window),
+    })
     gpu: dict[int, float] = defaultdict(float)
     cpu: dict[int, float] = defaultdict(float)
     estimated = 0.0
     for measurement, acc in (("gpu", gpu), ("cpu", cpu)):
-        for (method,), t, e in queries.energy_buckets(store, window, measurement, 3600, ("method",)):
+        for (method,), t, e in got[measurement]:
             acc[hour_of(t)] += e
             estimated += e if method == "estimated" else 0.0
     work: dict[str, float] = defaultdict(float)
-    for _t, w in queries.work_buckets(store, window, 3600):
+    for _t, w in got["work"]:
         for unit, v in w.items():
             work[unit] += v
-    fac_rows = queries.facility_buckets(store, window, 3600)
-    series, message = load_carbon(store, window, settings)
-    return headline(window, queries.covered_s(store, window), gpu, cpu, estimated, fac_rows, work,
+    series, message = got["carbon"]
+    return headline(window, got["covered"], gpu, cpu, estimated, got["facility"], work,
                     series, message, settings.tariff)

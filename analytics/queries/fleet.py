@@ -86,7 +86,8 @@ def hosts_of_job(store: Store, window: Window, job: str) -> list[str]:
 
 def newest_time_ns(store: Store, measurements: tuple[str, ...] = ("gpu", "job")) -> int | None:
     """The newest point time over the given measurements, or None when they are all empty."""
-    ends = [span[1] for m in measurements if (span := store.time_range(m)) is not None]
+    spans = gather(store, {m: (lambda m=m: store.time_range(m)) for m in measurements})  # type: ignore[misc]
+    ends = [span[1] for span in spans.values() if span is not None]
     return max(ends) if ends else None
 
 

@@ -80,7 +80,7 @@ class InfluxStore:
         self._read_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._tier_cache: dict[str, tuple[float, dict[int, int]]] = {}
-        self._tier_lock = threading.Lock()
+        self._tier_locks: dict[str, threading.Lock] = {}
         self._first_cache: dict[str, tuple[float, int]] = {}  # measurement -> (when, first time)
 
     def _auth_headers(self) -> dict[str, str]:
@@ -243,7 +243,9 @@ class InfluxStore:
 
         ``measurement`` may name a node rollup (``gpu_node``); a database created before it
         has none, and its reads use the per-GPU rollups."""
-        with self._tier_lock:  # reads at once (analytics.queries.gather) ask once between them
+        with self._pool_lock:  # reads at once (analytics.queries.gather) ask once between them
+            lock = self._tier_locks.setdefault(measurement, threading.Lock())
+        with lock:
             return self._tier_starts(measurement)
 
     def _tier_starts(self, measurement: str) -> dict[int, int]:

@@ -99,9 +99,13 @@ def _filtered_headline(store: Store, window: Window, settings: Settings, flt: Fi
 def _headlines(store: Store, window: Window, prior: Window, settings: Settings,
                flt: Filter | None) -> tuple[Headline, Headline]:
     if flt is None or not flt.active:
-        return load_headline(store, window, settings), load_headline(store, prior, settings)
-    return (_filtered_headline(store, window, settings, flt),
-            _filtered_headline(store, prior, settings, flt))
+        got = queries.gather(store, {"now": lambda: load_headline(store, window, settings),
+                                     "prior": lambda: load_headline(store, prior, settings)})
+    else:
+        got = queries.gather(store, {
+            "now": lambda: _filtered_headline(store, window, settings, flt),
+            "prior": lambda: _filtered_headline(store, prior, settings, flt)})
+    return got["now"], got["prior"]
 
 
 def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Settings,
@@ -124,11 +128,13 @@ def fleet_kpis(store: Store, range_key: str | None, end_ns: int, settings: Setti
              RANGES[range_key or DEFAULT_RANGE][0].replace("Last ", ""))
     ok = prior.enough_history
     vs = f"vs prior {label}" if ok else NOT_ENOUGH_HISTORY
-    power_now, _cov = _power_now(store, window.end_ns, wheres)
-    power_day, cov_day = _power_now(store, window.end_ns - DAY_NS, wheres)
-    gpus_now = len(queries.energy_by_where(store, Window(window.end_ns - NOW_LOOKBACK_S * NS,
-                                                         window.end_ns), "gpu", ("host", "gpu"),
-                                           wheres[0]))
+    got: dict[str, Any] = queries.gather(store, {
+        "now": lambda: _power_now(store, window.end_ns, wheres),
+        "day": lambda: _power_now(store, window.end_ns - DAY_NS, wheres),
+        "gpus": lambda: queries.energy_by_where(store, Window(
+            window.end_ns - NOW_LOOKBACK_S * NS, window.end_ns), "gpu", ("host", "gpu"),
+            wheres[0])})
+    (power_now, _cov), (power_day, cov_day), gpus_now = got["now"], got["day"], len(got["gpus"])
     unit = head.unit or prior.unit
     per_now = head.per.get(unit) if unit else None
     gpu_only = head.per_gpu_only.get(unit) if unit else None

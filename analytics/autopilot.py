@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from analytics import queries
+from analytics.levels import job_totals
 from analytics.timeutil import Window, fmt_time
 from collector.schema import primary_work_unit
 from collector.store.base import Store
@@ -122,7 +123,8 @@ def summary(store: Store, window: Window, node: str = "", job: str = "",
     events = [e for e in queries.autopilot_events(store, window)
               if keep(e[1].get("host"), e[1].get("job"))]
     steps = timeline(events)
-    units = {s.job: work_unit(s.work) for s in queries.job_summaries(store, window)} if events else {}
+    units = ({name: work_unit(j.work) for name, j in job_totals(store, window).items()}
+             if events else {})
     latest: dict[tuple[str, str], float | None] = {}
     for _t, tags, f in events:
         latest[(tags.get("host", ""), tags.get("job", ""))] = f.get("cap_w")

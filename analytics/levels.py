@@ -7,8 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics import queries
 from analytics.per import PER_UNITS, gflops_per_watt, per, per_by_unit, primary_unit
 from analytics.queries import WORK_FIELDS, FacilityBucket, GpuBucket, JobBucket
+from analytics.timeutil import Window
+from collector.store.base import Store
 
 NS = 1_000_000_000
 BUSY_UTIL_PCT = 5.0
@@ -156,8 +159,19 @@ class JobAggregate:
         return self.active_s * max(self.gpus, 1)
 
     @property
+    def per(self) -> dict[str, float]:
+        """PER for every work unit the job reported (samples/J, tokens/J, FLOP/J, steps/J)."""
+        return per_by_unit(self.work, self.energy_j)
+
+    @property
     def mean_power_w(self) -> float | None:
         return self.energy_j / self.active_s if self.active_s > 0 else None
+
+
+def job_totals(store: Store, window: Window) -> dict[str, JobAggregate]:
+    """Every job seen in the window, summed over its hosts: the report's definition
+    (:func:`aggregate_jobs` over hourly buckets), for alert rules and the autopilot's units."""
+    return aggregate_jobs(queries.job_buckets(store, window, 3600))
 
 
 def aggregate_jobs(jobs: Iterable[JobBucket]) -> dict[str, JobAggregate]:

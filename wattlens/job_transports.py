@@ -152,6 +152,10 @@ class LocalTransport:
         self.sources, self.tracker = with_jobs(found, host)
         self.store = open_store(store_url)
         self.agent = Agent(self.sources, JobsOnly(self.store), interval_s)
+        # The baseline round here, before the job runs: the meter's thread may first run long
+        # after (a loaded machine, a job holding the GIL), and what its sources did not see
+        # begin cannot be measured: a 1 s job on a loaded CI machine got 0 J.
+        self.agent.sample_once()
         self.thread = threading.Thread(target=self.agent.run, name="wattlens-job-meter",
                                        daemon=True)
         self.thread.start()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from analytics import queries
 from analytics.alerts.rules import Rule, format_duration
+from analytics.levels import job_totals
 from analytics.per import primary_unit
 from analytics.timeutil import Window
 from collector.store.base import Store
@@ -166,13 +167,13 @@ def _idle_waste(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
 def _trend(rule: Rule, store: Store, now_ns: int) -> list[Observation]:
     p = rule.params
     window_s, base_s = float(p["window"]), float(p["baseline_window"])
-    current = queries.job_summaries(store, _window(now_ns, window_s))
+    current = job_totals(store, _window(now_ns, window_s))
     baseline: dict[str, dict[str, float]] = {}
     if p.get("baseline_per") is None:
         end = now_ns - int(window_s * NS)
-        baseline = {j.job: j.per for j in queries.job_summaries(store, _window(end, base_s))}
+        baseline = {name: j.per for name, j in job_totals(store, _window(end, base_s)).items()}
     out = []
-    for job in sorted(current, key=lambda j: j.job):
+    for _name, job in sorted(current.items()):
         if not fnmatch.fnmatchcase(job.job, p["job"]):
             continue
         unit = primary_unit(job.work) if p["unit"] == "auto" else p["unit"]

@@ -30,7 +30,6 @@ from analytics.queries.buckets import (
     FacilityBucket,
     GpuBucket,
     JobBucket,
-    JobSummary,
     carbon_hourly,
     energy_buckets,
     energy_by,
@@ -40,7 +39,6 @@ from analytics.queries.buckets import (
     gpu_buckets,
     job_buckets,
     job_energy_by_tags,
-    job_summaries,
     work_buckets,
 )
 from analytics.queries.fleet import (
@@ -79,7 +77,6 @@ __all__ = [
     "GpuBucket",
     "GpuCell",
     "JobBucket",
-    "JobSummary",
     "Series",
     "alert_events",
     "autopilot_events",
@@ -106,7 +103,6 @@ __all__ = [
     "hosts_of_job",
     "job_buckets",
     "job_energy_by_tags",
-    "job_summaries",
     "job_work_by_host",
     "last_seen_ns",
     "max_power_limit_w",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from analytics.per import per_by_unit
 from analytics.queries.power import Coverage
 from analytics.timeutil import Window
 from collector.schema import WORK_UNITS
@@ -14,71 +13,12 @@ from collector.store.base import AggregateQuery, Store
 WORK_FIELDS = tuple(WORK_UNITS)
 
 
-@dataclass
-class JobSummary:
-    """One job over a window: energy, work by unit, PER by unit and its metadata."""
-
-    job: str
-    hosts: list[str]
-    kind: str
-    precision: str
-    gpu_model: str
-    energy_j: float
-    work: dict[str, float]
-    active_s: float
-    gpus: int
-    batch_size: float | None
-    power_limit_w: float | None
-    util_pct: float | None
-    deferrable: bool
-    planned_samples: float | None
-    per: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def mean_power_w(self) -> float | None:
-        return self.energy_j / self.active_s if self.active_s > 0 else None
-
-
 def energy_by(store: Store, window: Window, measurement: str, by: tuple[str, ...]) -> dict[
         tuple[str, ...], float]:
     """Total energy (J) per group over the window."""
     rows = store.query(AggregateQuery(measurement, (("sum", "energy_j"),), window.start_ns,
                                       window.end_ns, group_by=by))
     return {tuple(r.tags[t] for t in by): r.values.get("sum_energy_j") or 0.0 for r in rows}
-
-
-def job_summaries(store: Store, window: Window) -> list[JobSummary]:
-    """Every job seen in the window, summed over its hosts, with PER by work unit."""
-    aggs = (
-        ("sum", "energy_j"), *(("sum", f) for f in WORK_FIELDS), ("sum", "active_s"),
-        ("max", "gpus"), ("max", "batch_size"), ("mean", "power_limit_w"),
-        ("mean", "util_pct"), ("max", "deferrable"), ("max", "planned_samples"),
-    )
-    rows = store.query(AggregateQuery(
-        "job", aggs, window.start_ns, window.end_ns,  # type: ignore[arg-type]
-        group_by=("job", "host", "kind", "precision", "gpu_model")))
-    jobs: dict[str, JobSummary] = {}
-    for r in rows:
-        v = r.values
-        name = r.tags["job"]
-        s = jobs.get(name)
-        if s is None:
-            s = jobs[name] = JobSummary(
-                job=name, hosts=[], kind=r.tags["kind"], precision=r.tags["precision"],
-                gpu_model=r.tags["gpu_model"], energy_j=0.0, work=dict.fromkeys(WORK_FIELDS, 0.0),
-                active_s=0.0, gpus=0, batch_size=v.get("max_batch_size"),
-                power_limit_w=v.get("mean_power_limit_w"), util_pct=v.get("mean_util_pct"),
-                deferrable=bool(v.get("max_deferrable")),
-                planned_samples=v.get("max_planned_samples"))
-        s.hosts.append(r.tags["host"])
-        s.energy_j += v.get("sum_energy_j") or 0.0
-        for f in WORK_FIELDS:
-            s.work[f] += v.get(f"sum_{f}") or 0.0
-        s.active_s = max(s.active_s, v.get("sum_active_s") or 0.0)
-        s.gpus += int(v.get("max_gpus") or 0)
-    for s in jobs.values():
-        s.per = per_by_unit(s.work, s.energy_j)
-    return sorted(jobs.values(), key=lambda j: -j.energy_j)
 
 
 # Each function runs one aggregate query pushed down to the store and returns

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,25 @@ def sim_store(factory: pytest.TempPathFactory, hours: float, *, name: str = "sim
     # The window ends just after the last point (stamped END_NS) and spans `hours`.
     return SimStore(f"sqlite:///{path}", path, Window(END_NS - int(hours * 3600) * NS + 1, END_NS + 1),
                     scenario)
+
+
+def sqlite_and_influx(tmp_path: Path, influx_url: str, hours: int, seed: int,
+                      end_ns: int) -> tuple[SQLiteStore, Any]:
+    """``hours`` of a 2 x 4 fleet at 60 s up to ``end_ns`` in a new SQLite file and in a real
+    InfluxDB (raw, 1m, 5m and 1h policies, rollups backfilled): two stores, the same points."""
+    from collector.store.influx import InfluxStore
+
+    fleet = SimulatedFleet(nodes=2, gpus_per_node=4, seed=seed)
+    start = end_ns - hours * 3600 * NS
+    points: list[Point] = []
+    for k in range(hours * 60):
+        points.extend(fleet.points_between(start + k * 60 * NS, start + (k + 1) * 60 * NS))
+    lite = SQLiteStore(tmp_path / "db.sqlite")
+    lite.init()
+    lite.write(points)
+    influx = InfluxStore(influx_url)
+    influx.init(raw_retention="30d")
+    influx.write(points)
+    influx.backfill_rollups(start, end_ns)
+    assert set(influx.tier_starts("gpu")) == {60, 300, 3600}
+    return lite, influx

@@ -18,7 +18,7 @@ from collector.schema import point
 from collector.sim.score import score
 from collector.sim.truth import truth
 from collector.sources.simulated import SimulatedFleet
-from collector.store import open_store
+from collector.store import AggregateQuery, open_store
 from collector.store.sqlite import SQLiteStore
 from tests.analytics.simstore import END_NS, NS, SimStore, sim_store
 
@@ -78,13 +78,16 @@ def test_fp32_job_gets_mixed_precision_with_the_measured_gain(
     assert "bert-large" in mp[0].target and "A100" in mp[0].target
     assert mp[0].jobs and all(j.startswith("bert-ft-fp32-node-01-") for j in mp[0].jobs)
     # The gain is the ratio of the two precisions' tokens per joule, measured independently here.
-    jobs = queries.job_summaries(open_store(day.url), day.window)
-    fp32 = [j for j in jobs if j.precision == "fp32"]
-    bf16 = [j for j in jobs if j.job.startswith("bert-ft-node")]
-    ratio = (sum(j.work["tokens"] for j in bf16) / sum(j.energy_j for j in bf16)) / (
-        sum(j.work["tokens"] for j in fp32) / sum(j.energy_j for j in fp32))
+    # The store's own sums, one query with no buckets: not the report's path.
+    rows = open_store(day.url).query(AggregateQuery(
+        "job", (("sum", "energy_j"), ("sum", "tokens")), day.window.start_ns, day.window.end_ns,
+        group_by=("job", "precision")))
+    fp32 = [r.values for r in rows if r.tags["precision"] == "fp32"]
+    bf16 = [r.values for r in rows if r.tags["job"].startswith("bert-ft-node")]
+    ratio = (sum(v["sum_tokens"] or 0 for v in bf16) / sum(v["sum_energy_j"] or 0 for v in bf16)) / (
+        sum(v["sum_tokens"] or 0 for v in fp32) / sum(v["sum_energy_j"] or 0 for v in fp32))
     assert mp[0].evidence["gain"] == pytest.approx(ratio, rel=1e-9)
-    fp32_kwh = sum(j.energy_j for j in fp32) / 3.6e6
+    fp32_kwh = sum(v["sum_energy_j"] or 0 for v in fp32) / 3.6e6
     assert mp[0].savings_kwh_per_day == pytest.approx(fp32_kwh * (1 - 1 / ratio), rel=0.01)
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from analytics.context import Settings
-from collector.sources.simulated import NS, SimulatedFleet
-from collector.store.influx import InfluxStore
-from collector.store.sqlite import SQLiteStore
+from collector.sources.simulated import NS
 from dashboard.views.fleet import FleetView, fleet_view
+from tests.analytics.simstore import sqlite_and_influx
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +31,8 @@ def _shown(view: FleetView) -> tuple[object, ...]:
 
 
 def test_fleet_page_from_influxdb_equals_sqlite(tmp_path: Path, influx_url: str) -> None:
-    fleet = SimulatedFleet(nodes=2, gpus_per_node=4, seed=8)
-    start = END - 14 * HOUR  # the 6 h view and the 6 h before it, and a day-ago power reading
-    points = []
-    for k in range(14 * 60):
-        points.extend(fleet.points_between(start + k * 60 * NS, start + (k + 1) * 60 * NS))
-    lite = SQLiteStore(tmp_path / "db.sqlite")
-    lite.init()
-    lite.write(points)
-    influx = InfluxStore(influx_url)
-    influx.init(raw_retention="30d")
-    influx.write(points)
-    influx.backfill_rollups(start, END)
+    # the 6 h view and the 6 h before it, and a day-ago power reading
+    lite, influx = sqlite_and_influx(tmp_path, influx_url, 14, 8, END)
     a = fleet_view(lite, "6h", "host", Settings())
     b = fleet_view(influx, "6h", "host", Settings())
     influx.concurrent_reads = False  # type: ignore[misc]

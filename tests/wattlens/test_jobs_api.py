@@ -172,6 +172,36 @@ def test_without_an_agent_the_job_measures_itself_and_writes_the_store(
         store.close()
 
 
+def test_a_meter_thread_that_starts_late_still_measures_from_the_job_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a loaded machine the meter's thread may first run after the job's work: its energy
+    is still measured from the start (the baseline round is taken before the job runs)."""
+    worked = threading.Event()
+    run = Agent.run
+
+    def late_run(self: Agent, rounds: int | None = None) -> None:
+        worked.wait(30)  # the thread gets no CPU until the work is done
+        run(self, rounds)
+
+    monkeypatch.setattr(Agent, "run", late_run)
+    monkeypatch.setenv("WATTLENS_INTERVAL", "0.2")
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    with wattlens.job("late", kind="eval", agent_url=f"http://127.0.0.1:{free_port()}",
+                      store_url=url) as job:
+        for _ in range(3):
+            busy_work(0.2)
+            job.step(samples=8)
+        worked.set()
+    store = SQLiteStore(tmp_path / "late.db")
+    try:
+        sums = job_sums(store, "late")
+        assert sums["samples"] == 24
+        # 0.6 s of busy work: its share of the package's estimated energy is tens of joules.
+        assert sums["energy_j"] > 0.6 * 0.2 * 10, sums
+    finally:
+        store.close()
+
+
 def test_store_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATTLENS_INTERVAL", "0.1")
     monkeypatch.setenv("WATTLENS_STORE", f"sqlite:///{tmp_path / 'env.db'}")

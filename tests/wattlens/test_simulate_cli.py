@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics import queries
+from analytics.levels import job_totals
 from analytics.timeutil import Window, parse_time_ns
 from collector.sim.models import find_model
 from collector.sim.physics import KINDS, cap_table
@@ -104,6 +105,6 @@ def test_write_into_influxdb_agrees_with_sqlite(influx_url: str, tmp_path: Path,
     assert set(ea) == set(eb) and len(ea) == 4
     for host, e in eb.items():
         assert ea[host] == pytest.approx(e, rel=1e-9)
-    ja = {j.job: j.work["tokens"] for j in queries.job_summaries(a, window)}
-    jb = {j.job: j.work["tokens"] for j in queries.job_summaries(b, window)}
+    ja = {name: j.work["tokens"] for name, j in job_totals(a, window).items()}
+    jb = {name: j.work["tokens"] for name, j in job_totals(b, window).items()}
     assert ja.keys() == jb.keys() and all(ja[k] == pytest.approx(v, rel=1e-9) for k, v in jb.items())

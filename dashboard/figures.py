@@ -104,11 +104,16 @@ def empty(message: str, *, x_title: str | None = None, y_title: str | None = Non
 
 
 # --- fleet ---------------------------------------------------------------------------------------
+# The Fleet power chart's height (px): the page reserves it before the first figure arrives, so
+# the heatmap below is never drawn under a chart that has not taken its place yet.
+POWER_CHART_HEIGHT = 380
+
+
 def power_over_time(series: Sequence[Series], *, stacked_by: str, title: str = "") -> go.Figure:
     """Stacked area of average power (kW) per group over time; a group named 'other …' is grey."""
     if not series or not any(s.values for s in series):
         return empty("No GPU power in this time range", x_title="time (UTC)",
-                     y_title="GPU power (kW)", height=380)
+                     y_title="GPU power (kW)", height=POWER_CHART_HEIGHT)
     fig = go.Figure()
     color_i = 0
     for s in series:
@@ -123,7 +128,7 @@ def power_over_time(series: Sequence[Series], *, stacked_by: str, title: str = "
             stackgroup="power", line={"width": 0.6, "color": color},
             hovertemplate=f"{s.name}: %{{y:,.2f}} kW<extra></extra>",
         ))
-    base_layout(fig, x_title="time (UTC)", y_title="GPU power (kW)", height=380)
+    base_layout(fig, x_title="time (UTC)", y_title="GPU power (kW)", height=POWER_CHART_HEIGHT)
     fig.update_layout(hovermode="x unified", legend={"title": {"text": stacked_by}},
                       title={"text": title} if title else None)
     fig.update_xaxes(type="date")

@@ -21,7 +21,8 @@ def layout() -> list[Any]:
                  children=[html.Div(className="wl-kpi wl-kpi-loading") for _ in range(6)]),
         html.Div(className="wl-grid-main", children=[
             components.section(
-                "Fleet GPU power", components.graph("fleet-power"),
+                "Fleet GPU power", components.graph("fleet-power",
+                                                    height=figures.POWER_CHART_HEIGHT),
                 note="average power per time bucket, stacked; live",
                 tools=dcc.RadioItems(id="fleet-by", options=[
                     {"label": "by node", "value": "host"},

@@ -100,3 +100,25 @@ def test_quantities_have_sensible_precision_and_never_read_minus_zero() -> None:
     assert units.energy(1234 * 3.6e6) == "1.23 MWh"
     assert units.energy(-0.0) == "0.00 Wh" and units.power(-0.01) == "0.0 W"
     assert units.mass_co2(-0.001) == "0.0 g CO₂" and units.energy(-5 * 3.6e6) == "-5.00 kWh"
+
+
+def test_the_fleet_power_chart_keeps_its_place_before_its_first_figure() -> None:
+    """Before the first figure arrives the chart's box already has the figure's height: the
+    heatmap below was painted over the power chart on a first load (seen in a screenshot)."""
+    from dash import dcc
+
+    from dashboard import figures
+    from dashboard.pages import fleet
+
+    def graphs(node: Any) -> list[Any]:
+        found = [node] if isinstance(node, dcc.Graph) else []
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, list) else [children]:
+            if child is not None and not isinstance(child, str):
+                found.extend(graphs(child))
+        return found
+
+    power = [g for part in fleet.layout() for g in graphs(part) if g.id == "fleet-power"]
+    assert len(power) == 1
+    assert power[0].style == {"height": f"{figures.POWER_CHART_HEIGHT}px"}
+    assert figures.power_over_time([], stacked_by="node").layout.height == figures.POWER_CHART_HEIGHT

@@ -52,12 +52,14 @@ def register(app: Dash, deps: Deps) -> None:
         keep = views.alert_scope(deps.context(range_key, view), flt) if flt.active else None
         v = views.alerts_view(store, range_key, keep)
         firing = sum(1 for a in v.lanes if a.firing)
+        ended = sum(1 for sp in v.spans if sp.end_ns is not None)  # the timeline's closed bars
         of = f" · {flt.text()}" if flt.active else ""
         kpis = components.kpi_cards([
             views.Kpi("alerts-firing", "Firing now", str(firing), f"alerts in state firing{of}", None,
                       None, ""),
             views.Kpi("alerts-resolved", "Resolved in range", str(len(v.lanes) - firing),
-                      f"fired and cleared{of}", None, None, ""),
+                      f"alerts clear now · {ended} firing period{'' if ended == 1 else 's'} "
+                      f"ended{of}", None, None, ""),
         ])
         for card in kpis:
             card.children = [c for c in card.children if "wl-delta" not in str(getattr(c, "className", ""))]

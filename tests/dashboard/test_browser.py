@@ -177,7 +177,13 @@ def test_every_page_renders_with_data_and_no_console_errors(
         if len(states) < 20:
             assert resolved == states.count("resolved")
         assert states.count("FIRING") == min(firing_now, len(states))
-        assert any(t["name"].endswith("(firing now)") for t in _traces(chrome, "alerts-timeline"))
+        timeline = _traces(chrome, "alerts-timeline")
+        assert any(t["name"].endswith("(firing now)") for t in timeline)
+        # The card's count of ended firing periods is the timeline's grey bars (two points a bar).
+        closed = sum(len([y for y in t["y"] if y]) // 2 for t in timeline
+                     if not t["name"].endswith("(firing now)"))
+        note = _texts(chrome, "#kpi-alerts-resolved .wl-kpi-note")
+        assert any(f"{closed} firing period" in n for n in note), (closed, note)
         badge = _texts(chrome, ".wl-badge")
         assert badge and int(badge[0]) == firing_now
     _shot(chrome, artifacts_dir / f"{page}.png")

@@ -14,14 +14,14 @@ work x J per unit of work measured at the original limit - energy used).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from analytics import queries
 from analytics.levels import job_totals
+from analytics.per import primary_unit
 from analytics.timeutil import Window, fmt_time
-from collector.schema import primary_work_unit
 from collector.store.base import Store
 
 if TYPE_CHECKING:
@@ -96,12 +96,6 @@ def timeline(events: list[tuple[int, dict[str, str], dict[str, float | None]]]) 
     return out
 
 
-def work_unit(work: Mapping[str, float]) -> str | None:
-    """The unit the agent measures a group's throughput in (collector.autopilot_groups picks it
-    the same way): the job's primary unit, as everywhere else in the report."""
-    return primary_work_unit(work)
-
-
 def filter_groups(ctx: Context, flt: Filter) -> set[tuple[str, str]] | None:
     """The (host, job) groups a GPU-model or team filter keeps: those of the jobs the filtered
     Context holds (analytics.filters, the same filter as every other figure); None when neither
@@ -123,7 +117,9 @@ def summary(store: Store, window: Window, node: str = "", job: str = "",
     events = [e for e in queries.autopilot_events(store, window)
               if keep(e[1].get("host"), e[1].get("job"))]
     steps = timeline(events)
-    units = ({name: work_unit(j.work) for name, j in job_totals(store, window).items()}
+    # The unit the agent measures a group's throughput in (collector.autopilot_groups picks it
+    # by the same rule): the job's primary unit, as everywhere else in the report.
+    units = ({name: primary_unit(j.work) for name, j in job_totals(store, window).items()}
              if events else {})
     latest: dict[tuple[str, str], float | None] = {}
     for _t, tags, f in events:

@@ -76,17 +76,9 @@ def range_from_fields(start: str | None, end: str | None) -> str:
     """The ``START..END`` range key (to the second, UTC) of the filter bar's "from" and "to" fields
     (ISO times such as 2026-11-29 10:00, UTC unless they say otherwise); a bad field is a ValueError
     naming it and its value."""
-    from datetime import UTC, datetime
+    from analytics.timeutil import parse_time_ns
 
-    ns = []
-    for name, text in (("from", start), ("to", end)):
-        t = (text or "").strip()
-        try:
-            when = datetime.fromisoformat(t.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{name}: expected an ISO time such as 2026-11-29 10:00 (UTC), "
-                             f"got {t!r}") from None
-        ns.append(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9))
+    ns = [parse_time_ns(text or "", name) for name, text in (("from", start), ("to", end))]
     if ns[1] <= ns[0]:
         raise ValueError(f"to: must be after from, got {start!r} .. {end!r}")
     return range_key_for(ns[0], ns[1])

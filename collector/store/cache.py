@@ -199,11 +199,6 @@ class CachedStore:
             self._entries.clear()
 
     @property
-    def concurrent_reads(self) -> bool:
-        """Whether reads at once pay off: as the store below says (the cache is thread-safe)."""
-        return bool(getattr(self.store, "concurrent_reads", False))
-
-    @property
     def cached_rows(self) -> int:
         with self._lock:
             return sum(e.rows for e in self._entries.values())

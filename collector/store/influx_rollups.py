@@ -300,10 +300,16 @@ def _piece_rows(store: InfluxStore, q: AggregateQuery, piece: tiers.Piece,
         text += " GROUP BY " + ", ".join(groups)
     if q.bucket_s is not None:
         text += " fill(none)"
+    return _grouped(q, store.influxql(text), wanted)
+
+
+def _grouped(q: AggregateQuery, series: Sequence[dict[str, Any]],
+             wanted: dict[str, tuple[int, ...]]) -> list[tiers.PartRow]:
+    """Rows influxd aggregated (one column per part read, in ``wanted``'s order) as parts."""
     n_parts = 4 * len(wanted)
     slots = [4 * k + j for k, js in enumerate(wanted.values()) for j in js]
     out: list[tiers.PartRow] = []
-    for s in store.influxql(text):
+    for s in series:
         tags_in = s.get("tags") or {}
         group = tuple(str(tags_in.get(t, "")) for t in q.group_by)
         for raw in s.get("values") or []:

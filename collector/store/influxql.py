@@ -113,7 +113,7 @@ def chunked_series(chunks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             if (last is not None and last.get("partial") and last.get("name") == s.get("name")
                     and last.get("tags") == s.get("tags")
                     and last.get("columns") == s.get("columns")):
-                last["values"] = [*(last.get("values") or []), *(s.get("values") or [])]
+                last.setdefault("values", []).extend(s.get("values") or [])
                 last["partial"] = s.get("partial", False)
             else:
                 out.append(dict(s))

@@ -57,7 +57,7 @@ def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piec
             need: list[str], tags: set[str]) -> list[Row]:
     """All pieces in one statement: each piece's parts (sum, count, min, max per field) grouped
     in its tier, then combined across pieces and finished by SQLite (the rules of
-    :func:`tiers.merge` and :func:`tiers.finish`), so Python only builds the result rows."""
+    :func:`tiers.merge` and its finishers), so Python only builds the result rows."""
     if not pieces:
         return []
     inner, params = [], []
@@ -82,7 +82,7 @@ def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piec
             select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) END")
         elif agg == "mean":
             select.append(f"CASE WHEN SUM(n{i}) > 0 THEN TOTAL(s{i}) / SUM(n{i}) END")
-        else:  # text has no extremes; integers come back as floats, as tiers.finish gives them
+        else:  # text has no extremes; integers come back as floats, as tiers.merge gives them
             ext = f"{'MIN' if agg == 'min' else 'MAX'}({'lo' if agg == 'min' else 'hi'}{i})"
             select.append(f"CASE WHEN typeof({ext}) IN ('integer', 'real') THEN {ext} * 1.0 END")
     any_value = " + ".join(f"TOTAL(n{i})" for i in range(len(need)))

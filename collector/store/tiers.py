@@ -156,19 +156,6 @@ def _pick(fn: Callable[[float, float], float], a: float | None, b: float | None)
     return a if b is None else fn(a, b)
 
 
-_NO_PARTS: Parts = (None, None, None, None)
-
-
-def finish(agg: str, parts: Parts | None) -> float | None:
-    """One aggregate from a field's combined parts (sum, count, min, max); None where the field
-    had no value.
-
-    A count is 0 without parts; a sum or mean needs a count above 0; an extreme stands for
-    itself (its count may not have been read); text has no sum or extremes.
-    """
-    return _FINISH[agg](parts or _NO_PARTS, 0)
-
-
 def _finish_sum(p: Parts, i: int) -> float | None:
     s = p[i]
     if not p[i + 1] or s is None or isinstance(s, str):
@@ -197,7 +184,9 @@ def _finish_max(p: Parts, i: int) -> float | None:
     return None if v is None or isinstance(v, str) else float(v)
 
 
-# finish for each aggregate (parts, offset of the field's four slots), looked up once a query.
+# One aggregate from a field's combined parts (the parts, the offset of its four slots); None
+# where the field had no value. A sum or mean needs a count above 0; an extreme stands for
+# itself (its count may not have been read); text has no sum or extremes. Looked up once a query.
 _FINISH: dict[str, Callable[[Parts, int], float | None]] = {
     "sum": _finish_sum, "mean": _finish_mean, "count": _finish_count, "min": _finish_min,
     "max": _finish_max}

@@ -16,11 +16,12 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from analytics.autopilot import summary, table_rows, work_unit
+from analytics.autopilot import summary, table_rows
 from analytics.filters import Filter
 from analytics.per import primary_unit
 from analytics.report import build_report, pct1, render, sig, signed_pct
 from collector.autopilot_sim import run_autopilot
+from collector.schema import primary_work_unit
 from collector.sources.simulated import NS, SimulatedFleet
 from collector.store.sqlite import SQLiteStore
 from dashboard import figures
@@ -160,9 +161,10 @@ def test_timeline_rows_carry_the_work_unit_and_never_minus_zero(
 
 
 def test_the_unit_is_the_one_the_agent_measures_in() -> None:
-    assert work_unit({"tokens": 9.0, "samples": 2.0}) == "tokens"  # collector.autopilot_groups' order
-    assert work_unit({"samples": 4.0, "flops": 3.0}) == "samples" and work_unit({}) is None
-    assert work_unit({"tokens": 9.0, "samples": 2.0}) == primary_unit({"tokens": 9.0, "samples": 2.0})
+    assert primary_unit({"tokens": 9.0, "samples": 2.0}) == "tokens"  # collector.autopilot_groups' order
+    assert primary_unit({"samples": 4.0, "flops": 3.0}) == "samples" and primary_unit({}) is None
+    # the agent's side (collector.autopilot_groups) picks by the same rule
+    assert primary_unit({"tokens": 9.0, "samples": 2.0}) == primary_work_unit({"tokens": 9.0, "samples": 2.0})
     row = {"time": "t", "host": "h", "job": "j", "reason": "explore", "previous_w": 300.0,
            "cap_w": 280.0, "slowdown_pct": -0.01, "unit": "flops",
            "before": {"throughput": 1.234e12, "power_w": 250.0, "per": 4.9e9}, "after": None}

@@ -242,11 +242,27 @@ def tier_query(store: InfluxStore, q: AggregateQuery) -> list[Row]:
             avail.append(tiers.Tier(name, width_s, ready_ns=now - LAG_S[width_s] * NS,
                                     since_ns=since))
     wanted = tiers.needed_parts(q)
-    pieces = tiers.plan(q, avail)
+    pieces = _skip_before_first(store, q.measurement, tiers.plan(q, avail))
     parts: list[tiers.PartRow] = []
     for rows in store.map_reads(lambda piece: _piece_rows(store, q, piece, wanted), pieces):
         parts.extend(rows)
     return tiers.merge(q, parts)
+
+
+def _skip_before_first(store: InfluxStore, measurement: str,
+                       pieces: list[tiers.Piece]) -> list[tiers.Piece]:
+    """The pieces less those of raw points that end at or before the measurement's first point.
+
+    influxd pays a cursor per series even for a span with no points (0.1-0.15 s for 1,000 GPUs
+    over a day), e.g. the prior window of a store younger than it, read from raw points because
+    no rollup reaches back there. The first point is kept 60 s, and `time_range` (every page
+    load and report) has most often just asked it.
+    """
+    if not any(p.tier.width_s == 0 for p in pieces):
+        return pieces
+    first = store.first_point(measurement)
+    return [p for p in pieces
+            if p.tier.width_s or (first is not None and p.end_ns > first)]
 
 
 def node_rollups_for(q: AggregateQuery) -> list[str]:

@@ -23,6 +23,7 @@ from collector.store import influxql
 from collector.store.base import AggregateQuery, Row
 from collector.store.influx_http import HttpClient, error_text, raise_for_status
 from collector.store.influx_url import _V1_PARAMS, parse_url
+from collector.store.memo import Memo
 
 log = logging.getLogger("wattlens.store.influx")
 
@@ -79,9 +80,12 @@ class InfluxStore:
         self._pool: ThreadPoolExecutor | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._tier_cache: dict[str, tuple[float, dict[int, int]]] = {}
-        self._tier_locks: dict[str, threading.Lock] = {}
-        self._first_cache: dict[str, tuple[float, int]] = {}  # measurement -> (when, first time)
+        # Facts each read needs, each a cursor per series to influxd, asked once between threads:
+        # where each rollup tier begins, and the first and newest point of a measurement.
+        self._tier_starts: Memo[str, dict[int, int]] = Memo(60.0)
+        self._first: Memo[str, int | None] = Memo(60.0)
+        # The newest point: one page load asks it from several callbacks within a second or two.
+        self._newest: Memo[str, int | None] = Memo(2.0)
 
     def _auth_headers(self) -> dict[str, str]:
         if self.parsed.username is None:
@@ -160,7 +164,7 @@ class InfluxStore:
 
     def write_lines(self, body: bytes) -> None:
         """POST one body of line protocol (ns precision) to ``/write``."""
-        self._first_cache.clear()  # a point older than the first may be in this body
+        self.forget_bounds()  # a point older than the first, or newer than the newest, may be in it
         params = {"db": self.database, "precision": "ns"}
         if self.rp:
             params["rp"] = self.rp
@@ -239,20 +243,13 @@ class InfluxStore:
         return self._source(f"{measurement}_{suffix}")
 
     def tier_starts(self, measurement: str) -> dict[int, int]:
-        """Width -> time of the first rollup row, for the tiers this database has (cached 60 s).
+        """Width -> time of the first rollup row, for the tiers this database has (kept 60 s).
 
         ``measurement`` may name a node rollup (``gpu_node``); a database created before it
         has none, and its reads use the per-GPU rollups."""
-        with self._pool_lock:  # reads at once (analytics.queries.gather) ask once between them
-            lock = self._tier_locks.setdefault(measurement, threading.Lock())
-        with lock:
-            return self._tier_starts(measurement)
+        return self._tier_starts.get(measurement, lambda: self._ask_tier_starts(measurement))
 
-    def _tier_starts(self, measurement: str) -> dict[int, int]:
-        now = time.monotonic()
-        cached = self._tier_cache.get(measurement)
-        if cached is not None and now - cached[0] < 60.0:
-            return cached[1]
+    def _ask_tier_starts(self, measurement: str) -> dict[int, int]:
         starts: dict[int, int] = {}
         from collector.store.influx_rollups import NODE_ROLLUPS
 
@@ -269,12 +266,16 @@ class InfluxStore:
                 continue  # no such retention policy (no rollups, or no 5m one before 2026-11-30)
             if series and series[0].get("values"):
                 starts[width_s] = int(series[0]["values"][0][0])
-        self._tier_cache[measurement] = (now, starts)
         return starts
 
     def forget_tiers(self) -> None:
-        self._tier_cache.clear()
-        self._first_cache.clear()
+        self._tier_starts.forget()
+        self.forget_bounds()
+
+    def forget_bounds(self) -> None:
+        """Forget the first and newest points (this store wrote, or was told data changed)."""
+        self._first.forget()
+        self._newest.forget()
 
     def flush_writes(self) -> None:
         """Writes are synchronous here; the v2 store flushes its batching writer."""
@@ -304,23 +305,23 @@ class InfluxStore:
         return sorted(values)
 
     def time_range(self, measurement: str) -> tuple[int, int] | None:
-        """First and last point times. The first is remembered for 60 s (until this store
-        writes, or :meth:`forget_tiers`): it moves only when retention drops a shard or older
-        history is written, and asking for it costs influxd a cursor per series and field
-        (0.1-0.2 s for 1,000 GPUs), asked twice by one cold dashboard load."""
-        last = self._bound(measurement, "DESC")
+        """First and last point times, each a cursor per series and field to influxd (0.05-0.15 s
+        for 1,000 GPUs). The first is kept 60 s: it moves only when retention drops a shard or
+        older history is written. The newest is kept 2 s: one page load asks it from several
+        callbacks. Both are forgotten when this store writes."""
+        last = self._newest.get(measurement, lambda: self._bound(measurement, "DESC"))
         if last is None:
-            self._first_cache.pop(measurement, None)
+            self._first.forget(measurement)
             return None
-        now = time.monotonic()
-        cached = self._first_cache.get(measurement)
-        if cached is not None and now - cached[0] < 60.0 and cached[1] <= last:
-            return cached[1], last
-        first = self._bound(measurement, "ASC")
-        if first is None:
-            return None
-        self._first_cache[measurement] = (now, first)
-        return first, last
+        first = self.first_point(measurement)
+        if first is None or first > last:  # written meanwhile by another process
+            self._first.forget(measurement)
+            first = self.first_point(measurement)
+        return None if first is None else (first, last)
+
+    def first_point(self, measurement: str) -> int | None:
+        """The time of the oldest raw point of ``measurement`` (kept 60 s), None when empty."""
+        return self._first.get(measurement, lambda: self._bound(measurement, "ASC"))
 
     def _bound(self, measurement: str, order: str) -> int | None:
         series = self.influxql(

@@ -91,14 +91,14 @@ class Influx2Store(InfluxStore):
         return {}
 
     def write(self, points: Sequence[Point]) -> None:
-        self._first_cache.clear()  # time_range's remembered first point (influx_v1)
+        self.forget_bounds()  # time_range's remembered points (influx_v1)
         lines = self.lines(points)
         if lines:
             # One record per line, so the WriteApi's batch_size counts points.
             self._batch.write(self.bucket, self.org, record=lines, write_precision=_NS)
 
     def write_lines(self, body: bytes) -> None:
-        self._first_cache.clear()
+        self.forget_bounds()
         try:
             self._sync.write(self.bucket, self.org, record=body, write_precision=_NS)
         except Exception as exc:
@@ -121,7 +121,7 @@ class Influx2Store(InfluxStore):
 
     def _on_success(self, _conf: tuple[str, str, str], _data: Any) -> None:
         self.last_good_write_wall_s = time.time()
-        self._first_cache.clear()  # the batch landed: its points may precede the first
+        self.forget_bounds()  # the batch landed: its points may precede the first
 
     def _on_error(self, _conf: tuple[str, str, str], data: Any, exc: Exception) -> None:
         body = data if isinstance(data, bytes) else str(data).encode()

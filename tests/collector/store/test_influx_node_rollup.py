@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def test_downsample_writes_node_measurements_that_reads_use(influxdb: ServerProc
 
 def test_time_range_remembers_the_first_point_until_this_store_writes(
         influxdb: ServerProcess, influx_db: str) -> None:
-    """A second call reads only the newest point; a write (here, an older point) is seen."""
+    """A second call within 2 s asks nothing, a later one only the newest point; a write (here,
+    an older point) is seen."""
     store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
     assert store.time_range("gpu") is None
     pts = _sim_points(T_OLD, 60, step_s=20)
@@ -157,9 +159,28 @@ def test_time_range_remembers_the_first_point_until_this_store_writes(
     assert store.time_range("gpu") == (first, last)
     seen = _statements(store)
     assert store.time_range("gpu") == (first, last)
+    assert seen == []  # one page load asks from several callbacks: influxd answers once
+    store._newest.ttl_s = 0.0  # as if 2 s had passed
+    assert store.time_range("gpu") == (first, last)
     assert len(seen) == 1 and "DESC" in seen[0]
     older = _sim_points(T_OLD - HOUR, 20, step_s=20)
     store.write(older)
     assert store.time_range("gpu") == (min(p.time_ns for p in older if p.measurement == "gpu"),
                                        last)
     store.close()
+
+
+def test_a_window_before_the_first_point_is_not_asked_of_raw_points(store: InfluxStore) -> None:
+    """The prior day of a store younger than a day: its rollups begin with the data, so that day
+    would be read from raw points, where there are none. The answer is the same without asking."""
+    first = store.first_point("gpu")
+    assert first is not None and T_OLD <= first < T_OLD + 60 * NS
+    seen = _statements(store)
+    for q in _by_node_queries(T_OLD - 24 * HOUR, T_OLD + 2 * HOUR):
+        _assert_rows_equal(store.query(q), store.raw_query(q), f"from a day before: {q}")
+    spans = [tuple(int(t) for t in re.findall(r"time >= (\d+) AND time < (\d+)", s)[0])
+             for s in seen if re.search(r'FROM "gpu" WHERE', s)]  # raw points, not a rollup
+    tiered = len(_by_node_queries(0, 1))  # the raw_query statements, each over the whole window
+    assert len([s for s in spans if s[0] == T_OLD - 24 * HOUR]) == tiered
+    assert all(end > first for start, end in spans if start != T_OLD - 24 * HOUR)
+    assert any(end > first for _, end in spans)  # the check above had statements to look at

@@ -33,7 +33,8 @@ log = logging.getLogger("wattlens.dashboard")
 
 def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | None = None,
                actuation: AgentClient | None = None, auth_token: str | None = None,
-               cache: bool = True, lam: float = 0.5, prewarm: bool = False) -> dash.Dash:
+               cache: bool = True, lam: float = 0.5, prewarm: bool = False,
+               full_plotly: bool = False) -> dash.Dash:
     """Build the dashboard over ``store`` (any wattlens store).
 
     Reads go through the store layer's rollup cache (:func:`analytics.queries.cached`)
@@ -41,6 +42,11 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     requires the token on every request (basic-auth password or bearer). ``prewarm`` fills the
     cache for the Fleet page and the analysis pages on a background thread, so the first
     visitor does not wait for a cold 24 h read.
+
+    Charts are drawn by plotly.js's cartesian bundle in ``assets/`` (every trace type the
+    dashboard uses; a third of the full bundle, whose parsing was the largest part of a first
+    page load). ``full_plotly`` leaves it out, so Dash loads plotly.py's full bundle: the
+    reference of ``benchmarks/bench_page_load.py``.
     """
     if not refresh_s > 0:
         raise ValueError(f"refresh_s: must be positive, got {refresh_s!r}")
@@ -48,6 +54,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     deps = Deps(reader, settings or Settings(), refresh_s, actuation)
     app = dash.Dash(__name__, title="wattlens", update_title="",
                     suppress_callback_exceptions=True, serve_locally=True,
+                    assets_ignore=r"plotly-.*\.js" if full_plotly else "",
                     meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}])
     app.layout = html.Div(className="wl-app", children=[
         dcc.Location(id="url", refresh=False),

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from plotly.offline import get_plotlyjs_version
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -188,6 +189,12 @@ def test_every_page_renders_with_data_and_no_console_errors(
         assert badge and int(badge[0]) == firing_now
     _shot(chrome, artifacts_dir / f"{page}.png")
     assert _severe(chrome) == []
+    # The charts were drawn by the cartesian bundle in assets; the full plotly.js never came.
+    assert chrome.execute_script("return window.Plotly.version") == get_plotlyjs_version()
+    fetched = chrome.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("/assets/plotly-cartesian-" in u for u in fetched)
+    assert not any("package_data/plotly.min.js" in u for u in fetched)
 
 
 def test_time_range_changes_the_charts(chrome: webdriver.Chrome, server: str) -> None:

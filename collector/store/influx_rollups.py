@@ -249,20 +249,29 @@ def tier_query(store: InfluxStore, q: AggregateQuery) -> list[Row]:
     return tiers.merge(q, parts)
 
 
+# A raw span at least this long is worth asking the measurement's first point for (the ask costs
+# influxd about what a short raw span costs it: a cursor per series and field).
+ASK_FIRST_FOR_NS = 3600 * NS
+
+
 def _skip_before_first(store: InfluxStore, measurement: str,
                        pieces: list[tiers.Piece]) -> list[tiers.Piece]:
     """The pieces less those of raw points that end at or before the measurement's first point.
 
     influxd pays a cursor per series even for a span with no points (0.1-0.15 s for 1,000 GPUs
     over a day), e.g. the prior window of a store younger than it, read from raw points because
-    no rollup reaches back there. The first point is kept 60 s, and `time_range` (every page
-    load and report) has most often just asked it.
+    no rollup reaches back there. The first point is asked for such a long span (and kept 60 s);
+    for the short raw edges of a window it is used only when already known (`time_range`, on
+    every page load, has most often just asked it).
     """
-    if not any(p.tier.width_s == 0 for p in pieces):
+    raw = [p for p in pieces if p.tier.width_s == 0]
+    if not raw:
         return pieces
-    first = store.first_point(measurement)
-    return [p for p in pieces
-            if p.tier.width_s or (first is not None and p.end_ns > first)]
+    ask = any(p.end_ns - p.start_ns >= ASK_FIRST_FOR_NS for p in raw)
+    first = store.first_point(measurement, ask=ask)
+    if first is None:
+        return pieces  # not known (or no point at all: the raw reads then find none)
+    return [p for p in pieces if p.tier.width_s or p.end_ns > first]
 
 
 def node_rollups_for(q: AggregateQuery) -> list[str]:

@@ -319,8 +319,11 @@ class InfluxStore:
             first = self.first_point(measurement)
         return None if first is None else (first, last)
 
-    def first_point(self, measurement: str) -> int | None:
-        """The time of the oldest raw point of ``measurement`` (kept 60 s), None when empty."""
+    def first_point(self, measurement: str, *, ask: bool = True) -> int | None:
+        """The time of the oldest raw point of ``measurement`` (kept 60 s), None when empty;
+        with ``ask=False`` only what is held (None when not known)."""
+        if not ask:
+            return self._first.peek(measurement)
         return self._first.get(measurement, lambda: self._bound(measurement, "ASC"))
 
     def _bound(self, measurement: str, order: str) -> int | None:

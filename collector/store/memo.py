@@ -40,6 +40,14 @@ class Memo(Generic[_K, _V]):
                     self._held[key] = (time.monotonic(), value)
             return value
 
+    def peek(self, key: _K) -> _V | None:
+        """The answer held for ``key`` if it is still fresh, without asking; None otherwise."""
+        with self._lock:
+            held = self._held.get(key)
+        if held is None or time.monotonic() - held[0] >= self.ttl_s:
+            return None
+        return held[1]
+
     def forget(self, key: _K | None = None) -> None:
         """Drop one key's answer, or all of them."""
         with self._lock:

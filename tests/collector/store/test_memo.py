@@ -52,3 +52,12 @@ def test_an_answer_is_asked_again_after_its_time() -> None:
     memo.forget("gpu")
     assert memo.get("gpu", lambda: 3) == 3
     assert memo.get("gpu", lambda: 4) == 3
+
+
+def test_peek_gives_only_a_fresh_answer_and_never_asks() -> None:
+    memo: Memo[str, int | None] = Memo(60.0)
+    assert memo.peek("gpu") is None  # not known
+    assert memo.get("gpu", lambda: 5) == 5
+    assert memo.peek("gpu") == 5
+    memo.ttl_s = 0.0
+    assert memo.peek("gpu") is None  # too old

@@ -105,7 +105,8 @@ def register(app: Dash, deps: Deps) -> None:
                 "The autopilot has not run in this range",
                 ["Start the agent with ", html.Code("wattlens collect --autopilot --enable-actuation"),
                  " and opt jobs in (", html.Code("wattlens.job(..., autopilot=True)"),
-                 " or --autopilot-jobs); see docs/autopilot.md."], id="autopilot-empty")
+                 " or --autopilot-jobs); see docs/autopilot.md. To watch it on simulated GPUs: ",
+                 html.Code("wattlens demo --autopilot"), "."], id="autopilot-empty")
             return kpis, cap_figure(data), empty, [], [], HIDDEN, HIDDEN
         return (kpis, cap_figure(data), None, components.text_records(gheads, groups),
                 components.text_records(heads, steps), SHOWN, SHOWN)

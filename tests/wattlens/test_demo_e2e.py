@@ -166,3 +166,53 @@ def test_demo_on_a_busy_port_fails_before_any_work(tmp_path: Path) -> None:
         f"wattlens: error: --port: cannot serve on 127.0.0.1:{port}: Address already in use; "
         f"choose another port with --port"]
     assert res.stdout == "" and not db.exists()  # no store opened, nothing backfilled
+
+
+def test_demo_autopilot_tunes_the_simulated_gpus_and_restores_them_on_stop(tmp_path: Path) -> None:
+    """`wattlens demo --autopilot`: no root, token or --enable-actuation (the GPUs are simulated);
+    its changes reach the store (the Autopilot page), its files stay apart from a real agent's,
+    and every limit is back at its original when the demo stops."""
+    from analytics.queries import autopilot_events
+    from analytics.timeutil import Window
+
+    db = tmp_path / "demo.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.pop("WATTLENS_AGENT_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattlens", "demo", "--backfill", "0", "--port", str(free_port()),
+         "--store", f"sqlite:///{db}", "--interval", "0.5", "--prometheus-port", "0",
+         "--rules", "none", "--autopilot", "--autopilot-hold", "2", "--autopilot-settle", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    home = tmp_path / "state" / "wattlens" / "demo-autopilot"
+    changes: list[Any] = []
+    originals: dict[tuple[str, int], float] = {}
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(8)]
+        out = "".join(lines)
+        assert "autopilot tuning the simulated GPUs of jobs matching '*'" in out, out
+        assert str(home / "cap-audit.jsonl") in out
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not changes:
+            time.sleep(1)
+            store = open_store(f"sqlite:///{db}")
+            changes = [e for e in autopilot_events(store, Window(0, time.time_ns()))
+                       if e[1].get("event") == "change"]
+            store.close()
+        assert changes, "the demo's autopilot changed no limit in 90 s"
+        kept = json.loads((home / "autopilot-originals.json").read_text())["gpus"]
+        originals = {(g["host"], g["gpu"]): g["original_w"] for g in kept}  # what to restore
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "power cap apply" not in rest  # each change is in the audit log, not on the console
+    audit = [json.loads(line) for line in (home / "cap-audit.jsonl").read_text().splitlines()]
+    last: dict[tuple[str, int], Any] = {}
+    for entry in audit:
+        if entry["action"] == "apply" and not entry.get("dry_run"):
+            last[(entry["host"], entry["gpu"])] = entry
+    lowered = [e for e in audit if e["action"] == "apply" and e["after_w"] < e["before_w"]]
+    assert lowered and originals and set(originals) <= set(last)
+    assert {k: last[k]["after_w"] for k in originals} == originals  # each GPU's last change
+    assert not (home / "autopilot-originals.json").exists()  # all restored, nothing left to recover

@@ -23,11 +23,18 @@ def _percent(text: str) -> float:
     return value
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
+DEMO_STATE = "demo-autopilot"  # the demo's audit log, originals and kill switch, apart from an agent's
+
+
+def add_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    """The autopilot's options; ``demo``: for `wattlens demo`, whose GPUs are simulated (no
+    root or token to ask for), with its files apart from a real agent's."""
     option(p, "--autopilot", action="store_true", default=False,
-           help="tune the power limit of every opted-in job's GPUs within --max-slowdown "
+           help="tune the power limits of the simulated GPUs of the jobs --autopilot-jobs names "
+                "(default there: every job); nothing real changes; docs/autopilot.md" if demo else
+                "tune the power limit of every opted-in job's GPUs within --max-slowdown "
                 "(needs --enable-actuation, root and WATTLENS_AGENT_TOKEN; docs/autopilot.md)")
-    option(p, "--autopilot-jobs", default="",
+    option(p, "--autopilot-jobs", default="*" if demo else "",
            help="comma-separated globs over job ids or workloads that opt in (besides jobs "
                 "tagged autopilot=on), e.g. 'llm-pretrain-*,bert-ft'; k8s:NAMESPACE/POD for pods, "
                 "e.g. 'k8s:ml-train/*'")
@@ -39,7 +46,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
            help="seconds after each change that are not measured")
     option(p, "--autopilot-step", type=_percent, default=5.0,
            help="candidate limits step down by this %% of the GPU's maximum limit")
-    option(p, "--autopilot-kill-file", default=str(state_dir() / "autopilot.stop"),
+    option(p, "--autopilot-kill-file",
+           default=str(state_dir() / DEMO_STATE / "autopilot.stop" if demo else
+                       state_dir() / "autopilot.stop"),
            help="kill switch: while this file exists every original limit is restored and the "
                 "autopilot stays off (SIGUSR1: the same until the agent restarts)")
 

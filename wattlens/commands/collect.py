@@ -304,7 +304,7 @@ class AgentProcess:
                       socket_path=str(sock) if sock else None).mount(exporter)
             simulated = any(getattr(s, "name", "") == "sim" for s in sources)
             CapEndpoint(actuators, any_name=not simulated).mount(exporter)
-        elif enable_actuation:
+        elif enable_actuation and pilot is None:  # the autopilot alone needs no HTTP
             raise ConfigError("--enable-actuation: needs the agent's HTTP server; set "
                               "--prometheus-port to a port, not 0")
         if pilot is not None:

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "measured for real, so one job's PER on the dashboard is not simulated")
     option(p, "--real-job-steps", type=positive_int, default=3000,
            help="optimizer steps of the real job")
+    from wattlens.commands import autopilot_opts
+
+    autopilot_opts.add_options(p, demo=True)
     option(p, "--rules", default="default",
            help="alert rules evaluated in-process every minute, and over the backfilled history "
                 "(default: the packaged rules, as examples/alerts-local.toml; none = no alerts)")
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from collector.sources.simulated import SimulatedFleet
     from collector.store import open_store, redact_url
     from dashboard.app import create_app
+    from wattlens.commands import autopilot_opts
     from wattlens.commands.collect import AgentProcess
 
     seconds = 0.0 if str(args.backfill).strip() in ("0", "") else parse_duration_s(
@@ -66,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
     resolve_auth(args.dashboard_bind, args.auth)  # a refusal, a busy port or a bad rule file:
     check_port_free(args.dashboard_bind, args.port)  # all said before the backfill
     ruleset = DemoAlerts.load(args.rules)
+    if args.autopilot:  # the demo's GPUs are simulated: enabling changes nothing real
+        args.enable_actuation = True
+        args.audit_log = str(state_dir() / autopilot_opts.DEMO_STATE / "cap-audit.jsonl")
+        # Each simulated change is in the audit log and on the Autopilot page, not on the console
+        # (two warnings a GPU a change, hundreds a minute with short holds).
+        for name in ("wattlens.actuation", "wattlens.sources.nvml"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     store = open_store(args.store)
     print(f"wattlens demo: store {redact_url(store.url)}", flush=True)
     fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, seed=args.seed,
@@ -82,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     alerts = DemoAlerts.start(store, ruleset, now_ns - int(seconds * NS), now_ns) if ruleset else None
     agent = AgentProcess.build(args, [fleet], store=store)
     agent_thread = agent.start_background()
+    if agent.autopilot is not None:
+        print(f"wattlens demo: autopilot tuning the simulated GPUs of jobs matching "
+              f"{args.autopilot_jobs!r} within {args.max_slowdown:g} % slowdown, "
+              f"{args.autopilot_hold:g} s a candidate limit; its changes on the Autopilot page "
+              f"and in {args.audit_log}", flush=True)
     if agent.exporter is not None:
         print(f"wattlens demo: Prometheus metrics {agent.exporter.url}/metrics", flush=True)
     job = None

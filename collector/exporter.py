@@ -55,7 +55,8 @@ class Counter:
 LABELS: dict[str, tuple[str, ...]] = {
     "gpu": ("host", "gpu", "uuid", "model"),
     "cpu": ("host", "domain"),
-    "job": ("job", "host", "namespace", "pod", "container"),  # pod tags bounded in collector/k8s
+    # pod tags bounded in collector/k8s; team checked where it is set (collector.job_report.check_team)
+    "job": ("job", "host", "team", "namespace", "pod", "container"),
     "mig": ("host", "gpu", "uuid", "mig"),
     "facility": ("site",),
     "carbon": ("region",),

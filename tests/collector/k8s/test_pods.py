@@ -110,7 +110,8 @@ def test_tracker_tags_jobs_on_mig_instances_and_whole_gpus_with_their_pods(tmp_p
                for s in fam.samples]
     job_series = {s.labels["job"]: s.labels for s in samples
                   if s.name == "wattlens_job_energy_joules_total"}
+    # team: the namespace's (unmapped here), so per-team energy is a PromQL sum by (team)
     assert job_series["train-x"] == {"job": "train-x", "host": "node-1", "namespace": "batch",
-                                     "pod": "train-x-7f", "container": "main"}
+                                     "pod": "train-x-7f", "container": "main", "team": "batch"}
     mig_j = {s.labels["mig"]: s.value for s in samples if s.name == "wattlens_mig_energy_joules_total"}
     assert set(mig_j) == {"MIG-a", "MIG-b", "MIG-c"}

@@ -100,6 +100,15 @@ def register(app: Dash, deps: Deps) -> None:
         ])
         for card in kpis:
             card.children = [c for c in card.children if "wl-delta" not in str(getattr(c, "className", ""))]
+        if data["pending_ns"] is not None:
+            end = figures.iso(data["window"][1])[11:16]
+            empty = components.empty_state(
+                "The autopilot is running; its changes are newer than this range",
+                [f"It wrote at {figures.iso(data['pending_ns'])[11:19]} UTC. "
+                 f"This page, as every analysis page, ends at the last settled five minutes "
+                 f"({end} UTC); the changes appear when the next five minutes settle."],
+                id="autopilot-pending")
+            return kpis, cap_figure(data), empty, [], [], HIDDEN, HIDDEN
         if not data["groups"] and not data["timeline"]:
             empty = components.empty_state(
                 "The autopilot has not run in this range",

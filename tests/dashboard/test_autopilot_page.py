@@ -224,3 +224,33 @@ def test_zoom_on_the_autopilot_timeline_becomes_the_range(
     assert 0 < len(data["timeline"]) < len(autopilot_view(store, "24h")["timeline"])
     WebDriverWait(chrome, 30, 0.2).until(
         lambda d: len(_rows(d, "autopilot-changes-table")) == min(20, len(data["timeline"])))
+
+
+def test_an_autopilot_newer_than_the_settled_range_is_running_not_absent(tmp_path: Path) -> None:
+    """The page ends at the last settled five minutes: an autopilot that started after that has
+    no change in the range, and the page says it is running (since when), not that it never ran."""
+    logger = logging.getLogger("wattlens")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        run, _ = run_autopilot(SimulatedFleet(nodes=2, gpus_per_node=4, scenario="autopilot"),
+                               DAY0, DAY0 + 1970 * NS, 10, state_dir=tmp_path, rules=["ap-*"])
+    finally:
+        logger.setLevel(level)
+    end = max(p.time_ns for p in run.points)
+    late = end - 150 * NS  # only the autopilot's last 2.5 minutes were written: it "just started"
+    kept = [p for p in run.points if p.measurement != "autopilot" or p.time_ns >= late]
+    assert any(p.measurement == "autopilot" for p in kept)
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    store.init()
+    store.write(kept)
+    data = autopilot_view(store, "1h")
+    assert data["window"][1] <= late  # the settled range ends before the autopilot's points
+    assert not data["timeline"] and not data["groups"]
+    assert data["pending_ns"] == max(p.time_ns for p in kept if p.measurement == "autopilot")
+    hosts = {p.tag("host") for p in kept if p.measurement == "autopilot"}
+    assert autopilot_view(store, "1h", node="no-such-node")["pending_ns"] is None
+    assert autopilot_view(store, "1h", node=sorted(hosts)[0])["pending_ns"] is not None
+    store.write([p for p in run.points if p.measurement == "autopilot"])  # its whole history
+    assert autopilot_view(store, "1h")["pending_ns"] is None  # changes in the range: no notice
+    store.close()

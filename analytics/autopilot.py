@@ -145,6 +145,7 @@ def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], lis
 
     Throughput and PER carry the job's work unit (tokens/s, tokens/J, ...); a slowdown is a signed
     change (±0.0%, never -0.0)."""
+    from analytics import units
     from analytics.report import pct1, signed_pct, work_rate  # the report's formats
 
     def m(x: dict[str, Any] | None, unit: str | None) -> str:
@@ -160,7 +161,7 @@ def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], lis
     groups = [[f"{g['host']} {g['job']}",
                f"{g['original_w']:.0f} W" if g["original_w"] is not None else "–",
                f"{g['cap_w']:.0f} W" if g["cap_w"] is not None else "–",
-               f"{g['energy_j'] / 3.6e6:.3g} kWh", f"{g['saved_j'] / 3.6e6:.3g} kWh",
+               units.energy(g["energy_j"]), units.energy(g["saved_j"]),
                pct1(g["saved_pct"])]
               for g in data["groups"]]
     return (["time", "group", "why", "limit", "slowdown", "before", "after"], steps,

@@ -10,7 +10,7 @@ from typing import Any
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Group, Scheme
 
-from dashboard import units
+from analytics import units
 from dashboard.views import RANGES, Kpi, Status, range_label
 
 NAV: tuple[tuple[str, str], ...] = (

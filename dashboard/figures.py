@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from analytics import units
 from analytics.queries import GpuCell, Series
-from dashboard import units
 
 # No trace carries more points than this; views size their buckets to the chart's width
 # so the budget holds (an 1,800 px chart gets at most ~600 buckets).

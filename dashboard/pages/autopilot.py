@@ -9,6 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, html
 
+from analytics import units
 from analytics.autopilot import filter_groups, table_rows
 from analytics.report import pct1
 from dashboard import components, figures, views
@@ -90,7 +91,7 @@ def register(app: Dash, deps: Deps) -> None:
         saved = data["saved_pct"]
         kpis = components.kpi_cards([
             views.Kpi("autopilot-saved", "Energy saved vs original limits",
-                      f"{data['saved_j'] / 3.6e6:,.3g} kWh",
+                      units.energy(data["saved_j"]),
                       f"{pct1(saved)} of what the original limits would have used"
                       if saved is not None else "no measured window yet", None, None, ""),
             views.Kpi("autopilot-groups-n", "Groups steered", str(len(data["groups"])),

@@ -6,7 +6,8 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, html
 
-from dashboard import components, figures, units, views
+from analytics import units
+from dashboard import components, figures, views
 from dashboard.pages import Deps, anchor
 
 

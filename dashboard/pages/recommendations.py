@@ -7,8 +7,9 @@ from typing import Any
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from analytics import units
 from analytics.recommend import Recommendation
-from dashboard import actuation, components, units, views
+from dashboard import actuation, components, views
 from dashboard.pages import Deps, anchor
 
 KIND_LABELS = {

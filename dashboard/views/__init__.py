@@ -4,7 +4,7 @@ shared time ranges (common) and the header's status."""
 
 from __future__ import annotations
 
-from dashboard import units
+from analytics import units
 from dashboard.views.alerts import AlertLane, AlertsView, alert_lanes, alert_scope, alerts_view
 from dashboard.views.carbon import UNATTRIBUTED_JOB, UNATTRIBUTED_NODE, CarbonView, carbon_view
 from dashboard.views.common import (

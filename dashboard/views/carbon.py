@@ -6,13 +6,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics import carbon
+from analytics import carbon, units
 from analytics.context import Context
 from analytics.embodied import parse_overrides
 from analytics.recommend import Recommendation, recommend_from
 from analytics.sci import fleet_sci
 from analytics.timeutil import Window
-from dashboard import units
 from dashboard.views.common import (
     HOUR_NS,
 )

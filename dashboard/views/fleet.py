@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics import queries
+from analytics import queries, units
 from analytics.context import Settings, load_context, load_headline
 from analytics.filters import Filter, filter_context
 from analytics.headline import MIN_COVERAGE, NOT_ENOUGH_HISTORY, Headline
@@ -14,7 +14,6 @@ from analytics.per import PER_UNITS
 from analytics.queries import Series
 from analytics.timeutil import NS, Window, bucket_for
 from collector.store.base import Store
-from dashboard import units
 from dashboard.views.common import (
     DAY_NS,
     DEFAULT_RANGE,

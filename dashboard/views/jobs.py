@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics import queries
+from analytics import queries, units
 from analytics.context import Context
 from analytics.frontier import Frontier, best_cap, build_frontiers, max_power_by_model
 from analytics.levels import per_trends
@@ -15,7 +15,6 @@ from analytics.objective import tradeoff_cost
 from analytics.per import PER_UNITS, per, primary_unit
 from analytics.timeutil import NS, Window, bucket_for
 from collector.store.base import Store
-from dashboard import units
 from dashboard.views.common import (
     window_for,
 )

@@ -8,10 +8,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from analytics import units
 from analytics.context import Context
 from analytics.recommend import Recommendation, recommend_from
 from analytics.savings import combined
-from dashboard import units
 
 
 @dataclass

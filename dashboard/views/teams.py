@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from analytics import units
 from analytics.context import Context
 from analytics.per import primary_unit
 from analytics.teams import idle_policy_summary, team_rows
-from dashboard import units
 
 
 def teams_rows(ctx: Context, *, filtered: bool = False, by: str = "team") -> list[dict[str, Any]]:

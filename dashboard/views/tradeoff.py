@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from analytics import units
 from analytics.context import Context
 from analytics.frontier import Frontier, best_cap, build_frontiers, point_cost
 from analytics.per import UNIT_SINGULAR
-from dashboard import units
 from dashboard.figures import CapPoint
 from dashboard.views.jobs import _p_max, jobs_rows
 

@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
+from analytics import units
 from analytics.autopilot import summary, table_rows
 from analytics.filters import Filter
 from analytics.per import primary_unit
@@ -75,7 +76,7 @@ def test_autopilot_page_shows_the_reports_figures(
     data = autopilot_view(store, DEFAULT_RANGE)
     assert data["timeline"] and data["saved_j"] > 0
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
-    assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
+    assert kwh == units.energy(data["saved_j"])
     rows = _rows(chrome, "autopilot-changes-table")
     assert len(rows) == min(20, len(data["timeline"]))  # the first page of 20
     groups = _rows(chrome, "autopilot-groups-table")
@@ -105,7 +106,7 @@ def test_autopilot_page_follows_the_node_filter(
     rows = _rows(chrome, "autopilot-changes-table")
     assert len(rows) == len(data["timeline"])
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
-    assert kwh == f"{data['saved_j'] / 3.6e6:,.3g} kWh"
+    assert kwh == units.energy(data["saved_j"])
     assert data["saved_j"] < autopilot_view(store, DEFAULT_RANGE)["saved_j"]
 
 
@@ -133,7 +134,7 @@ def test_autopilot_page_and_report_follow_the_model_and_team_filters(
     assert [f"{g['host']} {g['job']}" for g in part["groups"]] == groups
     assert 0 < part["saved_j"] < whole["saved_j"]  # the filter changes the figures ...
     kwh = chrome.find_element(By.CSS_SELECTOR, "#kpi-autopilot-saved .wl-kpi-value").text
-    assert kwh == f"{part['saved_j'] / 3.6e6:,.3g} kWh"  # ... to the filtered report's
+    assert kwh == units.energy(part["saved_j"])  # ... to the filtered report's
     assert len(_rows(chrome, "autopilot-changes-table")) == min(20, len(part["timeline"])) > 0
     text = render(report, "table")
     for g in groups:

@@ -20,9 +20,10 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 
+from analytics import units
 from analytics.per import PER_UNITS
 from collector.store.sqlite import SQLiteStore
-from dashboard import units, views
+from dashboard import views
 from dashboard.urlstate import FILTER_KEYS
 from tests.dashboard.test_browser import TRACES_JS, _idle, _open, _shot, _texts, _traces, _wait
 from tests.dashboard.test_browser_reconcile import _card, _iso, _window

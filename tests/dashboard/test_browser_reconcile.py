@@ -14,8 +14,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from analytics import units
 from analytics.per import PER_UNITS
-from dashboard import units, views
+from dashboard import views
 from tests.dashboard.test_browser import _idle, _open, _severe, _texts, _wait
 
 pytestmark = pytest.mark.browser

@@ -93,7 +93,7 @@ def test_recommendation_card_offers_apply_only_with_actuation_else_the_cli_comma
 
 
 def test_quantities_have_sensible_precision_and_never_read_minus_zero() -> None:
-    from dashboard import units
+    from analytics import units
 
     assert units.energy(588.55 * 3600) == "588.5 Wh"  # not 588.55 Wh
     assert units.energy(287.47 * 3.6e6) == "287.5 kWh" and units.energy(2.5 * 3.6e6) == "2.50 kWh"

@@ -7,8 +7,9 @@ import json
 import plotly.graph_objects as go
 import pytest
 
+from analytics import units
 from analytics.queries import GpuCell, Series
-from dashboard import figures, units
+from dashboard import figures
 from dashboard.figures import MAX_POINTS_PER_TRACE, AlertSpan, CapPoint
 
 NS = 1_000_000_000

@@ -1,4 +1,5 @@
-"""Readable numbers with units: W/kW/MW, J -> kWh/MWh, g/kg/t CO₂, money, durations, PER, changes."""
+"""Readable numbers with units: W/kW/MW, J -> Wh/kWh/MWh, g/kg/t CO₂, money, durations, PER,
+changes. One set of formats, for the dashboard and the report's tables."""
 
 from __future__ import annotations
 

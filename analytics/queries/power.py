@@ -155,28 +155,26 @@ def power_series_and_total(store: Store, window: Window, bucket_s: int, by: tupl
                            measurement: str = "gpu", names: Collection[str] | None = None,
                            ) -> tuple[list[Series], Series | None]:
     """:func:`power_series` per group of ``by`` (only ``names``, when given) and of all groups
-    together, from one read.
+    together.
 
-    The total's parts are the sums of the groups' (energy, power readings, points and
-    series all add), so it equals ``power_series(.., by=())[0]``: a stacked chart's
-    "other" (total minus the named groups) costs no second pass over the data.
+    The total is its own read without groups: its parts are the sums of the groups' (energy,
+    power readings, points and series all add), so it equals ``power_series(.., by=())[0]``,
+    and a stacked chart's "other" (total minus the named groups) needs no read of the groups it
+    sums. With ``names`` only those groups are read: at 1,000 GPUs the top 10 of 125 nodes are
+    2,880 rows a day at 5 minutes, not 36,000.
     """
     counts = series_per_group(store, window, measurement, by, where)
-    parts = _coverage_parts(store, window, measurement, bucket_s, by, where)
-    acc: dict[int, list[float | None]] = {}
-    for _name, t, e, p, n in parts:
-        if t is None:
-            continue
-        have = acc.setdefault(t, [None, None, 0])
-        if e is not None:
-            have[0] = (have[0] or 0.0) + e
-        if p is not None:
-            have[1] = (have[1] or 0.0) + p
-        have[2] = (have[2] or 0) + n
-    total = [("total", t, e, p, int(n or 0)) for t, (e, p, n) in sorted(acc.items())]
+    if names is not None and len(by) == 1:
+        # names are groups found under ``where`` (the chart's ranking), so this only narrows it
+        named = {**(where or {}), by[0]: tuple(sorted(names))}
+        parts = _coverage_parts(store, window, measurement, bucket_s, by, named)
+    else:
+        parts = _coverage_parts(store, window, measurement, bucket_s, by, where)
+        if names is not None:
+            parts = [p for p in parts if p[0] in names]
+    total = _coverage_parts(store, window, measurement, bucket_s, (), where)
     totals = _to_series(total, {"total": sum(counts.values()) or 1}, bucket_s)
-    kept = parts if names is None else [p for p in parts if p[0] in names]
-    return _to_series(kept, counts, bucket_s), (totals[0] if totals else None)
+    return _to_series(parts, counts, bucket_s), (totals[0] if totals else None)
 
 
 def sampling_interval_s(store: Store, window: Window, bucket_s: int,

@@ -115,6 +115,23 @@ def test_power_chart_names_the_top_groups_and_sums_the_rest_as_other(cached: Cac
     assert len(grid) <= views.MAX_BUCKETS + 1
 
 
+def test_the_top_groups_under_a_filter_on_the_same_tag_stay_inside_it(cached: CachedStore) -> None:
+    """The named groups are read alone (kept to the top names), and a filter on the grouping tag
+    still narrows them: the stack sums to the filtered total, nothing from outside it."""
+    w = views.window_for(cached, "6h")
+    hosts = sorted(k[0] for k in queries.energy_by_where(cached, w, "gpu", ("host",), {}))
+    picked = {"host": tuple(hosts[:3])}
+    chart = views.fleet_power(cached, w, "host", max_series=1, where=picked)
+    names = [s.name for s in chart.series]
+    assert names[0] in picked["host"] and names[1] == "other (2 nodes)" and chart.groups == 3
+    total = queries.power_series(cached, chart.window, chart.bucket_s, (), where=picked)[0]
+    by_t = dict(zip(total.times_ns, total.values, strict=True))
+    for i, t in enumerate(chart.series[0].times_ns):
+        assert sum(s.values[i] or 0.0 for s in chart.series) == pytest.approx(by_t[t], rel=1e-9)
+    whole = queries.power_series(cached, chart.window, chart.bucket_s, ())[0]
+    assert sum(v for v in total.values if v) < sum(v for v in whole.values if v)  # a real filter
+
+
 def _apply_patch(figure: dict[str, Any], patch: Any) -> dict[str, Any]:
     """Apply a dash.Patch the way dash-renderer does (negative indexes count from the end)."""
     for op in patch.to_plotly_json()["operations"]:

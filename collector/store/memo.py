@@ -33,7 +33,8 @@ class Memo(Generic[_K, _V]):
             held = self._held.get(key)
             if held is not None and time.monotonic() - held[0] < self.ttl_s:
                 return held[1]
-            generation = self._forgotten
+            with self._lock:
+                generation = self._forgotten
             value = ask()
             with self._lock:
                 if generation == self._forgotten:

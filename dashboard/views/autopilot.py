@@ -21,11 +21,11 @@ def autopilot_view(store: Store, range_key: str | None, node: str = "", job: str
     data["window"] = (window.start_ns, window.end_ns)
     data["pending_ns"] = None
     if not data["groups"] and not data["timeline"]:
-        data["pending_ns"] = first_unsettled_change(store, window, node, job, groups)
+        data["pending_ns"] = newest_unsettled_point(store, window, node, job, groups)
     return data
 
 
-def first_unsettled_change(store: Store, window: Window, node: str = "", job: str = "",
+def newest_unsettled_point(store: Store, window: Window, node: str = "", job: str = "",
                            groups: Collection[tuple[str, str]] | None = None) -> int | None:
     """The autopilot's newest point, when it is after ``window`` (in the five minutes not settled
     yet) and of a group the filter keeps; else None. An autopilot that just started is running,

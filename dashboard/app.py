@@ -50,6 +50,7 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     """
     if not refresh_s > 0:
         raise ValueError(f"refresh_s: must be positive, got {refresh_s!r}")
+    _import_numpy_now()
     reader: Store = queries.cached(store) if cache else store
     deps = Deps(reader, settings or Settings(), refresh_s, actuation)
     app = dash.Dash(__name__, title="wattlens", update_title="",
@@ -102,6 +103,17 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
     if prewarm and cache:
         threading.Thread(target=_prewarm, args=(deps,), name="wattlens-prewarm", daemon=True).start()
     return app
+
+
+def _import_numpy_now() -> None:
+    """Import numpy (when installed) before any request. plotly imports it on its first figure;
+    from several callback threads at once one of them saw it half-initialised ("partially
+    initialized module 'numpy' has no attribute 'ndarray'") and that callback failed: a first
+    page load with an empty chart."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        pass  # plotly then never imports it either
 
 
 PICKED = urlstate.FILTER_KEYS  # every filter has a picker in the filter bar
@@ -251,6 +263,8 @@ def _prewarm(deps: Deps) -> None:
         log.info("dashboard: Fleet page warm in %.1f s", time.perf_counter() - t0)
         deps.memo.get(deps.store, views.DEFAULT_RANGE)
         log.info("dashboard: analysis pages warm in %.1f s", time.perf_counter() - t0)
+        views.health_view(deps.store, views.window_for(deps.store, views.DEFAULT_RANGE))
+        log.info("dashboard: GPU health page warm in %.1f s", time.perf_counter() - t0)
     except Exception as exc:  # a store that is down now is reported by the page itself
         log.warning("dashboard: could not prewarm the cache: %s", exc)
 

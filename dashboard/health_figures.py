@@ -1,4 +1,5 @@
-"""GPU health charts: one line per GPU over time for a health field (data in, go.Figure out)."""
+"""GPU health charts: one line per GPU over time for a health field (data in, go.Figure out); past
+:data:`MAX_LINES` GPUs, the first ones in the table's order and the mean of all of them."""
 
 from __future__ import annotations
 
@@ -19,23 +20,37 @@ HEALTH_CHARTS: dict[str, tuple[str, float | None]] = {
 }
 
 EMPTY = {"throttle_pct": "No throttle reasons stored (NVML agents record them)"}
+# Lines a chart draws one GPU each: 1,000 lines (a fleet) are neither readable nor light (six
+# charts of 1,000 traces took the page 22 s to send and draw).
+MAX_LINES = 16
+MEAN_NAME = "mean of all {n} GPUs"
 
 
 def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Mapping[str, Sequence[float | None]]],
-                 field: str, *, height: int = 300) -> go.Figure:
+                 field: str, *, height: int = 300, order: Sequence[str] | None = None) -> go.Figure:
     """One line per GPU for ``field``; a dotted reference (83 °C slowdown, 100 % of the cap) where
-    one helps. Legend on the right, inside the card; the hover names the GPU."""
+    one helps. Legend on the right, inside the card; the hover names the GPU. Past
+    :data:`MAX_LINES` GPUs, the first ones of ``order`` (the table's: flagged first) and a thick
+    line, the mean of all of them per bucket."""
     y_title, ref = HEALTH_CHARTS[field]
-    names = [n for n in series if any(v is not None for v in series[n].get(field, []))]
+    names = [n for n in (order or series) if n in series
+             and any(v is not None for v in series[n].get(field, []))]
     if not names:
         return empty(EMPTY.get(field, "Nothing stored for these GPUs"), x_title="time (UTC)",
                      y_title=y_title, height=height)
     fig = go.Figure()
-    for i, name in enumerate(names):
+    for i, name in enumerate(names[:MAX_LINES]):
         fig.add_trace(go.Scatter(
             x=[iso(t) for t in times_ns[name]], y=list(series[name][field]), name=name, mode="lines",
             line={"width": 1.3, "color": PALETTE[i % len(PALETTE)]},
             hovertemplate=f"{name}<br>%{{x}}<br>%{{y:.1f}}<extra></extra>"))
+    if len(names) > MAX_LINES:
+        times, mean = fleet_mean(times_ns, series, field, names)
+        label = MEAN_NAME.format(n=len(names))
+        fig.add_trace(go.Scatter(
+            x=[iso(t) for t in times], y=mean, name=label, mode="lines",
+            line={"width": 3, "color": "#0f172a"},
+            hovertemplate=f"{label}<br>%{{x}}<br>%{{y:.1f}}<extra></extra>"))
     if ref is not None:
         fig.add_hline(y=ref, line={"dash": "dot", "color": "#94a3b8", "width": 1})
     base_layout(fig, x_title="time (UTC)", y_title=y_title, height=height)
@@ -43,3 +58,18 @@ def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Map
                               "yanchor": "top", "font": {"size": 11}},
                       margin={"l": 64, "r": 8, "t": 12, "b": 44})
     return fig
+
+
+def fleet_mean(times_ns: Mapping[str, Sequence[int]],
+               series: Mapping[str, Mapping[str, Sequence[float | None]]], field: str,
+               names: Sequence[str]) -> tuple[list[int], list[float]]:
+    """Per bucket, the mean of ``field`` over the GPUs (``names``) with a value there."""
+    sums: dict[int, list[float]] = {}
+    for name in names:
+        for t, v in zip(times_ns[name], series[name].get(field, []), strict=False):
+            if v is not None:
+                acc = sums.setdefault(t, [0.0, 0.0])
+                acc[0] += v
+                acc[1] += 1
+    times = sorted(sums)
+    return times, [sums[t][0] / sums[t][1] for t in times]

@@ -55,9 +55,13 @@ def register(app: Dash, deps: Deps) -> None:
         flagged = sum(1 for r in rows if r["n_flags"])
         summary = (f"{len(rows)} GPUs · {flagged} flagged" if rows else
                    "No GPU matches these filters in this range.")
+        if len(rows) > health_figures.MAX_LINES:
+            summary += (f" · the charts draw the table's first {health_figures.MAX_LINES} "
+                        f"(flagged first) and the mean of all {len(rows)}")
         figs = []
+        order = [r["gpu"] for r in rows]  # the table's: flagged first
         for f in CHARTS:
-            fig = health_figures.health_lines(v.times_ns, v.series, f)
+            fig = health_figures.health_lines(v.times_ns, v.series, f, order=order)
             fig.update_layout(uirevision=f"{range_key}/{node}/{model}/{job}/{team}")
             figs.append(fig)
         return (rows, summary, components.window_caption(window, "gpus-window-text", "covers: "),

@@ -69,10 +69,13 @@ def test_health_page_renders_every_gpu(chrome: webdriver.Chrome, server: str, ar
     _open(chrome, server + "/gpus?range=6h", "page-gpus")
     _wait(chrome, lambda d: "GPUs" in d.find_element(By.ID, "gpus-summary").text)
     assert _summary_count(chrome) == 32  # 4 nodes x 8 GPUs
+    assert "the charts draw the table's first 16 (flagged first) and the mean of all 32" in \
+        chrome.find_element(By.ID, "gpus-summary").text
+    first_page = [r["gpu"] for r in _table(chrome, "health-table")]  # 16 rows: flagged first
     for field in ("temp_c", "sm_clock_mhz", "power_pct", "mem_util_pct", "mem_clock_mhz"):
         traces = _traces(chrome, f"gpus-{field}")
-        names = sorted(t["name"] for t in traces)
-        assert len(names) == 32 and names[0] == "node-00/gpu0", (field, names[:3])
+        names = [t["name"] for t in traces]
+        assert names == [*first_page, "mean of all 32 GPUs"], (field, names[:3])
         assert all(len(t["x"]) > 50 and any(y is not None for y in t["y"]) for t in traces)
     # The simulator writes no NVML clock-event reasons: the chart says so rather than drawing zeros.
     assert chrome.execute_script(TRACES_JS, "gpus-throttle_pct") == []

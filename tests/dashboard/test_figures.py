@@ -232,3 +232,22 @@ def test_renewable_fill_and_best_window_have_different_colours() -> None:
     assert len(fills) == 1 and len(shades) == 1
     rgb = lambda c: c.split("(")[1].split(",")[:3]  # noqa: E731
     assert rgb(fills[0]) != rgb(shades[0])
+
+
+def test_health_lines_past_the_cap_draw_the_first_gpus_and_the_mean_of_all() -> None:
+    from dashboard.health_figures import MAX_LINES, health_lines
+
+    n = MAX_LINES + 4
+    names = [f"node-{i:02d}/gpu0" for i in range(n)]
+    times = {name: [T0 + k * 300 * NS for k in range(3)] for name in names}
+    # GPU i runs at 40 + i degrees; the last GPU has no value in the middle bucket
+    series = {name: {"temp_c": [40.0 + i, 40.0 + i if i < n - 1 else None, 40.0 + i]}
+              for i, name in enumerate(names)}
+    order = list(reversed(names))  # the table's order (flagged first), not the names'
+    fig = health_lines(times, series, "temp_c", order=order)
+    assert [t.name for t in fig.data] == [*order[:MAX_LINES], f"mean of all {n} GPUs"]
+    mean = list(fig.data[-1].y)
+    assert mean[0] == pytest.approx(40 + (n - 1) / 2)  # every GPU
+    assert mean[1] == pytest.approx(40 + (n - 2) / 2)  # the GPUs with a value there
+    few = health_lines(times, {k: series[k] for k in names[:3]}, "temp_c")
+    assert [t.name for t in few.data] == names[:3]  # under the cap: every GPU, no mean

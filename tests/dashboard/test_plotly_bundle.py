@@ -43,3 +43,21 @@ def test_the_bundle_draws_every_trace_type_the_dashboard_uses() -> None:
     assert "scatter" in registered and len(registered) < 20  # a partial bundle, parsed right
     missing = drawn - registered
     assert not missing, f"trace types {sorted(missing)} are not in {BUNDLES[0].name}"
+
+
+def test_the_app_imports_numpy_before_any_callback_thread_can(tmp_path: Path) -> None:
+    """plotly imports numpy lazily; two callback threads importing it at once made one see it
+    half-initialised and fail. With numpy installed, create_app has imported it already."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib.util; from pathlib import Path; import dashboard.app as a; "
+            "from collector.store.sqlite import SQLiteStore; "
+            "before = 'numpy' in sys.modules; "
+            f"a.create_app(SQLiteStore(Path({str(tmp_path / 'db.sqlite')!r}))); "
+            "print(before, 'numpy' in sys.modules, importlib.util.find_spec('numpy') is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    before, after, installed = out.stdout.split()
+    assert before == "False"  # nothing imported it earlier: the call below is what does
+    assert after == installed

@@ -55,10 +55,12 @@ def gpu_health_buckets(store: Store, window: Window, bucket_s: int,
                                       group_by=("host", "gpu", "model"), bucket_s=bucket_s,
                                       where=where or {}))
     out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
+    cols = [(f, f"mean_{f}") for f in HEALTH_FIELDS]  # once, not per row: 144,000 rows at 1,000 GPUs
     for r in rows:
         if r.time_ns is not None:
+            v = r.values
             out[(r.tags["host"], r.tags["gpu"], r.tags["model"])].append(
-                (r.time_ns, {f: r.values.get(f"mean_{f}") for f in HEALTH_FIELDS}))
+                (r.time_ns, {f: v.get(c) for f, c in cols}))
     return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
 
 

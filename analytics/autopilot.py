@@ -18,7 +18,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from analytics import queries
+from analytics import queries, units
 from analytics.levels import job_totals
 from analytics.per import primary_unit
 from analytics.timeutil import Window, fmt_time
@@ -145,7 +145,6 @@ def table_rows(data: dict[str, Any], max_rows: int = 20) -> tuple[list[str], lis
 
     Throughput and PER carry the job's work unit (tokens/s, tokens/J, ...); a slowdown is a signed
     change (±0.0%, never -0.0)."""
-    from analytics import units
     from analytics.report import pct1, signed_pct, work_rate  # the report's formats
 
     def m(x: dict[str, Any] | None, unit: str | None) -> str:

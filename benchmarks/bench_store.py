@@ -56,8 +56,9 @@ from analytics.report import build_report, render
 from analytics.timeutil import Window
 from collector.schema import INCREMENT_FIELDS, Point
 from collector.sources.simulated import SimulatedFleet
-from collector.store import AggregateQuery
+from collector.store import AggregateQuery, sqlite_pack
 from collector.store.sqlite import SQLiteStore
+from collector.store.sqlite_layout import decode
 
 NS = 1_000_000_000
 END_NS = 1_795_824_000 * NS  # 2026-11-28T00:00Z
@@ -140,25 +141,34 @@ def aggregate_query(start_ns: int, end_ns: int) -> AggregateQuery:
                           start_ns, end_ns, group_by=("host", "gpu"), bucket_s=300)
 
 
+def raw_gpu_rows(path: Path, start_ns: int, end_ns: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The window's raw gpu rows (time, host, gpu, energy_j, gauges), rows and packed minutes
+    alike, an hour at a time, values as written."""
+    conn = sqlite3.connect(path)
+    cols = [c[1] for c in conn.execute('PRAGMA table_info("raw:gpu")')]
+    at = [cols.index(f"f:{f}") for f in ("energy_j", *GAUGES)]
+    tags = {sid: (host, gpu) for sid, host, gpu in
+            conn.execute('SELECT id, "t:host", "t:gpu" FROM "series:gpu"')}
+    for lo in range(start_ns, end_ns, 3600 * NS):
+        hi = min(end_ns, lo + 3600 * NS)
+        rows = conn.execute('SELECT * FROM "raw:gpu" WHERE time_ns >= ? AND time_ns < ?',
+                            (lo, hi)).fetchall() + sqlite_pack.load(conn, "gpu", lo, hi)
+        yield [(r[0], *tags[r[1]], *(decode(r[i]) for i in at)) for r in rows]  # type: ignore[index]
+    conn.close()
+
+
 def duckdb_reference(path: Path, start_ns: int, end_ns: int, tmp: Path,
                      buckets_s: tuple[int, ...] = (300,)) -> tuple[list[float], int]:
     """The same aggregate (per GPU and bucket) in DuckDB, over the same raw rows (exported
     from the store): the best of three per bucket width, and the rows it read."""
     import duckdb
 
-    conn = sqlite3.connect(path)
-    cols = ", ".join(f'CASE WHEN typeof("f:{f}") = \'integer\' THEN "f:{f}" / 1000.0 '
-                     f'ELSE "f:{f}" END' for f in ("energy_j", *GAUGES))
     csv_path = tmp / "gpu.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["time_ns", "host", "gpu", "energy_j", *GAUGES])
-        cur = conn.execute(
-            f'SELECT d.time_ns, s."t:host", s."t:gpu", {cols} FROM "raw:gpu" d '
-            f'JOIN "series:gpu" s ON s.id = d.sid WHERE d.time_ns >= ? AND d.time_ns < ?',
-            (start_ns, end_ns))
         n = 0
-        while chunk := cur.fetchmany(100_000):
+        for chunk in raw_gpu_rows(path, start_ns, end_ns):
             w.writerows(chunk)
             n += len(chunk)
     db = duckdb.connect(str(tmp / "ref.duckdb"))
@@ -181,19 +191,24 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
         SQLiteStore(path).close()  # opening upgrades an older layout (timed apart from reads)
     else:
         path = root / "bench.db"
-        rows, write_s = fill(SQLiteStore(path), args.gpus, start, n_min, args.interval_s)
+        store = SQLiteStore(path)
+        rows, write_s = fill(store, args.gpus, start, n_min, args.interval_s)
+        t0 = time.perf_counter()
+        while store.pack(max_minutes=600, budget_s=None):  # what the writer's minutely passes would have done
+            pass
         print(f"\nwrote {rows:,} points ({args.gpus} GPUs x {args.hours:g} h at "
-              f"{args.interval_s:g} s) in {write_s:.0f} s of write(): {rows / write_s:,.0f} points/s")
+              f"{args.interval_s:g} s) in {write_s:.0f} s of write(): {rows / write_s:,.0f} "
+              f"points/s; packing the rest took {time.perf_counter() - t0:.0f} s")
     sizes = tier_bytes(path)
     gpu_days = args.gpus * args.hours / 24
-    raw_scale = args.interval_s  # bytes at 1 Hz = bytes at interval_s x interval_s (rows scale)
     print(f"file {sum(sizes.values()) / 1e6:.0f} MB; per tier MB: "
           + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items())))
     for what, part in (("gpu measurement", tier_bytes(path, "gpu")), ("all measurements", sizes)):
-        per_day_raw = part["raw"] / gpu_days * raw_scale
+        per_day_raw = (part.get("raw", 0) + part.get("pk", 0)) / gpu_days
         per_day_roll = sum(v for k, v in part.items() if k in ("1m", "5m", "1h")) / gpu_days
-        print(f"bytes per GPU-day at 1 Hz, {what}: raw {per_day_raw / 1e6:.2f} MB + rollups "
-              f"{per_day_roll / 1e6:.2f} MB (raw x{raw_scale:g} from {args.interval_s:g} s rows)")
+        print(f"bytes per GPU-day at {args.interval_s:g} s, {what}: raw rows and packed minutes "
+              f"{per_day_raw / 1e6:.2f} MB + rollups {per_day_roll / 1e6:.2f} MB "
+              "(at 1 Hz, written second by second: benchmarks/bench_bytes.py)")
     hour = AggregateQuery("gpu", (("sum", "energy_j"),), END_NS - 3600 * NS, END_NS)
     q = aggregate_query(hour.start_ns, hour.end_ns)
     tiered = SQLiteStore(path)
@@ -210,7 +225,10 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
         ref = t5
         print(f"DuckDB on the window's {n:,} raw gpu rows: per GPU x 5 min {t5:.3f} s, "
               f"per GPU x 1 h {t60:.3f} s (the reference below)")
-    measure_reads([("SQLite", SQLiteStore(path))], window, args.hours, ref, args.repeat)
+    sqlite = [("SQLite", SQLiteStore(path))]
+    if args.unpacked:  # the same data as rows only (a file written before packing), in turns
+        sqlite.append(("SQLite, rows not packed", SQLiteStore(args.unpacked)))
+    measure_reads(sqlite, window, args.hours, ref, args.repeat)
     with influx_stores(args, root, start) as influx:  # influxd runs while this block does
         if influx:
             measure_reads(influx, window, args.hours, ref, args.repeat)
@@ -239,6 +257,7 @@ def measure_reads(stores: list[tuple[str, Any]], window: Window, hours: float,
             for name, store in stores:
                 if hasattr(store, "forget_tiers"):  # cold: nothing remembered from the last run
                     store.forget_tiers()
+                sqlite_pack.forget_decoded()
                 runs[name].append(timed_cpu(make(store)))
                 if repeat > 1:
                     print(f"  {name}: {what}: {runs[name][-1][0]:.2f} s wall, "
@@ -348,6 +367,8 @@ def main() -> int:
     ap.add_argument("--influx-interval-s", type=float, default=60.0)
     ap.add_argument("--influx-url", default=None,
                     help="measure this InfluxDB 1.x database (filled earlier) instead of --influx")
+    ap.add_argument("--unpacked", default=None,
+                    help="a file with the same data never packed, timed in turns (reference)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of the report and the cold load")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:

@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit
 from collector.errors import ConfigError, StoreRejected, StoreUnavailable
 from collector.schema import FieldValue, Point
 from collector.store import sqlite_layout as lay
+from collector.store import sqlite_pack
 from collector.store.base import AggregateQuery, Row
+from collector.store.sqlite_read import read_snapshot, run_query, tag_values
 from collector.store.sqlite_write import write_measurement
 
 log = logging.getLogger("wattlens.store.sqlite")
@@ -316,7 +318,20 @@ class SQLiteStore:
         now_ns = wall if newest_ns is None else min(wall, newest_ns)
         measurements = self._measurements()
         with self._lock:
-            return lay.purge(self._conn(), measurements, self.retention_s, now_ns)
+            deleted = lay.purge(self._conn(), measurements, self.retention_s, now_ns)
+        self.pack()
+        return deleted
+
+    def pack(self, *, max_minutes: int = 480, budget_s: float | None = 2.0) -> int:
+        """Pack raw rows older than a few minutes into one block per series and minute: at most
+        ``max_minutes`` a measurement, a minute a transaction, and none begun after ``budget_s``
+        (None: no limit), so the writer is never held up long; the next call goes on. Rows
+        packed."""
+        until = None if budget_s is None else time.monotonic() + budget_s
+        with self._lock:
+            conn = self._conn()
+            return sum(sqlite_pack.pack(conn, m, max_minutes=max_minutes, until=until)
+                       for m in self._measurements())
 
     def _measurements(self) -> list[str]:
         rows = self._conn().execute(
@@ -335,8 +350,6 @@ class SQLiteStore:
         return tags, fields
 
     def query(self, q: AggregateQuery) -> list[Row]:
-        from collector.store.sqlite_read import run_query
-
         cols = self._read_cols(q.measurement)
         if cols is None:
             return []
@@ -346,8 +359,6 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite store {self.path}: query failed: {exc}") from exc
 
     def tag_values(self, measurement: str, tag: str, start_ns: int, end_ns: int) -> list[str]:
-        from collector.store.sqlite_read import tag_values
-
         cols = self._read_cols(measurement)
         if cols is None or tag not in cols[0]:
             return []
@@ -358,34 +369,45 @@ class SQLiteStore:
         if self._read_cols(measurement) is None:
             return None
         conn = self._conn()
-        first: int | None = None
-        last: int | None = None
-        for width_s, tier in sorted(lay.TIER_TABLE.items()):
-            t = lay.table(tier, measurement)
-            # Two subqueries: each is one B-tree seek; MIN and MAX in one SELECT scan the table.
-            lo, hi = conn.execute(f"SELECT (SELECT MIN(time_ns) FROM {t}), "
-                                  f"(SELECT MAX(time_ns) FROM {t})").fetchone()
-            if lo is None:
-                continue
-            # A rollup row starts its bucket: it only moves `first` back when the finer
-            # tier lost whole buckets before it to retention.
-            if first is None or int(lo) + width_s * NS <= first:
-                first = int(lo)
-            last = max(last or int(hi), int(hi))
-        if first is None or last is None:
-            return None
-        return first, last
+        with read_snapshot(conn):
+            return _time_range(conn, measurement)
 
     def count(self, measurement: str, tier: str = "raw") -> int:
         """Rows stored for a measurement in one tier (for tests and diagnostics)."""
         if self._read_cols(measurement) is None:
             return 0
-        return int(self._conn().execute(
-            f"SELECT COUNT(*) FROM {lay.table(tier, measurement)}").fetchone()[0])
+        conn = self._conn()
+        rows = int(conn.execute(f"SELECT COUNT(*) FROM {lay.table(tier, measurement)}").fetchone()[0])
+        return rows + (sqlite_pack.rows_count(conn, measurement) if tier == "raw" else 0)
 
     def file_bytes(self) -> int:
         """Size of the database and its WAL on disk."""
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+
+def _time_range(conn: sqlite3.Connection, measurement: str) -> tuple[int, int] | None:
+    first: int | None = None
+    last: int | None = None
+    for width_s, tier in sorted(lay.TIER_TABLE.items()):
+        t = lay.table(tier, measurement)
+        # Two subqueries: each is one B-tree seek; MIN and MAX in one SELECT scan the table.
+        lo, hi = conn.execute(f"SELECT (SELECT MIN(time_ns) FROM {t}), "
+                              f"(SELECT MAX(time_ns) FROM {t})").fetchone()
+        if width_s == 0:  # raw points: rows and packed minutes
+            packed = sqlite_pack.bounds(conn, measurement)
+            if packed is not None:
+                lo = packed[0] if lo is None else min(int(lo), packed[0])
+                hi = packed[1] if hi is None else max(int(hi), packed[1])
+        if lo is None:
+            continue
+        # A rollup row starts its bucket: it only moves `first` back when the finer
+        # tier lost whole buckets before it to retention.
+        if first is None or int(lo) + width_s * NS <= first:
+            first = int(lo)
+        last = max(last or int(hi), int(hi))
+    if first is None or last is None:
+        return None
+    return first, last
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

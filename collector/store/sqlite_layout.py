@@ -15,7 +15,12 @@ Per measurement ``m`` (names quoted, so any text is safe):
   (sum, count, min, max) per field, maintained in the write's transaction. The 5-minute
   tier (layout 3) is what 5-minute buckets over a day read: a fifth of the 1m rows.
 
-``meta`` holds the layout version and the retention of each tier (seconds, 0 = kept).
+- ``pk:m`` — the raw rows of minutes older than a few, one compressed block per
+  series and minute (layout 4, :mod:`collector.store.sqlite_pack`). A series-minute's
+  rows are all in ``raw:m`` or all in its block, never split.
+
+``meta`` holds the layout version, the retention of each tier (seconds, 0 = kept) and,
+per measurement, how far packing got (``packed_to:m``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import sqlite3
 
 from collector.errors import ConfigError
 
-LAYOUT_VERSION = "3"
+LAYOUT_VERSION = "4"
 ROLLUP_WIDTHS_S = (60, 300, 3600)
 TIER_TABLE = {0: "raw", 60: "1m", 300: "5m", 3600: "1h"}
 ROLLUP_TIERS = tuple(TIER_TABLE[w] for w in ROLLUP_WIDTHS_S)
@@ -96,6 +101,16 @@ def create_measurement(conn: sqlite3.Connection, measurement: str) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table(tier, measurement)} "
                      "(time_ns INTEGER NOT NULL, sid INTEGER NOT NULL, "
                      "PRIMARY KEY (time_ns, sid)) WITHOUT ROWID")
+    create_packed(conn, measurement)
+
+
+def create_packed(conn: sqlite3.Connection, measurement: str) -> None:
+    """``pk:m``: one block per series and minute, keyed ``minute << 32 | sid`` as its rowid (no
+    second index; WITHOUT ROWID would keep whole blocks in interior pages too); ``n`` rows,
+    the first and last of them ``lo`` and ``hi`` ns after the minute's start."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table('pk', measurement)} "
+                 "(key INTEGER PRIMARY KEY, n INTEGER NOT NULL, lo INTEGER NOT NULL, "
+                 "hi INTEGER NOT NULL, data BLOB NOT NULL)")
 
 
 def columns(conn: sqlite3.Connection, quoted_table: str) -> set[str]:
@@ -116,8 +131,9 @@ def add_field(conn: sqlite3.Connection, measurement: str, field_name: str) -> No
 
 
 def upgrade(conn: sqlite3.Connection) -> list[str]:
-    """Bring a layout-2 file to layout 3 in the caller's transaction: each measurement gets its
-    5-minute tier, built from its 1-minute rows (exact: the parts compose). Measurements done."""
+    """Bring a layout-2 or -3 file to layout 4 in the caller's transaction: each measurement gets
+    its 5-minute tier, built from its 1-minute rows (exact: the parts compose), and an empty
+    packed table. Measurements that got a 5-minute tier."""
     have = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     if have.get("layout") == LAYOUT_VERSION:
         return []
@@ -125,6 +141,7 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'raw:%'")
     for (name,) in rows.fetchall():
         m = name[4:]
+        create_packed(conn, m)
         five = table("5m", m)
         if columns(conn, five):
             continue
@@ -204,22 +221,41 @@ def purge(conn: sqlite3.Connection, measurements: list[str], retention_s: dict[s
     for tier, keep_s in retention_s.items():
         if keep_s <= 0:
             continue
-        horizon = now_ns - keep_s * 1_000_000_000
         for m in measurements:
-            t = table(tier, m)
-            chunks = 0
-            while chunks < max_chunks:
-                first = conn.execute(f"SELECT MIN(time_ns) FROM {t}").fetchone()[0]
-                if first is None or first >= horizon:
-                    break
-                upto = min(horizon, first + chunk_s * 1_000_000_000)
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,))
-                    conn.execute("COMMIT")
-                except sqlite3.Error:
-                    conn.execute("ROLLBACK")
-                    raise
-                deleted += cur.rowcount
-                chunks += 1
+            horizon = now_ns - keep_s * 1_000_000_000
+            deleted += _purge_table(conn, table(tier, m), horizon, chunk_s, max_chunks)
+            if tier == "raw":  # a block goes when all of its minute is past the horizon
+                deleted += _purge_blocks(conn, table("pk", m), horizon)
+    return deleted
+
+
+def _purge_blocks(conn: sqlite3.Connection, t: str, horizon: int) -> int:
+    """Drop the packed blocks whose whole minute is before ``horizon`` (key: minute << 32 | sid)."""
+    minutes = (horizon - 60 * 1_000_000_000) // (60 * 1_000_000_000) + 1  # minute + 1 min <= horizon
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cur = conn.execute(f"DELETE FROM {t} WHERE key < ?", (minutes << 32,))
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise
+    return cur.rowcount
+
+
+def _purge_table(conn: sqlite3.Connection, t: str, horizon: int, chunk_s: int,
+                 max_chunks: int) -> int:
+    deleted = 0
+    for _ in range(max_chunks):
+        first = conn.execute(f"SELECT MIN(time_ns) FROM {t}").fetchone()[0]
+        if first is None or first >= horizon:
+            break
+        upto = min(horizon, first + chunk_s * 1_000_000_000)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        deleted += cur.rowcount
     return deleted

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from collector.store import sqlite_layout as lay
-from collector.store import tiers
+from collector.store import sqlite_pack, tiers
 from collector.store.base import AggregateQuery, Row, column
 
 NS = 1_000_000_000
 
 
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run a read's statements in one transaction: packing moves rows from ``raw:m`` into
+    blocks, and a read that saw them in both (or in neither) would count them twice (or not)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:  # an error may have ended it already
+            conn.execute("COMMIT")
+
+
 def run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
               fields: set[str], *, tiered: bool = True) -> list[Row]:
     """Answer ``q``: composable aggregates from the coarsest tiers, ``last`` from raw rows."""
+    with read_snapshot(conn):
+        return _run_query(conn, q, tags, fields, tiered=tiered)
+
+
+def _run_query(conn: sqlite3.Connection, q: AggregateQuery, tags: set[str],
+               fields: set[str], *, tiered: bool) -> list[Row]:
     for tag, want in q.where.items():
         values = (want,) if isinstance(want, str) else tuple(want)
         if tag not in tags or not values:
@@ -60,11 +83,18 @@ def _merged(conn: sqlite3.Connection, q: AggregateQuery, pieces: list[tiers.Piec
     :func:`tiers.merge` and its finishers), so Python only builds the result rows."""
     if not pieces:
         return []
+    raw = [p for p in pieces if p.tier.width_s == 0]
+    staged = sqlite_pack.stage(conn, q.measurement, [
+        r for p in raw for r in sqlite_pack.load(conn, q.measurement, p.start_ns, p.end_ns)])
     inner, params = [], []
     for piece in pieces:
-        sql, p = _piece_sql(q, piece, need, tags)
-        inner.append(sql)
-        params.extend(p)
+        sources = [lay.table(lay.TIER_TABLE[piece.tier.width_s], q.measurement)]
+        if staged is not None and piece.tier.width_s == 0:
+            sources.append(staged)  # the packed minutes' rows: parts merged like any piece's
+        for source in sources:
+            sql, p = _piece_sql(q, piece, need, tags, source)
+            inner.append(sql)
+            params.extend(p)
     keys = ["b", *(f"g{i}" for i in range(len(q.group_by)))]
     index = {f: i for i, f in enumerate(need)}
     select = [*keys]
@@ -120,7 +150,7 @@ def _group(q: AggregateQuery, tags: set[str]) -> tuple[list[str], list[str]]:
 
 
 def _piece_sql(q: AggregateQuery, piece: tiers.Piece, need: list[str],
-               tags: set[str]) -> tuple[str, list[object]]:
+               tags: set[str], source: str) -> tuple[str, list[object]]:
     """One piece of the plan as a GROUP BY in its tier: bucket, group tags, then per field its
     sum, count, min and max (columns b, g0.., s0, n0, lo0, hi0, ..)."""
     tier = lay.TIER_TABLE[piece.tier.width_s]
@@ -143,8 +173,7 @@ def _piece_sql(q: AggregateQuery, piece: tiers.Piece, need: list[str],
     where, params = _where(q, piece.start_ns, piece.end_ns)
     join = (f" JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid"
             if q.group_by or q.where else "")
-    sql = (f"SELECT {', '.join(select)} FROM {lay.table(tier, q.measurement)} d{join} "
-           f"WHERE {where}")
+    sql = f"SELECT {', '.join(select)} FROM {source} d{join} WHERE {where}"
     if group:
         sql += f" GROUP BY {', '.join(group)}"
     return sql, params
@@ -160,8 +189,13 @@ def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],
     n_tags = len(q.group_by)
     for f in lasts:
         c = f"d.{lay.field_col(f)}"
+        source = lay.table("raw", q.measurement)
+        staged = sqlite_pack.stage(conn, q.measurement, sqlite_pack.last_rows(
+            conn, q.measurement, f, q.start_ns, q.end_ns, q.bucket_s))
+        if staged is not None:
+            source = f"(SELECT * FROM {source} UNION ALL SELECT * FROM {staged})"
         sql = (f"SELECT * FROM (SELECT {part}, {c}, ROW_NUMBER() OVER (PARTITION BY {part} "
-               f"ORDER BY d.time_ns DESC) AS rn FROM {lay.table('raw', q.measurement)} d "
+               f"ORDER BY d.time_ns DESC) AS rn FROM {source} d "
                f"JOIN {lay.series_table(q.measurement)} s ON s.id = d.sid "
                f"WHERE {where} AND {c} IS NOT NULL) WHERE rn = 1")
         for r in conn.execute(sql, params):
@@ -186,6 +220,12 @@ def _fill_lasts(conn: sqlite3.Connection, q: AggregateQuery, out: list[Row],
 def tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: int,
                end_ns: int) -> list[str]:
     """Distinct values of one tag among the series with data in the window (coarsest tiers first)."""
+    with read_snapshot(conn):
+        return _tag_values(conn, measurement, tag, start_ns, end_ns)
+
+
+def _tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: int,
+                end_ns: int) -> list[str]:
     probe = AggregateQuery(measurement, (("count", "_"),), start_ns, end_ns)
     sids: set[int] = set()
     for piece in tiers.plan(probe, _tiers(conn, measurement)):
@@ -193,6 +233,8 @@ def tag_values(conn: sqlite3.Connection, measurement: str, tag: str, start_ns: i
         sids.update(r[0] for r in conn.execute(
             f"SELECT DISTINCT sid FROM {t} WHERE time_ns >= ? AND time_ns < ?",
             (piece.start_ns, piece.end_ns)))
+        if piece.tier.width_s == 0:
+            sids |= sqlite_pack.sids(conn, measurement, piece.start_ns, piece.end_ns)
     if not sids:
         return []
     col = lay.tag_col(tag)

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from collector.schema import FieldValue
 from collector.store import sqlite_layout as lay
+from collector.store import sqlite_pack
 
 NS = 1_000_000_000
-Parts = list[float]  # [sum, count, min, max]
+Parts = list[float | None]  # [sum, count, min, max]; text counts, with no sum or extremes
 
 
 def write_measurement(conn: sqlite3.Connection, measurement: str,
@@ -27,6 +28,9 @@ def write_measurement(conn: sqlite3.Connection, measurement: str,
     """Upsert ``rows`` ((time_ns, sid) -> fields) into ``raw:m`` and keep the rollups exact."""
     raw = lay.table("raw", measurement)
     times = [t for t, _ in rows]
+    # A write into a packed minute (a late point, a spool replay) first turns the minute's
+    # block back into rows, so the rewrite below finds every row of it.
+    sqlite_pack.unpack(conn, measurement, set(rows))
     newest = conn.execute(f"SELECT MAX(time_ns) FROM {raw}").fetchone()[0]
     existing: set[tuple[int, int]] = set()
     if newest is not None and min(times) <= newest:
@@ -72,18 +76,22 @@ def _add_rollups(conn: sqlite3.Connection, measurement: str,
         for (t, sid), fields in rows.items():
             bucket = acc[(t // width * width, sid)]
             for k, v in fields.items():
-                if isinstance(v, str):
-                    continue  # text fields have no sum or extremes
-                x = float(v)
                 p = bucket.get(k)
+                if isinstance(v, str):  # counted (as SQL's COUNT does); no sum or extremes
+                    if p is None:
+                        bucket[k] = [None, 1.0, None, None]
+                    else:
+                        p[1] = (p[1] or 0.0) + 1
+                    continue
+                x = float(v)
                 if p is None:
                     bucket[k] = [x, 1.0, x, x]
                 else:
-                    p[0] += x
-                    p[1] += 1
-                    if x < p[2]:
+                    p[0] = x if p[0] is None else p[0] + x
+                    p[1] = (p[1] or 0.0) + 1
+                    if p[2] is None or x < p[2]:
                         p[2] = x
-                    if x > p[3]:
+                    if p[3] is None or x > p[3]:
                         p[3] = x
         _upsert_parts(conn, lay.table(lay.TIER_TABLE[width_s], measurement), acc)
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from collector.errors import ConfigError
 from collector.schema import point
 from collector.store import AggregateQuery, tiers
+from collector.store import sqlite_layout as lay
 from collector.store.sqlite import SQLiteStore
 
 NS = 1_000_000_000
@@ -166,7 +167,7 @@ def test_a_layout_2_file_gets_its_five_minute_tier_on_open(tmp_path: Path) -> No
     store.close()
     upgraded = SQLiteStore(tmp_path / "v3.db")
     assert len(want) == 2 * 19 and _five_minute_rows(upgraded) == want
-    assert upgraded._conn().execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == ("3",)
+    assert upgraded._conn().execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == (lay.LAYOUT_VERSION,)
 
 
 def test_a_five_minute_tier_behind_the_minutes_is_read_only_as_far_as_it_goes(

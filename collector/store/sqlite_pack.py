@@ -14,8 +14,12 @@ rowid: no second index, and a time range is a rowid range.
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
+import struct
 import time
+import zlib
+from datetime import UTC, datetime
 
 from collector.store import packed_block
 from collector.store import sqlite_layout as lay
@@ -24,6 +28,7 @@ MINUTE_NS = 60 * 1_000_000_000
 PACK_AFTER_NS = 5 * MINUTE_NS  # the newest minutes stay rows: late points and live edges
 MIN_ROWS = 3  # a series-minute with fewer rows stays rows: its block would not be smaller
 SID_BITS = 32
+log = logging.getLogger("wattlens.store.sqlite")
 Rows = list[tuple[object, ...]]  # (time_ns, sid, field columns in raw:m's order)
 
 
@@ -61,12 +66,24 @@ def _width(conn: sqlite3.Connection, measurement: str) -> int:
 
 
 @functools.lru_cache(maxsize=2048)
-def _rows_of(k: int, block: bytes, width: int) -> tuple[tuple[object, ...], ...]:
+def _rows_of(measurement: str, k: int, block: bytes, width: int) -> tuple[tuple[object, ...], ...]:
     """A block's rows as raw:m holds them. Remembered (the block's bytes are part of the key, so
     a changed block is decoded again): the dashboard's queries of one page share a window's
-    edges, and a refresh reads them again. 2,048 blocks: a window's two edges on 1,000 GPUs."""
+    edges, and a refresh reads them again. 2,048 blocks: a window's two edges on 1,000 GPUs.
+
+    A block that cannot be decoded (a damaged file) is logged once, naming it, and read as
+    empty: its minute's sums, counts and extremes are still in the rollups, which every window
+    reads for its whole minutes; only raw reads of that series-minute lose it."""
     minute, sid = unkey(k)
-    times, columns = packed_block.decode(block, minute)
+    try:
+        times, columns = packed_block.decode(block, minute)
+    except (zlib.error, ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
+        log.error("packed block of %r, series %d, minute %s cannot be decoded (%s: %s); read as "
+                  "empty. The database file is damaged: check it with sqlite3 FILE 'PRAGMA "
+                  "integrity_check'", measurement, sid,
+                  datetime.fromtimestamp(minute / 1e9, UTC).isoformat(timespec="minutes"),
+                  type(exc).__name__, exc)
+        return ()
     pad = [[None] * len(times)] * (width - len(columns))
     return tuple(zip(times, [sid] * len(times), *columns, *pad, strict=True))
 
@@ -133,7 +150,7 @@ def _pack_span(conn: sqlite3.Connection, measurement: str, start: int, end: int)
         rows = big.get(k)
         if rows is not None:
             have = {r[0] for r in rows}
-            rows += [r for r in _rows_of(k, data, width) if r[0] not in have]
+            rows += [r for r in _rows_of(measurement, k, data, width) if r[0] not in have]
     conn.executemany(f"INSERT OR REPLACE INTO {pk} (rowid, n, lo, hi, data) VALUES (?, ?, ?, ?, ?)",
                      [_entry(k, rows) for k, rows in big.items()])
     conn.executemany(f"DELETE FROM {_raw(measurement)} WHERE time_ns = ? AND sid = ?",
@@ -158,7 +175,7 @@ def unpack(conn: sqlite3.Connection, measurement: str, keys: set[tuple[int, int]
     for k in sorted(wanted):
         got = conn.execute(f"SELECT data FROM {pk} WHERE rowid = ?", (k,)).fetchone()
         if got is not None:
-            rows += _rows_of(k, got[0], width)
+            rows += _rows_of(measurement, k, got[0], width)
             conn.execute(f"DELETE FROM {pk} WHERE rowid = ?", (k,))
     if rows:
         marks = ",".join("?" * (width + 2))
@@ -180,7 +197,7 @@ def load(conn: sqlite3.Connection, measurement: str, start_ns: int, end_ns: int,
         minute = unkey(k)[0]
         if minute + hi < start_ns or minute + lo >= end_ns:
             continue
-        rows = _rows_of(k, data, width)
+        rows = _rows_of(measurement, k, data, width)
         if minute + lo < start_ns or minute + hi >= end_ns:
             out += [r for r in rows if start_ns <= r[0] < end_ns]  # type: ignore[operator]
         else:

@@ -232,3 +232,26 @@ def test_a_read_while_another_connection_packs_counts_every_row_once(tmp_path: P
     assert len(seen) >= 3
     for got in seen:
         _same(got, want)  # type: ignore[arg-type]
+
+
+def test_a_damaged_block_is_logged_by_name_and_the_rollups_still_answer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pts = _nvml_points(20 * 60, 2, random.Random(4))
+    packed, plain = _stores(tmp_path, pts, 600)
+    conn = packed._conn()
+    (k,) = conn.execute('SELECT key FROM "pk:gpu" ORDER BY key LIMIT 1 OFFSET 6').fetchone()
+    conn.execute('UPDATE "pk:gpu" SET data = ? WHERE key = ?', (b"\x00garbage", k))
+    pk.forget_decoded()
+    minute, sid = pk.unkey(k)
+    whole = AggregateQuery("gpu", (("sum", "energy_j"), ("max", "power_w")), T0, T0 + 3600 * NS,
+                           group_by=("gpu",))
+    _same(packed.query(whole), plain.query(whole))  # whole minutes: from the rollups
+    count: tuple[tuple[Aggregate, str], ...] = (("count", "power_w"),)
+    raw_only = SQLiteStore(tmp_path / "packed.db", tiered=False)
+    edge = AggregateQuery("gpu", count, minute + NS // 2, minute + 59 * NS)
+    with caplog.at_level("ERROR", logger="wattlens.store.sqlite"):
+        got = raw_only.query(edge)[0].values["count_power_w"]
+    want = plain.query(edge)[0].values["count_power_w"]
+    assert want == 2 * 58 and got == 58  # the other GPU's rows: the damaged block's are gone
+    assert f"packed block of 'gpu', series {sid}, minute 2026-11-18T" in caplog.text
+    assert "integrity_check" in caplog.text

@@ -190,10 +190,14 @@ class PrometheusStore:
         back = 60 * NS if firsts else 300 * NS
         exact = self._range(each("min(timestamp({sel}))"), t - back, t, NS)
         firsts += [float(v) for s in exact for _, v in s["values"]]
-        # The last sample is less than a minute after max(lasts): within the default 5 min
-        # lookback of an instant query 4 minutes on (or now, where no minute step had one).
-        t = min(int(max(lasts) * NS) + 240 * NS, now_ns) if lasts else now_ns
-        lasts += [float(s["value"][1]) for s in self._instant(each("max(timestamp({sel}))"), t)]
+        # The last sample is less than a minute after max(lasts) (or in the last five minutes,
+        # where no minute step had one): look again one second apart. Not one instant query a
+        # few minutes on: once a target is gone, the engine marks its series stale and such a
+        # query finds nothing, so the newest sample seen was the minute step's (a stopped agent's
+        # data ended up to a minute early on the page).
+        t = int(max(lasts) * NS) if lasts else now_ns - 300 * NS
+        tail = self._range(each("max(timestamp({sel}))"), t, min(t + 300 * NS, now_ns), NS)
+        lasts += [float(v) for s in tail for _, v in s["values"]]
         if not firsts or not lasts:
             return None
         return round(min(firsts) * 1e3) * 1_000_000, round(max(lasts) * 1e3) * 1_000_000

@@ -339,6 +339,18 @@ def test_time_range_and_tag_values(session: Session) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_the_newest_sample_of_a_stopped_agent_is_found(session: Session, engine: str) -> None:
+    """The agent is gone when the tests run, and the engine has marked its series stale: the
+    last sample is still its last one, not the last one before a minute step (the Fleet page's
+    window then ended before the session's data, and its power chart was empty)."""
+    span = open_store(_url(session, engine, "wattlens")).time_range("gpu")
+    assert span is not None
+    assert span[1] >= session.window.end_ns
+    agent = SQLiteStore(session.agent_db).time_range("gpu")
+    assert agent is not None and agent[1] - span[1] < 5 * NS  # within a few scrapes of it
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_dashboard_fleet_page_renders_from_the_engine(session: Session, engine: str) -> None:
     """The Fleet page's whole first render (KPIs, power chart, heatmap) through the dashboard's cache."""
     from collector.store.cache import CachedStore

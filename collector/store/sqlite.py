@@ -97,7 +97,7 @@ class SQLiteStore:
                 upgraded = lay.upgrade(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error:
-                conn.execute("ROLLBACK")
+                lay.rollback(conn)
                 raise
             if upgraded:
                 log.warning("SQLite store %s: added the 5-minute tier (layout %s) for %s, built "
@@ -254,8 +254,7 @@ class SQLiteStore:
             self._maybe_purge(max(p.time_ns for p in points))
 
     def _abort(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        lay.rollback(conn)
         self._reset_caches()  # a rolled-back transaction may have added columns or series
 
     def _sid(self, conn: sqlite3.Connection, p: Point) -> int:

@@ -40,6 +40,13 @@ DEFAULT_RETENTION_S = {"raw": 7 * 86400, "1m": 90 * 86400, "5m": 90 * 86400, "1h
 PARTS = ("s", "n", "lo", "hi")
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if there is one: SQLite ends it by itself on some errors
+    (a full disk), and a ROLLBACK then raises "no transaction is active" over the real error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 def qident(name: str) -> str:
     """Quote an SQL identifier: any string is safe inside double quotes with quotes doubled."""
     if "\x00" in name:
@@ -237,7 +244,7 @@ def _purge_blocks(conn: sqlite3.Connection, t: str, horizon: int) -> int:
         cur = conn.execute(f"DELETE FROM {t} WHERE key < ?", (minutes << 32,))
         conn.execute("COMMIT")
     except sqlite3.Error:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
     return cur.rowcount
 
@@ -255,7 +262,7 @@ def _purge_table(conn: sqlite3.Connection, t: str, horizon: int, chunk_s: int,
             cur = conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,))
             conn.execute("COMMIT")
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         deleted += cur.rowcount
     return deleted

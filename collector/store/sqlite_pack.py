@@ -130,7 +130,7 @@ def pack(conn: sqlite3.Connection, measurement: str, *, max_minutes: int = 480,
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (mark_key, str(upto)))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            lay.rollback(conn)
             raise
     return done
 

@@ -255,3 +255,27 @@ def test_a_damaged_block_is_logged_by_name_and_the_rollups_still_answer(
     assert want == 2 * 58 and got == 58  # the other GPU's rows: the damaged block's are gone
     assert f"packed block of 'gpu', series {sid}, minute 2026-11-18T" in caplog.text
     assert "integrity_check" in caplog.text
+
+
+def test_a_full_disk_while_packing_loses_nothing_and_packing_resumes(tmp_path: Path) -> None:
+    """SQLite's own "database or disk is full" (its page limit reached) in the middle of a pack:
+    the pack's transaction rolls back, every row is still read once, and the next pass packs."""
+    pts = _nvml_points(20 * 60, 4, random.Random(6))
+    store = SQLiteStore(tmp_path / "w.db", purge_every_s=10**9)
+    store.write(pts)
+    q = AggregateQuery("gpu", (("count", "power_w"), ("sum", "energy_j")), T0, T0 + 3600 * NS,
+                       group_by=("gpu",), bucket_s=60)
+    raw_only = SQLiteStore(tmp_path / "w.db", tiered=False)
+    want = raw_only.query(q)
+    conn = store._conn()
+    conn.execute("VACUUM")  # no free page left inside the file
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # and no page more: the file is "full"
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        pk.pack(conn, "gpu", chunk_minutes=10)  # ten minutes of blocks before any row goes
+    assert store.count("gpu") == len(pts)
+    _same(raw_only.query(q), want)
+    conn.execute(f"PRAGMA max_page_count = {10 * pages}")  # space again
+    assert store.pack(budget_s=None) == 4 * 14 * 60
+    assert store.count("gpu") == len(pts)
+    _same(raw_only.query(q), want)

@@ -35,12 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_store import END_NS, NS, tier_bytes
 from collector.schema import Point
 from collector.sources.simulated import SimulatedFleet
 from collector.store.sqlite import SQLiteStore
-
-NS = 1_000_000_000
-END_NS = 1_795_824_000 * NS  # 2026-11-28T00:00Z
 
 
 def jitter(p: Point, rnd: random.Random) -> Point:
@@ -61,16 +59,11 @@ def jitter(p: Point, rnd: random.Random) -> Point:
 
 def used_bytes(path: Path) -> tuple[int, dict[str, int]]:
     """Pages in use, and bytes per table kind (raw, pk, 1m, 5m, 1h, other)."""
+    kinds = tier_bytes(path)  # checkpoints the WAL first
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     page = conn.execute("PRAGMA page_size").fetchone()[0]
     used = (conn.execute("PRAGMA page_count").fetchone()[0]
             - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page
-    kinds: dict[str, int] = {}
-    for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
-        kind, _, m = name.partition(":")
-        key = kind if m else "other"
-        kinds[key] = kinds.get(key, 0) + int(size)
     conn.close()
     return used, kinds
 

@@ -91,14 +91,9 @@ class SQLiteStore:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with lay.immediate(conn):
                 lay.create_meta(conn)
                 upgraded = lay.upgrade(conn)
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                lay.rollback(conn)
-                raise
             if upgraded:
                 log.warning("SQLite store %s: added the 5-minute tier (layout %s) for %s, built "
                             "from the 1-minute rows", self.path, lay.LAYOUT_VERSION,
@@ -184,9 +179,8 @@ class SQLiteStore:
                   "1h": lay.retention_seconds("--rollup-1h-retention", rollup_1h_retention)}
         conn = self._conn()
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            lay.write_retention(conn, wanted)
-            conn.execute("COMMIT")
+            with lay.immediate(conn):
+                lay.write_retention(conn, wanted)
         self._retention = wanted
         lines = [f"retention {tier}: {_days(s)}" for tier, s in wanted.items()]
         if not rollups:
@@ -316,8 +310,13 @@ class SQLiteStore:
         wall = time.time_ns()
         now_ns = wall if newest_ns is None else min(wall, newest_ns)
         measurements = self._measurements()
+        keep_raw_s = self.retention_s["raw"]
         with self._lock:
-            deleted = lay.purge(self._conn(), measurements, self.retention_s, now_ns)
+            conn = self._conn()
+            deleted = lay.purge(conn, measurements, self.retention_s, now_ns)
+            if keep_raw_s > 0:  # packed raw minutes go with the raw rows
+                deleted += sum(sqlite_pack.purge(conn, m, now_ns - keep_raw_s * NS)
+                               for m in measurements)
         self.pack()
         return deleted
 

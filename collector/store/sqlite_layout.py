@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from collector.errors import ConfigError
 
@@ -38,6 +40,18 @@ ROLLUP_TIERS = tuple(TIER_TABLE[w] for w in ROLLUP_WIDTHS_S)
 ROLLUP_SOURCE = {"1m": "raw", "5m": "1m", "1h": "1m"}
 DEFAULT_RETENTION_S = {"raw": 7 * 86400, "1m": 90 * 86400, "5m": 90 * 86400, "1h": 0}
 PARTS = ("s", "n", "lo", "hi")
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        rollback(conn)
+        raise
+    conn.execute("COMMIT")
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -231,22 +245,7 @@ def purge(conn: sqlite3.Connection, measurements: list[str], retention_s: dict[s
         for m in measurements:
             horizon = now_ns - keep_s * 1_000_000_000
             deleted += _purge_table(conn, table(tier, m), horizon, chunk_s, max_chunks)
-            if tier == "raw":  # a block goes when all of its minute is past the horizon
-                deleted += _purge_blocks(conn, table("pk", m), horizon)
     return deleted
-
-
-def _purge_blocks(conn: sqlite3.Connection, t: str, horizon: int) -> int:
-    """Drop the packed blocks whose whole minute is before ``horizon`` (key: minute << 32 | sid)."""
-    minutes = (horizon - 60 * 1_000_000_000) // (60 * 1_000_000_000) + 1  # minute + 1 min <= horizon
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        cur = conn.execute(f"DELETE FROM {t} WHERE key < ?", (minutes << 32,))
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        rollback(conn)
-        raise
-    return cur.rowcount
 
 
 def _purge_table(conn: sqlite3.Connection, t: str, horizon: int, chunk_s: int,
@@ -257,12 +256,6 @@ def _purge_table(conn: sqlite3.Connection, t: str, horizon: int, chunk_s: int,
         if first is None or first >= horizon:
             break
         upto = min(horizon, first + chunk_s * 1_000_000_000)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,))
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            rollback(conn)
-            raise
-        deleted += cur.rowcount
+        with immediate(conn):
+            deleted += conn.execute(f"DELETE FROM {t} WHERE time_ns < ?", (upto,)).rowcount
     return deleted

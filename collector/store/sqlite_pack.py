@@ -124,15 +124,18 @@ def pack(conn: sqlite3.Connection, measurement: str, *, max_minutes: int = 480,
         if start >= horizon:
             return done
         upto = min(horizon, start + chunk_minutes * MINUTE_NS)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with lay.immediate(conn):
             done += _pack_span(conn, measurement, start, upto)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (mark_key, str(upto)))
-            conn.execute("COMMIT")
-        except BaseException:
-            lay.rollback(conn)
-            raise
     return done
+
+
+def purge(conn: sqlite3.Connection, measurement: str, horizon_ns: int) -> int:
+    """Drop the blocks whose whole minute is before ``horizon_ns`` (raw retention); blocks dropped."""
+    kept_from = ((horizon_ns - MINUTE_NS) // MINUTE_NS + 1) * MINUTE_NS  # its minute ends after
+    with lay.immediate(conn):
+        return int(conn.execute(f"DELETE FROM {packed_table(measurement)} WHERE rowid < ?",
+                                (key(kept_from, 0),)).rowcount)
 
 
 def _pack_span(conn: sqlite3.Connection, measurement: str, start: int, end: int) -> int:

@@ -211,25 +211,29 @@ def test_a_read_while_another_connection_packs_counts_every_row_once(tmp_path: P
     q = AggregateQuery("gpu", (("count", "power_w"), ("sum", "energy_j")), T0, T0 + 3600 * NS,
                        bucket_s=300)
     want = reader.query(q)
-    done = threading.Event()
+    done, reading = threading.Event(), threading.Event()
     seen: list[list[object]] = []
 
     def read() -> None:
         while not done.is_set():
+            reading.set()  # a read begins: the packer commits its next minute during it
             seen.append(reader.query(q))
 
     thread = threading.Thread(target=read)
     thread.start()
     try:
         conn = writer._conn()
-        while pk.pack(conn, "gpu", max_minutes=1, chunk_minutes=1):
-            pass
+        while True:
+            assert reading.wait(30), "the reader did not start a read"
+            reading.clear()
+            if not pk.pack(conn, "gpu", max_minutes=1, chunk_minutes=1):
+                break
     finally:
         done.set()
         thread.join()
     assert sqlite3.connect(tmp_path / "w.db").execute(
         'SELECT COUNT(*) FROM "pk:gpu"').fetchone()[0] == 4 * 24  # all but the newest 5 min
-    assert len(seen) >= 3
+    assert len(seen) >= 24  # a read begun before each of the 24 minutes' commits
     for got in seen:
         _same(got, want)  # type: ignore[arg-type]
 

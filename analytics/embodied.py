@@ -71,8 +71,16 @@ def matches(match: str, model: str) -> bool:
 
 def lookup(model: str, overrides: Mapping[str, Embodied] | None = None) -> Embodied | None:
     """The figure for a GPU model name: the longest matching override, else the longest bundled match."""
-    for table in (overrides or {}, bundled()):
-        hits = [k for k in table if matches(k, model)]
+    if overrides:
+        hits = [k for k in overrides if matches(k, model)]
         if hits:
-            return table[max(hits, key=len)]
-    return None
+            return overrides[max(hits, key=len)]
+    return _bundled_lookup(model)
+
+
+@lru_cache(maxsize=256)
+def _bundled_lookup(model: str) -> Embodied | None:
+    """The longest bundled match (a fleet has a few models; the report asks once a GPU and job)."""
+    table = bundled()
+    hits = [k for k in table if matches(k, model)]
+    return table[max(hits, key=len)] if hits else None

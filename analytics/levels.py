@@ -20,10 +20,11 @@ ESTIMATED = "estimated"
 # How GPU-level work is attributed (job points carry no gpu tag); docs/analytics.md repeats it.
 GPU_ATTRIBUTION = (
     "job work attributed to GPUs: per host and time bucket, each job's work is split over the "
-    "host's GPUs of the job's model that were busy (mean util >= 5 %) and whose power limit "
-    "equals the job's, in proportion to their energy; with no such GPU, over the busy GPUs of "
-    "that model, else over all its GPUs on the host. Jobs that share a host, model and power "
-    "limit get a blended GPU-level PER; job-level PER is exact.")
+    "GPUs it reported running on (its gpu_mask), in proportion to their energy; for a job that "
+    "reported none, over the host's GPUs of the job's model that were busy (mean util >= 5 %) "
+    "and whose power limit equals the job's, else over the busy GPUs of that model, else over "
+    "all its GPUs on the host. Such jobs that share a host, model and power limit get a blended "
+    "GPU-level PER; job-level PER is exact.")
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,7 @@ def attribute_work_to_gpus(gpus: Sequence[GpuBucket], jobs: Sequence[JobBucket],
         here = by_slot.get((j.host, j.time_ns), [])
         if not here:
             continue
-        model = [g for g in here if not j.gpu_model or g.model == j.gpu_model] or here
-        busy = [g for g in model if (g.util_mean_pct or 0.0) >= busy_util_pct]
-        capped = [g for g in busy if j.power_limit_w is not None and g.power_limit_w is not None
-                  and abs(g.power_limit_w - j.power_limit_w) < 1.0]
-        chosen = capped or busy or model
+        chosen = _masked(here, j.gpu_mask) or _guessed(here, j, busy_util_pct)
         total = sum(g.energy_j for g in chosen)
         for g in chosen:
             share = g.energy_j / total if total > 0 else 1 / len(chosen)
@@ -96,6 +93,23 @@ def attribute_work_to_gpus(gpus: Sequence[GpuBucket], jobs: Sequence[JobBucket],
             for unit, w in j.work.items():
                 acc[unit] += w * share
     return dict(out)
+
+
+def _masked(here: list[GpuBucket], mask: int | None) -> list[GpuBucket]:
+    """The GPUs of a host whose index is set in a job's ``gpu_mask`` (none without a mask)."""
+    if not mask:
+        return []
+    return [g for g in here if g.gpu.isdigit() and mask >> int(g.gpu) & 1]
+
+
+def _guessed(here: list[GpuBucket], j: JobBucket, busy_util_pct: float) -> list[GpuBucket]:
+    """For a job that did not say which GPUs it ran on: the host's busy GPUs of its model and
+    power limit, else the busy ones of its model, else all of its model."""
+    model = [g for g in here if not j.gpu_model or g.model == j.gpu_model] or here
+    busy = [g for g in model if (g.util_mean_pct or 0.0) >= busy_util_pct]
+    capped = [g for g in busy if j.power_limit_w is not None and g.power_limit_w is not None
+              and abs(g.power_limit_w - j.power_limit_w) < 1.0]
+    return capped or busy or model
 
 
 def gpu_per(gpus: Sequence[GpuBucket], jobs: Sequence[JobBucket],

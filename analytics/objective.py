@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from collector.errors import ConfigError
 
@@ -45,7 +45,7 @@ class EnergyModel:
     p_inf_share: float | None
 
     def to_dict(self) -> dict[str, float | None]:
-        return asdict(self)
+        return dict(vars(self))  # flat scalars: asdict's deep copy is not needed
 
 
 def phase_energy_j(c_w: float, n_samples: float, batch: float, t_batch_s: float,
@@ -112,7 +112,7 @@ class JobTerms:
     active_s: float
 
     def to_dict(self) -> dict[str, float | str]:
-        return asdict(self)
+        return dict(vars(self))  # flat scalars: asdict's deep copy is not needed
 
 
 def job_terms(job: str, kind: str, energy_j: float, active_s: float, samples: float,

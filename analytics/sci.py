@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from analytics import carbon, embodied
@@ -40,7 +40,7 @@ class JobSci:
     note: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # flat scalars: asdict's deep copy is not needed
 
 
 def unit_of(work: Mapping[str, float], wanted: str | None = None) -> str | None:

@@ -189,8 +189,8 @@ class InfluxStore:
     def map_reads(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
         """``fn`` over ``items`` (each a read), up to ``_READERS`` at once; results in order."""
         todo = list(items)
-        if len(todo) <= 1:
-            return [fn(x) for x in todo]
+        if len(todo) <= 1 or threading.current_thread().name.startswith("influx-read"):
+            return [fn(x) for x in todo]  # one read, or asked from a reader: no pool to wait on
         with self._pool_lock:
             if self._read_pool is None:
                 self._read_pool = ThreadPoolExecutor(_READERS, thread_name_prefix="influx-read")
@@ -255,15 +255,19 @@ class InfluxStore:
 
         base = NODE_ROLLUPS.get(measurement, (measurement, ()))[0]
         first_field = schema.MEASUREMENTS.get(base, ((), ()))[1][:1]
-        for width_s in (60, 300, 3600):
-            if not first_field:
-                break
+        if not first_field:
+            return starts
+
+        def first_row(width_s: int) -> list[dict[str, Any]]:
             try:
-                series = self.influxql(
+                return self.influxql(
                     f"SELECT first({influxql.quote_ident(first_field[0] + '_count')}) "
                     f"FROM {self.tier_source(measurement, width_s)}")
             except StoreRejected:
-                continue  # no such retention policy (no rollups, or no 5m one before 2026-11-30)
+                return []  # no such retention policy (no rollups, or no 5m one before 2026-11-30)
+
+        widths = (60, 300, 3600)
+        for width_s, series in zip(widths, self.map_reads(first_row, widths), strict=True):
             if series and series[0].get("values"):
                 starts[width_s] = int(series[0]["values"][0][0])
         return starts
@@ -309,11 +313,14 @@ class InfluxStore:
         for 1,000 GPUs). The first is kept 60 s: it moves only when retention drops a shard or
         older history is written. The newest is kept 2 s: one page load asks it from several
         callbacks. Both are forgotten when this store writes."""
-        last = self._newest.get(measurement, lambda: self._bound(measurement, "DESC"))
+        last, first = self._newest.peek(measurement), self._first.peek(measurement)
+        if last is None or first is None:  # ask both at once: each costs influxd alike
+            last, first = self.map_reads(lambda ask: ask(), (
+                lambda: self._newest.get(measurement, lambda: self._bound(measurement, "DESC")),
+                lambda: self.first_point(measurement)))
         if last is None:
             self._first.forget(measurement)
             return None
-        first = self.first_point(measurement)
         if first is None or first > last:  # written meanwhile by another process
             self._first.forget(measurement)
             first = self.first_point(measurement)

@@ -89,7 +89,7 @@ def expand(q: AggregateQuery) -> tuple[str, ...]:
 
 
 # The parts (indices into PARTS) each aggregate is finished from.
-_PARTS_OF = {"sum": (0, 1), "mean": (0, 1), "count": (1,), "min": (2,), "max": (3,)}
+_PARTS_OF = {"sum": (0,), "mean": (0, 1), "count": (1,), "min": (2,), "max": (3,)}
 
 
 def needed_parts(q: AggregateQuery) -> dict[str, tuple[int, ...]]:
@@ -141,7 +141,7 @@ Parts = Sequence[float | None]
 def _present(p: Parts, i: int = 0) -> bool:
     """Whether a value stands behind the parts at ``i``: a count above 0, or an extreme (when
     only the extremes were read)."""
-    return bool(p[i + 1]) or p[i + 2] is not None or p[i + 3] is not None
+    return p[i] is not None or bool(p[i + 1]) or p[i + 2] is not None or p[i + 3] is not None
 
 
 def _add(a: float | None, b: float | None) -> float | None:
@@ -157,8 +157,8 @@ def _pick(fn: Callable[[float, float], float], a: float | None, b: float | None)
 
 
 def _finish_sum(p: Parts, i: int) -> float | None:
-    s = p[i]
-    if not p[i + 1] or s is None or isinstance(s, str):
+    s, n = p[i], p[i + 1]
+    if s is None or isinstance(s, str) or (n is not None and not n):
         return None
     return float(s)
 

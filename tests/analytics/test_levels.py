@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,26 @@ def test_attribution_follows_power_limit_then_energy_share() -> None:
     spread = levels.attribute_work_to_gpus(gpus, [jb("any", "h", t, 600.0, 60.0, None)])
     assert spread[("h", "0")]["samples"] == pytest.approx(30.0)
     assert spread[("h", "2")]["samples"] == pytest.approx(20.0)
+
+
+def test_attribution_follows_the_gpu_mask_where_a_job_reports_one() -> None:
+    t = T0
+    # Two jobs on one host, same model and power limit, both busy: by their masks, "a" ran on
+    # GPUs 0 and 1, "b" on GPU 2. Without the masks their work would blend over all three.
+    gpus = [gb("h", "0", t, 300.0, 90, 700), gb("h", "1", t, 100.0, 90, 700),
+            gb("h", "2", t, 200.0, 90, 700)]
+    a = replace(jb("a", "h", t, 400.0, 40.0, 700), gpu_mask=0b011)
+    b = replace(jb("b", "h", t, 200.0, 30.0, 700), gpu_mask=0b100)
+    work = levels.attribute_work_to_gpus(gpus, [a, b])
+    assert work[("h", "0")]["samples"] == pytest.approx(30.0)  # 40 split 3:1 by energy
+    assert work[("h", "1")]["samples"] == pytest.approx(10.0)
+    assert work[("h", "2")]["samples"] == pytest.approx(30.0)  # all of b's, none of a's
+    blended = levels.attribute_work_to_gpus(gpus, [replace(a, gpu_mask=None),
+                                                   replace(b, gpu_mask=None)])
+    assert blended[("h", "2")]["samples"] == pytest.approx(70.0 * 200.0 / 600.0)
+    # A mask naming no GPU the host reported falls back to the guess.
+    stray = levels.attribute_work_to_gpus(gpus, [replace(b, gpu_mask=0b1000)])
+    assert sum(w["samples"] for w in stray.values()) == pytest.approx(30.0)
 
 
 def test_trend_against_first_hour_and_against_a_reference() -> None:

@@ -300,6 +300,13 @@ def test_reads_use_the_rollup_policies_and_match_raw(influxdb: ServerProcess,
             q = AggregateQuery("gpu", which, start, end, group_by=group_by,  # type: ignore[arg-type]
                                bucket_s=bucket_s)
             _assert_rows_equal(store.query(q), store.raw_query(q), f"{which} {bucket_s} {group_by}")  # type: ignore[arg-type]
+    # Sums alone read no counts: a field some points lack (tokens, idle_j) must still be absent,
+    # not 0, exactly where raw points have none, and present where it sums to 0.
+    job_sums = tuple(("sum", f) for f in ("tokens", "samples", "idle_j", "estimated_j"))
+    for bucket_s, group_by in ((3600, ("job",)), (None, ("job", "host")), (300, ("kind",))):
+        q = AggregateQuery("job", job_sums, start, end, group_by=group_by,  # type: ignore[arg-type]
+                           bucket_s=bucket_s)
+        _assert_rows_equal(store.query(q), store.raw_query(q), f"job sums {bucket_s} {group_by}")
     pieces = tiers.plan(AggregateQuery("gpu", aggs, start, end), [  # type: ignore[arg-type]
         tiers.RAW, tiers.Tier("1m", 60, since_ns=t_old), tiers.Tier("1h", 3600, since_ns=t_old)])
     assert [p.tier.width_s for p in pieces] == [3600, 60, 0, 60, 0]

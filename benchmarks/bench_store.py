@@ -228,14 +228,15 @@ def run_fleet(args: argparse.Namespace, root: Path) -> None:
     sqlite = [("SQLite", SQLiteStore(path))]
     if args.unpacked:  # the same data as rows only (a file written before packing), in turns
         sqlite.append(("SQLite, rows not packed", SQLiteStore(args.unpacked)))
-    measure_reads(sqlite, window, args.hours, ref, args.repeat)
+    measure_reads(sqlite, window, args.hours, ref, args.repeat, not args.default_gc)
     with influx_stores(args, root, start) as influx:  # influxd runs while this block does
         if influx:
-            measure_reads(influx, window, args.hours, ref, args.repeat)
+            measure_reads(influx, window, args.hours, ref, args.repeat,
+                          not args.default_gc)
 
 
 def measure_reads(stores: list[tuple[str, Any]], window: Window, hours: float,
-                  ref: float | None, repeat: int = 1) -> None:
+                  ref: float | None, repeat: int = 1, settle_heap: bool = True) -> None:
     """`wattlens report` over the window and the Fleet page's cold load, wall and CPU: the
     median of ``repeat`` runs, each printed with the machine's load average. Several stores
     take turns run by run (A, B, A, B, ...), so a change in the machine's load falls on all."""
@@ -245,6 +246,10 @@ def measure_reads(stores: list[tuple[str, Any]], window: Window, hours: float,
     from analytics.context import Settings
     from dashboard import views
 
+    if settle_heap:  # as `wattlens report` and the dashboard do once they have imported
+        from wattlens.runtime import settle
+
+        settle()
     per = (lambda t: f" = {t / ref:.1f} x DuckDB") if ref else (lambda _t: "")
     end = window.end_ns - 1
     for what, make in ((f"report over {hours:g} h",
@@ -370,7 +375,14 @@ def main() -> int:
     ap.add_argument("--unpacked", default=None,
                     help="a file with the same data never packed, timed in turns (reference)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of the report and the cold load")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="CPython's default collector thresholds, not the ones every wattlens "
+                         "command runs with (wattlens/runtime.py): the reference for that tuning")
     args = ap.parse_args()
+    if not args.default_gc:
+        from wattlens.runtime import tune_gc
+
+        tune_gc()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         if args.year:
             run_year(args, Path(d))

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from collector.errors import ConfigError, WattlensError
+    from wattlens.runtime import tune_gc
 
+    tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

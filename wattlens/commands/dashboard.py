@@ -138,6 +138,9 @@ def serve_until_signal(app: Any, bind: str, port: int, on_start: str = "", auth:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    from wattlens.runtime import settle
+
+    settle()  # the app, its layouts and the store live as long as the server
     server.start()
     from dashboard.auth import is_loopback
 

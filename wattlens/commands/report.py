@@ -221,12 +221,14 @@ def run(args: argparse.Namespace) -> int:
     from analytics.filters import Filter
     from analytics.report import STEPS, build_report, render
     from analytics.teams import to_csv
+    from wattlens.runtime import settle
 
     settings = build_settings(args)
     check_carbon_options(settings)
     store = open_existing_store(args.store)
     try:
         window = resolve_window(store, args.since, args.until)
+        settle()
         with LazyProgress("report", STEPS) as bar:
             report = build_report(store, window, args.tradeoff_weight, settings, progress=bar.step,
                                   objective_lambda_j=args.objective_lambda_j,

@@ -318,6 +318,15 @@ def with_namespace_teams(points: Iterable[Point], team_map: Mapping[str, str]) -
     return out
 
 
+def _mask(gpus: Iterable[int]) -> int | None:
+    """Bit i for GPU i (analytics.levels splits a job's work over these); None for no GPU, or
+    for an index a 64-bit integer field cannot carry."""
+    indices = set(gpus)
+    if not indices or max(indices) > 62 or min(indices) < 0:
+        return None
+    return sum(1 << g for g in indices)
+
+
 def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_split: Split | None,
                pid_owner: Mapping[int, str], result: RoundResult) -> Point | None:
     name = j.name
@@ -370,6 +379,7 @@ def _job_point(r: RoundInput, j: JobState, on_gpu: OnGpu, gpu: _GpuSplit, cpu_sp
         "energy_j": energy, "estimated_j": estimated_j, **work, "active_s": active_s,
         "idle_j": gpu.idle_j.get(name, 0.0) if energy is not None else None,
         "gpus": len(used),
+        "gpu_mask": _mask(used),
         "batch_size": j.batch_size, "planned_samples": j.planned_samples,
         "deferrable": None if j.deferrable is None else int(j.deferrable),
         "util_pct": _mean(x.util_pct for x in readings),

@@ -341,6 +341,7 @@ def test_declared_gpus_are_used_when_nvml_shows_no_processes(tmp_path: Path) -> 
     jobs = jobs_of(rig.round())
     svc = jobs[("infer-svc", "infer")]
     assert svc.field("gpus") == 2
+    assert svc.field("gpu_mask") == 0b101  # GPUs 0 and 2: GPU-level work goes to those two
     cpu_idle_j = svc.field("idle_j")  # the idle CPU's draw: the one job on the host holds it
     assert isinstance(cpu_idle_j, float) and cpu_idle_j > 0
     assert svc.field("energy_j") == pytest.approx(100.0 + 60.0 + cpu_idle_j, rel=1e-9)

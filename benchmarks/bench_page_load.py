@@ -34,6 +34,7 @@ from selenium.webdriver.chrome.service import Service
 from collector.store import open_store
 from dashboard.app import create_app
 from dashboard.server import DashboardServer
+from wattlens.runtime import settle, tune_gc
 
 # Installed before any script of the page runs: long tasks, and when the power chart is drawn.
 PROBE = """
@@ -97,7 +98,9 @@ def main() -> None:
     ap.add_argument("--store", required=True, help="a store filled earlier (sqlite:///…, influxdb://…)")
     ap.add_argument("--repeat", type=int, default=5, help="loads per variant, taking turns")
     args = ap.parse_args()
+    tune_gc()  # as every wattlens command
     variants = {name: serve(args.store, full) for name, full in (("cartesian", False), ("full", True))}
+    settle()  # as `wattlens dashboard` once its app is built
     got: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for i in range(args.repeat):
         for name, (_server, url) in variants.items():

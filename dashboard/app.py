@@ -119,20 +119,28 @@ def _import_numpy_now() -> None:
 PICKED = urlstate.FILTER_KEYS  # every filter has a picker in the filter bar
 
 
-def _filter_options(store: Store, state: urlstate.ViewState) -> list[list[dict[str, str]]]:
-    """The picks for each filter over the state's range; a value from a link is always among them
-    (a picker drops a value missing from its options)."""
+def _filter_options(store: Store, state: urlstate.ViewState) -> list[Any]:
+    """The picks for each filter over the state's range, then the job picker's placeholder. A
+    value from a link is always among them (a picker drops a value missing from its options).
+    A range with many jobs lists the largest (:func:`views.job_picks`); typing finds the rest."""
     try:
-        found = views.filter_options(store, views.range_window(store, state.range))
+        window = views.range_window(store, state.range)
+        found = views.filter_options(store, window)
+        found["job"], n_jobs = views.job_picks(store, window, current=state.job)
     except ValueError:
-        found = {k: [] for k in PICKED}
-    out = []
+        found, n_jobs = {k: [] for k in PICKED}, 0
+    out: list[Any] = []
     for k in PICKED:
         values = list(found.get(k, []))
         if getattr(state, k) and getattr(state, k) not in values:
             values.insert(0, getattr(state, k))
-        out.append([{"label": v, "value": v} for v in values])
+        out.append(_options(values))
+    out.append(f"all · {n_jobs:,} jobs: type to find one" if n_jobs > views.LISTED_JOBS else "all")
     return out
+
+
+def _options(values: list[str]) -> list[dict[str, str]]:
+    return [{"label": v, "value": v} for v in values]
 
 
 def register_url_sync(app: dash.Dash, store: Store) -> None:
@@ -144,6 +152,7 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                   Output("url-error", "children"),
                   *(Output(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
                   *(Output(f"filter-{k}", "options") for k in PICKED),
+                  Output("filter-job", "placeholder"),
                   Input("url", "search"), Input("range", "value"), Input("lam", "data"),
                   *(Input(f"filter-{k}", "value") for k in urlstate.FILTER_KEYS),
                   State("view", "data"), prevent_initial_call="initial_duplicate")
@@ -176,6 +185,20 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                 *(changed(getattr(state, k) or None, v or None)
                   for k, v in zip(urlstate.FILTER_KEYS, picked, strict=True)),
                 *_filter_options(store, state))
+
+    @app.callback(Output("filter-job", "options", allow_duplicate=True),
+                  Input("filter-job", "search_value"), State("filter-job", "value"),
+                  State("view", "data"), prevent_initial_call=True)
+    def find_jobs(search: str | None, value: str | None, view: dict[str, Any] | None) -> Any:
+        """What is typed into the job picker searches every job of the range, not only those
+        listed (a range with more than views.LISTED_JOBS)."""
+        if search is None:
+            return no_update
+        try:
+            window = views.range_window(store, urlstate.from_dict(view).range)
+        except ValueError:
+            return no_update
+        return _options(views.job_picks(store, window, search, value)[0])
 
     # A zoom is caught in the browser and kept in the "zoom" store; only a new zoom reaches the
     # server. dcc.Graph follows a zoom with its own {'autosize': True} relayout (it re-plots the

@@ -43,3 +43,26 @@ def filter_options(store: Store, window: Window) -> dict[str, list[str]]:
     """Nodes, GPU models, jobs and teams seen in the window, for the filter bar."""
     teams = {key[2] for key in queries.job_energy_by_tags(store, window, ("team",)) if key[2]}
     return {**queries.filter_values(store, window), "team": sorted(teams)}
+
+
+# More jobs than this in the range: the job picker lists the ones that used the most energy, and
+# typing finds any other. 895 jobs listed at once were 78 KB of options that held a first page
+# load 0.19 s in the browser (docs/benchmarks.md).
+LISTED_JOBS = 100
+
+
+def job_picks(store: Store, window: Window, search: str | None = None,
+              current: str | None = None) -> tuple[list[str], int]:
+    """The jobs the job picker lists, and how many the window holds. All of them up to
+    :data:`LISTED_JOBS`; beyond, those whose name holds ``search`` (any case), else those with
+    the most energy, :data:`LISTED_JOBS` at most, by name. The current pick is always listed."""
+    energy = {job: e for (job,), e in queries.energy_by(store, window, "job", ("job",)).items()}
+    if len(energy) <= LISTED_JOBS:
+        picks = sorted(energy)
+    else:
+        needle = (search or "").strip().lower()
+        pool = [j for j in energy if needle in j.lower()] if needle else list(energy)
+        picks = sorted(sorted(pool, key=lambda j: -energy[j])[:LISTED_JOBS])
+    if current and current not in picks:
+        picks.insert(0, current)
+    return picks, len(energy)

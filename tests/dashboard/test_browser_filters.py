@@ -14,7 +14,7 @@ from analytics import queries
 from collector.store.sqlite import SQLiteStore
 from dashboard import views
 from tests.dashboard.test_browser import _open, _wait
-from tests.dashboard.test_browser_operator import _report, _summary_count, _table
+from tests.dashboard.test_browser_operator import _query, _report, _summary_count, _table
 from tests.dashboard.test_browser_reconcile import _window
 
 pytestmark = pytest.mark.browser
@@ -69,3 +69,32 @@ def test_gpu_health_follows_the_team_filter(chrome: webdriver.Chrome, server: st
     assert count == report["totals"]["gpus"]  # ... to the GPUs the filtered report counts
     hosts = {r["gpu"].split("/")[0] for r in _table(chrome, "health-table")}
     assert hosts and len(hosts) * 8 == count
+
+
+def test_a_range_with_many_jobs_lists_the_largest_and_typing_finds_any(
+        chrome: webdriver.Chrome, server: str, demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo store holds a few dozen jobs; with 3 listed, it stands for a fleet of thousands.
+    from dashboard.views import gpus
+
+    monkeypatch.setattr(gpus, "LISTED_JOBS", 3)
+    monkeypatch.setattr(views, "LISTED_JOBS", 3)
+    store = SQLiteStore(demo_db)
+    energy = {j: e for (j,), e in queries.energy_by(store, views.window_for(store, "24h"), "job",
+                                                    ("job",)).items()}
+    store.close()
+    largest = sorted(sorted(energy, key=lambda j: -energy[j])[:3])
+    smallest = min(energy, key=lambda j: energy[j])
+    _open(chrome, server + "/?range=24h", "page-fleet")
+    picker = chrome.find_element(By.CSS_SELECTOR, "#filter-job")
+    _wait(chrome, lambda d: f"{len(energy):,} jobs: type to find one" in picker.text)
+    picker.click()
+    shown = _wait(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role=option]"))
+    assert [o.text.strip() for o in shown] == largest  # the three with the most energy
+    box = _wait(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-search, "
+                                                  ".dash-dropdown input"))[0]
+    box.send_keys(smallest)  # not listed: the server searches every job of the range
+    found = _wait(chrome, lambda d: [o for o in d.find_elements(
+        By.CSS_SELECTOR, ".dash-dropdown-options [role=option]") if o.text.strip() == smallest])
+    found[0].click()
+    _wait(chrome, lambda d: _query(d).get("job") == smallest)
+    assert chrome.find_element(By.CSS_SELECTOR, "#filter-job").text.strip() == smallest

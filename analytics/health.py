@@ -6,6 +6,7 @@ Reads go through analytics.queries; everything here is pure arithmetic on what t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from analytics import queries
@@ -73,24 +74,38 @@ class GpuHealth:
 
 @dataclass(frozen=True)
 class HealthView:
-    """Per GPU: the summary row and its series over time ({field: [values]} on shared times)."""
+    """Every GPU's summary row, flagged first; the series over time ({field: [values]}) of the
+    first ``lines`` of them, the ones the charts draw; and, past those, the mean of all of them."""
 
     window: Window
     gpus: list[GpuHealth]
     times_ns: dict[str, list[int]]
     series: dict[str, dict[str, list[float | None]]]
     has_throttle: bool
+    mean_times_ns: list[int] = field(default_factory=list)  # empty: every GPU has its line
+    mean_series: dict[str, list[float | None]] = field(default_factory=dict)
 
 
-def _mean(xs: list[float | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _throttle(b: dict[str, float | None]) -> float | None:
+def _throttle(b: Mapping[str, float | None]) -> float | None:
+    """The share of the time a power or thermal throttle reason was set: the two shares added,
+    at most 1 (a sample with both counts once only where they do not overlap)."""
     parts = [b.get("throttle_power"), b.get("throttle_thermal")]
     known = [p for p in parts if p is not None]
     return min(1.0, sum(known)) if known else None
+
+
+def chart_series(buckets: Sequence[Mapping[str, float | None]]) -> dict[str, list[float | None]]:
+    """What the health charts draw from a run of buckets' means: each field, power as a share of
+    the limit and the throttled share, in percent."""
+    return {
+        "temp_c": [b["temp_c"] for b in buckets],
+        "sm_clock_mhz": [b["sm_clock_mhz"] for b in buckets],
+        "mem_clock_mhz": [b["mem_clock_mhz"] for b in buckets],
+        "mem_util_pct": [b["mem_util_pct"] for b in buckets],
+        "power_pct": [None if b["power_w"] is None or not b["power_limit_w"]
+                      else 100.0 * b["power_w"] / b["power_limit_w"] for b in buckets],
+        "throttle_pct": [None if (t := _throttle(b)) is None else 100.0 * t for b in buckets],
+    }
 
 
 def flags_for(g: GpuHealth, best_clock: float | None) -> list[str]:
@@ -110,58 +125,60 @@ def flags_for(g: GpuHealth, best_clock: float | None) -> list[str]:
     return out
 
 
-def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter()) -> HealthView:
-    """Every GPU matching the filter over the window, with its series and the node's PER."""
-    bucket_s = bucket_for(window, MAX_POINTS)
+def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter(),
+               lines: int = 16) -> HealthView:
+    """Every GPU matching the filter over the window, flagged first, with the node's PER; the
+    series of the first ``lines`` (the charts' lines) and, past them, the mean of all."""
     where = flt.where()
     if flt.job or flt.team:
-        found: list[set[str]] = []
-        if flt.job:
-            found.append(set(queries.hosts_of_job(store, window, flt.job)))
-        if flt.team:
-            found.append({host for (_job, host, team) in queries.job_energy_by_tags(
-                store, window, ("team",)) if team == flt.team})
-        hosts = set.intersection(*found)
-        if flt.node:
-            hosts = {h for h in hosts if h == flt.node}
+        hosts = _hosts_of(store, window, flt)
         if not hosts:
             return HealthView(window, [], {}, {}, False)
         where["host"] = tuple(sorted(hosts))
-    buckets = queries.gpu_health_buckets(store, window, bucket_s, where)
     work = queries.job_work_by_host(store, window)
-    gpus: list[GpuHealth] = []
-    times: dict[str, list[int]] = {}
-    series: dict[str, dict[str, list[float | None]]] = {}
-    has_throttle = False
-    for (host, gpu, model), rows in sorted(buckets.items()):
-        vals = [b for _t, b in rows]
-        thr = [_throttle(b) for b in vals]
-        has_throttle = has_throttle or any(t is not None for t in thr)
-        temps = [b["temp_c"] for b in vals if b["temp_c"] is not None]
-        g = GpuHealth(host, gpu, model, _mean([b["temp_c"] for b in vals]), max(temps) if temps else None,
-                      _mean([b["sm_clock_mhz"] for b in vals]), _mean([b["mem_clock_mhz"] for b in vals]),
-                      _mean([b["mem_util_pct"] for b in vals]), _mean([b["util_pct"] for b in vals]),
-                      _mean([b["power_w"] for b in vals]), _mean([b["power_limit_w"] for b in vals]),
-                      _mean(thr))
+    gpus = []
+    for (host, gpu, model), m in sorted(queries.gpu_health_summary(store, window, where).items()):
+        g = GpuHealth(host, gpu, model, m["temp_c"], m["peak_temp_c"], m["sm_clock_mhz"],
+                      m["mem_clock_mhz"], m["mem_util_pct"], m["util_pct"], m["power_w"],
+                      m["power_limit_w"], _throttle(m))
         host_work, host_energy = work.get(host, ({}, 0.0))
         unit = primary_unit(host_work)
         if unit:
             g.per_unit, g.node_per = unit, per_by_unit(host_work, host_energy).get(unit)
         gpus.append(g)
-        times[g.name] = [t for t, _b in rows]
-        series[g.name] = {
-            "temp_c": [b["temp_c"] for b in vals],
-            "sm_clock_mhz": [b["sm_clock_mhz"] for b in vals],
-            "mem_clock_mhz": [b["mem_clock_mhz"] for b in vals],
-            "mem_util_pct": [b["mem_util_pct"] for b in vals],
-            "power_pct": [None if b["power_w"] is None or not b["power_limit_w"]
-                          else 100.0 * b["power_w"] / b["power_limit_w"] for b in vals],
-            "throttle_pct": [None if t is None else 100.0 * t for t in thr],
-        }
     best: dict[str, float] = {}
     for g in gpus:
         if g.sm_clock_mhz is not None and (g.util_pct or 0) >= BUSY_UTIL_PCT:
             best[g.model] = max(best.get(g.model, 0.0), g.sm_clock_mhz)
     for g in gpus:
         g.flags = flags_for(g, best.get(g.model))
-    return HealthView(window, gpus, times, series, has_throttle)
+    gpus.sort(key=lambda g: (-len(g.flags), g.name))
+    bucket_s = bucket_for(window, MAX_POINTS)
+    drawn = {(g.host, g.gpu, g.model): g.name for g in gpus[:lines]}
+    times: dict[str, list[int]] = {}
+    series: dict[str, dict[str, list[float | None]]] = {}
+    if drawn:
+        only = {**where, "host": tuple(sorted({h for h, _g, _m in drawn}))}
+        for key, rows in queries.gpu_health_buckets(store, window, bucket_s, only).items():
+            if key in drawn:
+                times[drawn[key]] = [t for t, _b in rows]
+                series[drawn[key]] = chart_series([b for _t, b in rows])
+    mean_times: list[int] = []
+    mean: dict[str, list[float | None]] = {}
+    if len(gpus) > lines:
+        rows = queries.gpu_health_buckets(store, window, bucket_s, where, group_by=()).get((), [])
+        mean_times, mean = [t for t, _b in rows], chart_series([b for _t, b in rows])
+    has_throttle = any(g.throttle_share is not None for g in gpus)
+    return HealthView(window, gpus, times, series, has_throttle, mean_times, mean)
+
+
+def _hosts_of(store: Store, window: Window, flt: HealthFilter) -> set[str]:
+    """The hosts a job filter, a team filter (its jobs' hosts) and a node filter all keep."""
+    found: list[set[str]] = []
+    if flt.job:
+        found.append(set(queries.hosts_of_job(store, window, flt.job)))
+    if flt.team:
+        found.append({host for (_job, host, team) in queries.job_energy_by_tags(
+            store, window, ("team",)) if team == flt.team})
+    hosts = set.intersection(*found)
+    return {h for h in hosts if h == flt.node} if flt.node else hosts

@@ -135,7 +135,7 @@ def _filter_options(store: Store, state: urlstate.ViewState) -> list[Any]:
         if getattr(state, k) and getattr(state, k) not in values:
             values.insert(0, getattr(state, k))
         out.append(_options(values))
-    out.append(f"all · {n_jobs:,} jobs: type to find one" if n_jobs > views.LISTED_JOBS else "all")
+    out.append(f"all · search {n_jobs:,}" if n_jobs > views.LISTED_JOBS else "all")
     return out
 
 

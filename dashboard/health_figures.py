@@ -27,11 +27,14 @@ MEAN_NAME = "mean of all {n} GPUs"
 
 
 def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Mapping[str, Sequence[float | None]]],
-                 field: str, *, height: int = 300, order: Sequence[str] | None = None) -> go.Figure:
+                 field: str, *, height: int = 300, order: Sequence[str] | None = None,
+                 mean: tuple[Sequence[int], Mapping[str, Sequence[float | None]]] | None = None,
+                 total: int = 0) -> go.Figure:
     """One line per GPU for ``field``; a dotted reference (83 °C slowdown, 100 % of the cap) where
     one helps. Legend on the right, inside the card; the hover names the GPU. Past
-    :data:`MAX_LINES` GPUs, the first ones of ``order`` (the table's: flagged first) and a thick
-    line, the mean of all of them per bucket."""
+    :data:`MAX_LINES` GPUs (``total`` of them), the first ones of ``order`` (the table's: flagged
+    first) and a thick line, ``mean``: the mean of all of them per bucket (times, {field: values},
+    as analytics.health gives it)."""
     y_title, ref = HEALTH_CHARTS[field]
     names = [n for n in (order or series) if n in series
              and any(v is not None for v in series[n].get(field, []))]
@@ -44,11 +47,10 @@ def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Map
             x=[iso(t) for t in times_ns[name]], y=list(series[name][field]), name=name, mode="lines",
             line={"width": 1.3, "color": PALETTE[i % len(PALETTE)]},
             hovertemplate=f"{name}<br>%{{x}}<br>%{{y:.1f}}<extra></extra>"))
-    if len(names) > MAX_LINES:
-        times, mean = fleet_mean(times_ns, series, field, names)
-        label = MEAN_NAME.format(n=len(names))
+    if mean is not None and total > MAX_LINES and any(v is not None for v in mean[1].get(field, [])):
+        label = MEAN_NAME.format(n=total)
         fig.add_trace(go.Scatter(
-            x=[iso(t) for t in times], y=mean, name=label, mode="lines",
+            x=[iso(t) for t in mean[0]], y=list(mean[1][field]), name=label, mode="lines",
             line={"width": 3, "color": "#0f172a"},
             hovertemplate=f"{label}<br>%{{x}}<br>%{{y:.1f}}<extra></extra>"))
     if ref is not None:
@@ -60,16 +62,3 @@ def health_lines(times_ns: Mapping[str, Sequence[int]], series: Mapping[str, Map
     return fig
 
 
-def fleet_mean(times_ns: Mapping[str, Sequence[int]],
-               series: Mapping[str, Mapping[str, Sequence[float | None]]], field: str,
-               names: Sequence[str]) -> tuple[list[int], list[float]]:
-    """Per bucket, the mean of ``field`` over the GPUs (``names``) with a value there."""
-    sums: dict[int, list[float]] = {}
-    for name in names:
-        for t, v in zip(times_ns[name], series[name].get(field, []), strict=False):
-            if v is not None:
-                acc = sums.setdefault(t, [0.0, 0.0])
-                acc[0] += v
-                acc[1] += 1
-    times = sorted(sums)
-    return times, [sums[t][0] / sums[t][1] for t in times]

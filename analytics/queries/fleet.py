@@ -46,22 +46,42 @@ HEALTH_FIELDS = ("temp_c", "sm_clock_mhz", "mem_clock_mhz", "mem_util_pct", "uti
                  "power_limit_w", "throttle_power", "throttle_thermal")
 
 
+GPU_KEY = ("host", "gpu", "model")
+
+
 def gpu_health_buckets(store: Store, window: Window, bucket_s: int,
                        where: dict[str, str | tuple[str, ...]] | None = None,
+                       group_by: tuple[str, ...] = GPU_KEY,
                        ) -> dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]]:
-    """Per GPU (host, gpu, model), per bucket: the mean of each health field (None where not stored)."""
+    """Per group (a GPU: host, gpu, model; ``()``: all the GPUs ``where`` keeps), per bucket:
+    the mean of each health field over the samples (None where not stored)."""
     rows = store.query(AggregateQuery("gpu", tuple(("mean", f) for f in HEALTH_FIELDS),
                                       window.start_ns, window.end_ns,
-                                      group_by=("host", "gpu", "model"), bucket_s=bucket_s,
-                                      where=where or {}))
+                                      group_by=group_by, bucket_s=bucket_s, where=where or {}))
     out: dict[tuple[str, ...], list[tuple[int, dict[str, float | None]]]] = defaultdict(list)
-    cols = [(f, f"mean_{f}") for f in HEALTH_FIELDS]  # once, not per row: 144,000 rows at 1,000 GPUs
+    cols = [(f, f"mean_{f}") for f in HEALTH_FIELDS]  # once, not per row
     for r in rows:
         if r.time_ns is not None:
             v = r.values
-            out[(r.tags["host"], r.tags["gpu"], r.tags["model"])].append(
+            out[tuple(r.tags[t] for t in group_by)].append(
                 (r.time_ns, {f: v.get(c) for f, c in cols}))
     return {k: sorted(v, key=lambda b: b[0]) for k, v in out.items()}
+
+
+def gpu_health_summary(store: Store, window: Window,
+                       where: dict[str, str | tuple[str, ...]] | None = None,
+                       ) -> dict[tuple[str, ...], dict[str, float | None]]:
+    """Per GPU (host, gpu, model) over the window: the mean of each health field over its samples,
+    and ``peak_temp_c``, its hottest sample. One row a GPU, whatever the window's length."""
+    rows = store.query(AggregateQuery(
+        "gpu", (*(("mean", f) for f in HEALTH_FIELDS), ("max", "temp_c")),  # type: ignore[arg-type]
+        window.start_ns, window.end_ns, group_by=GPU_KEY, where=where or {}))
+    out: dict[tuple[str, ...], dict[str, float | None]] = {}
+    for r in rows:
+        v = r.values
+        out[tuple(r.tags[t] for t in GPU_KEY)] = {
+            **{f: v.get(f"mean_{f}") for f in HEALTH_FIELDS}, "peak_temp_c": v.get("max_temp_c")}
+    return out
 
 
 def job_work_by_host(store: Store, window: Window) -> dict[str, tuple[dict[str, float], float]]:

@@ -30,8 +30,8 @@ def layout() -> list[Any]:
         components.section(
             "GPUs at a glance", html.Div(id="gpus-summary", className="wl-summary"),
             components.HEALTH_TABLE,
-            note="means over the range; node PER = work of the node's jobs ÷ their energy; flagged "
-                 "GPUs first", id="card-gpus-table"),
+            note="means over the range, peak: the hottest sample; node PER = work of the node's "
+                 "jobs ÷ their energy; flagged GPUs first", id="card-gpus-table"),
         html.Div(className="wl-grid-2", children=[
             components.section(CHART_TITLES[f], components.graph(f"gpus-{f}"), note=CHART_NOTES[f],
                                id=f"card-gpus-{f}") for f in CHARTS]),
@@ -61,7 +61,8 @@ def register(app: Dash, deps: Deps) -> None:
         figs = []
         order = [r["gpu"] for r in rows]  # the table's: flagged first
         for f in CHARTS:
-            fig = health_figures.health_lines(v.times_ns, v.series, f, order=order)
+            fig = health_figures.health_lines(v.times_ns, v.series, f, order=order,
+                                              mean=(v.mean_times_ns, v.mean_series), total=len(rows))
             fig.update_layout(uirevision=f"{range_key}/{node}/{model}/{job}/{team}")
             figs.append(fig)
         return (rows, summary, components.window_caption(window, "gpus-window-text", "covers: "),

@@ -17,8 +17,11 @@ def _r(x: float | None, nd: int) -> float | None:
 
 def health_view(store: Store, window: Window, node: str = "", model: str = "", job: str = "",
                 team: str = "") -> HealthView:
+    """The GPU health page's data: the series of the GPUs its charts draw, and the mean of all."""
+    from dashboard.health_figures import MAX_LINES
+
     return gpu_health(store, window, HealthFilter(node=node or "", model=model or "", job=job or "",
-                                                  team=team or ""))
+                                                  team=team or ""), lines=MAX_LINES)
 
 
 def health_rows(v: HealthView) -> list[dict[str, Any]]:

@@ -244,10 +244,11 @@ def test_health_lines_past_the_cap_draw_the_first_gpus_and_the_mean_of_all() -> 
     series = {name: {"temp_c": [40.0 + i, 40.0 + i if i < n - 1 else None, 40.0 + i]}
               for i, name in enumerate(names)}
     order = list(reversed(names))  # the table's order (flagged first), not the names'
-    fig = health_lines(times, series, "temp_c", order=order)
+    drawn = {k: series[k] for k in order[:MAX_LINES]}  # analytics.health reads only those
+    mean = (times[names[0]], {"temp_c": [41.0, None, 42.0]})  # the store's mean of all n
+    fig = health_lines(times, drawn, "temp_c", order=order, mean=mean, total=n)
     assert [t.name for t in fig.data] == [*order[:MAX_LINES], f"mean of all {n} GPUs"]
-    mean = list(fig.data[-1].y)
-    assert mean[0] == pytest.approx(40 + (n - 1) / 2)  # every GPU
-    assert mean[1] == pytest.approx(40 + (n - 2) / 2)  # the GPUs with a value there
-    few = health_lines(times, {k: series[k] for k in names[:3]}, "temp_c")
+    assert list(fig.data[-1].y) == [41.0, None, 42.0]
+    few = health_lines(times, {k: series[k] for k in names[:3]}, "temp_c", order=names[:3],
+                       mean=mean, total=3)
     assert [t.name for t in few.data] == names[:3]  # under the cap: every GPU, no mean

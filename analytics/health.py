@@ -154,15 +154,7 @@ def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter(),
         g.flags = flags_for(g, best.get(g.model))
     gpus.sort(key=lambda g: (-len(g.flags), g.name))
     bucket_s = bucket_for(window, MAX_POINTS)
-    drawn = {(g.host, g.gpu, g.model): g.name for g in gpus[:lines]}
-    times: dict[str, list[int]] = {}
-    series: dict[str, dict[str, list[float | None]]] = {}
-    if drawn:
-        only = {**where, "host": tuple(sorted({h for h, _g, _m in drawn}))}
-        for key, rows in queries.gpu_health_buckets(store, window, bucket_s, only).items():
-            if key in drawn:
-                times[drawn[key]] = [t for t, _b in rows]
-                series[drawn[key]] = chart_series([b for _t, b in rows])
+    times, series = _drawn_series(store, window, bucket_s, where, gpus[:lines])
     mean_times: list[int] = []
     mean: dict[str, list[float | None]] = {}
     if len(gpus) > lines:
@@ -170,6 +162,23 @@ def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter(),
         mean_times, mean = [t for t, _b in rows], chart_series([b for _t, b in rows])
     has_throttle = any(g.throttle_share is not None for g in gpus)
     return HealthView(window, gpus, times, series, has_throttle, mean_times, mean)
+
+
+def _drawn_series(store: Store, window: Window, bucket_s: int,
+                  where: dict[str, str | tuple[str, ...]], drawn: list[GpuHealth],
+                  ) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float | None]]]]:
+    """Bucket times and chart series of the GPUs drawn, read for their hosts only."""
+    names = {(g.host, g.gpu, g.model): g.name for g in drawn}
+    times: dict[str, list[int]] = {}
+    series: dict[str, dict[str, list[float | None]]] = {}
+    if not names:
+        return times, series
+    only = {**where, "host": tuple(sorted({g.host for g in drawn}))}
+    for key, rows in queries.gpu_health_buckets(store, window, bucket_s, only).items():
+        if key in names:
+            times[names[key]] = [t for t, _b in rows]
+            series[names[key]] = chart_series([b for _t, b in rows])
+    return times, series
 
 
 def _hosts_of(store: Store, window: Window, flt: HealthFilter) -> set[str]:

@@ -124,18 +124,17 @@ def _filter_options(store: Store, state: urlstate.ViewState) -> list[Any]:
     value from a link is always among them (a picker drops a value missing from its options).
     A range with many jobs lists the largest (:func:`views.job_picks`); typing finds the rest."""
     try:
-        window = views.range_window(store, state.range)
-        found = views.filter_options(store, window)
-        found["job"], n_jobs = views.job_picks(store, window, current=state.job)
+        found, placeholder = views.filter_options(store, views.range_window(store, state.range),
+                                                  state.job)
     except ValueError:
-        found, n_jobs = {k: [] for k in PICKED}, 0
+        found, placeholder = {k: [] for k in PICKED}, "all"
     out: list[Any] = []
     for k in PICKED:
         values = list(found.get(k, []))
         if getattr(state, k) and getattr(state, k) not in values:
             values.insert(0, getattr(state, k))
         out.append(_options(values))
-    out.append(f"all · search {n_jobs:,}" if n_jobs > views.LISTED_JOBS else "all")
+    out.append(placeholder)
     return out
 
 
@@ -191,7 +190,7 @@ def register_url_sync(app: dash.Dash, store: Store) -> None:
                   State("view", "data"), prevent_initial_call=True)
     def find_jobs(search: str | None, value: str | None, view: dict[str, Any] | None) -> Any:
         """What is typed into the job picker searches every job of the range, not only those
-        listed (a range with more than views.LISTED_JOBS)."""
+        listed (a range with more jobs than the picker lists)."""
         if search is None:
             return no_update
         try:

@@ -94,11 +94,10 @@ def job_work_by_host(store: Store, window: Window) -> dict[str, tuple[dict[str, 
 
 
 def filter_values(store: Store, window: Window) -> dict[str, list[str]]:
-    """What the dashboard's filters can pick in the window: nodes, GPU models and jobs, sorted."""
+    """The nodes and GPU models the dashboard's filters can pick in the window, sorted (its job
+    picker lists jobs by energy: dashboard.views.job_picks)."""
     gpus = energy_by(store, window, "gpu", ("host", "model"))
-    jobs = energy_by(store, window, "job", ("job", "host"))
-    return {"node": sorted({h for h, _m in gpus}), "model": sorted({m for _h, m in gpus}),
-            "job": sorted({j for j, _h in jobs})}
+    return {"node": sorted({h for h, _m in gpus}), "model": sorted({m for _h, m in gpus})}
 
 
 def hosts_of_job(store: Store, window: Window, job: str) -> list[str]:

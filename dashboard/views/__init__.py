@@ -35,7 +35,7 @@ from dashboard.views.fleet import (
     fleet_view,
     gpu_heat,
 )
-from dashboard.views.gpus import LISTED_JOBS, filter_options, health_rows, health_view, job_picks
+from dashboard.views.gpus import filter_options, health_rows, health_view, job_picks
 from dashboard.views.jobs import JobDetail, job_detail, jobs_rows, short_model
 from dashboard.views.recommendations import (
     RecommendationsView,
@@ -50,7 +50,6 @@ from dashboard.views.tradeoff import Tradeoff, tradeoff
 
 __all__ = [
     "DEFAULT_RANGE",
-    "LISTED_JOBS",
     "MAX_BUCKETS",
     "RANGES",
     "UNATTRIBUTED_JOB",

@@ -9,6 +9,7 @@ from analytics import queries
 from analytics.health import HealthFilter, HealthView, gpu_health
 from analytics.timeutil import Window
 from collector.store.base import Store
+from dashboard.health_figures import MAX_LINES
 
 
 def _r(x: float | None, nd: int) -> float | None:
@@ -18,8 +19,6 @@ def _r(x: float | None, nd: int) -> float | None:
 def health_view(store: Store, window: Window, node: str = "", model: str = "", job: str = "",
                 team: str = "") -> HealthView:
     """The GPU health page's data: the series of the GPUs its charts draw, and the mean of all."""
-    from dashboard.health_figures import MAX_LINES
-
     return gpu_health(store, window, HealthFilter(node=node or "", model=model or "", job=job or "",
                                                   team=team or ""), lines=MAX_LINES)
 
@@ -42,16 +41,20 @@ def health_rows(v: HealthView) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["n_flags"], r["gpu"]))
 
 
-def filter_options(store: Store, window: Window) -> dict[str, list[str]]:
-    """Nodes, GPU models, jobs and teams seen in the window, for the filter bar."""
-    teams = {key[2] for key in queries.job_energy_by_tags(store, window, ("team",)) if key[2]}
-    return {**queries.filter_values(store, window), "team": sorted(teams)}
-
-
 # More jobs than this in the range: the job picker lists the ones that used the most energy, and
 # typing finds any other. 895 jobs listed at once were 78 KB of options that held a first page
 # load 0.19 s in the browser (docs/benchmarks.md).
 LISTED_JOBS = 100
+
+
+def filter_options(store: Store, window: Window, job: str | None = None,
+                   ) -> tuple[dict[str, list[str]], str]:
+    """Nodes, GPU models, jobs (:func:`job_picks`, ``job`` among them) and teams seen in the
+    window, for the filter bar; and the job picker's placeholder."""
+    teams = {key[2] for key in queries.job_energy_by_tags(store, window, ("team",)) if key[2]}
+    jobs, n_jobs = job_picks(store, window, current=job)
+    placeholder = f"all · search {n_jobs:,}" if n_jobs > LISTED_JOBS else "all"
+    return {**queries.filter_values(store, window), "job": jobs, "team": sorted(teams)}, placeholder
 
 
 def job_picks(store: Store, window: Window, search: str | None = None,

@@ -77,7 +77,6 @@ def test_a_range_with_many_jobs_lists_the_largest_and_typing_finds_any(
     from dashboard.views import gpus
 
     monkeypatch.setattr(gpus, "LISTED_JOBS", 3)
-    monkeypatch.setattr(views, "LISTED_JOBS", 3)
     store = SQLiteStore(demo_db)
     energy = {j: e for (j,), e in queries.energy_by(store, views.window_for(store, "24h"), "job",
                                                     ("job",)).items()}

@@ -334,8 +334,30 @@ class InfluxStore:
         return self._first.get(measurement, lambda: self._bound(measurement, "ASC"))
 
     def _bound(self, measurement: str, order: str) -> int | None:
-        series = self.influxql(
-            f"SELECT * FROM {self._source(measurement)} ORDER BY time {order} LIMIT 1")
+        """The newest (``DESC``) or oldest (``ASC``) point time over every field, exactly.
+
+        ``SELECT *`` opens a cursor per series and field (0.045 s newest, 0.07 s oldest for
+        1,000 GPUs on InfluxDB 1.6, and 0.2 s when a page asks four at once). So one field is
+        asked first (the measurement's first in :data:`schema.MEASUREMENTS`, 0.01 s), then
+        whether any point of any field lies beyond it: an empty span read from the probe's
+        side costs influxd 0.005-0.01 s. Only when one does is every field asked.
+        """
+        src = self._source(measurement)
+        fields = schema.MEASUREMENTS.get(measurement, ((), ()))[1]
+        probe = fields and self._first_time(
+            f"SELECT {influxql.quote_ident(fields[0])} FROM {src} ORDER BY time {order} LIMIT 1")
+        if not probe:
+            return self._first_time(f"SELECT * FROM {src} ORDER BY time {order} LIMIT 1")
+        beyond, inward = (f"time > {probe}", "ASC") if order == "DESC" else (f"time < {probe}",
+                                                                             "DESC")
+        # read from the probe outward (inward order): the other way costs as much as SELECT *
+        if self._first_time(f"SELECT * FROM {src} WHERE {beyond} ORDER BY time {inward} LIMIT 1"
+                            ) is None:
+            return probe
+        return self._first_time(f"SELECT * FROM {src} WHERE {beyond} ORDER BY time {order} LIMIT 1")
+
+    def _first_time(self, statement: str) -> int | None:
+        series = self.influxql(statement)
         if not series or not series[0].get("values"):
             return None
         return int(series[0]["values"][0][0])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.schema import point
 from collector.store import AggregateQuery
 from collector.store.influx import InfluxStore
 from collector.store.sqlite import SQLiteStore
@@ -162,11 +163,37 @@ def test_time_range_remembers_the_first_point_until_this_store_writes(
     assert seen == []  # one page load asks from several callbacks: influxd answers once
     store._newest.ttl_s = 0.0  # as if 2 s had passed
     assert store.time_range("gpu") == (first, last)
-    assert len(seen) == 1 and "DESC" in seen[0]
+    # the newest only: one field's newest, then whether any point lies after it
+    assert len(seen) == 2 and "DESC" in seen[0] and f"time > {last}" in seen[1]
     older = _sim_points(T_OLD - HOUR, 20, step_s=20)
     store.write(older)
     assert store.time_range("gpu") == (min(p.time_ns for p in older if p.measurement == "gpu"),
                                        last)
+    store.close()
+
+
+def test_time_range_finds_a_bound_that_only_another_field_reaches(
+        influxdb: ServerProcess, influx_db: str) -> None:
+    """The bounds are asked of one field first (power_w for gpu), then checked over every field:
+    an oldest point with only temp_c, a newest with only util_pct, and a measurement whose first
+    field is never written are all found."""
+    store = InfluxStore(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    tags = {"host": "node-01", "gpu": "0", "uuid": "GPU-0", "model": "H100", "method": "counter"}
+    store.write([point("gpu", tags, {"temp_c": 41.0}, T_OLD - 60 * NS),
+                 *(point("gpu", tags, {"power_w": 300.0, "util_pct": 50.0}, T_OLD + k * 10 * NS)
+                   for k in range(6)),
+                 point("gpu", tags, {"util_pct": 12.0}, T_OLD + 120 * NS),
+                 point("job", {"job": "j", "host": "node-01"}, {"samples": 8.0}, T_OLD + 7),
+                 point("job", {"job": "j", "host": "node-01"}, {"samples": 9.0}, T_OLD + 9)])
+    seen = _statements(store)
+    assert store.time_range("gpu") == (T_OLD - 60 * NS, T_OLD + 120 * NS)
+    assert store.time_range("job") == (T_OLD + 7, T_OLD + 9)  # no energy_j: every field asked
+    store.forget_bounds()
+    store.write([point("gpu", tags, {"power_w": 280.0}, T_OLD + 130 * NS)])
+    seen.clear()
+    assert store.time_range("gpu") == (T_OLD - 60 * NS, T_OLD + 130 * NS)
+    # where the first field holds the bound, no statement reads every field of every time
+    assert not [s for s in seen if "SELECT *" in s and "WHERE" not in s], seen
     store.close()
 
 

@@ -29,7 +29,10 @@ class GzipMiddleware:
     """Compress responses for clients that accept gzip: text, JSON and JavaScript above 1 KiB.
 
     Dash's versioned bundles and assets are compressed once and cached (bounded);
-    callback answers are compressed per request at a fast level.
+    callback answers are compressed per request at a fast level. A browser keeps what it
+    loaded: an asset whose URL carries its file's time (``?m=``) for a year, and Dash's
+    unversioned chunks (``async-graph.js``) by their ETag, which a compressed answer keeps
+    as a weak one (so a revisit gets 304, and the browser's compiled code stays usable).
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -40,6 +43,8 @@ class GzipMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if "gzip" not in str(environ.get("HTTP_ACCEPT_ENCODING", "")).lower():
             return self.app(environ, start_response)
+        if "HTTP_IF_NONE_MATCH" in environ:  # our weak tag of a compressed body: the app's tag
+            environ["HTTP_IF_NONE_MATCH"] = environ["HTTP_IF_NONE_MATCH"].replace("W/", "")
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -61,10 +66,14 @@ class GzipMiddleware:
                 or not names.get("content-type", "").startswith(COMPRESSIBLE)):
             start_response(status, headers)
             return [body]
-        path = str(environ.get("PATH_INFO", ""))
-        key = f"{path}?{environ.get('QUERY_STRING', '')}"
-        packed = self._compress(key, body, cache=path.startswith(CACHEABLE_PREFIXES))
+        path, query = str(environ.get("PATH_INFO", "")), str(environ.get("QUERY_STRING", ""))
+        packed = self._compress(f"{path}?{query}", body, cache=path.startswith(CACHEABLE_PREFIXES))
         out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "etag")]
+        if "etag" in names:
+            out.append(("ETag", "W/" + names["etag"].removeprefix("W/")))
+        if path.startswith("/assets/") and query.startswith("m="):  # the URL changes with the file
+            out = [(k, v) for k, v in out if k.lower() != "cache-control"]
+            out.append(("Cache-Control", "public, max-age=31536000, immutable"))
         out += [("Content-Encoding", "gzip"), ("Content-Length", str(len(packed))),
                 ("Vary", "Accept-Encoding")]
         start_response(status, out)

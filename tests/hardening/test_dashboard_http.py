@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -60,6 +61,32 @@ def test_the_first_load_is_served_compressed(dashboard: DashboardServer) -> None
     assert files == files_packed and files >= 5
     assert raw > 5_000_000 and packed < raw * 0.35, f"{packed} of {raw} bytes"
     print(f"dashboard first load: {raw / 1e6:.2f} MB raw, {packed / 1e6:.2f} MB gzip, {files} files")
+
+
+def test_a_browser_keeps_what_the_first_load_fetched(dashboard: DashboardServer) -> None:
+    """Assets named with their file's time are kept a year; Dash's unversioned chunks keep the
+    ETag Dash gives them (weak once compressed), so asking again with it is answered 304."""
+    import gzip as gz
+
+    base = dashboard.url.rstrip("/")
+    page = gz.decompress(_fetch(dashboard.url, True)[2])
+    assets = re.findall(rb'src="(/assets/[^"]+\?m=[^"]+)"', page)
+    assert assets, page[:2000]
+    with urllib.request.urlopen(urllib.request.Request(
+            base + assets[0].decode(), headers={"Accept-Encoding": "gzip"}), timeout=30) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    chunk = base + "/_dash-component-suites/dash/dcc/async-graph.js"
+    for encoding in ("gzip", "identity"):
+        with urllib.request.urlopen(urllib.request.Request(
+                chunk, headers={"Accept-Encoding": encoding}), timeout=30) as resp:
+            tag = resp.headers["ETag"]
+            assert tag and tag.startswith("W/") == (encoding == "gzip"), (encoding, tag)
+        again = urllib.request.Request(chunk, headers={"Accept-Encoding": encoding,
+                                                       "If-None-Match": tag})
+        with pytest.raises(urllib.error.HTTPError) as not_modified:
+            urllib.request.urlopen(again, timeout=30)
+        assert not_modified.value.code == 304, (encoding, tag)
 
 
 def test_duplicate_content_length_and_chunked_smuggling_get_one_answer(dashboard: DashboardServer) -> None:

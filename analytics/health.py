@@ -81,7 +81,6 @@ class HealthView:
     gpus: list[GpuHealth]
     times_ns: dict[str, list[int]]
     series: dict[str, dict[str, list[float | None]]]
-    has_throttle: bool
     mean_times_ns: list[int] = field(default_factory=list)  # empty: every GPU has its line
     mean_series: dict[str, list[float | None]] = field(default_factory=dict)
 
@@ -133,7 +132,7 @@ def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter(),
     if flt.job or flt.team:
         hosts = _hosts_of(store, window, flt)
         if not hosts:
-            return HealthView(window, [], {}, {}, False)
+            return HealthView(window, [], {}, {})
         where["host"] = tuple(sorted(hosts))
     work = queries.job_work_by_host(store, window)
     gpus = []
@@ -160,8 +159,7 @@ def gpu_health(store: Store, window: Window, flt: HealthFilter = HealthFilter(),
     if len(gpus) > lines:
         rows = queries.gpu_health_buckets(store, window, bucket_s, where, group_by=()).get((), [])
         mean_times, mean = [t for t, _b in rows], chart_series([b for _t, b in rows])
-    has_throttle = any(g.throttle_share is not None for g in gpus)
-    return HealthView(window, gpus, times, series, has_throttle, mean_times, mean)
+    return HealthView(window, gpus, times, series, mean_times, mean)
 
 
 def _drawn_series(store: Store, window: Window, bucket_s: int,

@@ -30,21 +30,29 @@ class GzipMiddleware:
 
     Dash's versioned bundles and assets are compressed once and cached (bounded);
     callback answers are compressed per request at a fast level. A browser keeps what it
-    loaded: an asset whose URL carries its file's time (``?m=``) for a year, and Dash's
-    unversioned chunks (``async-graph.js``) by their ETag, which a compressed answer keeps
-    as a weak one (so a revisit gets 304, and the browser's compiled code stays usable).
+    loaded: an asset whose URL carries its file's time (``?m=``) for a year, as Dash keeps its
+    versioned bundles (a reload still revalidates), and Dash's unversioned chunks
+    (``async-graph.js``) by their ETag, weak for a client that accepts gzip, on 200s and 304s
+    alike (so a revisit gets 304, and the browser's compiled code stays usable).
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
-        self._cache: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[int, str], bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if "gzip" not in str(environ.get("HTTP_ACCEPT_ENCODING", "")).lower():
-            return self.app(environ, start_response)
-        if "HTTP_IF_NONE_MATCH" in environ:  # our weak tag of a compressed body: the app's tag
-            environ["HTTP_IF_NONE_MATCH"] = environ["HTTP_IF_NONE_MATCH"].replace("W/", "")
+        path, query = str(environ.get("PATH_INFO", "")), str(environ.get("QUERY_STRING", ""))
+        gzip_ok = "gzip" in str(environ.get("HTTP_ACCEPT_ENCODING", "")).lower()
+        asked = str(environ.get("HTTP_IF_NONE_MATCH", ""))
+        if asked:  # our weak tag of the app's strong one: the app's
+            environ["HTTP_IF_NONE_MATCH"] = asked.replace("W/", "")
+        if not gzip_ok:
+            def plain(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                return start_response(status, _cache_headers(
+                    path, query, _matched(status, headers, asked), weak=False), exc_info)
+
+            return self.app(environ, plain)
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -59,40 +67,75 @@ class GzipMiddleware:
             if callable(close):
                 close()
         status: str = captured["status"]
-        headers: list[tuple[str, str]] = captured["headers"]
+        headers = _cache_headers(path, query, _matched(status, captured["headers"], asked),
+                                 weak=True)
         names = {k.lower(): v for k, v in headers}
         if (not status.startswith("200") or len(body) < MIN_COMPRESS_BYTES
                 or "content-encoding" in names
                 or not names.get("content-type", "").startswith(COMPRESSIBLE)):
             start_response(status, headers)
             return [body]
-        path, query = str(environ.get("PATH_INFO", "")), str(environ.get("QUERY_STRING", ""))
-        packed = self._compress(f"{path}?{query}", body, cache=path.startswith(CACHEABLE_PREFIXES))
-        out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "etag")]
-        if "etag" in names:
-            out.append(("ETag", "W/" + names["etag"].removeprefix("W/")))
-        if path.startswith("/assets/") and query.startswith("m="):  # the URL changes with the file
-            out = [(k, v) for k, v in out if k.lower() != "cache-control"]
-            out.append(("Cache-Control", "public, max-age=31536000, immutable"))
-        out += [("Content-Encoding", "gzip"), ("Content-Length", str(len(packed))),
-                ("Vary", "Accept-Encoding")]
+        packed = self._compress(f"{path}?{query}", body, names.get("etag", ""),
+                                cache=path.startswith(CACHEABLE_PREFIXES))
+        out = [(k, v) for k, v in _vary(headers) if k.lower() != "content-length"]
+        out += [("Content-Encoding", "gzip"), ("Content-Length", str(len(packed)))]
         start_response(status, out)
         return [packed]
 
-    def _compress(self, key: str, body: bytes, *, cache: bool) -> bytes:
+    def _compress(self, key: str, body: bytes, etag: str, *, cache: bool) -> bytes:
         if not cache:
             return gzip.compress(body, compresslevel=5, mtime=0)
+        same = (len(body), etag)  # an edited file of the same length has another ETag
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] == len(body):
+            if hit is not None and hit[0] == same:
                 self._cache.move_to_end(key)
                 return hit[1]
         packed = gzip.compress(body, compresslevel=9, mtime=0)
         with self._lock:
-            self._cache[key] = (len(body), packed)
+            self._cache[key] = (same, packed)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return packed
+
+
+def _cache_headers(path: str, query: str, headers: list[tuple[str, str]], *,
+                   weak: bool) -> list[tuple[str, str]]:
+    """The app's headers, for any answer (200, 304, HEAD) of a path a browser may keep: its ETag
+    weak where a compressed copy may be what the client holds, a year's freshness for an asset
+    whose URL names its file's time, and ``Accept-Encoding`` in its Vary."""
+    if not path.startswith(CACHEABLE_PREFIXES):
+        return headers
+    out = []
+    for k, v in headers:
+        if k.lower() == "etag" and weak:
+            v = "W/" + v.removeprefix("W/")
+        elif k.lower() == "cache-control":
+            continue
+        out.append((k, v))
+    cache = next((v for k, v in headers if k.lower() == "cache-control"), None)
+    if path.startswith("/assets/") and query.startswith("m="):  # the URL changes with the file
+        cache = "public, max-age=31536000"
+    if cache is not None:
+        out.append(("Cache-Control", cache))
+    return _vary(out)
+
+
+def _matched(status: str, headers: list[tuple[str, str]], asked: str) -> list[tuple[str, str]]:
+    """A 304 names the tag the client holds (RFC 9110 15.4.5); Dash's carries none, so the one
+    the client asked with, which matched, is added."""
+    if (status.startswith("304") and asked and "," not in asked
+            and not any(k.lower() == "etag" for k, _v in headers)):
+        return [*headers, ("ETag", asked.strip())]
+    return headers
+
+
+def _vary(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers with ``Accept-Encoding`` in their Vary (once, whatever else it names)."""
+    names = [n.strip() for k, v in headers if k.lower() == "vary" for n in v.split(",") if n.strip()]
+    if "accept-encoding" not in (n.lower() for n in names):
+        names.append("Accept-Encoding")
+    return [(k, v) for k, v in headers if k.lower() != "vary"] + [("Vary", ", ".join(names))]
 
 
 class DashboardServer:

@@ -192,8 +192,15 @@ def test_time_range_finds_a_bound_that_only_another_field_reaches(
     store.write([point("gpu", tags, {"power_w": 280.0}, T_OLD + 130 * NS)])
     seen.clear()
     assert store.time_range("gpu") == (T_OLD - 60 * NS, T_OLD + 130 * NS)
-    # where the first field holds the bound, no statement reads every field of every time
-    assert not [s for s in seen if "SELECT *" in s and "WHERE" not in s], seen
+    src, newest = store.source_of("gpu"), T_OLD + 130 * NS
+    # the newest is power_w's now: its probe and one read of the empty span after it, no more;
+    # the oldest is still temp_c's: probe, a point found before it, every field asked there
+    assert sorted(seen) == sorted([
+        f'SELECT "power_w" FROM {src} ORDER BY time DESC LIMIT 1',
+        f"SELECT * FROM {src} WHERE time > {newest} ORDER BY time ASC LIMIT 1",
+        f'SELECT "power_w" FROM {src} ORDER BY time ASC LIMIT 1',
+        f"SELECT * FROM {src} WHERE time < {T_OLD} ORDER BY time DESC LIMIT 1",
+        f"SELECT * FROM {src} WHERE time < {T_OLD} ORDER BY time ASC LIMIT 1"]), seen
     store.close()
 
 

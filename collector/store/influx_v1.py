@@ -270,6 +270,11 @@ class InfluxStore:
         for width_s, series in zip(widths, self.map_reads(first_row, widths), strict=True):
             if series and series[0].get("values"):
                 starts[width_s] = int(series[0]["values"][0][0])
+        if base != measurement and not starts and self.tier_starts(base):
+            self._warn.warning("node-rollup", (
+                f"InfluxDB at {self.url} has {base} rollups but no {measurement} rollup: reads by "
+                f"node use the per-GPU rollups (2-3x slower for 1,000 GPUs); `wattlens store init "
+                f"--store URL --backfill-hours N` adds and fills it (docs/influxdb.md)"))
         return starts
 
     def forget_tiers(self) -> None:

@@ -99,18 +99,23 @@ def test_by_node_reads_use_the_node_rollup_and_equal_raw_and_sqlite(
 
 
 def test_a_database_without_the_node_rollup_reads_the_gpu_rollups(
-        store: InfluxStore, influx_db: str) -> None:
+        store: InfluxStore, influx_db: str, caplog: pytest.LogCaptureFixture) -> None:
     """Created before the node rollup: no gpu_node rows, no such continuous queries. Reads fall
-    back to the per-GPU rollups; `store init` adds the queries; a node rollup that starts later
-    than the GPU ones is read only from where it starts."""
+    back to the per-GPU rollups, and say once how to add it; `store init` adds the queries; a
+    node rollup that starts later than the GPU ones is read only from where it starts."""
     start, end = T_OLD + 7 * NS, T_OLD + 3 * HOUR - 13 * NS
     expected = {repr(q): store.query(q) for q in _by_node_queries(start, end)}
+    assert "no gpu_node rollup" not in caplog.text
     store.influxql('DROP MEASUREMENT "gpu_node"')
     for every in ("1m", "5m", "1h"):
         store.influxql(f'DROP CONTINUOUS QUERY "wattlens_gpu_node_{every}_v2" ON "{influx_db}"',
                        database="")
     store.forget_tiers()
     assert store.tier_starts("gpu_node") == {}
+    store.forget_tiers()
+    assert store.tier_starts("gpu_node") == {}
+    hints = [r.getMessage() for r in caplog.records if "no gpu_node rollup" in r.getMessage()]
+    assert len(hints) == 1 and "wattlens store init" in hints[0], hints
     seen = _statements(store)
     for q in _by_node_queries(start, end):
         _assert_rows_equal(store.query(q), expected[repr(q)], f"fallback {q}")  # type: ignore[arg-type]

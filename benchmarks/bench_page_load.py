@@ -8,6 +8,8 @@ Run from the repository root, on a store filled earlier (e.g. by
 Each load is a new headless Chromium (no HTTP cache) against a dashboard started once, its cache
 warmed, as ``wattlens dashboard`` runs; then ``--revisits`` more loads in that browser, as when an
 operator comes back (scripts from its cache, compiled code kept from the second visit on).
+``--fresh``: also a first load on a ``wattlens dashboard`` process just started, the browser
+sent as soon as its port answers (before its background warm-up can finish).
 Timed from navigation to the power chart drawn, with the browser's long tasks (main-thread
 work over 50 ms: script parsing, rendering, drawing) and the Fleet callbacks' server time.
 Measured in the same run, taking turns:
@@ -107,12 +109,42 @@ def serve(store_url: str, full_plotly: bool) -> tuple[DashboardServer, str]:
     return server, url
 
 
+def fresh_server_load(store_url: str) -> dict[str, Any]:
+    """A first load on a dashboard just started: ``wattlens dashboard`` in a new process, the
+    browser sent as soon as its port answers (its caches and compressed scripts still filling)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wattlens", "dashboard", "--store", store_url,
+                             "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"wattlens dashboard did not start on port {port}") from None
+                time.sleep(0.02)
+        return one_load(f"http://127.0.0.1:{port}/?range=24h")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", required=True, help="a store filled earlier (sqlite:///…, influxdb://…)")
     ap.add_argument("--repeat", type=int, default=5, help="loads per variant, taking turns")
     ap.add_argument("--revisits", type=int, default=3,
                     help="loads after the first in the same browser (cache and compiled code kept)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="also time first loads on a dashboard process just started")
     args = ap.parse_args()
     tune_gc()  # as every wattlens command
     variants = {name: serve(args.store, full) for name, full in (("cartesian", False), ("full", True))}
@@ -138,6 +170,12 @@ def main() -> None:
     print(f"cartesian ÷ full: {med['cartesian'] / med['full']:.2f}")
     for server, _url in variants.values():
         server.stop()
+    if args.fresh:
+        fresh = sorted(fresh_server_load(args.store)["drawn_s"] for _ in range(args.repeat))
+        print(f"a dashboard just started (`wattlens dashboard`, the browser sent as its port "
+              f"answers): drawn median {statistics.median(fresh):.2f} s "
+              f"({fresh[0]:.2f}–{fresh[-1]:.2f}), {statistics.median(fresh) / med['cartesian']:.2f}"
+              f" × a warmed one")
 
 
 if __name__ == "__main__":

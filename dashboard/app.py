@@ -282,6 +282,8 @@ def _prewarm(deps: Deps) -> None:
             return  # nothing collected yet
         views.fleet_view(deps.store, views.DEFAULT_RANGE, "host", deps.settings)
         views.status(deps.store, views.DEFAULT_RANGE, time.time_ns())
+        # the filter bar's picks: every page's first callback reads them (register_url_sync)
+        views.filter_options(deps.store, views.range_window(deps.store, views.DEFAULT_RANGE), "")
         log.info("dashboard: Fleet page warm in %.1f s", time.perf_counter() - t0)
         deps.memo.get(deps.store, views.DEFAULT_RANGE)
         log.info("dashboard: analysis pages warm in %.1f s", time.perf_counter() - t0)

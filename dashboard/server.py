@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import socket
 import threading
 from collections import OrderedDict
@@ -21,6 +22,8 @@ MIN_COMPRESS_BYTES = 1024
 # Dash's component bundles have versioned URLs: their compressed bytes are kept, not redone.
 CACHEABLE_PREFIXES = ("/_dash-component-suites/", "/assets/")
 CACHE_ENTRIES = 64
+# The scripts and styles a Dash page loads (the href of its CSS links, the src of its scripts).
+STATIC_REF = re.compile(r'(?:src|href)="(/[^"?]+\.(?:js|css)(?:\?[^"]*)?)"')
 
 StartResponse = Callable[..., Any]
 
@@ -81,6 +84,11 @@ class GzipMiddleware:
         out += [("Content-Encoding", "gzip"), ("Content-Length", str(len(packed)))]
         start_response(status, out)
         return [packed]
+
+    def holds(self, target: str) -> bool:
+        """Whether the compressed copy of ``target`` (a path, with its query if any) is kept."""
+        with self._lock:
+            return (target if "?" in target else f"{target}?") in self._cache
 
     def _compress(self, key: str, body: bytes, etag: str, *, cache: bool) -> bytes:
         if not cache:
@@ -147,7 +155,8 @@ class DashboardServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8050, *,
-                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 4096) -> None:
+                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 4096,
+                 token: str | None = None) -> None:
         self.host = "127.0.0.1" if host == "localhost" else host
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -158,7 +167,8 @@ class DashboardServer:
             sock.close()
             raise
         self.port = int(sock.getsockname()[1])
-        wsgi = GzipMiddleware(getattr(app, "server", app))
+        wsgi = self.gzip = GzipMiddleware(getattr(app, "server", app))
+        self._token = token  # the app's own (dashboard.auth), for :meth:`warm`'s requests only
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._server = create_server(
             wsgi, sockets=[sock], threads=threads, backlog=1024,
@@ -177,11 +187,41 @@ class DashboardServer:
         return f"http://{host}:{self.port}/"
 
     def start(self) -> None:
+        """Serve on a thread, and compress the page's scripts on another (:meth:`warm`)."""
         self._thread.start()
+        threading.Thread(target=self.warm, name="wattlens-dashboard-warm", daemon=True).start()
 
     def serve_forever(self) -> None:
         """Serve on this thread until :meth:`stop` (from another thread or a signal handler)."""
+        threading.Thread(target=self.warm, name="wattlens-dashboard-warm", daemon=True).start()
         self._server.run()
+
+    def warm(self) -> int:
+        """Ask the app for the page and every script and style it loads, as a browser accepting
+        gzip would, so they are compressed before the first visitor comes (plotly.js at gzip
+        level 9 held a fresh server's first page load 0.15-0.3 s). Returns how many it compressed.
+        """
+        try:
+            page = self._ask("/", gzip=False).decode("utf-8", "replace")
+            found = dict.fromkeys(STATIC_REF.findall(page))
+            return sum(1 for src in found if self._ask(src, gzip=True)[:2] == b"\x1f\x8b")
+        except Exception as exc:  # only a first load's speed depends on it
+            log.info("dashboard: could not compress the page's scripts ahead: %s", exc)
+            return 0
+
+    def _ask(self, path: str, *, gzip: bool) -> bytes:
+        """The body of a GET of ``path`` through the app and the middleware, in this process;
+        empty unless it answers 200."""
+        from werkzeug.test import EnvironBuilder
+
+        headers = {"Accept-Encoding": "gzip"} if gzip else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        environ = EnvironBuilder(path=path, headers=list(headers.items()),
+                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+        status: list[str] = []
+        body = b"".join(self.gzip(environ, lambda s, _h, _e=None: status.append(s)))
+        return body if status and status[0].startswith("200") else b""
 
     def stop(self) -> None:
         self._server.task_dispatcher.shutdown(timeout=5)

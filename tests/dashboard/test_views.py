@@ -369,6 +369,11 @@ def test_prewarm_reads_the_fleet_and_analysis_pages_in_the_background(demo_store
     deps = app._wattlens_deps  # type: ignore[attr-defined]
     assert "24h" in deps.memo._items  # the analysis Context is ready for the first visitor
     assert deps.store.cached_rows > 0 and deps.store.stats.fetched_buckets > 0
+    # every page's first callback reads the filter bar's picks: already in the cache
+    asked = deps.store.stats.store_queries
+    window = views.range_window(deps.store, views.DEFAULT_RANGE)
+    assert views.filter_options(deps.store, window, "")[0]["node"]
+    assert deps.store.stats.store_queries == asked
 
 
 def test_evidence_is_rounded_text_not_raw_json() -> None:

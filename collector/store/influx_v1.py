@@ -80,6 +80,7 @@ class InfluxStore:
         self._pool: ThreadPoolExecutor | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._in_reader = threading.local()  # set on this store's reader threads (map_reads)
         # Facts each read needs, each a cursor per series to influxd, asked once between threads:
         # where each rollup tier begins, and the first and newest point of a measurement.
         self._tier_starts: Memo[str, dict[int, int]] = Memo(60.0)
@@ -189,11 +190,13 @@ class InfluxStore:
     def map_reads(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
         """``fn`` over ``items`` (each a read), up to ``_READERS`` at once; results in order."""
         todo = list(items)
-        if len(todo) <= 1 or threading.current_thread().name.startswith("influx-read"):
-            return [fn(x) for x in todo]  # one read, or asked from a reader: no pool to wait on
+        if len(todo) <= 1 or getattr(self._in_reader, "yes", False):
+            return [fn(x) for x in todo]  # one read, or asked from our reader: no pool to wait on
         with self._pool_lock:
             if self._read_pool is None:
-                self._read_pool = ThreadPoolExecutor(_READERS, thread_name_prefix="influx-read")
+                self._read_pool = ThreadPoolExecutor(
+                    _READERS, thread_name_prefix="influx-read",
+                    initializer=lambda: setattr(self._in_reader, "yes", True))
             pool = self._read_pool
         return list(pool.map(fn, todo))
 

@@ -137,6 +137,13 @@ class CachedStore:
         self._lock = threading.Lock()
         self._calls = 0
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """Whether independent reads may run at once (``analytics.queries.gather``): as the store
+        behind answers them. The cache itself is read from several threads already (the
+        dashboard's callbacks); without this, a cold page through it read one query at a time."""
+        return bool(getattr(self.store, "concurrent_reads", False))
+
     # --- the Store protocol: writes and metadata go straight through -------------------------
     def write(self, points: Sequence[Point]) -> None:
         self.store.write(points)

@@ -101,8 +101,53 @@ def create_app(store: Store, *, refresh_s: float = 10.0, settings: Settings | No
         install(app.server, auth_token)
     app._wattlens_deps = deps  # type: ignore[attr-defined]  # for tests and the benchmark
     if prewarm and cache:
-        threading.Thread(target=_prewarm, args=(deps,), name="wattlens-prewarm", daemon=True).start()
+        quiet = Quiet()
+        app.server.before_request(quiet.begin)
+        app.server.teardown_request(quiet.end)
+        threading.Thread(target=_prewarm, args=(deps, quiet), name="wattlens-prewarm",
+                         daemon=True).start()
     return app
+
+
+class Quiet:
+    """How many requests the server is answering, and since when none: the prewarm's slower part
+    waits for a pause, so it does not share the two cores with a first visitor's callbacks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._since = time.monotonic()
+
+    def begin(self) -> None:
+        from flask import g
+
+        g.wattlens_counted = True  # a request an earlier hook answered (a 401) was not counted
+        with self._cond:
+            self._busy += 1
+
+    def end(self, _exc: BaseException | None = None) -> None:
+        from flask import g
+
+        if not g.pop("wattlens_counted", False):
+            return
+        with self._cond:
+            self._busy -= 1
+            self._since = time.monotonic()
+            self._cond.notify_all()
+
+    def wait(self, pause_s: float, limit_s: float) -> bool:
+        """Wait until no request has been answered for ``pause_s`` (at most ``limit_s``); True
+        if such a pause came."""
+        deadline = time.monotonic() + limit_s
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                idle = 0.0 if self._busy else now - self._since
+                if idle >= pause_s:
+                    return True
+                if now >= deadline:
+                    return False
+                self._cond.wait(min(deadline - now, pause_s - idle if not self._busy else pause_s))
 
 
 def _import_numpy_now() -> None:
@@ -275,7 +320,11 @@ def zoom_to_range(zoom: list[Any] | None) -> Any:
     return key
 
 
-def _prewarm(deps: Deps) -> None:
+PREWARM_PAUSE_S = 1.0  # the analysis pages are warmed once the server has been idle this long
+PREWARM_WAIT_S = 30.0  # ... or after this, busy or not
+
+
+def _prewarm(deps: Deps, quiet: Quiet | None = None) -> None:
     t0 = time.perf_counter()
     try:
         if views.data_end_ns(deps.store) is None:
@@ -285,6 +334,8 @@ def _prewarm(deps: Deps) -> None:
         # the filter bar's picks: every page's first callback reads them (register_url_sync)
         views.filter_options(deps.store, views.range_window(deps.store, views.DEFAULT_RANGE), "")
         log.info("dashboard: Fleet page warm in %.1f s", time.perf_counter() - t0)
+        if quiet is not None:  # a first visitor's page first: its callbacks need the cores
+            quiet.wait(PREWARM_PAUSE_S, PREWARM_WAIT_S)
         deps.memo.get(deps.store, views.DEFAULT_RANGE)
         log.info("dashboard: analysis pages warm in %.1f s", time.perf_counter() - t0)
         views.health_view(deps.store, views.window_for(deps.store, views.DEFAULT_RANGE))

@@ -118,23 +118,33 @@ def fresh_server_load(store_url: str) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wattlens", "dashboard", "--store", store_url,
-                             "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
+    import os
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "WATTLENS_DASHBOARD_TOKEN"}  # no auth
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "wattlens", "dashboard", "--store",
+                                 store_url, "--port", str(port)], stdout=log, stderr=log, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        log.seek(0)
+                        raise RuntimeError(f"wattlens dashboard did not start on port {port}: "
+                                           + log.read().decode(errors="replace")[-2000:]) from None
+                    time.sleep(0.02)
+            return one_load(f"http://127.0.0.1:{port}/?range=24h")
+        finally:
+            proc.terminate()
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"wattlens dashboard did not start on port {port}") from None
-                time.sleep(0.02)
-        return one_load(f"http://127.0.0.1:{port}/?range=24h")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ def install(server: Any, token: str) -> None:
     check_token(token, "dashboard token")
     from flask import Response, request
 
+    server.extensions["wattlens.token"] = token  # for the server's own warm-up (server.py)
+
     @server.before_request
     def _require_token() -> Any:
         if token_matches(request.headers.get("Authorization"), token):

@@ -155,8 +155,7 @@ class DashboardServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8050, *,
-                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 4096,
-                 token: str | None = None) -> None:
+                 threads: int = 8, channel_timeout_s: int = 30, connection_limit: int = 4096) -> None:
         self.host = "127.0.0.1" if host == "localhost" else host
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -167,8 +166,10 @@ class DashboardServer:
             sock.close()
             raise
         self.port = int(sock.getsockname()[1])
-        wsgi = self.gzip = GzipMiddleware(getattr(app, "server", app))
-        self._token = token  # the app's own (dashboard.auth), for :meth:`warm`'s requests only
+        flask_app = getattr(app, "server", app)
+        wsgi = self.gzip = GzipMiddleware(flask_app)
+        # the token dashboard.auth requires, if any: for :meth:`warm`'s own requests only
+        self._token: str | None = getattr(flask_app, "extensions", {}).get("wattlens.token")
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._server = create_server(
             wsgi, sockets=[sock], threads=threads, backlog=1024,
@@ -201,13 +202,20 @@ class DashboardServer:
         gzip would, so they are compressed before the first visitor comes (plotly.js at gzip
         level 9 held a fresh server's first page load 0.15-0.3 s). Returns how many it compressed.
         """
+        done = 0
+        for src in dict.fromkeys(STATIC_REF.findall(self._page())):
+            try:
+                done += self._ask(src, gzip=True)[:2] == b"\x1f\x8b"
+            except Exception as exc:  # only a first load's speed depends on it
+                log.info("dashboard: could not compress %s ahead: %s", src, exc)
+        return done
+
+    def _page(self) -> str:
         try:
-            page = self._ask("/", gzip=False).decode("utf-8", "replace")
-            found = dict.fromkeys(STATIC_REF.findall(page))
-            return sum(1 for src in found if self._ask(src, gzip=True)[:2] == b"\x1f\x8b")
-        except Exception as exc:  # only a first load's speed depends on it
-            log.info("dashboard: could not compress the page's scripts ahead: %s", exc)
-            return 0
+            return self._ask("/", gzip=False).decode("utf-8", "replace")
+        except Exception as exc:
+            log.info("dashboard: could not read the page to compress its scripts ahead: %s", exc)
+            return ""
 
     def _ask(self, path: str, *, gzip: bool) -> bytes:
         """The body of a GET of ``path`` through the app and the middleware, in this process;
@@ -220,7 +228,13 @@ class DashboardServer:
         environ = EnvironBuilder(path=path, headers=list(headers.items()),
                                  environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
         status: list[str] = []
-        body = b"".join(self.gzip(environ, lambda s, _h, _e=None: status.append(s)))
+        chunks = self.gzip(environ, lambda s, _h, _e=None: status.append(s))
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
         return body if status and status[0].startswith("200") else b""
 
     def stop(self) -> None:

@@ -274,10 +274,13 @@ class InfluxStore:
             if series and series[0].get("values"):
                 starts[width_s] = int(series[0]["values"][0][0])
         if base != measurement and not starts and self.tier_starts(base):
+            how = ("`wattlens store init --store URL --backfill-hours N` adds and fills it"
+                   if self.rollup_layout == "rp" else
+                   "`wattlens store downsample --store URL --hours N` writes it")
             self._warn.warning("node-rollup", (
                 f"InfluxDB at {self.url} has {base} rollups but no {measurement} rollup: reads by "
-                f"node use the per-GPU rollups (2-3x slower for 1,000 GPUs); `wattlens store init "
-                f"--store URL --backfill-hours N` adds and fills it (docs/influxdb.md)"))
+                f"node use the per-GPU rollups (2-3x slower for 1,000 GPUs); {how} "
+                f"(docs/influxdb.md)"))
         return starts
 
     def forget_tiers(self) -> None:

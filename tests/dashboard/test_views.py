@@ -394,20 +394,53 @@ def test_the_prewarm_waits_for_a_pause_in_requests_before_the_analysis_pages() -
     with web.test_request_context():
         quiet.end()  # answered by an earlier hook (a 401): never counted, so not uncounted
     assert quiet.wait(0.0, 0.0) is True
-    begun = threading.Event()
+    begun, ended = threading.Event(), []
 
     def request() -> None:  # a callback answered on a server thread while the prewarm waits
         with web.test_request_context():
             quiet.begin()
             begun.set()
             time.sleep(0.1)
+            ended.append(time.monotonic())
             quiet.end()
 
-    threading.Thread(target=request).start()
+    server_thread = threading.Thread(target=request)
+    server_thread.start()
     begun.wait(5)
-    t0 = time.monotonic()
     assert quiet.wait(0.05, 5.0) is True
-    assert time.monotonic() - t0 >= 0.1
+    assert ended and time.monotonic() - ended[0] >= 0.05  # a pause after the request ended
+    server_thread.join(5)
+
+
+def test_the_prewarm_warms_the_analysis_pages_after_a_pause(demo_store: SQLiteStore,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app counts its requests, and the prewarm asks for the pause between the Fleet page
+    and the analysis pages."""
+    import threading
+
+    from dashboard import app as dash_app
+
+    calls: list[tuple[float, float, bool]] = []
+    made: list[Any] = []
+    ready = threading.Event()
+
+    def wait(self: dash_app.Quiet, pause_s: float, limit_s: float) -> bool:
+        ready.wait(10)  # until the app below is known
+        calls.append((pause_s, limit_s, "24h" in made[0].memo._items))
+        return True
+
+    monkeypatch.setattr(dash_app.Quiet, "wait", wait)
+    app = dash_app.create_app(demo_store, prewarm=True)
+    deps = app._wattlens_deps  # type: ignore[attr-defined]
+    made.append(deps)
+    ready.set()
+    for t in threading.enumerate():
+        if t.name == "wattlens-prewarm":
+            t.join(120)
+    assert calls == [(dash_app.PREWARM_PAUSE_S, dash_app.PREWARM_WAIT_S, False)]  # before them
+    assert "24h" in deps.memo._items
+    hooks = [f.__func__ for f in app.server.before_request_funcs[None] if hasattr(f, "__func__")]
+    assert dash_app.Quiet.begin in hooks
 
 
 def test_evidence_is_rounded_text_not_raw_json() -> None:

@@ -116,7 +116,7 @@ def test_a_fresh_server_compresses_the_page_scripts_before_the_first_visit(
     app = create_app(store)
     token = "warm-up-token-" + "x" * 24
     install(app.server, token)
-    server = DashboardServer(app, "127.0.0.1", 0, token=token)
+    server = DashboardServer(app, "127.0.0.1", 0)  # the token comes from the app
     server.start()
     try:
         for t in threading.enumerate():

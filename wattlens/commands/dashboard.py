@@ -125,7 +125,7 @@ def serve_until_signal(app: Any, bind: str, port: int, on_start: str = "", auth:
         install(app.server, token)
         log.info("dashboard: token required (HTTP basic auth password, or Authorization: Bearer)")
     try:
-        server = DashboardServer(app, bind, port, token=token)
+        server = DashboardServer(app, bind, port)
     except OSError as exc:
         from collector.errors import ConfigError
 

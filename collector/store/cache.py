@@ -182,14 +182,14 @@ class CachedStore:
             return self.store.time_range(measurement)
         first, last = span
         name = column("count", fields[0])
-        self.stats.store_queries += 1
+        self._count_query()
         rows = self.store.query(AggregateQuery(measurement, (("count", fields[0]),), last,
                                                last + PROBE_S * NS, bucket_s=1))
         newest = max((r.time_ns for r in rows if r.time_ns is not None and r.values.get(name)),
                      default=None)
         if newest is not None:
             return first, max(last, newest + NS - 1)
-        self.stats.store_queries += 1
+        self._count_query()
         later = self.store.query(AggregateQuery(measurement, (("count", fields[0]),),
                                                 last + PROBE_S * NS, last + 30 * 86400 * NS))
         if later and later[0].values.get(name):  # a jump of more than PROBE_S: ask in full
@@ -215,8 +215,7 @@ class CachedStore:
         """The same rows the store would answer, built from cached buckets where they are settled."""
         if q.measurement in UNCACHED or any(agg not in _COMPOSABLE for agg, _ in q.aggregates) or (
                 q.bucket_s is not None and (q.bucket_s < 60 or q.bucket_s % 60)):
-            self.stats.passthrough += 1
-            self.stats.store_queries += 1
+            self._count_query(passthrough=True)
             return self.store.query(q)
         now = self.clock()
         horizon = now - self.settle_ns
@@ -370,8 +369,13 @@ class CachedStore:
             emit(group, values)
 
     def _ask(self, q: AggregateQuery) -> list[Row]:
-        self.stats.store_queries += 1
+        self._count_query()
         return self.store.query(q)
+
+    def _count_query(self, *, passthrough: bool = False) -> None:
+        with self._lock:  # reads run on several threads at once (concurrent_reads)
+            self.stats.store_queries += 1
+            self.stats.passthrough += passthrough
 
     def _cached(self, base: _Key, level: int, lo: int, hi: int,
                 now: int) -> list[tuple[int, GroupKey, Values]]:

@@ -112,15 +112,14 @@ def serve(store_url: str, full_plotly: bool) -> tuple[DashboardServer, str]:
 def fresh_server_load(store_url: str) -> dict[str, Any]:
     """A first load on a dashboard just started: ``wattlens dashboard`` in a new process, the
     browser sent as soon as its port answers (its caches and compressed scripts still filling)."""
+    import os
     import socket
     import subprocess
+    import tempfile
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    import os
-    import tempfile
-
     env = {k: v for k, v in os.environ.items() if k != "WATTLENS_DASHBOARD_TOKEN"}  # no auth
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-m", "wattlens", "dashboard", "--store",

@@ -147,7 +147,7 @@ class Quiet:
                     return True
                 if now >= deadline:
                     return False
-                self._cond.wait(min(deadline - now, pause_s - idle if not self._busy else pause_s))
+                self._cond.wait(min(deadline - now, pause_s - idle))  # woken when one ends
 
 
 def _import_numpy_now() -> None:
@@ -324,7 +324,7 @@ PREWARM_PAUSE_S = 1.0  # the analysis pages are warmed once the server has been 
 PREWARM_WAIT_S = 30.0  # ... or after this, busy or not
 
 
-def _prewarm(deps: Deps, quiet: Quiet | None = None) -> None:
+def _prewarm(deps: Deps, quiet: Quiet) -> None:
     t0 = time.perf_counter()
     try:
         if views.data_end_ns(deps.store) is None:
@@ -334,8 +334,7 @@ def _prewarm(deps: Deps, quiet: Quiet | None = None) -> None:
         # the filter bar's picks: every page's first callback reads them (register_url_sync)
         views.filter_options(deps.store, views.range_window(deps.store, views.DEFAULT_RANGE), "")
         log.info("dashboard: Fleet page warm in %.1f s", time.perf_counter() - t0)
-        if quiet is not None:  # a first visitor's page first: its callbacks need the cores
-            quiet.wait(PREWARM_PAUSE_S, PREWARM_WAIT_S)
+        quiet.wait(PREWARM_PAUSE_S, PREWARM_WAIT_S)  # a first visitor's callbacks need the cores
         deps.memo.get(deps.store, views.DEFAULT_RANGE)
         log.info("dashboard: analysis pages warm in %.1f s", time.perf_counter() - t0)
         views.health_view(deps.store, views.window_for(deps.store, views.DEFAULT_RANGE))

@@ -62,13 +62,7 @@ class GzipMiddleware:
             captured["status"], captured["headers"] = status, headers
             return lambda _data: None  # the legacy write() callable; Flask does not use it
 
-        chunks = self.app(environ, capture)
-        try:
-            body = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                close()
+        body = _drain(self.app(environ, capture))
         status: str = captured["status"]
         headers = _cache_headers(path, query, _matched(status, captured["headers"], asked),
                                  weak=True)
@@ -105,6 +99,16 @@ class GzipMiddleware:
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return packed
+
+
+def _drain(chunks: Iterable[bytes]) -> bytes:
+    """A WSGI answer's body, its iterable closed after (PEP 3333)."""
+    try:
+        return b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
 
 
 def _cache_headers(path: str, query: str, headers: list[tuple[str, str]], *,
@@ -166,10 +170,7 @@ class DashboardServer:
             sock.close()
             raise
         self.port = int(sock.getsockname()[1])
-        flask_app = getattr(app, "server", app)
-        wsgi = self.gzip = GzipMiddleware(flask_app)
-        # the token dashboard.auth requires, if any: for :meth:`warm`'s own requests only
-        self._token: str | None = getattr(flask_app, "extensions", {}).get("wattlens.token")
+        wsgi = self.gzip = GzipMiddleware(getattr(app, "server", app))
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._server = create_server(
             wsgi, sockets=[sock], threads=threads, backlog=1024,
@@ -190,12 +191,15 @@ class DashboardServer:
     def start(self) -> None:
         """Serve on a thread, and compress the page's scripts on another (:meth:`warm`)."""
         self._thread.start()
-        threading.Thread(target=self.warm, name="wattlens-dashboard-warm", daemon=True).start()
+        self._warm_in_background()
 
     def serve_forever(self) -> None:
         """Serve on this thread until :meth:`stop` (from another thread or a signal handler)."""
-        threading.Thread(target=self.warm, name="wattlens-dashboard-warm", daemon=True).start()
+        self._warm_in_background()
         self._server.run()
+
+    def _warm_in_background(self) -> None:
+        threading.Thread(target=self.warm, name="wattlens-dashboard-warm", daemon=True).start()
 
     def warm(self) -> int:
         """Ask the app for the page and every script and style it loads, as a browser accepting
@@ -223,18 +227,13 @@ class DashboardServer:
         from werkzeug.test import EnvironBuilder
 
         headers = {"Accept-Encoding": "gzip"} if gzip else {}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        token = getattr(self.gzip.app, "extensions", {}).get("wattlens.token")  # dashboard.auth
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         environ = EnvironBuilder(path=path, headers=list(headers.items()),
                                  environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
         status: list[str] = []
-        chunks = self.gzip(environ, lambda s, _h, _e=None: status.append(s))
-        try:
-            body = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                close()
+        body = _drain(self.gzip(environ, lambda s, _h, _e=None: status.append(s)))
         return body if status and status[0].startswith("200") else b""
 
     def stop(self) -> None:
